@@ -1,0 +1,1 @@
+"""Grading machinery for the lab: visible checks, mistake diagnoses, sandbox, judge, reports."""

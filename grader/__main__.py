@@ -1,0 +1,31 @@
+"""``python -m grader COMMAND ...``: one entry point for every instructor command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> module whose ``main(argv)`` runs it
+COMMANDS = {
+    "autograde": "grader.autograde",
+    "report": "grader.report",
+    "release": "grader.course",
+    "release-solutions": "grader.course",
+    "student-bundle": "grader.course",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        print("usage: python -m grader {" + ",".join(COMMANDS) + "} [options]")
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return int(module.main(argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Instructor-only reference answers and hidden test cases. Never shipped to learners."""

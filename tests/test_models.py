@@ -1,0 +1,148 @@
+"""Shapes, causality, padding and the attention plug of the former models."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from former import CTransformer, GTransformer, SelfAttention, TransformerBlock
+from former.attention import (
+    AttentionNotImplementedError,
+    AttentionShapeError,
+    naive_attention,
+    sdpa_attention,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    t=st.integers(1, 12),
+    heads=st.integers(1, 4),
+    s=st.integers(1, 6),
+    wide=st.booleans(),
+    mask=st.booleans(),
+)
+def test_self_attention_keeps_shape(b, t, heads, s, wide, mask):
+    emb = heads * s
+    layer = SelfAttention(emb, heads=heads, mask=mask, wide=wide, attention="sdpa")
+    assert layer.head_size == (emb if wide else s)
+    assert layer(torch.randn(b, t, emb)).shape == (b, t, emb)
+
+
+@settings(max_examples=20, deadline=None)
+@given(t=st.integers(1, 10), heads=st.integers(1, 4), s=st.integers(1, 5), mask=st.booleans())
+def test_builtin_attentions_agree(t, heads, s, mask):
+    q, k, v = torch.randn(3, 2, t, heads * s, dtype=torch.float64).unbind(0)
+    torch.testing.assert_close(
+        naive_attention(q, k, v, heads, mask), sdpa_attention(q, k, v, heads, mask)
+    )
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_block_and_models_shapes(wide):
+    block = TransformerBlock(16, 4, mask=False, wide=wide, attention="sdpa")
+    assert block(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+    c = CTransformer(16, 4, 2, 20, 50, 3, wide=wide, attention="sdpa")
+    out = c(torch.randint(0, 50, (2, 7)))
+    assert out.shape == (2, 3)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(2))
+    g = GTransformer(16, 4, 2, 20, 256, wide=wide, attention="sdpa")
+    assert g(torch.randint(0, 256, (2, 7))).shape == (2, 7, 256)
+
+
+@settings(max_examples=15, deadline=None)
+@given(t=st.integers(2, 12), data=st.data())
+def test_gtransformer_is_causal(t, data):
+    i = data.draw(st.integers(0, t - 2))
+    j = data.draw(st.integers(i + 1, t - 1))
+    torch.manual_seed(0)
+    model = GTransformer(16, 2, 2, 16, 32, attention="sdpa").eval()
+    x = torch.randint(0, 32, (1, t))
+    y = x.clone()
+    y[0, j] = (x[0, j] + 1) % 32
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0, : i + 1], model(y)[0, : i + 1])
+        assert not torch.allclose(model(x)[0, j], model(y)[0, j])
+
+
+@pytest.mark.parametrize("max_pool", [True, False])
+def test_pooling_ignores_padding(max_pool):
+    torch.manual_seed(0)
+    model = CTransformer(16, 2, 1, 32, 40, 2, max_pool=max_pool, attention="sdpa").eval()
+    padded = torch.cat([torch.randint(2, 40, (1, 6)), torch.zeros(1, 10, dtype=torch.long)], 1)
+    mask = padded != 0
+    with torch.no_grad():
+        h = model.backbone(padded)[:, :6]
+        pooled = h.max(dim=1).values if max_pool else h.mean(dim=1)
+        expected = torch.log_softmax(model.toprobs(pooled), dim=1)
+        torch.testing.assert_close(model(padded, mask), expected)
+        assert not torch.allclose(model(padded), expected)
+
+
+def test_no_attention_points_at_task_1():
+    with pytest.raises(AttentionNotImplementedError, match="Task 1") as info:
+        CTransformer(16, 2, 1, 8, 10, 2)
+    assert isinstance(info.value, NotImplementedError)
+    assert "multihead_attention" in str(info.value) and "sdpa" in str(info.value)
+
+
+def test_wrong_output_shape_names_expected_shape():
+    def forgets_to_merge(q, k, v, heads, mask=False):
+        b, t, hs = q.shape
+        return q.view(b, t, heads, hs // heads)
+
+    layer = SelfAttention(12, heads=3, attention=forgets_to_merge)
+    with pytest.raises(AttentionShapeError, match=r"expected \(b, t, heads\*s\) = \(2, 5, 3\*4\)"):
+        layer(torch.randn(2, 5, 12))
+
+
+def test_missing_return_is_explained():
+    layer = SelfAttention(8, heads=2, attention=lambda q, k, v, h, m=False: None)
+    with pytest.raises(AttentionShapeError, match="forget `return`"):
+        layer(torch.randn(1, 3, 8))
+
+
+def test_import_string_plug(tmp_path, monkeypatch):
+    (tmp_path / "my_attn_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from former.attention import naive_attention as multihead_attention
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layer = SelfAttention(8, heads=2, attention="my_attn_mod:multihead_attention")
+    assert layer(torch.randn(1, 3, 8)).shape == (1, 3, 8)
+    with pytest.raises(ImportError, match="has no function 'nope'"):
+        SelfAttention(8, heads=2, attention="my_attn_mod:nope")
+    sys.modules.pop("my_attn_mod", None)
+
+
+@pytest.mark.parametrize(
+    "spec, error, match",
+    [
+        ("no_such_module_xyz:f", ImportError, "Cannot import module 'no_such_module_xyz'"),
+        ("flash", ValueError, "Unknown attention 'flash'"),
+        (42, TypeError, "not int"),
+    ],
+)
+def test_bad_attention_specs(spec, error, match):
+    with pytest.raises(error, match=match):
+        SelfAttention(8, heads=2, attention=spec)
+
+
+def test_narrow_needs_divisible_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        SelfAttention(10, heads=3, attention="sdpa")
+
+
+def test_too_long_sequence_is_explained():
+    model = CTransformer(8, 2, 1, 4, 10, 2, attention="sdpa")
+    with pytest.raises(ValueError, match="longer than the model's seq_length 4"):
+        model(torch.randint(0, 10, (1, 5)))
