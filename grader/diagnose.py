@@ -1,30 +1,304 @@
 """Name what is wrong with an attention output, in plain words.
 
-Compares with its own float64 reference (``former.attention.naive_attention``),
-then with every catalogued mistake; never needs the instructor's solutions.
+:func:`diagnose_attention` compares a learner's output with its OWN float64
+reference (``former.attention.naive_attention``), then with every catalogued
+mistake recomputed on the same inputs; when nothing matches it reports the
+largest error and where it is (batch, head, position, feature).
+:func:`diagnose_pool_usage` reads an :class:`~grader.instrumented_pool.InstrumentedPool`
+log. Neither needs the instructor's solutions, so the notebook's visible checks,
+the sandbox and the judge share this code.
+
+Comparisons use only numpy array operators and methods (not ``torch.allclose``
+or ``np.allclose``, which code in the same kernel could replace).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from torch import Tensor
+import numpy as np
+import torch
+
+from former.attention import naive_attention
+from grader.instrumented_pool import PoolCall
+from grader.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
+
+# Scaled scores beyond this overflow exp() in float32 (e^88 is float32's limit).
+LARGE_SCORE = 80.0
 
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """correct: output matches; mistake: a catalogue key (or a shape/problem key); message: words."""
+
     correct: bool
     mistake: str | None
     message: str
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """How far ``actual`` is from ``expected``: max error, where, relative to the output's scale."""
+
+    ok: bool
+    max_error: float
+    index: tuple[int, ...]
+    scale: float
+    nonfinite: int  # entries of actual that are inf/NaN where expected is finite
+
+
+def tolerance(dtype: object, large_scores: bool = False) -> float:
+    """Allowed error relative to the output's scale, for inputs of ``dtype``.
+
+    float32 attention accumulates ~1e-6 relative error; scores around ±1000 lose
+    ~1e-4 in the logits. float64 allows 1e-8: far above float64 rounding, and low
+    enough that code secretly computing in float32 is noticed.
+    """
+    name = str(dtype).replace("torch.", "")
+    if name == "float64":
+        return 1e-8 if not large_scores else 1e-6
+    return 2e-4 if not large_scores else 2e-3
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    # x - x is NaN for inf and NaN, 0 otherwise: finite test from operators only.
+    return (x - x) == 0
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, tol: float) -> Comparison:
+    """Elementwise |actual - expected| <= tol * scale (scale: max |expected|, at least 1e-6)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return Comparison(False, math.inf, (), 0.0, 0)
+    if expected.size == 0:
+        return Comparison(True, 0.0, (), 0.0, 0)
+    expected_finite = _finite(expected)
+    safe_expected = expected * 0 + expected  # copy
+    safe_expected[~expected_finite] = 0.0
+    scale = max(float(abs(safe_expected).max()), 1e-6)
+    actual_finite = _finite(actual)
+    nonfinite = int((expected_finite & ~actual_finite).sum())
+    # Where both are non-finite (a masked-out NaN both sides) they agree; elsewhere compare.
+    error = abs(actual - expected)
+    error[~expected_finite & ~actual_finite] = 0.0
+    error[expected_finite & ~actual_finite] = math.inf
+    error[~expected_finite & actual_finite] = math.inf
+    flat = int(error.argmax())
+    max_error = float(error.reshape(-1)[flat])
+    index = tuple(int(i) for i in np.unravel_index(flat, error.shape))
+    return Comparison(max_error <= tol * scale, max_error, index, scale, nonfinite)
+
+
+def _as_tensor(x: object) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    return torch.from_numpy(np.array(x, copy=True))
+
+
+def _as_array(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def max_scaled_score(queries: torch.Tensor, keys: torch.Tensor, heads: int) -> float:
+    """Largest |q·k| / sqrt(s) over all heads: how close the softmax is to overflowing."""
+    b, t, hs = queries.shape
+    s = hs // heads
+    q = queries.double().reshape(b, t, heads, s).transpose(1, 2)
+    k = keys.double().reshape(b, t, heads, s).transpose(1, 2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(s)
+    return float(scores.abs().max()) if scores.numel() else 0.0
+
+
+def locate(index: tuple[int, ...], heads: int, width: int) -> str:
+    """'batch 1, head 2, position 4, feature 3' for an index into (b, t, heads * s)."""
+    if len(index) != 3:
+        return "at " + ", ".join(map(str, index))
+    batch, position, feature = index
+    s = max(width // max(heads, 1), 1)
+    head_part = f"head {feature // s}, " if heads > 1 else ""
+    return f"batch {batch}, {head_part}position {position}, feature {feature % s}"
+
+
+def _matches(candidate: np.ndarray, output: np.ndarray, tol: float) -> bool:
+    """Does ``output`` reproduce ``candidate``? Positions where a few candidate entries are
+    NaN (a fully masked row) are ignored: -inf and -1e9 masking differ only there."""
+    finite = _finite(candidate)
+    if finite.all():
+        return compare(output, candidate, tol).ok
+    if finite.mean() < 0.5:
+        return compare(output, candidate, tol).ok
+    kept = np.where(finite, output, 0.0)
+    return compare(kept, np.where(finite, candidate, 0.0), tol).ok
+
+
+def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...], heads: int) -> str:
+    b, t, hs = expected
+    s = hs // heads
+    known = {
+        (b, heads, t, s): "(b, heads, t, s): the heads are not merged back; transpose(1, 2) "
+        "and reshape to (b, t, heads * s)",
+        (b, t, heads, s): "(b, t, heads, s): reshape to (b, t, heads * s) to concatenate the heads",
+        (b * heads, t, s): "(b * heads, t, s): the heads are still folded into the batch; "
+        "view as (b, heads, t, s), transpose(1, 2), reshape to (b, t, heads * s)",
+        (b, t, s): "(b, t, s): only one head's width; concatenate all heads",
+        (b, t, t): "(b, t, t): these look like attention weights; multiply them with the values",
+        (b, heads, t, t): "(b, heads, t, t): these look like attention weights; multiply them "
+        "with the values",
+    }
+    what = known.get(tuple(shape))
+    got = f"The output has shape {tuple(shape)}, expected (b, t, heads * s) = {expected}"
+    return f"{got}; it looks like {what}." if what else f"{got}."
+
+
 def diagnose_attention(
-    output: object, queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False
+    output: object,
+    queries: object,
+    keys: object,
+    values: object,
+    heads: int,
+    mask: bool = False,
 ) -> Diagnosis:
-    """Diagnose ``output`` of multi-head attention on (b, t, heads * s) inputs."""
-    raise NotImplementedError
+    """Diagnose the output of multi-head attention.
+
+    output: what the learner returned, expected (b, t, heads * s) (tensor or array);
+    queries, keys, values: the inputs it got, (b, t, heads * s) (tensors or arrays);
+    heads: number of heads; mask: whether the causal mask was asked for.
+    """
+    if not isinstance(output, (torch.Tensor, np.ndarray)):
+        hint = " Did you forget `return`?" if output is None else ""
+        return Diagnosis(
+            False,
+            "not_a_tensor",
+            f"The function returned {type(output).__name__}, not a tensor.{hint}",
+        )
+    q, k, v = _as_tensor(queries), _as_tensor(keys), _as_tensor(values)
+    got = _as_array(output)
+    if tuple(got.shape) != tuple(q.shape):
+        return Diagnosis(False, "wrong_shape", _shape_problem(got.shape, tuple(q.shape), heads))
+
+    large = max_scaled_score(q, k, heads) > LARGE_SCORE
+    tol = tolerance(q.dtype, large)
+    with torch.no_grad():
+        reference = naive_attention(q.double(), k.double(), v.double(), heads, mask).numpy()
+    result = compare(got, reference, tol)
+    if result.ok:
+        return Diagnosis(True, None, "The output matches the reference.")
+
+    with torch.no_grad():
+        for mistake in MISTAKES:
+            if mistake.needs_mask and not mask:
+                continue
+            candidate = _as_array(mistake.apply(q.clone(), k.clone(), v.clone(), heads, mask))
+            if compare(candidate, reference, tol).ok:
+                continue  # indistinguishable from the right answer on these inputs
+            if _matches(candidate, got, 10 * tol):
+                return Diagnosis(
+                    False, mistake.key, f"It looks like {mistake.title}. Hint: {mistake.hint}"
+                )
+
+    where = locate(result.index, heads, q.shape[-1])
+    if result.nonfinite:
+        if large:
+            mistake = next(m for m in MISTAKES if m.key == "unstable_softmax")
+            return Diagnosis(
+                False,
+                mistake.key,
+                f"It looks like {mistake.title}: {result.nonfinite} output entries are inf/NaN "
+                f"(first at {where}) on scores up to ±{max_scaled_score(q, k, heads):.0f}. "
+                f"Hint: {mistake.hint}",
+            )
+        return Diagnosis(
+            False,
+            "nonfinite",
+            f"{result.nonfinite} output entries are inf/NaN where the answer is finite "
+            f"(first at {where}). Look for a division by zero or a row with every score masked.",
+        )
+    expected_value = float(reference[result.index])
+    got_value = float(got[result.index])
+    return Diagnosis(
+        False,
+        None,
+        f"The output differs from the reference; the largest error is {result.max_error:.3g} "
+        f"(output scale {result.scale:.3g}) at {where}: expected {expected_value:.4g}, got "
+        f"{got_value:.4g}. It matches none of the known mistakes; check each step's shape.",
+    )
 
 
-def diagnose_pool_usage(calls: list, heads: int, *, head_shape=None, require_importable=True) -> Diagnosis:
-    """Diagnose how ``parallel_multihead_attention`` used the pool, from an InstrumentedPool log."""
-    raise NotImplementedError
+def _is_per_head_item(item: dict[str, Any], head_shape: Sequence[int] | None) -> bool:
+    parts = item.get("parts")
+    if item.get("type") not in {"tuple", "list"} or not parts or len(parts) != 4:
+        return False
+    tensors, flag = parts[:3], parts[3]
+    if any(p.get("type") != "Tensor" for p in tensors) or flag.get("type") not in {"bool", "int"}:
+        return False
+    if head_shape is not None and any(list(p["shape"]) != list(head_shape) for p in tensors):
+        return False
+    return True
+
+
+def _pool_diagnosis(key: str, detail: str = "") -> Diagnosis:
+    mistake = POOL_MISTAKES_BY_KEY[key]
+    detail = f" ({detail})" if detail else ""
+    return Diagnosis(False, key, f"It looks like {mistake.title}{detail}. Hint: {mistake.hint}")
+
+
+def diagnose_pool_usage(
+    calls: Sequence[PoolCall | dict[str, Any]],
+    heads: int,
+    *,
+    head_shape: Sequence[int] | None = None,
+    require_importable: bool = True,
+) -> Diagnosis:
+    """Diagnose how ``parallel_multihead_attention`` used the pool it was given.
+
+    calls: ``InstrumentedPool.calls`` or its plain-data ``log()``; heads: number of heads;
+    head_shape: the expected (b, t, s) of each item's q, k, v (checked when given);
+    require_importable: whether the mapped function must be importable by worker
+    processes (spawn/forkserver).
+    """
+    records = [c if isinstance(c, PoolCall) else PoolCall.from_dict(c) for c in calls]
+    if not records:
+        return _pool_diagnosis("pool_not_used", "pool.map was never called")
+    if len(records) > 1:
+        sizes = ", ".join(str(r.n_items) for r in records)
+        return _pool_diagnosis("several_map_calls", f"{len(records)} calls with {sizes} items")
+    call = records[0]
+    if require_importable and not call.importable:
+        return _pool_diagnosis("worker_not_importable", call.why_not_importable)
+    if call.n_items == 1 and heads > 1:
+        return _pool_diagnosis("one_item_for_all_heads", f"1 item for {heads} heads")
+    if call.n_items != heads:
+        return _pool_diagnosis("wrong_number_of_items", f"{call.n_items} items for {heads} heads")
+    bad = [i for i, item in enumerate(call.items) if not _is_per_head_item(item, head_shape)]
+    if bad:
+        shown = call.items[bad[0]]
+        expected = (
+            f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
+            if head_shape
+            else ""
+        )
+        return _pool_diagnosis(
+            "items_not_per_head", f"item {bad[0]} is {_describe(shown)}{expected}"
+        )
+    note = "" if call.importable else f" (note: {call.why_not_importable})"
+    return Diagnosis(
+        True, None, f"One pool.{call.method} call with one item per head ({heads}).{note}"
+    )
+
+
+def _describe(item: dict[str, Any]) -> str:
+    kind = item.get("type", "?")
+    if kind == "Tensor":
+        return f"Tensor{tuple(item.get('shape', ()))}"
+    if "parts" in item:
+        inner = ", ".join(_describe(p) for p in item["parts"])
+        return f"{kind}({inner})"
+    if "value" in item:
+        return repr(item["value"])
+    return kind

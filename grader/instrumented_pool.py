@@ -1,14 +1,216 @@
-"""A Pool-like object whose ``map`` records what it was asked to run."""
+"""A Pool-like object whose ``map`` records what it was asked to run.
+
+Graders and visible checks hand it to ``parallel_multihead_attention(..., pool=pool)``
+and then read ``pool.calls`` (or the plain-data ``pool.log()``): which function
+was mapped, whether worker processes could import it, and how many items of
+which shapes it received. :func:`grader.diagnose.diagnose_pool_usage` turns the
+log into a verdict.
+
+Three ways to run the work:
+- ``InstrumentedPool()`` (processes=0): in this process, one item after another;
+  fast and deterministic, for checks that only need the log and the values.
+- ``InstrumentedPool(processes=2, start_method="spawn")``: real worker processes
+  (one torch thread each), which must import the mapped function by name.
+- ``InstrumentedPool(pool=existing_pool)``: wraps a pool the learner made.
+"""
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class PoolCall:
+    """One call of ``map`` (or a sibling such as ``imap``) on the pool.
+
+    items: one description per item, e.g.
+    ``{"type": "tuple", "parts": [{"type": "Tensor", "shape": [2, 5, 4], "dtype": "float32"},
+    ..., {"type": "bool", "value": True}]}``.
+    """
+
+    method: str
+    function: str
+    module: str
+    importable: bool
+    why_not_importable: str
+    n_items: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolCall:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+def function_origin(func: object) -> tuple[str, str, bool, str]:
+    """(module, qualified name, importable by a fresh worker process?, why not)."""
+    target = getattr(func, "func", func)  # functools.partial pickles its .func by name
+    module = getattr(target, "__module__", None) or "?"
+    qualname = getattr(target, "__qualname__", None) or type(target).__name__
+    if module in {"__main__", "__mp_main__"}:
+        return (
+            module,
+            qualname,
+            False,
+            (
+                f"{qualname} is defined in the notebook (module {module}); worker processes "
+                "started with spawn or forkserver cannot import it from there"
+            ),
+        )
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        return (
+            module,
+            qualname,
+            False,
+            f"{qualname} is a lambda or a function defined inside another",
+        )
+    try:
+        found: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception as error:  # noqa: BLE001 - any failure means a worker could not find it
+        return module, qualname, False, f"importing {module}.{qualname} fails: {error}"
+    if found is not target:
+        return (
+            module,
+            qualname,
+            False,
+            (f"{module}.{qualname} names a different object now (redefined after import?)"),
+        )
+    return module, qualname, True, ""
+
+
+def describe_item(item: object) -> dict[str, Any]:
+    """Plain-data description of one mapped item (types and shapes, never values)."""
+    if isinstance(item, torch.Tensor):
+        return {"type": "Tensor", "shape": list(item.shape), "dtype": str(item.dtype)[6:]}
+    if isinstance(item, (tuple, list)):
+        return {"type": type(item).__name__, "parts": [describe_item(p) for p in item[:8]]}
+    if isinstance(item, (bool, int, float, str)) or item is None:
+        return {"type": type(item).__name__, "value": item}
+    return {"type": type(item).__name__}
+
+
+def _one_torch_thread() -> None:
+    # Workers share the machine: one intra-op thread each, or they oversubscribe (and a
+    # forked worker inheriting a busy thread pool can deadlock).
+    torch.set_num_threads(1)
+
 
 class InstrumentedPool:
-    """``InstrumentedPool(processes=0)`` runs ``map`` in this process; ``processes>0`` uses workers."""
+    """Pool-like ``map`` that records each call; see the module docstring for the modes."""
 
-    def __init__(self, processes: int = 0, *, start_method: str | None = None, pool=None) -> None:
-        self.calls: list = []
+    def __init__(
+        self,
+        processes: int = 0,
+        *,
+        start_method: str | None = None,
+        pool: Any = None,
+    ) -> None:
+        if pool is not None and processes:
+            raise ValueError("Give either processes or an existing pool, not both.")
+        self.processes = processes
+        self.start_method = start_method
+        self.calls: list[PoolCall] = []
+        self._wrapped = pool
+        self._owned: Any = None
+        if processes and processes > 0:
+            context = multiprocessing.get_context(start_method)
+            self._owned = context.Pool(processes, initializer=_one_torch_thread)
 
-    def map(self, func, iterable, chunksize=None):
+    # -- recording -------------------------------------------------------------------------
+
+    def _record(self, method: str, func: Callable, items: list) -> None:
+        module, qualname, importable, why = function_origin(func)
+        self.calls.append(
+            PoolCall(
+                method=method,
+                function=qualname,
+                module=module,
+                importable=importable,
+                why_not_importable=why,
+                n_items=len(items),
+                items=[describe_item(item) for item in items[:64]],
+            )
+        )
+
+    def log(self) -> list[dict[str, Any]]:
+        """The calls as plain data (JSON-able), for a judge in another process."""
+        return [call.to_dict() for call in self.calls]
+
+    # -- the Pool interface ------------------------------------------------------------------
+
+    def _runner(self, func: Callable) -> Any:
+        if self._owned is not None and self._owned_start_method() != "fork":
+            _, _, importable, why = function_origin(func)
+            if not importable:
+                # Sending it anyway would fail inside the worker, which can hang the pool.
+                raise pickle.PicklingError(
+                    f"Worker processes cannot import the mapped function: {why}. Define it in "
+                    "a module (e.g. with %%writefile my_transformer_model.py) and import it."
+                )
+        return self._owned if self._owned is not None else self._wrapped
+
+    def _owned_start_method(self) -> str:
+        return multiprocessing.get_context(self.start_method).get_start_method()
+
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         items = list(iterable)
-        return [func(item) for item in items]
+        self._record("map", func, items)
+        runner = self._runner(func)
+        if runner is None:
+            return [func(item) for item in items]
+        return runner.map(func, items, chunksize)
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
+        items = list(iterable)
+        self._record("imap", func, items)
+        runner = self._runner(func)
+        if runner is None:
+            return iter([func(item) for item in items])
+        return runner.imap(func, items, chunksize)
+
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        items = [tuple(item) for item in iterable]
+        self._record("starmap", func, items)
+        runner = self._runner(func)
+        if runner is None:
+            return [func(*item) for item in items]
+        return runner.starmap(func, items, chunksize)
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+
+    def join(self) -> None:
+        if self._owned is not None:
+            self._owned.join()
+
+    def terminate(self) -> None:
+        if self._owned is not None:
+            self._owned.terminate()
+            self._owned.join()
+            self._owned = None
+
+    def __enter__(self) -> InstrumentedPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        mode = (
+            f"{self.processes} {self.start_method or 'default'} workers"
+            if self._owned is not None
+            else ("wrapping " + type(self._wrapped).__name__ if self._wrapped else "in-process")
+        )
+        return f"InstrumentedPool({mode}, {len(self.calls)} calls recorded)"

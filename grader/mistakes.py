@@ -1,14 +1,24 @@
 """Catalogue of known wrong answers to the attention tasks.
 
-Each :class:`Mistake` implements the WRONG version of multi-head attention, so a
-diagnosis can recognise it by recomputing it on the learner's inputs.
+Each :class:`Mistake` implements the WRONG version of multi-head attention, so
+that a diagnosis can recognise it: recompute the mistake on the learner's own
+inputs and see whether it reproduces the learner's output. Titles and hints are
+shown to learners, so they speak plain words and never give the answer away
+in code.
+
+All functions take queries, keys, values of shape (b, t, heads * s), the number
+of heads and the causal-mask flag, and return (b, t, heads * s). They compute in
+the dtype they are given, as a learner's code would (which matters for the
+unstable softmax: float32 overflows sooner than float64).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 MistakeFn = Callable[[Tensor, Tensor, Tensor, int, bool], Tensor]
@@ -16,7 +26,12 @@ MistakeFn = Callable[[Tensor, Tensor, Tensor, int, bool], Tensor]
 
 @dataclass(frozen=True)
 class Mistake:
-    """A known wrong answer: ``apply(q, k, v, heads, mask) -> out``, all (b, t, heads * s)."""
+    """A known wrong answer.
+
+    apply(q, k, v, heads, mask) -> out, all (b, t, heads * s).
+    needs_mask: only visible when mask=True (otherwise it equals the right answer).
+    needs_large_scores: only visible when scores are large (hundreds).
+    """
 
     key: str
     title: str
@@ -28,12 +43,289 @@ class Mistake:
 
 @dataclass(frozen=True)
 class PoolMistake:
-    """A known wrong use of the pool in ``parallel_multihead_attention`` (diagnosed from a log)."""
+    """A known wrong use of the pool in ``parallel_multihead_attention``, read from a pool log."""
 
     key: str
     title: str
     hint: str
 
 
-MISTAKES: list[Mistake] = []
-POOL_MISTAKES: list[PoolMistake] = []
+# -- building blocks (the right ones, so each mistake changes exactly one thing) -------------
+
+
+def _split(x: Tensor, heads: int) -> Tensor:
+    """(b, t, heads * s) -> (b, heads, t, s), head i from features [i*s:(i+1)*s]."""
+    b, t, hs = x.shape
+    return x.reshape(b, t, heads, hs // heads).transpose(1, 2)
+
+
+def _merge(x: Tensor) -> Tensor:
+    """(b, heads, t, s) -> (b, t, heads * s)."""
+    b, h, t, s = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * s)
+
+
+def _future(t: int, device: torch.device) -> Tensor:
+    """(t, t) bool, True where key j lies after query i (j > i)."""
+    return torch.ones(t, t, dtype=torch.bool, device=device).triu(1)
+
+
+def _attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: bool,
+    *,
+    scale: float | None = None,
+    hidden: Tensor | None = None,
+    softmax_dim: int = -1,
+) -> Tensor:
+    """Attention on (..., t, s) tensors; ``hidden`` overrides which (t, t) scores are masked."""
+    s = q.size(-1)
+    scale = 1 / math.sqrt(s) if scale is None else scale
+    scores = q @ k.transpose(-2, -1) * scale
+    if mask:
+        hidden = _future(scores.size(-1), scores.device) if hidden is None else hidden
+        scores = scores.masked_fill(hidden, float("-inf"))
+    return torch.softmax(scores, dim=softmax_dim) @ v
+
+
+def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn:
+    """Lift a per-head (b, heads, t, s) computation to the (b, t, heads * s) contract."""
+
+    def apply(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
+        return _merge(fn(_split(q, heads), _split(k, heads), _split(v, heads), mask))
+
+    return apply
+
+
+# -- the mistakes ------------------------------------------------------------------------------
+
+
+@_per_head
+def missing_scale(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, k, v, mask, scale=1.0)
+
+
+@_per_head
+def scale_one_over_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, k, v, mask, scale=1 / q.size(-1))
+
+
+def scale_over_sqrt_emb(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
+    emb = q.size(-1)  # heads * s: the full width instead of one head's
+    return _merge(
+        _attend(
+            _split(q, heads), _split(k, heads), _split(v, heads), mask, scale=1 / math.sqrt(emb)
+        )
+    )
+
+
+@_per_head
+def scale_times_sqrt_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, k, v, mask, scale=math.sqrt(q.size(-1)))
+
+
+@_per_head
+def softmax_wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, k, v, mask, softmax_dim=-2)
+
+
+def heads_not_transposed(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
+    b, t, hs = q.shape
+
+    def view_without_transpose(x: Tensor) -> Tensor:
+        return x.reshape(b, heads, t, hs // heads)
+
+    out = _attend(
+        view_without_transpose(q), view_without_transpose(k), view_without_transpose(v), mask
+    )
+    return out.reshape(b, t, hs)
+
+
+def output_not_transposed(
+    q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False
+) -> Tensor:
+    b, t, hs = q.shape
+    out = _attend(_split(q, heads), _split(k, heads), _split(v, heads), mask)  # (b, h, t, s)
+    return out.reshape(b, t, hs)
+
+
+@_per_head
+def mask_missing(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, k, v, False)
+
+
+@_per_head
+def mask_inverted(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    t = q.size(-2)
+    past = torch.ones(t, t, dtype=torch.bool, device=q.device).tril(-1)
+    return _attend(q, k, v, mask, hidden=past)
+
+
+@_per_head
+def mask_hides_diagonal(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    t = q.size(-2)
+    future_and_self = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(0)
+    return _attend(q, k, v, mask, hidden=future_and_self)
+
+
+@_per_head
+def mask_after_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+    if mask:
+        weights = weights.masked_fill(_future(weights.size(-1), weights.device), 0.0)
+    return weights @ v
+
+
+@_per_head
+def keys_values_swapped(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    return _attend(q, v, k, mask)
+
+
+@_per_head
+def unstable_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask:
+        scores = scores.masked_fill(_future(scores.size(-1), scores.device), float("-inf"))
+    exps = torch.exp(scores)  # no max subtracted: exp(1000) is inf
+    return exps / exps.sum(dim=-1, keepdim=True) @ v
+
+
+MISTAKES: list[Mistake] = [
+    Mistake(
+        "missing_scale",
+        "the scores are not scaled",
+        "Divide the dot products q·k by sqrt(s), s being the size of ONE head, before the "
+        "softmax; without it large scores saturate the softmax.",
+        missing_scale,
+    ),
+    Mistake(
+        "scale_one_over_s",
+        "the scores are divided by s instead of sqrt(s)",
+        "The scale is 1/sqrt(s): take the square root of the per-head size.",
+        scale_one_over_s,
+    ),
+    Mistake(
+        "scale_sqrt_emb",
+        "the scores are scaled by the full embedding width, not one head's",
+        "Use s = emb // heads, the size of one head, in 1/sqrt(s); not the width heads * s.",
+        scale_over_sqrt_emb,
+    ),
+    Mistake(
+        "scale_times_sqrt_s",
+        "the scores are multiplied by sqrt(s) instead of divided",
+        "Divide by sqrt(s) (or multiply by 1/sqrt(s)); multiplying makes the softmax sharper.",
+        scale_times_sqrt_s,
+    ),
+    Mistake(
+        "softmax_wrong_axis",
+        "the softmax runs over the wrong axis (over queries instead of keys)",
+        "For scores of shape (..., t_queries, t_keys), take the softmax over the LAST "
+        "dimension, so that each query's weights over the keys sum to 1.",
+        softmax_wrong_axis,
+    ),
+    Mistake(
+        "heads_not_transposed",
+        "the heads are split with a plain view to (b, heads, t, s), without transposing",
+        "Split as view(b, t, heads, s) and then transpose(1, 2) to get (b, heads, t, s); a "
+        "direct view mixes positions and heads. Undo both steps at the end.",
+        heads_not_transposed,
+    ),
+    Mistake(
+        "output_not_transposed",
+        "the output is reshaped to (b, t, heads * s) without transposing the heads back",
+        "The attention result is (b, heads, t, s): transpose(1, 2) to (b, t, heads, s) "
+        "before reshaping to (b, t, heads * s), so head i lands in features [i*s:(i+1)*s].",
+        output_not_transposed,
+    ),
+    Mistake(
+        "mask_missing",
+        "the causal mask is not applied (mask=True is ignored)",
+        "When mask is True, set the scores of keys j > i to -inf before the softmax, so "
+        "position i cannot look at later positions.",
+        mask_missing,
+        needs_mask=True,
+    ),
+    Mistake(
+        "mask_inverted",
+        "the causal mask is inverted: positions see the future and not the past",
+        "Hide the scores ABOVE the diagonal (key j > query i), e.g. with triu(..., diagonal=1); "
+        "you hid the ones below it.",
+        mask_inverted,
+        needs_mask=True,
+    ),
+    Mistake(
+        "mask_hides_diagonal",
+        "the causal mask also hides the diagonal (a position cannot see itself)",
+        "Position i may attend to j <= i, itself included: mask with diagonal=1, not 0. "
+        "(The first position then has nothing left to attend to and gives NaN.)",
+        mask_hides_diagonal,
+        needs_mask=True,
+    ),
+    Mistake(
+        "mask_after_softmax",
+        "the mask is applied after the softmax (weights zeroed, not renormalised)",
+        "Mask the SCORES with -inf before the softmax; zeroing weights afterwards leaves rows "
+        "that no longer sum to 1.",
+        mask_after_softmax,
+        needs_mask=True,
+    ),
+    Mistake(
+        "keys_values_swapped",
+        "keys and values are swapped",
+        "The weights come from queries · keys; the output is the weighted sum of the VALUES.",
+        keys_values_swapped,
+    ),
+    Mistake(
+        "unstable_softmax",
+        "the softmax overflows on large scores (inf/NaN)",
+        "A hand-written exp(x) / sum(exp(x)) overflows once scores reach a few hundred; "
+        "subtract each row's maximum before exp, or use torch.softmax.",
+        unstable_softmax,
+        needs_large_scores=True,
+    ),
+]
+
+MISTAKES_BY_KEY: dict[str, Mistake] = {m.key: m for m in MISTAKES}
+
+POOL_MISTAKES: list[PoolMistake] = [
+    PoolMistake(
+        "pool_not_used",
+        "the pool is not used: the heads run one after another in this process",
+        "Build data_to_map (one (q, k, v, mask) tuple per head) and call "
+        "pool.map(attention_function, data_to_map) on the pool you were given.",
+    ),
+    PoolMistake(
+        "one_item_for_all_heads",
+        "pool.map gets a single item holding all heads, so only one worker does anything",
+        "Make one item per head: slice features [i*s:(i+1)*s] of queries, keys and values "
+        "for head i, so data_to_map has `heads` items.",
+    ),
+    PoolMistake(
+        "several_map_calls",
+        "pool.map is called several times (e.g. once per head), so the heads run one by one",
+        "Call pool.map once, with a list holding every head's item; each call waits for its "
+        "results before the next one starts.",
+    ),
+    PoolMistake(
+        "wrong_number_of_items",
+        "pool.map gets a number of items different from the number of heads",
+        "data_to_map should have exactly one (q, k, v, mask) item per head.",
+    ),
+    PoolMistake(
+        "items_not_per_head",
+        "the pool items are not (q, k, v, mask) tuples of one head's slices",
+        "Each item is a tuple (q, k, v, mask) with q, k, v of shape (b, t, s): head i's "
+        "features [i*s:(i+1)*s].",
+    ),
+    PoolMistake(
+        "worker_not_importable",
+        "the worker function cannot be imported by the pool's processes",
+        "Under spawn and forkserver, workers import the function by name: define "
+        "attention_function in a module (the %%writefile my_transformer_model.py cell), "
+        "import it from there, and do not use lambdas or functions defined inside others.",
+    ),
+]
+
+POOL_MISTAKES_BY_KEY: dict[str, PoolMistake] = {m.key: m for m in POOL_MISTAKES}

@@ -1,0 +1,196 @@
+"""Run one graded function on one case's inputs and return its raw outputs as plain data.
+
+The same probe serves the notebook's hidden cells (in the learner's kernel) and
+the grader's sandbox (in a process that sends the outputs to a trusted judge):
+the inputs come from ``solutions.hidden_tests.case_inputs`` and the outputs go to
+``solutions.hidden_tests.judge_case``. It needs no hidden test text, only the
+plain-data inputs, whose keys are:
+
+- ``function``: "multihead_attention" | "attention_function" | "parallel_multihead_attention"
+- ``kind``: "forward" | "gradient" | "unmodified" | "pool" | "spawn_pool"
+- ``queries``, ``keys``, ``values``: numpy arrays, (b, t, heads * s); (b, t, s) for
+  attention_function
+- ``heads`` (int), ``mask`` (bool), ``upstream`` (array like the output; gradient cases)
+- ``pool``: "" (no pool), "inline" (an in-process InstrumentedPool) or "spawn"
+  (an InstrumentedPool with two spawned workers)
+
+Outputs (numpy arrays, float64 unless noted): ``out``; gradient cases add
+``grad_queries``, ``grad_keys``, ``grad_values``; unmodified cases add
+``queries_after``, ``keys_after``, ``values_after`` (in the input dtype). When the
+learner's code fails, ``error`` (str, "Type: message") and ``error_where`` (str,
+the line of their code) replace the missing arrays; ``grad_error`` says why a
+gradient is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from grader.instrumented_pool import InstrumentedPool
+
+# Private handles on the C implementations: a learner who monkeypatches torch.Tensor
+# methods in the kernel cannot change how outputs are read back.
+_TensorBase = torch._C.TensorBase
+_detach = _TensorBase.detach
+_to_double = _TensorBase.double
+_to_cpu = _TensorBase.cpu
+_to_numpy = _TensorBase.numpy
+_is_floating = _TensorBase.is_floating_point
+_from_numpy = torch.from_numpy
+
+# Frames from these folders are machinery, not the learner's code.
+_MACHINERY = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (torch.__file__, np.__file__, __file__, contextlib.__file__)
+)
+_SOLUTIONS = os.sep + "solutions" + os.sep
+
+
+@dataclass
+class ProbeResult:
+    outputs: dict[str, Any]
+    pool_log: list[dict[str, Any]] | None = None
+    stderr: str = field(default="", repr=False)
+
+
+def where_in_learner_code(error: BaseException) -> str:
+    """'line 12 in multihead_attention: scores = q @ k' for the innermost learner frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    mine = [
+        f
+        for f in frames
+        if not os.path.abspath(f.filename).startswith(_MACHINERY) and _SOLUTIONS not in f.filename
+    ]
+    if not mine:
+        return ""
+    frame = mine[-1]
+    code = (frame.line or "").strip()
+    return f"line {frame.lineno} in {frame.name}" + (f": {code}" if code else "")
+
+
+def describe_exception(error: BaseException) -> str:
+    """'ValueError: message' (one line, bounded), never a traceback."""
+    message = " ".join(str(error).split())
+    if len(message) > 400:
+        message = message[:400] + " ..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Swallow warnings and stderr (Python and file-descriptor level) while learner code runs.
+
+    Warnings and stderr never cost points, and plain nbgrader scores a test cell
+    with any stderr output as failed.
+    """
+    captured = io.StringIO()
+    saved_fd = None
+    try:
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        saved_fd = None
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(captured):
+            warnings.simplefilter("ignore")
+            yield captured
+    finally:
+        if saved_fd is not None:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+
+
+def _tensor(array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
+    tensor = _from_numpy(np.array(array, copy=True))
+    return tensor.requires_grad_(True) if requires_grad else tensor
+
+
+def _read_back(value: object, what: str) -> np.ndarray:
+    if not isinstance(value, _TensorBase):
+        raise TypeError(
+            f"{what} is a {type(value).__name__}, expected a torch.Tensor"
+            + (" (did you forget `return`?)" if value is None else "")
+        )
+    if not _is_floating(value):
+        raise TypeError(f"{what} has dtype {value.dtype}, expected a floating-point tensor")
+    return np.array(_to_numpy(_to_cpu(_to_double(_detach(value)))), dtype=np.float64, copy=True)
+
+
+def make_pool(mode: str) -> InstrumentedPool | None:
+    """The pool a case hands to parallel_multihead_attention ('' means none)."""
+    if mode == "inline":
+        return InstrumentedPool()
+    if mode == "spawn":
+        return InstrumentedPool(2, start_method="spawn")
+    if mode:
+        raise ValueError(f"unknown pool mode {mode!r}")
+    return None
+
+
+def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object:
+    """Call ``fn`` the way the learner contract says for ``inputs['function']``."""
+    name = inputs["function"]
+    mask = bool(inputs["mask"])
+    if name == "attention_function":
+        return fn((q, k, v, mask))
+    if name == "parallel_multihead_attention":
+        return fn(q, k, v, int(inputs["heads"]), mask, pool=pool)
+    return fn(q, k, v, int(inputs["heads"]), mask)
+
+
+def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
+    """Run ``fn`` on one case and read back its outputs (see the module docstring)."""
+    kind = inputs["kind"]
+    wants_grad = kind == "gradient"
+    q, k, v = (_tensor(inputs[n], wants_grad) for n in ("queries", "keys", "values"))
+    outputs: dict[str, Any] = {}
+    pool: InstrumentedPool | None = None
+    with quiet() as captured:
+        try:
+            pool = make_pool(str(inputs.get("pool", "")))
+            result = call_function(fn, inputs, q, k, v, pool)
+            outputs["out"] = _read_back(result, "the output")
+            if wants_grad:
+                outputs.update(_gradients(result, inputs["upstream"], q, k, v))
+            if kind == "unmodified":
+                for name, tensor in (("queries", q), ("keys", k), ("values", v)):
+                    outputs[f"{name}_after"] = np.array(_to_numpy(_detach(tensor)), copy=True)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the learner's code may raise anything
+            outputs["error"] = describe_exception(error)
+            outputs["error_where"] = where_in_learner_code(error)
+        finally:
+            pool_log = pool.log() if pool is not None else None
+            if pool is not None:
+                pool.terminate()
+    return ProbeResult(outputs, pool_log, captured.getvalue())
+
+
+def _gradients(result: torch.Tensor, upstream: np.ndarray, q, k, v) -> dict[str, Any]:
+    if not result.requires_grad:
+        return {
+            "grad_error": "the output does not track gradients: no .detach(), .data, .numpy(), "
+            "torch.no_grad() or in-place writes into a fresh tensor on the way"
+        }
+    weights = _from_numpy(np.array(upstream, copy=True)).to(result.dtype)
+    (result * weights).sum().backward()
+    grads: dict[str, Any] = {}
+    for name, tensor in (("queries", q), ("keys", k), ("values", v)):
+        if tensor.grad is None:
+            grads["grad_error"] = f"{name} got no gradient: the output does not depend on it"
+        else:
+            grads[f"grad_{name}"] = _read_back(tensor.grad, f"the gradient of {name}")
+    return grads
