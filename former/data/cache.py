@@ -1,0 +1,66 @@
+"""Encoded data sets kept on disk, so that loading them a second time is fast.
+
+A cache file is a ``torch.save`` of plain tensors, strings and numbers, named
+by a hash of everything its content depends on: the identity of the source
+(path, size, modification time), the loader's settings, and
+:data:`CACHE_FORMAT_VERSION`. Change any of them and a new file is built; the
+old one is simply never read again. Files are written atomically, and one that
+cannot be read is rebuilt, with a notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from former.data.locate import cache_dir, notice
+from former.data.tokenizer import TOKENIZER_VERSION
+
+# Bumped whenever the layout of cache files changes.
+CACHE_FORMAT_VERSION = 1
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """What identifies a file or folder for caching: resolved path, size and mtime."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cache_file(kind: str, key: dict[str, Any]) -> Path:
+    """Where the cache entry of ``kind`` (e.g. "imdb-corpus") for ``key`` lives."""
+    versioned = {"format": CACHE_FORMAT_VERSION, "tokenizer": TOKENIZER_VERSION, **key}
+    digest = hashlib.sha256(json.dumps(versioned, sort_keys=True).encode()).hexdigest()
+    return cache_dir() / "encoded" / f"{kind}-{digest[:20]}.pt"
+
+
+def load_cached(path: Path) -> dict[str, Any] | None:
+    """The cached payload at ``path``, or None when there is none or it is unreadable."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT_VERSION:
+            raise ValueError("unexpected content")
+        return payload
+    except Exception as error:  # any unreadable file is rebuilt, whatever broke it
+        notice(f"cache file {path} is unreadable ({error}); rebuilding it.")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save_cached(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically; a cache that cannot be written is only a notice."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**payload, "format": CACHE_FORMAT_VERSION}, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        notice(f"could not write the cache file {path} ({error}); the next load will be slow too.")
+    finally:
+        partial.unlink(missing_ok=True)

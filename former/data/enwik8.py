@@ -1,0 +1,149 @@
+"""Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``) or any text file.
+
+Every byte is a token (256 of them). Data are split 90/5/5 into train,
+validation and test, as the original ``former`` did with enwik8's
+90M/5M/5M bytes; a file of another size is split in the same proportions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zipfile
+from pathlib import Path
+
+import torch
+
+from former.data.download import ChecksumError, DownloadError, download_file
+from former.data.locate import cache_dir, notice, offline_forced, search_folders
+from former.data.synthetic import generated_text
+
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_ARCHIVE = "enwik8.zip"
+ENWIK8_SIZE = 36_445_475
+ENWIK8_MD5 = "a1fa5ffddb56f4953e226637dabbb36a"  # of the unpacked member `enwik8`
+ENWIK8_MEMBER = "enwik8"
+SPLIT_PERCENT = (90, 5, 5)
+MINIMUM_BYTES = 20  # below this, validation or test would be empty
+
+ByteSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
+    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5.
+
+    path: enwik8 raw, gzipped, or the official ``enwik8.zip`` (or a folder
+    holding one of them). With None: ``$FORMER_DATA_DIR``, the per-user cache,
+    then a download of the official archive; offline, a one-line notice on
+    stderr and about a megabyte of generated text instead.
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        found = find_enwik8_in(path) if path.is_dir() else path
+        if found is None:
+            raise FileNotFoundError(
+                f"{path} holds no enwik8 file (enwik8, enwik8.zip or enwik8*.gz); pass the "
+                "file itself."
+            )
+        return load_text(found)
+    for folder in search_folders():
+        found = find_enwik8_in(folder)
+        if found is not None:
+            return load_text(found)
+    if offline_forced():
+        reason = "$FORMER_OFFLINE is set"
+    elif not download:
+        reason = "downloading is switched off"
+    else:
+        try:
+            return load_text(download_enwik8())
+        except DownloadError as error:
+            reason = str(error)
+    notice(
+        f"no enwik8 found and none downloaded ({reason}); using generated text instead. "
+        f"For real enwik8, pass a path, set $FORMER_DATA_DIR, or put {ENWIK8_ARCHIVE} in "
+        f"{cache_dir()}."
+    )
+    return split_bytes(torch.frombuffer(bytearray(generated_text()), dtype=torch.uint8))
+
+
+def load_text(path: str | Path) -> ByteSplits:
+    """Any file as (train, val, test) 1-D uint8 tensors of its bytes, split 90/5/5.
+
+    A ``.gz`` file is decompressed and a ``.zip`` file's ``enwik8`` member (or
+    its only member) read, recognised by content rather than by name.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no text file at {path}; pass the path of an existing file.")
+    return split_bytes(torch.frombuffer(read_bytes(path), dtype=torch.uint8))
+
+
+def read_bytes(path: Path) -> bytearray:
+    """The content of a raw, gzipped or zipped file."""
+    with open(path, "rb") as file:
+        magic = file.read(4)
+    try:
+        if magic[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as file:
+                return bytearray(file.read())
+        if magic == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as archive:
+                return bytearray(archive.read(_zip_member(archive, path)))
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} looks compressed but could not be unpacked ({error}); it may be "
+            "truncated. Fetch it again or pass the unpacked file."
+        ) from error
+    return bytearray(path.read_bytes())
+
+
+def split_bytes(data: torch.Tensor) -> ByteSplits:
+    """Split 1-D ``data`` into 90/5/5 (train, val, test) views."""
+    n = len(data)
+    if n < MINIMUM_BYTES:
+        raise ValueError(f"{n} bytes are too few to split 90/5/5; use a larger text file.")
+    n_train = n * SPLIT_PERCENT[0] // 100
+    n_val = n * SPLIT_PERCENT[1] // 100
+    return data[:n_train], data[n_train : n_train + n_val], data[n_train + n_val :]
+
+
+def find_enwik8_in(folder: Path) -> Path | None:
+    """The enwik8 file in ``folder``: ``enwik8``, ``enwik8.zip``, then any ``enwik8*.gz``."""
+    for name in (ENWIK8_MEMBER, ENWIK8_ARCHIVE, "enwik8.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    gzipped = sorted(folder.glob("enwik8*.gz"))
+    return gzipped[0] if gzipped else None
+
+
+def download_enwik8(destination: Path | None = None) -> Path:
+    """Download the official ``enwik8.zip`` into the per-user cache, verifying its content."""
+    destination = destination or cache_dir() / ENWIK8_ARCHIVE
+    return download_file(ENWIK8_URL, destination, size=ENWIK8_SIZE, verify=check_enwik8_zip)
+
+
+def check_enwik8_zip(path: Path) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` is a zip whose enwik8 has the published md5."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            digest = hashlib.md5(archive.read(ENWIK8_MEMBER)).hexdigest()
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ChecksumError(f"the download is not the official enwik8.zip ({error}).") from error
+    if digest != ENWIK8_MD5:
+        raise ChecksumError(
+            f"enwik8 in the download has md5 {digest}, expected {ENWIK8_MD5}; nothing was "
+            "kept. Try again, or download it yourself and pass its path."
+        )
+
+
+def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
+    names = [name for name in archive.namelist() if not name.endswith("/")]
+    if ENWIK8_MEMBER in names:
+        return ENWIK8_MEMBER
+    if len(names) == 1:
+        return names[0]
+    raise ValueError(
+        f"{path} holds {len(names)} files and none is named 'enwik8'; unpack the one you "
+        "want and pass it."
+    )
