@@ -98,6 +98,11 @@ GPUS_PER_INSTANCE: dict[str, int] = {
 }
 CPU_INSTANCE_FAMILIES = ("ml.m", "ml.c", "ml.r", "ml.t")
 
+# What model.py needs beyond the training image (which brings torch and numpy); pip finds
+# these already satisfied offline, or installs them when the image lacks them.
+RUNTIME_REQUIREMENTS = ("tqdm>=4.60",)
+REQUIREMENTS_FILE = "requirements.txt"
+
 # Files and folders that never belong in the shipped code.
 _IGNORED_IN_SOURCE = ("__pycache__", "*.pyc", ".ipynb_checkpoints", ".DS_Store")
 
@@ -317,6 +322,7 @@ def _learner_module_path(learner_module: str | Path | None, attention: str) -> P
 def stage_source(destination: Path, learner_module: Path | None) -> Path:
     """Copy exactly what the job runs into ``destination``: model.py, former/, the learner file.
 
+    Plus a ``requirements.txt`` for the few pure-Python packages ``former`` needs.
     Nothing else from the project (solutions, notebooks, .venv, data) is shipped.
     """
     entry = REPO_ROOT / ENTRY_SCRIPT
@@ -336,6 +342,7 @@ def stage_source(destination: Path, learner_module: Path | None) -> Path:
     )
     if learner_module is not None:
         shutil.copy2(learner_module, destination / learner_module.name)
+    (destination / REQUIREMENTS_FILE).write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n")
     return destination
 
 
@@ -395,7 +402,9 @@ def build_model_trainer(
         role=role,
         base_job_name=settings.base_job_name,
         training_image=image,
-        source_code=SourceCode(source_dir=str(source_dir), entry_script=ENTRY_SCRIPT),
+        source_code=SourceCode(
+            source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements=REQUIREMENTS_FILE
+        ),
         distributed=distributed,
         compute=Compute(
             instance_type=settings.instance_type,

@@ -136,7 +136,7 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
     uploaded = s3_keys(aws)
     assert uploaded["training"] == ["reviews.csv"]
     code = set(uploaded["code"])
-    assert {"model.py", "my_transformer_model.py", "former/__init__.py"} <= code
+    assert {"model.py", "my_transformer_model.py", "former/__init__.py", "requirements.txt"} <= code
     assert "former/sagemaker.py" in code and "former/attention.py" in code
     assert not any(p.startswith(("solutions/", "notebooks/", "tests/", ".venv/")) for p in code)
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in code)
@@ -144,7 +144,9 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
     # Four GPUs: torchrun starts one process per GPU.
     drivers = channels["sm_drivers"]["DataSource"]["S3DataSource"]["S3Uri"]
     assert json.loads(s3_text(aws, drivers, "distributed.json"))["process_count_per_node"] == 4
-    assert "torchrun_driver.py" in s3_text(aws, drivers, "sm_train.sh")
+    train_script = s3_text(aws, drivers, "sm_train.sh")
+    assert "torchrun_driver.py" in train_script
+    assert "install_requirements.py requirements.txt" in train_script
     source_code = json.loads(s3_text(aws, drivers, "sourcecode.json"))
     assert source_code["entry_script"] == "model.py"
 
