@@ -1,0 +1,190 @@
+"""Run a model's attention heads on a pool: ``CTransformer(..., attention=PoolAttention(pool))``.
+
+Gradients do not cross process boundaries: a worker's output arrives in the
+parent as a plain tensor with no history. So when the inputs require grad,
+:class:`PoolAttention` goes through :class:`PooledHeads`, a custom
+``torch.autograd.Function`` whose backward pass is mapped over the pool too:
+each worker recomputes its head's forward pass under autograd and returns the
+head's input gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from former.attention import naive_attention
+from former.parallel.pool import HeadPool
+
+HeadFunction = Callable[[tuple[Tensor, Tensor, Tensor, bool]], Tensor]
+
+
+class MapPool(Protocol):
+    """Anything with ``multiprocessing.Pool``'s ``map``."""
+
+    def map(self, fn: Callable[[Any], Any], iterable: Any) -> list[Any]: ...
+
+
+class SerialPool:
+    """A stand-in pool that maps in this process, one item after the other.
+
+    The baseline for speed-ups, and a way to debug a function before
+    parallelising it.
+    """
+
+    processes = 1
+
+    def map(self, fn: Callable[[Any], Any], iterable: Any, chunksize: int | None = None) -> list:
+        return [fn(item) for item in iterable]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> SerialPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
+    """One head of scaled dot-product attention.
+
+    args = (q, k, v, mask): q, k, v of shape (b, t, s); mask=True is causal.
+    Returns (b, t, s).
+    """
+    q, k, v, mask = args
+    return naive_attention(q, k, v, 1, mask)
+
+
+def head_gradients(
+    args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of one head with respect to its inputs, recomputing its forward pass.
+
+    args = (head_function, q, k, v, mask, grad_output), tensors of shape (b, t, s).
+    Returns (grad_q, grad_k, grad_v), each (b, t, s).
+    """
+    head_function, q, k, v, mask, grad_output = args
+    with torch.enable_grad():
+        q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+        out = head_function((q, k, v, mask))
+        grads = torch.autograd.grad(out, (q, k, v), grad_output, allow_unused=True)
+    return tuple(
+        torch.zeros_like(x) if g is None else g for x, g in zip((q, k, v), grads, strict=True)
+    )
+
+
+def split_heads(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
+    """(b, t, heads * s) -> heads tensors of shape (b, t, s); head i is features [i*s:(i+1)*s].
+
+    A :class:`HeadPool` copies each head into shared memory itself, so views do;
+    other pools pickle a view's whole storage, so they get compact copies.
+    """
+    s = x.size(-1) // heads
+    views = [x[:, :, i * s : (i + 1) * s] for i in range(heads)]
+    if isinstance(pool, HeadPool):
+        return views
+    return [view.contiguous() for view in views]
+
+
+def map_heads(
+    pool: MapPool,
+    head_function: HeadFunction,
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    heads: int,
+    mask: bool,
+) -> Tensor:
+    """Multi-head attention with one pool item per head.
+
+    queries, keys, values: (b, t, heads * s). Returns (b, t, heads * s).
+    """
+    qs, ks, vs = (split_heads(x, heads, pool) for x in (queries, keys, values))
+    outputs = pool.map(head_function, [(q, k, v, mask) for q, k, v in zip(qs, ks, vs, strict=True)])
+    return torch.cat(outputs, dim=2)
+
+
+class PooledHeads(torch.autograd.Function):
+    """Multi-head attention on a pool, forward and backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        queries: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        heads: int,
+        mask: bool,
+        pool: MapPool,
+        head_function: HeadFunction,
+    ) -> Tensor:
+        ctx.save_for_backward(queries, keys, values)
+        ctx.heads, ctx.mask, ctx.pool, ctx.head_function = heads, mask, pool, head_function
+        return map_heads(pool, head_function, queries, keys, values, heads, mask)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        queries, keys, values = ctx.saved_tensors
+        heads, pool = ctx.heads, ctx.pool
+        qs, ks, vs, gs = (split_heads(x, heads, pool) for x in (queries, keys, values, grad_output))
+        items = [
+            (ctx.head_function, q, k, v, ctx.mask, g)
+            for q, k, v, g in zip(qs, ks, vs, gs, strict=True)
+        ]
+        grads = pool.map(head_gradients, items)
+        grad_q, grad_k, grad_v = (torch.cat([g[i] for g in grads], dim=2) for i in range(3))
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+class PoolAttention:
+    """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models.
+
+    pool: a :class:`HeadPool` (from :func:`make_pool`), a ``multiprocessing.Pool``
+    or a :class:`SerialPool`. head_function: the one-head function to map,
+    ``(q, k, v, mask) -> out`` on (b, t, s) tensors, for example your
+    ``attention_function`` from Task 2; it must live in an importable module.
+    The default is former's reference head.
+
+    Calling it follows the learner contract: ``(queries, keys, values, heads,
+    mask=False)`` with (b, t, heads * s) tensors returns (b, t, heads * s).
+    It trains too: when the inputs require grad, the backward pass is also
+    mapped over the pool (see :class:`PooledHeads`).
+    """
+
+    def __init__(self, pool: MapPool, head_function: HeadFunction | None = None) -> None:
+        if not hasattr(pool, "map"):
+            raise TypeError(
+                f"PoolAttention needs a pool with a .map method (make_pool()), got "
+                f"{type(pool).__name__}."
+            )
+        self.pool = pool
+        self.head_function = head_function or attention_head
+        self.__name__ = "PoolAttention"
+
+    def __call__(
+        self, queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False
+    ) -> Tensor:
+        if queries.size(-1) % heads != 0:
+            raise ValueError(
+                f"the last dimension ({queries.size(-1)}) must be heads * s with heads={heads}."
+            )
+        needs_grad = torch.is_grad_enabled() and any(
+            x.requires_grad for x in (queries, keys, values)
+        )
+        if needs_grad:
+            return PooledHeads.apply(
+                queries, keys, values, heads, mask, self.pool, self.head_function
+            )
+        return map_heads(self.pool, self.head_function, queries, keys, values, heads, mask)
+
+    def __deepcopy__(self, memo: dict) -> PoolAttention:
+        return self  # copies of a model share the pool (a pool cannot be copied)
+
+    def __repr__(self) -> str:
+        name = getattr(self.head_function, "__name__", repr(self.head_function))
+        return f"PoolAttention({self.pool!r}, head_function={name})"

@@ -1,0 +1,286 @@
+"""former.parallel's pool: same answers as serial code, tensors through shared memory,
+and a clear exception, never a hang, when a worker fails.
+
+The functions the workers run are defined at the top of this module: workers
+started with forkserver import it by name, as they would a learner's
+``my_transformer_model``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from former.attention import naive_attention
+from former.parallel import (
+    PoolAttention,
+    PoolTimeoutError,
+    RemoteTraceback,
+    SerialPool,
+    UnpicklableFunctionError,
+    UnpicklableItemError,
+    WorkerDiedError,
+    make_pool,
+)
+from former.parallel.pool import check_start_method, default_start_method, split_evenly
+from solutions.attention import multihead_attention, parallel_multihead_attention
+
+FAILURE_SECONDS = 10  # a failure must surface this fast (pytest-timeout catches a hang)
+
+
+def identity(item):
+    return item
+
+
+def square(x):
+    return x * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError(f"item {x} is not welcome")
+    return x
+
+
+def exit_on_three(x):
+    if x == 3:
+        os._exit(7)
+    return x
+
+
+def kill_self(signum):
+    os.kill(os.getpid(), signum)
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def ones_of_length(n):
+    return torch.ones(n)
+
+
+def thread_count(_):
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with make_pool(2) as pool:
+        yield pool
+
+
+def heads_input(b, t, heads, s, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, t, heads * s, generator=generator) for _ in range(3)]
+
+
+# -- same answers as serial code ----------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    t=st.integers(1, 40),
+    heads=st.integers(1, 6),
+    s=st.integers(1, 8),
+    mask=st.booleans(),
+)
+def test_pool_attention_equals_serial(pool, b, t, heads, s, mask):
+    q, k, v = heads_input(b, t, heads, s)
+    serial = PoolAttention(SerialPool())(q, k, v, heads, mask)
+    parallel = PoolAttention(pool)(q, k, v, heads, mask)
+    torch.testing.assert_close(parallel, serial, atol=1e-6, rtol=0)
+    torch.testing.assert_close(parallel, naive_attention(q, k, v, heads, mask), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_learner_parallel_function_runs_unchanged(pool, mask):
+    q, k, v = heads_input(2, 33, 8, 4, seed=1)
+    out = parallel_multihead_attention(q, k, v, 8, mask, pool)
+    torch.testing.assert_close(out, multihead_attention(q, k, v, 8, mask), atol=1e-6, rtol=0)
+
+
+def test_map_keeps_order_and_plain_items(pool):
+    assert pool.map(square, range(11)) == [x * x for x in range(11)]
+    assert pool.map(square, []) == []
+    assert pool.map(square, [5]) == [25]
+
+
+def test_tensors_of_every_kind_round_trip(pool):
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    item = {
+        "non_contiguous": base.t(),
+        "slice": base[:, 2:4],
+        "bool": torch.tensor([True, False, True]),
+        "int": torch.arange(5),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.empty(0, 3),
+        "half": torch.ones(3, dtype=torch.float16),
+        "same_twice": (base, base),
+        "text": "kept",
+    }
+    (back,) = pool.map(identity, [item])
+    for key, value in item.items():
+        if isinstance(value, torch.Tensor):
+            assert back[key].dtype == value.dtype and back[key].shape == value.shape
+            assert torch.equal(back[key], value), key
+    assert torch.equal(back["same_twice"][1], base) and back["text"] == "kept"
+
+    # Results belong to the caller: the next call must not overwrite them.
+    first = pool.map(identity, [torch.zeros(1000)])[0]
+    pool.map(identity, [torch.ones(1000)])
+    assert torch.count_nonzero(first) == 0
+
+
+def test_results_larger_than_inputs_still_arrive(pool):
+    for _ in range(2):  # the first call spills into the pipe, the second has a bigger arena
+        results = pool.map(ones_of_length, [300_000, 600_000, 5])
+        assert [r.numel() for r in results] == [300_000, 600_000, 5]
+        assert all(torch.all(r == 1) for r in results)
+
+
+def test_tensors_travel_through_shared_memory(pool):
+    heads = [torch.randn(256, 1024) for _ in range(8)]  # 1 MiB each
+    pool.map(identity, heads)  # warm: arenas allocated
+    before = (pool.traffic.pipe_bytes, pool.traffic.shared_bytes)
+    results = pool.map(identity, heads)
+    pipe = pool.traffic.pipe_bytes - before[0]
+    shared = pool.traffic.shared_bytes - before[1]
+    assert all(torch.equal(a, b) for a, b in zip(results, heads, strict=True))
+    assert shared >= 2 * 8 * 2**20  # there and back
+    assert pipe < 20_000, f"{pipe} bytes went through pipes"
+
+
+def test_workers_use_one_thread(pool):
+    assert set(pool.map(thread_count, range(4))) == {(1, "1")}
+
+
+def test_split_evenly_covers_items_in_order():
+    assert split_evenly(8, 2) == [(0, 4), (4, 8)]
+    assert split_evenly(5, 2) == [(0, 3), (3, 5)]
+    assert split_evenly(1, 4) == [(0, 1)]
+
+
+# -- failures: clear and fast -------------------------------------------------------------
+
+
+def assert_fast(start):
+    assert time.monotonic() - start < FAILURE_SECONDS
+
+
+@pytest.mark.timeout(60)
+def test_exception_in_worker_is_reraised_with_its_traceback(pool):
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="item 3 is not welcome") as caught:
+        pool.map(fail_on_three, range(8))
+    assert_fast(start)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "fail_on_three" in str(caught.value.__cause__)
+    assert any("on item 3" in note for note in getattr(caught.value, "__notes__", ["on item 3"]))
+    assert pool.map(fail_on_three, [1, 2]) == [1, 2]  # workers are still fine
+
+
+@pytest.mark.timeout(60)
+def test_worker_that_exits_raises_worker_died(pool):
+    start = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=r"exit_on_three on items 0-3: .*exited with code 7"):
+        pool.map(exit_on_three, range(8))
+    assert_fast(start)
+    assert pool.map(square, [2, 3]) == [4, 9]  # fresh workers replace the dead ones
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("signum", "words"),
+    [(signal.SIGSEGV, "segmentation fault"), (signal.SIGKILL, "out-of-memory")],
+)
+def test_worker_killed_by_signal_raises_worker_died(pool, signum, words):
+    start = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=words):
+        pool.map(kill_self, [signum])
+    assert_fast(start)
+    assert pool.map(square, [3]) == [9]
+
+
+def local_function_factory():
+    def head(args):
+        return args
+
+    return head
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "fn", [lambda args: args, local_function_factory()], ids=["lambda", "nested"]
+)
+def test_unpicklable_function_is_named_and_explained(pool, fn):
+    start = time.monotonic()
+    with pytest.raises(UnpicklableFunctionError) as caught:
+        pool.map(fn, [torch.ones(2)])
+    assert_fast(start)
+    message = str(caught.value)
+    assert fn.__qualname__ in message and "%%writefile" in message
+
+
+@pytest.mark.timeout(60)
+def test_unpicklable_item_is_named(pool):
+    with pytest.raises(UnpicklableItemError, match="item 2"):
+        pool.map(identity, [1, 2, lambda: 3])
+
+
+@pytest.mark.timeout(60)
+def test_timeout_raises_and_pool_recovers(pool):
+    start = time.monotonic()
+    with pytest.raises(PoolTimeoutError, match="sleep_for"):
+        pool.map(sleep_for, [30, 30], timeout=1)
+    assert_fast(start)
+    assert pool.map(square, [4]) == [16]
+
+
+@pytest.mark.timeout(60)
+def test_close_stops_workers_and_refuses_work():
+    pool = make_pool(1)
+    (pid,) = pool.pids
+    pool.close()
+    with pytest.raises(ValueError, match="not running"):
+        pool.map(square, [1])
+    deadline = time.monotonic() + FAILURE_SECONDS
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    assert not pid_alive(pid)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- start methods ------------------------------------------------------------------------
+
+
+def test_fork_is_refused_on_macos_and_spawn_is_the_default_there(monkeypatch):
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert default_start_method() == "spawn"
+    with pytest.raises(ValueError, match="macOS"):
+        check_start_method("fork")
+
+
+def test_forkserver_is_the_linux_default(monkeypatch):
+    monkeypatch.setattr("sys.platform", "linux")
+    assert default_start_method() == "forkserver"
+
+
+def test_unknown_start_method_is_rejected():
+    with pytest.raises(ValueError, match="Unknown start method"):
+        make_pool(1, "thread")
