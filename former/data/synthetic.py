@@ -5,8 +5,9 @@ joined by a contrast, ``the acting was good but the plot was boring .``. A
 clause is positive when its adjective is positive, flipped by ``not``; a
 contrast review takes the sentiment of the clause after ``but``, and its two
 clauses always disagree. So "good but boring" is negative and "boring but
-good" positive: the same bag of words with opposite labels. A bag-of-words
-model cannot do better than chance on the contrast reviews, while a small
+good" positive: the same bag of words with opposite labels, and every
+contrast review comes with its mirror image. A bag-of-words model cannot do
+better than chance on the contrast reviews (about 65% overall), while a small
 transformer, which sees where ``but`` and ``not`` stand, learns them all.
 
 It runs offline, in a fraction of a second, and is the same for the same seed.
@@ -60,19 +61,28 @@ def _clause(rng: random.Random, positive: bool) -> str:
 def generate_reviews(
     n: int, seed: int = 0, contrast_fraction: float = 0.7
 ) -> tuple[list[str], list[int]]:
-    """``n`` generated reviews and their labels (0 negative, 1 positive), fixed by ``seed``."""
+    """``n`` generated reviews and their labels (0 negative, 1 positive), fixed by ``seed``.
+
+    Contrast reviews come in mirrored pairs, "A but B" and "B but A": the same
+    words with opposite labels, so word counts alone cannot separate them.
+    About ``contrast_fraction`` of the reviews are contrasts.
+    """
     rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(n):
+    # a pair adds two contrast reviews, a single clause one review
+    pair_probability = contrast_fraction / (2 - contrast_fraction)
+    reviews: list[tuple[str, int]] = []
+    while len(reviews) < n:
         label = rng.randrange(2)
-        if rng.random() < contrast_fraction:
-            body = f"{_clause(rng, not label)} but {_clause(rng, bool(label))}"
-        else:
-            body = _clause(rng, bool(label))
         opener = rng.choice(OPENERS)
-        texts.append(f"{opener} {body} .".strip())
-        labels.append(label)
-    return texts, labels
+        if rng.random() < pair_probability:
+            against, towards = _clause(rng, not label), _clause(rng, bool(label))
+            reviews.append((f"{opener} {against} but {towards} .".strip(), label))
+            reviews.append((f"{opener} {towards} but {against} .".strip(), 1 - label))
+        else:
+            reviews.append((f"{opener} {_clause(rng, bool(label))} .".strip(), label))
+    reviews = reviews[:n]
+    rng.shuffle(reviews)
+    return [text for text, _ in reviews], [label for _, label in reviews]
 
 
 def load_synthetic(
@@ -85,7 +95,7 @@ def load_synthetic(
 ) -> ClassificationData:
     """The generated corpus as a :class:`ClassificationData` (train and val drawn together by seed).
 
-    Reviews are 6 to 20 tokens long over a vocabulary of about 50 words.
+    Reviews are 5 to 16 tokens long over a vocabulary of about 50 words.
     """
     if n_train < 1 or n_val < 1:
         raise ValueError(f"n_train and n_val must be positive; got {n_train} and {n_val}.")
