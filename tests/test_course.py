@@ -1,0 +1,207 @@
+"""The nbgrader course: the committed release is current, nothing hidden leaks, bundles and
+solution releases behave. Budget: about 30 s (one nbgrader generate_assignment)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader import course
+from conftest import REPO_ROOT
+
+COURSE = REPO_ROOT / "notebooks"
+RELEASE = course.release_path(COURSE)
+MASTER = course.master_path(COURSE)
+
+
+def copy_course(destination: Path) -> Path:
+    """A fresh course folder holding only what an instructor authors: config and source."""
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy(COURSE / "nbgrader_config.py", destination)
+    shutil.copytree(COURSE / "source", destination / "source")
+    return destination
+
+
+def comparable(nb) -> list[tuple]:
+    """What a learner gets from a cell: type, source, and its nbgrader role (not checksums)."""
+    rows = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        role = tuple(
+            (key, meta[key]) for key in ("grade_id", "grade", "solution", "locked", "points") if key in meta
+        )
+        rows.append((cell.cell_type, cell.source, role))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory) -> Path:
+    tmp = copy_course(tmp_path_factory.mktemp("course"))
+    return course.generate_release(tmp)
+
+
+def test_committed_release_is_up_to_date(regenerated):
+    fresh = nbformat.read(regenerated, as_version=4)
+    committed = nbformat.read(RELEASE, as_version=4)
+    assert comparable(fresh) == comparable(committed), (
+        "notebooks/release is stale: run `make release` and commit the result"
+    )
+
+
+def test_release_has_stubs_and_no_hidden_tests(regenerated):
+    text = RELEASE.read_text()
+    assert course.hidden_test_leaks(text) == []
+    assert course.solution_code_leaks(text, course.reference_bodies()) == []
+    nb = nbformat.read(RELEASE, as_version=4)
+    stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    assert [c.metadata.nbgrader.grade_id for c in stubs] == list(course.GRADED_FUNCTIONS)
+    assert all("raise NotImplementedError()" in c.source for c in stubs)
+    points = {
+        c.metadata.nbgrader.grade_id: c.metadata.nbgrader.points
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+    assert sum(v for k, v in points.items() if k.startswith("test_task1")) == 60
+    assert sum(v for k, v in points.items() if k.startswith("test_task2")) == 40
+
+
+def test_release_files_are_only_the_notebook(regenerated):
+    assert sorted(p.name for p in regenerated.parent.iterdir()) == [course.NOTEBOOK]
+
+
+# --------------------------------------------------------------------------- solution release
+
+
+def test_released_solutions_have_the_answers_and_no_hidden_tests(tmp_path):
+    written = course.write_solutions(tmp_path, MASTER)
+    names = sorted(p.name for p in written)
+    assert names == ["lab_solutions.py", "transformers_from_scratch_solutions.ipynb"]
+    for path in written:
+        assert course.hidden_test_leaks(path.read_text()) == [], path
+    nb = nbformat.read(tmp_path / "transformers_from_scratch_solutions.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "BEGIN SOLUTION" not in code
+    assert "raise NotImplementedError()" not in code
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+    # the module is importable and its answers agree with the references
+    import torch
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import lab_solutions
+    finally:
+        sys.path.remove(str(tmp_path))
+    from solutions import attention
+
+    q, k, v = torch.randn(3, 2, 7, 12)
+    for mask in (False, True):
+        assert torch.equal(
+            lab_solutions.multihead_attention(q, k, v, 3, mask),
+            attention.multihead_attention(q, k, v, 3, mask),
+        )
+
+
+def test_release_solutions_refuses_to_replace_a_different_release(tmp_path):
+    (tmp_path / "lab_solutions.py").write_text("# someone's notes\n")
+    with pytest.raises(course.CourseError, match="--force"):
+        course.write_solutions(tmp_path, MASTER)
+    assert (tmp_path / "lab_solutions.py").read_text() == "# someone's notes\n"
+    course.write_solutions(tmp_path, MASTER, force=True)
+    assert "def multihead_attention" in (tmp_path / "lab_solutions.py").read_text()
+
+
+def test_release_time_at_and_after_minutes():
+    now = dt.datetime(2026, 1, 1, 13, 0, 30)
+    assert course.release_time(None, None, now) == now
+    assert course.release_time(None, 70, now) == now + dt.timedelta(minutes=70)
+    assert course.release_time("14:10", None, now) == dt.datetime(2026, 1, 1, 14, 10)
+    with pytest.raises(course.CourseError, match="already passed"):
+        course.release_time("12:00", None, now)
+    with pytest.raises(course.CourseError, match="14:10"):
+        course.release_time("2pm", None, now)
+
+
+def test_release_solutions_command_waits_then_writes(tmp_path):
+    out = tmp_path / "outbound"
+    result = subprocess.run(
+        [sys.executable, "-m", "grader", "release-solutions", "--after-minutes", "0.02",
+         "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "releasing the solutions at" in result.stdout
+    assert (out / "lab_solutions.py").is_file()
+
+
+def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
+    config = tmp_path / "nbgrader_config.py"
+    config.write_text(
+        (COURSE / "nbgrader_config.py").read_text()
+        + f"\nc.Exchange.root = {str(tmp_path / 'exchange')!r}\n"
+    )
+    shutil.copytree(COURSE / "source", tmp_path / "source")
+    result = subprocess.run(
+        [sys.executable, "-m", "grader", "release-solutions", "--course-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
+    assert (outbound / "transformers_from_scratch_solutions" / "lab_solutions.py").is_file()
+
+
+# --------------------------------------------------------------------------- student bundle
+
+
+def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
+    folder, archive = course.build_student_bundle(tmp_path)
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"transformers_from_scratch.ipynb", "README.md", "former/__init__.py",
+            "grader/checks.py", "grader/__init__.py"} <= files
+    assert not any(name.startswith("solutions") for name in files)
+    assert not any(name in files for name in ("grader/course.py", "grader/__main__.py"))
+    bodies = course.reference_bodies()
+    for name in files:
+        text = (folder / name).read_text(errors="replace")
+        assert course.hidden_test_leaks(text) == [], name
+        assert course.solution_code_leaks(text, bodies) == [], name
+    with zipfile.ZipFile(archive) as zipped:
+        assert {n.removeprefix("transformers_from_scratch/") for n in zipped.namelist()} == files
+
+    # the bundle's notebook finds former and grader from the bundle itself
+    result = subprocess.run(
+        [sys.executable, "-c", "import former, grader.checks; print(former.__file__)"],
+        cwd=folder, capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_relative_to(folder)
+
+
+def test_student_bundle_refuses_to_overwrite_a_different_bundle(tmp_path):
+    folder, _ = course.build_student_bundle(tmp_path)
+    course.build_student_bundle(tmp_path)  # the same bundle again: fine
+    (folder / "transformers_from_scratch.ipynb").write_text("{}")  # a learner's work
+    with pytest.raises(course.CourseError, match="--force"):
+        course.build_student_bundle(tmp_path)
+    assert (folder / "transformers_from_scratch.ipynb").read_text() == "{}"
+    course.build_student_bundle(tmp_path, force=True)
+    assert (folder / "transformers_from_scratch.ipynb").read_bytes() == RELEASE.read_bytes()
+
+
+def test_leak_checks_catch_hidden_tests_and_solution_code():
+    bodies = course.reference_bodies()
+    hidden = 'from solutions.hidden_tests import run_group; run_group("x", globals())'
+    assert course.hidden_test_leaks(hidden)
+    solution_text = (REPO_ROOT / "solutions" / "attention.py").read_text()
+    assert set(course.solution_code_leaks(solution_text, bodies)) == set(course.GRADED_FUNCTIONS)
+    with pytest.raises(course.CourseError, match="leak"):
+        course.check_bundle({"notes.py": solution_text.encode()})
