@@ -13,9 +13,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO_ROOT
 
 from grader import course
-from conftest import REPO_ROOT
 
 COURSE = REPO_ROOT / "notebooks"
 RELEASE = course.release_path(COURSE)
@@ -36,7 +36,9 @@ def comparable(nb) -> list[tuple]:
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         role = tuple(
-            (key, meta[key]) for key in ("grade_id", "grade", "solution", "locked", "points") if key in meta
+            (key, meta[key])
+            for key in ("grade_id", "grade", "solution", "locked", "points")
+            if key in meta
         )
         rows.append((cell.cell_type, cell.source, role))
     return rows
@@ -133,9 +135,20 @@ def test_release_time_at_and_after_minutes():
 def test_release_solutions_command_waits_then_writes(tmp_path):
     out = tmp_path / "outbound"
     result = subprocess.run(
-        [sys.executable, "-m", "grader", "release-solutions", "--after-minutes", "0.02",
-         "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "grader",
+            "release-solutions",
+            "--after-minutes",
+            "0.02",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "releasing the solutions at" in result.stdout
@@ -151,7 +164,9 @@ def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
     shutil.copytree(COURSE / "source", tmp_path / "source")
     result = subprocess.run(
         [sys.executable, "-m", "grader", "release-solutions", "--course-dir", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
@@ -164,8 +179,13 @@ def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
 def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
     folder, archive = course.build_student_bundle(tmp_path)
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"transformers_from_scratch.ipynb", "README.md", "former/__init__.py",
-            "grader/checks.py", "grader/__init__.py"} <= files
+    assert {
+        "transformers_from_scratch.ipynb",
+        "README.md",
+        "former/__init__.py",
+        "grader/checks.py",
+        "grader/__init__.py",
+    } <= files
     assert not any(name.startswith("solutions") for name in files)
     assert not any(name in files for name in ("grader/course.py", "grader/__main__.py"))
     bodies = course.reference_bodies()
@@ -179,7 +199,9 @@ def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
     # the bundle's notebook finds former and grader from the bundle itself
     result = subprocess.run(
         [sys.executable, "-c", "import former, grader.checks; print(former.__file__)"],
-        cwd=folder, capture_output=True, text=True,
+        cwd=folder,
+        capture_output=True,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert result.returncode == 0, result.stderr

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import REPO_ROOT, shared_file
+from nbclient import NotebookClient
 
 COURSE = REPO_ROOT / "notebooks"
 MASTER = COURSE / "source" / "transformers_from_scratch" / "transformers_from_scratch.ipynb"
@@ -107,7 +106,9 @@ def test_master_solution_cells_hold_exactly_the_reference_solutions():
             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
         )
         reference = inspect.getsource(getattr(attention, name)).rstrip("\n")
-        assert reference in without_markers, f"solution cell {name} differs from solutions/attention.py"
+        assert reference in without_markers, (
+            f"solution cell {name} differs from solutions/attention.py"
+        )
         # and nothing else defines behaviour in the cell: only imports besides the function
         code = "\n".join(ln for ln in without_markers.split("\n") if not ln.startswith("%"))
         others = [
@@ -164,10 +165,7 @@ def test_master_runs_top_to_bottom_on_real_data(tmp_path, released_solutions):
     module = (tmp_path / "master" / "my_transformer_model.py").read_text()
     assert "def attention_function" in module and "def multihead_attention" in module
     images = sum(
-        1
-        for c in nb.cells
-        for o in c.get("outputs", [])
-        if "image/png" in o.get("data", {})
+        1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3, "expected the live training plot, the heat maps and the speed-up plot"
 
