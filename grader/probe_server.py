@@ -1,0 +1,275 @@
+"""Runs inside the sandbox: serves the judge's requests to run a submission's graded functions.
+
+``python -I -m grader.probe_server --limits ...`` starts once per submission (torch is
+imported once), switches to the sandbox's own user id when started as root, sets its
+limits, then serves requests, one line of JSON each on stdin::
+
+    {"token": "9f..", "function": "multihead_attention",
+     "program": [{"grade_id": .., "source": .., "writefile": null | "my_transformer_model.py"}],
+     "inputs": "in-9f...npz",
+     "cases": [{"index": 0, "scalars": {"heads": 4, "mask": true, "kind": "forward", ..}}]}
+
+The arrays of case ``i`` are stored as ``i/<name>`` in the inputs file (plain .npz).
+
+For every request it forks a fresh child that has run no submission code yet. The child
+executes the submission's program (the graded cells, plus the imports and definitions of
+the other cells, in a fresh ``__main__`` as a notebook kernel would), then runs
+:func:`grader.probe.probe_case` once per case with the runtime tripwires armed, and writes,
+after each case, the raw outputs to ``out-<token>-<i>.npz`` and one JSON line (forbidden
+calls recorded, the instrumented pool's log) to ``out-<token>.jsonl``. Plain data only: no
+pickle crosses the sandbox wall, and a hang in one case keeps the cases before it.
+
+When the child has gone, this process stops anything it left behind and answers
+``{"token": .., "exitcode": .., "signal": ..}`` on its channel, which children cannot reach
+(they get their own stdout and stderr, and this process is not dumpable). Nothing here
+decides a verdict: the judge outside does, from the raw outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import types
+
+MODULE_FILE = "my_transformer_model.py"
+OUTPUT_LIMIT = 64 * 2**20  # bytes of output arrays per case
+
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.probe_server")
+    parser.add_argument("--limits", required=True)
+    parser.add_argument("--uid", type=int, default=None)
+    parser.add_argument("--home", default=None)
+    args = parser.parse_args(argv)
+
+    from grader.sandbox import SANDBOX_HOME, parse_limits_arg
+
+    limits = parse_limits_arg(args.limits)
+    home = os.path.abspath(args.home or SANDBOX_HOME)
+    in_sandbox = args.home is None
+    if args.uid is not None:
+        _become(args.uid)
+    _harden()
+    _set_limit(resource.RLIMIT_NPROC, limits.processes)
+    _set_limit(resource.RLIMIT_FSIZE, limits.file_mb * 2**20)
+    _set_limit(resource.RLIMIT_CORE, 0)
+
+    # The channel is a private copy of stdout; children get their own stdout/stderr files.
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+    import numpy  # noqa: F401 - imported once here, inherited by every child
+    import torch
+
+    import grader.probe  # noqa: F401
+    from grader.forbidden import Tripwires
+
+    torch.set_num_threads(1)
+    tripwires = Tripwires()
+    with tripwires.armed():  # pay any one-off set-up before the children fork
+        torch.softmax(torch.ones(2, 2, requires_grad=True), dim=1).sum().backward()
+    tripwires.take()
+    channel.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("quit"):
+            break
+        reply = _serve(request, limits, home, in_sandbox, tripwires)
+        channel.write(json.dumps(reply) + "\n")
+    return 0
+
+
+def _become(uid: int) -> None:
+    """Root in the sandbox: take the sandbox's own unprivileged user id, for good."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SystemExit("could not switch to the sandbox user")
+
+
+def _harden() -> None:
+    """No privilege gains on exec; children may not read this process's memory or files."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: nothing to harden
+
+
+def _set_limit(which: int, value: int) -> None:
+    try:
+        soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+    except (ValueError, OSError):
+        pass  # a platform without this limit
+
+
+def _serve(request: dict, limits, home: str, in_sandbox: bool, tripwires) -> dict:
+    token = request["token"]
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _child(request, limits, home, tripwires)
+        except BaseException:  # noqa: BLE001 - whatever happens, the child ends here
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    _stop_leftovers(pid, in_sandbox)
+    reply = {"token": token, "exitcode": None, "signal": None}
+    if os.WIFSIGNALED(status):
+        reply["signal"] = os.WTERMSIG(status)
+    else:
+        reply["exitcode"] = os.WEXITSTATUS(status)
+    return reply
+
+
+def _stop_leftovers(child: int, in_sandbox: bool) -> None:
+    """Kill what the child left running, so the next function starts on a clean slate."""
+    if in_sandbox:
+        # Own pid namespace: everything but its init (1) and this process is the child's.
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in (1, os.getpid()):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+    else:
+        try:
+            os.killpg(child, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- the child: runs submission code ---------------------------------------------------------
+
+
+def _child(request: dict, limits, home: str, tripwires) -> None:
+    os.setpgid(0, 0)
+    token = request["token"]
+    log = os.open(os.path.join(home, f"log-{token}.txt"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    _set_limit(resource.RLIMIT_AS, limits.memory_mb * 2**20)
+    _set_limit(resource.RLIMIT_CPU, limits.cpu_seconds)
+    os.chdir(home)
+    sys.path.insert(0, home)
+
+    import numpy as np
+
+    arrays = dict(np.load(os.path.join(home, request["inputs"]), allow_pickle=False))
+    results = open(os.path.join(home, f"out-{token}.jsonl"), "w", buffering=1)  # noqa: SIM115
+    _block_solutions()
+
+    program_errors = _run_program(request["program"], home)
+    results.write(json.dumps({"program_errors": program_errors}) + "\n")
+    function = _find_function(request["function"])
+    for case in request["cases"]:
+        index = case["index"]
+        inputs = dict(case["scalars"])
+        prefix = f"{index}/"
+        inputs.update({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
+        outputs, record = _run_case(function, request["function"], inputs, tripwires)
+        np.savez(os.path.join(home, f"out-{token}-{index}.npz"), **_storable(outputs))
+        record["index"] = index
+        results.write(json.dumps(record) + "\n")
+
+
+_ATTEMPTS: list[str] = []
+
+
+def _block_solutions() -> None:
+    """Importing ``solutions`` fails in the sandbox anyway; record that it was tried."""
+
+    class _Solutions:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name.split(".")[0] == "solutions":
+                _ATTEMPTS.append(f"import {name}")
+                raise ImportError("solutions are not available to submissions")
+            return None
+
+    sys.meta_path.insert(0, _Solutions)
+
+
+def _run_program(program: list[dict], home: str) -> list[str]:
+    """Run the submission's cells in a fresh ``__main__``, as a notebook kernel would."""
+    from grader.probe import describe_exception, quiet
+
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main_module
+    errors = []
+    for cell in program:
+        if cell.get("writefile"):
+            with open(os.path.join(home, os.path.basename(cell["writefile"])), "w") as handle:
+                handle.write(cell["source"])
+            continue
+        try:
+            code = compile(cell["source"], f"<cell {cell.get('grade_id') or ''}>", "exec")
+            with quiet():
+                exec(code, main_module.__dict__)
+        except BaseException as error:  # noqa: BLE001 - a broken cell must not stop the others
+            errors.append(f"{cell.get('grade_id') or 'a cell'}: {describe_exception(error)}")
+    return errors
+
+
+def _find_function(name: str):
+    """The learner's function; ``attention_function`` from its module when importable."""
+    if name == "attention_function" and os.path.exists(MODULE_FILE):
+        try:
+            module = __import__(MODULE_FILE[:-3])
+            if callable(getattr(module, name, None)):
+                return getattr(module, name)
+        except BaseException:  # noqa: BLE001 - fall back to the notebook's definition
+            pass
+    return sys.modules["__main__"].__dict__.get(name)
+
+
+def _run_case(function, name: str, inputs: dict, tripwires) -> tuple[dict, dict]:
+    """(plain-data outputs of grader.probe.probe_case, JSON record) for one case."""
+    from grader.probe import probe_case
+
+    record: dict = {"forbidden": [], "pool_log": None}
+    if not callable(function):
+        return {"error": f"NameError: {name} is not defined (or not a function)"}, record
+    with tripwires.armed():
+        result = probe_case(inputs, function)
+    record["pool_log"] = result.pool_log
+    record["forbidden"] = tripwires.take() + list(dict.fromkeys(_ATTEMPTS))
+    return result.outputs, record
+
+
+def _storable(outputs: dict) -> dict:
+    """Arrays as they are, strings as numpy strings: an .npz that loads without pickle."""
+    import numpy as np
+
+    stored, size = {}, 0
+    for key, value in outputs.items():
+        array = np.array(value[:2000]) if isinstance(value, str) else np.asarray(value)
+        if array.dtype == object:
+            continue
+        size += array.nbytes
+        if size > OUTPUT_LIMIT:
+            return {"error": np.array("ValueError: the outputs are too large")}
+        stored[key] = array
+    return stored
+
+
+if __name__ == "__main__":
+    sys.exit(main())
