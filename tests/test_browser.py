@@ -1,0 +1,120 @@
+"""A learner's view: headless Chromium opens the student notebook in JupyterLab and finds
+nbgrader's Validate button. Budget: about 40 s (server start, page load)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+RELEASE = REPO_ROOT / "notebooks" / "release" / "transformers_from_scratch"
+NOTEBOOK = "transformers_from_scratch.ipynb"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab did not answer {url} within {timeout} s")
+
+
+@pytest.fixture
+def jupyter_lab(tmp_path):
+    """JupyterLab on 127.0.0.1 (random port, token) serving a copy of the student notebook."""
+    shutil.copy(RELEASE / NOTEBOOK, tmp_path / NOTEBOOK)
+    port, token = free_port(), "lab-test-token"
+    bin_dir = Path(sys.executable).parent
+    env = dict(
+        os.environ,
+        PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),  # no personal settings
+    )
+    log = open(tmp_path / "jupyter.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            str(bin_dir / "jupyter"),
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.port_retries=0",
+            "--allow-root",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.mark.timeout(300)
+def test_student_notebook_opens_in_jupyterlab_with_validate_button(jupyter_lab):
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = jupyter_lab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", timeout=120_000)
+            notebook = page.locator(".jp-NotebookPanel")
+            expect(notebook).to_be_visible(timeout=120_000)
+            expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
+            heading = notebook.get_by_role("heading", name="Transformers from scratch")
+            expect(heading.first).to_be_visible(timeout=60_000)
+            expect(notebook.get_by_text("def multihead_attention").first).to_be_attached()
+            # nbgrader's labextension adds Validate to the notebook's toolbar
+            validate = notebook.get_by_role("toolbar").get_by_role("button", name="Validate")
+            expect(validate).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()

@@ -1,0 +1,156 @@
+"""Plain nbgrader on the course: generate_assignment, then autograde five submissions.
+
+The solutions earn 100, the untouched release 0 on every graded cell, and three
+wrong submissions (no scaling, mask ignored, a serial loop instead of the pool)
+partial marks on exactly the cells their mistake breaks.
+Budget: about 4 minutes on 2 cores (one notebook run in quick mode per submission).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO_ROOT, shared_file
+
+from grader import course
+
+ASSIGNMENT = course.ASSIGNMENT
+COURSE = REPO_ROOT / "notebooks"
+TASK1 = ("test_task1_values", "test_task1_mask", "test_task1_robust", "test_task1_gradients")
+TASK2 = ("test_task2_attention_function", "test_task2_parallel_values", "test_task2_pool_usage")
+POINTS = dict(
+    zip(TASK1 + TASK2, (20, 15, 10, 15, 10, 15, 15), strict=True),
+)
+
+
+def master_solutions() -> dict[str, str]:
+    nb = nbformat.read(course.master_path(COURSE), as_version=4)
+    return {
+        cell.metadata.nbgrader.grade_id: course.remove_solution_markers(cell.source)
+        for cell in nb.cells
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+    }
+
+
+def replaced(source: str, old: str, new: str) -> str:
+    assert old in source, f"{old!r} not in the solution; update this test's wrong submissions"
+    return source.replace(old, new, 1)
+
+
+def submissions() -> dict[str, dict[str, str]]:
+    """student id -> the source each solution cell gets (missing: the release's stub)."""
+    right = master_solutions()
+    mha = right["multihead_attention"]
+    return {
+        "solutions": right,
+        "untouched": {},
+        "no_scale": {**right, "multihead_attention": replaced(mha, " / math.sqrt(s)", "")},
+        "mask_ignored": {**right, "multihead_attention": replaced(mha, "if mask:", "if False:")},
+        "serial_loop": {
+            **right,
+            "parallel_multihead_attention": replaced(
+                right["parallel_multihead_attention"],
+                "pool.map(attention_function, data_to_map)",
+                "[attention_function(item) for item in data_to_map]",
+            ),
+        },
+    }
+
+
+def write_submission(course_dir: Path, student: str, sources: dict[str, str]) -> None:
+    nb = nbformat.read(course.release_path(course_dir), as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in sources:
+            cell.source = sources[grade_id]
+    folder = course_dir / "submitted" / student / ASSIGNMENT
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / course.NOTEBOOK)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> dict[str, dict[str, float]]:
+    """Autograde every submission with plain nbgrader; student -> {grade_id: score}."""
+    tmp = tmp_path_factory.mktemp("autograde")
+    course_dir = tmp / "course"
+    course_dir.mkdir()
+    shutil.copy(COURSE / "nbgrader_config.py", course_dir)
+    shutil.copytree(COURSE / "source", course_dir / "source")
+    course.generate_release(course_dir)
+    for student, sources in submissions().items():
+        write_submission(course_dir, student, sources)
+
+    env = {
+        "LAB_QUICK": "1",
+        "LAB_IMDB": str(shared_file("imdb_sample.csv")),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "FORMER_OFFLINE": "1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # a copy of the course outside the repository: say where solutions/ lives
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = course.run_nbgrader(["autograde", ASSIGNMENT, "--force"], course_dir, **env)
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    os.environ["PATH"] = course.nbgrader_env()["PATH"]  # the gradebook runs alembic by name
+    from nbgrader.api import Gradebook
+
+    scores = {}
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", "transformers-from-scratch") as gb:
+        for student in submissions():
+            notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
+            scores[student] = {
+                grade.name: grade.score for grade in notebook.grades if grade.name in POINTS
+            }
+    scores["_course_dir"] = course_dir  # type: ignore[assignment]
+    print({s: sum(g.values()) for s, g in scores.items() if s != "_course_dir"}, file=sys.stderr)
+    return scores
+
+
+def autograded_outputs(graded, student: str) -> str:
+    path = graded["_course_dir"] / "autograded" / student / ASSIGNMENT / course.NOTEBOOK
+    nb = nbformat.read(path, as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", "") or output.get("evalue", ""))
+    return "\n".join(texts)
+
+
+@pytest.mark.timeout(1200)
+def test_solutions_earn_full_marks(graded):
+    assert graded["solutions"] == POINTS
+    assert sum(graded["solutions"].values()) == 100
+
+
+def test_untouched_release_earns_zero(graded):
+    assert graded["untouched"] == dict.fromkeys(POINTS, 0)
+
+
+def test_no_scaling_loses_task1_only(graded):
+    scores = graded["no_scale"]
+    assert scores["test_task1_values"] == 0
+    assert all(scores[g] == POINTS[g] for g in TASK2)
+    assert 0 < sum(scores.values()) < 100
+    assert "scale" in autograded_outputs(graded, "no_scale").lower()
+
+
+def test_ignored_mask_loses_the_mask_test(graded):
+    scores = graded["mask_ignored"]
+    assert scores["test_task1_mask"] == 0
+    assert scores["test_task1_values"] == POINTS["test_task1_values"]
+    assert all(scores[g] == POINTS[g] for g in TASK2)
+    assert 0 < sum(scores.values()) < 100
+
+
+def test_serial_loop_loses_the_pool_test(graded):
+    scores = graded["serial_loop"]
+    assert scores["test_task2_pool_usage"] == 0
+    assert scores["test_task2_parallel_values"] == POINTS["test_task2_parallel_values"]
+    assert all(scores[g] == POINTS[g] for g in TASK1)
+    assert sum(scores.values()) == 85
