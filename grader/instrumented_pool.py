@@ -115,11 +115,13 @@ class InstrumentedPool:
         *,
         start_method: str | None = None,
         pool: Any = None,
+        timeout: float = 120.0,
     ) -> None:
         if pool is not None and processes:
             raise ValueError("Give either processes or an existing pool, not both.")
         self.processes = processes
         self.start_method = start_method
+        self.timeout = timeout
         self.calls: list[PoolCall] = []
         self._wrapped = pool
         self._owned: Any = None
@@ -169,6 +171,8 @@ class InstrumentedPool:
         runner = self._runner(func)
         if runner is None:
             return [func(item) for item in items]
+        if runner is self._owned:
+            return self._wait(runner.map_async(func, items, chunksize))
         return runner.map(func, items, chunksize)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
@@ -177,6 +181,8 @@ class InstrumentedPool:
         runner = self._runner(func)
         if runner is None:
             return iter([func(item) for item in items])
+        if runner is self._owned:
+            return iter(self._wait(runner.map_async(func, items, chunksize)))
         return runner.imap(func, items, chunksize)
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
@@ -185,7 +191,20 @@ class InstrumentedPool:
         runner = self._runner(func)
         if runner is None:
             return [func(*item) for item in items]
+        if runner is self._owned:
+            return self._wait(runner.starmap_async(func, items, chunksize))
         return runner.starmap(func, items, chunksize)
+
+    def _wait(self, pending: Any) -> list:
+        # A worker that dies while starting makes multiprocessing.Pool wait forever.
+        try:
+            return pending.get(self.timeout)
+        except multiprocessing.TimeoutError:
+            self.terminate()
+            raise TimeoutError(
+                f"The pool's workers gave no result within {self.timeout:.0f} s; they may have "
+                "failed to start (can they import your module?) or the work hangs."
+            ) from None
 
     def close(self) -> None:
         if self._owned is not None:
