@@ -1,35 +1,477 @@
-"""Visible checks for the notebook: one printed line per property, and a named mistake."""
+"""Visible checks for the notebook: one printed line per property, and a named mistake.
+
+Each check runs the learner's function on small fixed examples, prints ``✓``/``✗``
+per property and, for a wrong answer, which known mistake it looks like and a
+hint. A stub that raises ``NotImplementedError`` gets "not implemented yet"; any
+other error shows its type, message and the line of the learner's code, never
+a traceback. Every check returns a :class:`CheckReport` (``report.passed``).
+
+Usage in a notebook cell::
+
+    from grader.checks import check_multihead_attention
+    check_multihead_attention(multihead_attention);
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from former.attention import naive_attention
+from grader.diagnose import Diagnosis, compare, diagnose_attention, diagnose_pool_usage, tolerance
+from grader.instrumented_pool import InstrumentedPool, function_origin
+from grader.mistakes import POOL_MISTAKES_BY_KEY
+from grader.probe import describe_exception, where_in_learner_code
+
+PASS, FAIL = "✓", "✗"
+NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
+
+# The small visible example: (b, t, heads, s).
+EXAMPLE = (2, 5, 3, 4)
 
 
 @dataclass
 class CheckResult:
+    """One property: its name, whether it holds, and what to do when it does not."""
+
     name: str
     passed: bool
     detail: str = ""
+    mistake: str | None = None
 
 
 @dataclass
 class CheckReport:
+    """All properties checked for one function; ``passed`` when every one holds."""
+
     function: str
     results: list[CheckResult] = field(default_factory=list)
     not_implemented: bool = False
 
     @property
     def passed(self) -> bool:
-        return not self.not_implemented and all(r.passed for r in self.results)
+        return (
+            not self.not_implemented and bool(self.results) and all(r.passed for r in self.results)
+        )
+
+    @property
+    def mistakes(self) -> list[str]:
+        """Keys of the known mistakes recognised, in the order found."""
+        return list(dict.fromkeys(r.mistake for r in self.results if r.mistake))
+
+    def __repr__(self) -> str:
+        if self.not_implemented:
+            return f"<CheckReport {self.function}: not implemented yet>"
+        ok = sum(r.passed for r in self.results)
+        return f"<CheckReport {self.function}: {ok}/{len(self.results)} checks passed>"
 
 
-def check_multihead_attention(fn) -> CheckReport:
-    raise NotImplementedError
+class _NotImplemented(Exception):
+    """The learner's function raised NotImplementedError: the stub is not filled in yet."""
 
 
-def check_attention_function(fn) -> CheckReport:
-    raise NotImplementedError
+class _Failed(Exception):
+    """The learner's function raised something else; the message says what and where."""
 
 
-def check_parallel_multihead_attention(fn, pool=None, reference=None) -> CheckReport:
-    raise NotImplementedError
+class _Checker:
+    """Prints lines as properties are checked and collects them into a report."""
+
+    def __init__(self, function: str) -> None:
+        self.report = CheckReport(function)
+        self._explained: set[str] = set()
+        print(f"Checking {function}:")
+
+    def record(self, name: str, passed: bool, detail: str = "", mistake: str | None = None) -> bool:
+        self.report.results.append(CheckResult(name, passed, detail, mistake))
+        print(f"  {PASS if passed else FAIL} {name}")
+        if not passed and detail:
+            if mistake and mistake in self._explained:
+                print("      ↳ the same mistake as above")
+            else:
+                print(f"      ↳ {detail}")
+        if mistake:
+            self._explained.add(mistake)
+        return passed
+
+    def diagnosis(self, name: str, diagnosis: Diagnosis) -> bool:
+        return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
+
+    def not_implemented(self) -> CheckReport:
+        self.report.not_implemented = True
+        print(f"  {FAIL} {NOT_IMPLEMENTED}")
+        return self.report
+
+    def finish(self) -> CheckReport:
+        ok = sum(r.passed for r in self.report.results)
+        total = len(self.report.results)
+        verdict = "all checks passed" if self.report.passed else f"{ok}/{total} checks passed"
+        print(f"  {verdict}.")
+        return self.report
+
+
+def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as error:
+        raise _NotImplemented() from error
+    except Exception as error:  # noqa: BLE001 - learner code may raise anything; show it plainly
+        where = where_in_learner_code(error)
+        raise _Failed(
+            f"raised {describe_exception(error)}" + (f" ({where})" if where else "")
+        ) from None
+
+
+def _example(
+    b: int, t: int, heads: int, s: int, *, dtype: torch.dtype = torch.float32, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 * b + 100 * t + 10 * heads + s)
+    q, k, v = (
+        torch.randn(b, t, heads * s, generator=generator, dtype=torch.float64) for _ in range(3)
+    )
+    return (q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype)
+
+
+LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
+
+
+def _run_property(
+    checker: _Checker, name: str, produce: Callable[[], Diagnosis | tuple[bool, str]]
+) -> bool:
+    """Record one property; a learner error in it becomes a ✗ line with the error."""
+    try:
+        outcome = produce()
+    except _NotImplemented:
+        return checker.record(name, False, NOT_IMPLEMENTED, "not_implemented")
+    except _Failed as failure:
+        return checker.record(name, False, str(failure))
+    if isinstance(outcome, Diagnosis):
+        return checker.diagnosis(name, outcome)
+    passed, detail = outcome
+    return checker.record(name, passed, detail)
+
+
+def _attention_case(
+    fn: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
+) -> Diagnosis:
+    q, k, v = _example(b, t, heads, s, **example)
+    out = _call(fn, q.clone(), k.clone(), v.clone(), heads, mask)
+    return diagnose_attention(out, q, k, v, heads, mask)
+
+
+def _degenerate_sizes(fn: Callable, call: Callable) -> Diagnosis:
+    for b, t, heads, s, mask in (
+        (1, 1, 1, 1, False),
+        (3, 1, 2, 4, True),
+        (2, 6, 1, 8, True),
+        (2, 5, 4, 1, True),
+    ):
+        diagnosis = call(fn, b, t, heads, s, mask)
+        if not diagnosis.correct:
+            sizes = f"b={b}, t={t}, heads={heads}, s={s}, mask={mask}"
+            return Diagnosis(False, diagnosis.mistake, f"With {sizes}: {diagnosis.message}")
+    return Diagnosis(True, None, "")
+
+
+def _gradients(
+    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any],
+    heads: int,
+    b: int,
+    t: int,
+    s: int,
+) -> Diagnosis:
+    """Do gradients of (out * upstream).sum() reach q, k and v, and equal the reference's?"""
+    q, k, v = _example(b, t, heads, s, dtype=torch.float64)
+    mine = [x.clone().requires_grad_(True) for x in (q, k, v)]
+    out = call(*mine)
+    forward = diagnose_attention(
+        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
+    )
+    if not forward.correct:
+        return Diagnosis(
+            False, forward.mistake, f"The output is wrong, so are its gradients. {forward.message}"
+        )
+    if not out.requires_grad:
+        return Diagnosis(
+            False,
+            "no_gradient",
+            (
+                "The output does not track gradients: avoid .detach(), .data, .numpy(), "
+                "torch.no_grad() and building the result in a fresh tensor."
+            ),
+        )
+    upstream = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    try:
+        (out.to(torch.float64) * upstream).sum().backward()
+    except Exception as error:  # noqa: BLE001 - e.g. in-place ops autograd cannot undo
+        return Diagnosis(False, "no_gradient", f"backward() failed: {describe_exception(error)}")
+    theirs = [x.clone().requires_grad_(True) for x in (q, k, v)]
+    (naive_attention(*theirs, heads, True) * upstream).sum().backward()
+    for name, got, want in zip(("queries", "keys", "values"), mine, theirs, strict=True):
+        if got.grad is None:
+            return Diagnosis(
+                False, "no_gradient", f"{name} gets no gradient: the output does not depend on it."
+            )
+        result = compare(got.grad.numpy(), want.grad.numpy(), 1e-7)
+        if not result.ok:
+            return Diagnosis(
+                False,
+                "wrong_gradient",
+                (
+                    f"The output is right but the gradient of {name} is not (largest error "
+                    f"{result.max_error:.3g}); avoid in-place writes into tensors autograd still needs."
+                ),
+            )
+    return Diagnosis(True, None, "")
+
+
+def _unmodified(
+    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any], b: int, t: int, width: int
+) -> tuple[bool, str]:
+    q, k, v = (
+        torch.randn(b, t, width, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
+    copies = [x.clone() for x in (q, k, v)]
+    call(q, k, v)
+    for name, before, after in zip(("queries", "keys", "values"), copies, (q, k, v), strict=True):
+        if not torch.equal(before, after):
+            return False, f"your function changed `{name}` in place; work on new tensors instead"
+    return True, ""
+
+
+# -- Task 1 ------------------------------------------------------------------------------------
+
+
+def check_multihead_attention(fn: Callable) -> CheckReport:
+    """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
+    checker = _Checker("multihead_attention")
+    b, t, heads, s = EXAMPLE
+    q, k, v = _example(b, t, heads, s)
+    try:
+        out = _call(fn, q.clone(), k.clone(), v.clone(), heads, False)
+    except _NotImplemented:
+        return checker.not_implemented()
+    except _Failed as failure:
+        checker.record("runs on a small example (b=2, t=5, heads=3, s=4)", False, str(failure))
+        return checker.finish()
+
+    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, heads * s)
+    first = diagnose_attention(out, q, k, v, heads, False)
+    checker.record(
+        f"returns a tensor of shape (b, t, heads * s) = {(b, t, heads * s)}",
+        shape_ok,
+        first.message if not shape_ok else "",
+        first.mistake if not shape_ok else None,
+    )
+    if not shape_ok:
+        return checker.finish()
+    checker.diagnosis("matches the reference on a small example (no mask)", first)
+    scale_mistake = first.mistake is not None and "scale" in first.mistake
+    if first.correct or scale_mistake:
+        checker.record(
+            "scales the scores by 1/sqrt(s)", not scale_mistake, first.message, first.mistake
+        )
+
+    _run_property(
+        checker,
+        "causal mask (mask=True): position i sees only j <= i",
+        lambda: _attention_case(fn, b, t, heads, s, True),
+    )
+    _run_property(
+        checker,
+        "stable on large scores (around ±1000)",
+        lambda: _attention_case(fn, 2, 6, 2, 4, False, scale=LARGE),
+    )
+    _run_property(
+        checker,
+        "works with one position, one head, head size 1",
+        lambda: _degenerate_sizes(fn, _attention_case),
+    )
+    _run_property(
+        checker,
+        "float64 inputs (with mask)",
+        lambda: _attention_case(fn, 2, 4, 2, 3, True, dtype=torch.float64),
+    )
+    _run_property(
+        checker,
+        "gradients flow to queries, keys and values (with mask)",
+        lambda: _gradients(lambda q, k, v: _call(fn, q, k, v, 2, True), 2, 2, 5, 3),
+    )
+    _run_property(
+        checker,
+        "leaves its inputs unmodified",
+        lambda: _unmodified(lambda q, k, v: _call(fn, q, k, v, 2, True), 2, 4, 6),
+    )
+    return checker.finish()
+
+
+# -- Task 2 ------------------------------------------------------------------------------------
+
+
+def _head_case(
+    fn: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
+) -> Diagnosis:
+    """attention_function on one head: its inputs are (b, t, s), i.e. the heads=1 layout."""
+    del heads
+    q, k, v = _example(b, t, 1, s, **example)
+    out = _call(fn, (q.clone(), k.clone(), v.clone(), mask))
+    return diagnose_attention(out, q, k, v, 1, mask)
+
+
+def _importable(fn: Callable) -> tuple[bool, str]:
+    _, _, importable, why = function_origin(fn)
+    if importable:
+        return True, ""
+    mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
+    return False, f"{why}. Hint: {mistake.hint}"
+
+
+def check_attention_function(fn: Callable) -> CheckReport:
+    """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
+    checker = _Checker("attention_function")
+    b, t, s = 2, 5, 4
+    q, k, v = _example(b, t, 1, s)
+    try:
+        out = _call(fn, (q.clone(), k.clone(), v.clone(), False))
+    except _NotImplemented:
+        return checker.not_implemented()
+    except _Failed as failure:
+        checker.record("runs on one head (b=2, t=5, s=4)", False, str(failure))
+        return checker.finish()
+    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, s)
+    first = diagnose_attention(out, q, k, v, 1, False)
+    checker.record(
+        f"returns a tensor of shape (b, t, s) = {(b, t, s)}",
+        shape_ok,
+        first.message if not shape_ok else "",
+        first.mistake if not shape_ok else None,
+    )
+    if not shape_ok:
+        return checker.finish()
+    checker.diagnosis("matches the reference on one head (no mask)", first)
+    _run_property(checker, "causal mask (mask=True)", lambda: _head_case(fn, b, t, 1, s, True))
+    _run_property(
+        checker,
+        "stable on large scores (around ±1000)",
+        lambda: _head_case(fn, 2, 6, 1, 4, True, scale=LARGE),
+    )
+    _run_property(checker, "works with one position", lambda: _head_case(fn, 3, 1, 1, 4, True))
+    _run_property(
+        checker,
+        "float64 inputs (with mask)",
+        lambda: _head_case(fn, 2, 4, 1, 3, True, dtype=torch.float64),
+    )
+    _run_property(
+        checker,
+        "gradients flow to q, k and v (with mask)",
+        lambda: _gradients(lambda q, k, v: _call(fn, (q, k, v, True)), 1, 2, 5, 3),
+    )
+    _run_property(
+        checker,
+        "leaves its inputs unmodified",
+        lambda: _unmodified(lambda q, k, v: _call(fn, (q, k, v, True)), 2, 4, 3),
+    )
+    passed, detail = _importable(fn)
+    checker.record(
+        "importable by worker processes (defined in a module such as my_transformer_model)",
+        passed,
+        detail,
+        None if passed else "worker_not_importable",
+    )
+    return checker.finish()
+
+
+def check_parallel_multihead_attention(
+    fn: Callable, pool: Any = None, reference: Callable | None = None
+) -> CheckReport:
+    """Check ``fn(queries, keys, values, heads, mask=False, pool=pool)``.
+
+    pool: the learner's pool (each call is recorded through an InstrumentedPool
+    wrapper); None runs the heads in this process. reference: the learner's serial
+    ``multihead_attention``, to show both agree.
+    """
+    checker = _Checker("parallel_multihead_attention")
+    calls: list = []
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: bool) -> Any:
+        recorder = pool if isinstance(pool, InstrumentedPool) else InstrumentedPool(pool=pool)
+        start = len(recorder.calls)
+        out = _call(fn, q, k, v, heads, mask, pool=recorder)
+        calls[:] = recorder.calls[start:]
+        return out
+
+    b, t, heads, s = EXAMPLE
+    q, k, v = _example(b, t, heads, s)
+    try:
+        out = run(q.clone(), k.clone(), v.clone(), heads, False)
+    except _NotImplemented:
+        return checker.not_implemented()
+    except _Failed as failure:
+        checker.record("runs on a small example (b=2, t=5, heads=3, s=4)", False, str(failure))
+        return checker.finish()
+    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, heads * s)
+    first = diagnose_attention(out, q, k, v, heads, False)
+    checker.record(
+        f"returns a tensor of shape (b, t, heads * s) = {(b, t, heads * s)}",
+        shape_ok,
+        first.message if not shape_ok else "",
+        first.mistake if not shape_ok else None,
+    )
+    if not shape_ok:
+        return checker.finish()
+    checker.diagnosis("matches the reference on a small example (no mask)", first)
+
+    usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
+    checker.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
+    if calls:
+        importable, why = calls[0].importable, calls[0].why_not_importable
+        mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
+        checker.record(
+            "the mapped function is importable by worker processes (spawn, forkserver)",
+            importable,
+            "" if importable else f"{why}. Hint: {mistake.hint}",
+            None if importable else mistake.key,
+        )
+
+    def parallel_case(
+        fn_: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
+    ) -> Diagnosis:
+        q, k, v = _example(b, t, heads, s, **example)
+        return diagnose_attention(
+            run(q.clone(), k.clone(), v.clone(), heads, mask), q, k, v, heads, mask
+        )
+
+    _run_property(
+        checker, "causal mask (mask=True)", lambda: parallel_case(fn, b, t, heads, s, True)
+    )
+    _run_property(
+        checker,
+        "works with one head and one position",
+        lambda: _degenerate_sizes(fn, parallel_case),
+    )
+    if reference is not None:
+        _run_property(
+            checker, "agrees with your multihead_attention", lambda: _agrees(run, reference)
+        )
+    return checker.finish()
+
+
+def _agrees(run: Callable, reference: Callable) -> tuple[bool, str]:
+    q, k, v = _example(2, 7, 4, 3)
+    parallel = run(q.clone(), k.clone(), v.clone(), 4, True)
+    serial = _call(reference, q.clone(), k.clone(), v.clone(), 4, True)
+    if not isinstance(serial, torch.Tensor) or not isinstance(parallel, torch.Tensor):
+        return False, "both functions must return tensors"
+    result = compare(
+        parallel.detach().double().numpy(), serial.detach().double().numpy(), tolerance(q.dtype)
+    )
+    if result.ok:
+        return True, ""
+    return (
+        False,
+        f"they differ by up to {result.max_error:.3g}; check each against the reference above",
+    )
