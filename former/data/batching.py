@@ -71,6 +71,8 @@ def batch_plan(
     lengths: (n,) long, the (truncated) length of each example.
     """
     n = len(lengths)
+    if n == 0:
+        return []
     if not shuffle:
         return list(torch.arange(n).split(batch_size))
     generator = torch.Generator().manual_seed(seed)
