@@ -22,7 +22,7 @@ from former.data.locate import cache_dir, notice
 from former.data.tokenizer import TOKENIZER_VERSION
 
 # Bumped whenever the layout of cache files changes.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 def file_identity(path: Path) -> dict[str, Any]:

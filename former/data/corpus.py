@@ -62,7 +62,7 @@ class TokenizedCorpus:
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            "words": self.words,
+            "words": _join(self.words),
             "ids": torch.from_numpy(self.ids),
             "offsets": torch.from_numpy(self.offsets),
             "labels": torch.from_numpy(self.labels),
@@ -72,7 +72,7 @@ class TokenizedCorpus:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> TokenizedCorpus:
         return cls(
-            words=list(payload["words"]),
+            words=_split(payload["words"]),
             ids=payload["ids"].numpy(),
             offsets=payload["offsets"].numpy(),
             labels=payload["labels"].numpy(),
@@ -117,7 +117,11 @@ class TokenizedCorpus:
                 "labels": torch.from_numpy(self.labels[rows]),
             }
 
-        return {"itos": itos, "train": split_payload(train_rows), "val": split_payload(val_rows)}
+        return {
+            "itos": _join(itos),
+            "train": split_payload(train_rows),
+            "val": split_payload(val_rows),
+        }
 
 
 def classification_data_from_payload(
@@ -133,8 +137,18 @@ def classification_data_from_payload(
     return ClassificationData(
         train=split(payload["train"]),
         val=split(payload["val"]),
-        vocab=Vocabulary(list(payload["itos"])),
+        vocab=Vocabulary(_split(payload["itos"])),
         num_classes=len(class_names),
         source=source,
         class_names=class_names,
     )
+
+
+# Word lists are stored as one newline-joined string: unpickling one string is
+# much faster than unpickling 50,000 (tokens never contain whitespace).
+def _join(words: list[str]) -> str:
+    return "\n".join(words)
+
+
+def _split(joined: str) -> list[str]:
+    return joined.split("\n") if joined else []

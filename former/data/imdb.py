@@ -93,12 +93,14 @@ def load_imdb_source(
         payload = corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
         if cache:
             save_cached(encoded_file, payload)
-    n_train, n_val = len(payload["train"]["labels"]), len(payload["val"]["labels"])
-    description = (
-        f"{source.describe()}: {n_train:,} train / {n_val:,} "
-        f"{'test' if final else 'validation'} reviews, vocabulary {len(payload['itos']):,}"
+    data = classification_data_from_payload(
+        payload, source=source.describe(), class_names=CLASS_NAMES
     )
-    return classification_data_from_payload(payload, source=description, class_names=CLASS_NAMES)
+    data.source = (
+        f"{source.describe()}: {len(data.train):,} train / {len(data.val):,} "
+        f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
+    )
+    return data
 
 
 def _tokenized_corpus(source: ImdbSource, cache: bool) -> TokenizedCorpus:

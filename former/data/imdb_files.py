@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from former.data.cache import file_identity
 
 CLASS_NAMES = ("negative", "positive")
@@ -169,7 +171,16 @@ def read_tarball(path: Path) -> Reviews:
     """Stream the reviews out of an aclImdb archive without extracting it."""
     found: list[tuple[int, int, int, str]] = []  # (split, label, id, text)
     try:
-        with tarfile.open(path, "r|*") as archive:
+        with (
+            tqdm.wrapattr(
+                open(path, "rb"),
+                "read",
+                total=path.stat().st_size,
+                desc=f"reading {path.name}",
+                mininterval=1.0,
+            ) as file,
+            tarfile.open(fileobj=file, mode="r|*") as archive,
+        ):
             for member in archive:
                 match = _MEMBER.search(member.name) if member.isfile() else None
                 if match is None:
