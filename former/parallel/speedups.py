@@ -49,10 +49,10 @@ def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def interleaved_medians(
+def interleaved_timings(
     methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
-) -> dict[str, float]:
-    """Median seconds per call of each method; the methods take turns in every repeat."""
+) -> dict[str, list[float]]:
+    """Seconds per call of each method, ``repeats`` samples each, the methods taking turns."""
     for fn in methods.values():
         for _ in range(warmup):
             fn()
@@ -64,6 +64,14 @@ def interleaved_medians(
             start = time.perf_counter()
             methods[name]()
             samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def interleaved_medians(
+    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each method; see :func:`interleaved_timings`."""
+    samples = interleaved_timings(methods, repeats, warmup)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

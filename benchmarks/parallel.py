@@ -1,0 +1,240 @@
+"""When do processes pay off for attention heads?  ``python -m benchmarks.parallel``
+
+For each input shape (b, h, t, s) it times multi-head attention computed
+
+- ``serial``:    head after head in this process, one torch thread (the baseline);
+- ``pool_map``:  on a plain ``multiprocessing.Pool`` (2 workers, one thread each),
+                 tensors pickled through pipes, what a first attempt does;
+- ``head_pool``: on ``former.parallel.make_pool(2)``, tensors in shared memory;
+- ``threads``:   head after head, torch intra-op threads on all cores;
+- ``sdpa_1``, ``sdpa``: PyTorch's fused ``scaled_dot_product_attention``, one thread
+                 and all cores;
+
+and reports each method's speed-up over ``serial``. Timings are medians over
+repeats, methods taking turns within each repeat so that load from other
+processes on a shared machine hits them alike. It prints a table, writes
+``bench-results/parallel.json`` and a plot, ``bench-results/parallel.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from former.attention import sdpa_attention
+from former.parallel import PoolAttention, SerialPool, available_cpus, make_pool
+from former.parallel.pool import default_start_method
+from former.parallel.speedups import interleaved_timings, random_inputs, with_threads
+from former.parallel.worker import limit_threads
+
+SHAPES = ((4, 8, 128, 16), (4, 8, 512, 16), (4, 8, 1024, 64), (8, 8, 1024, 64))
+TARGETS = {(4, 8, 512, 16): 1.6, (8, 8, 1024, 64): 1.9}  # head_pool over serial, 2 cores
+PROCESSES = 2
+METHODS = {
+    "serial": "serial loop over heads, 1 thread",
+    "pool_map": f"multiprocessing.Pool.map, {PROCESSES} workers, pickled tensors",
+    "head_pool": f"former.parallel.make_pool({PROCESSES}), shared memory",
+    "threads": "serial loop over heads, torch intra-op threads on all cores",
+    "sdpa_1": "F.scaled_dot_product_attention, 1 thread",
+    "sdpa": "F.scaled_dot_product_attention, all cores",
+}
+TIME_PER_SHAPE = 8.0  # seconds of serial time to aim for when choosing repeats
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = tuple(int(x) for x in text.split(","))
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"a shape is b,h,t,s (four integers), got {text!r}")
+    return parts
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.parallel", description=__doc__)
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=list(SHAPES))
+    parser.add_argument("--repeats", type=int, default=None, help="fixed repeats per method")
+    parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    parser.add_argument("--start-method", default=None, help="for both pools")
+    parser.add_argument(
+        "--check", action="store_true", help="exit with status 1 when a target is missed"
+    )
+    return parser.parse_args(argv)
+
+
+def methods_for(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, pools: dict[str, Any]
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """One zero-argument callable per method, each returning (b, t, h*s)."""
+    cores = available_cpus()
+
+    def on(pool: Any) -> Callable[[], torch.Tensor]:
+        attention = PoolAttention(pool)
+        return lambda: attention(q, k, v, heads, False)
+
+    # The parent of a pool only hands out work and gathers it: one thread for it
+    # leaves the cores to the workers.
+    return {
+        "serial": with_threads(1, on(SerialPool())),
+        "pool_map": with_threads(1, on(pools["pool_map"])),
+        "head_pool": with_threads(1, on(pools["head_pool"])),
+        "threads": with_threads(cores, on(SerialPool())),
+        "sdpa_1": with_threads(1, lambda: sdpa_attention(q, k, v, heads, False)),
+        "sdpa": with_threads(cores, lambda: sdpa_attention(q, k, v, heads, False)),
+    }
+
+
+def choose_repeats(serial_seconds: float) -> int:
+    return int(min(31, max(5, TIME_PER_SHAPE / max(serial_seconds, 1e-4) / 3)))
+
+
+def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repeats: int | None):
+    b, h, t, s = shape
+    q, k, v = random_inputs(b, h, t, s)
+    with torch.inference_mode():
+        methods = methods_for(q, k, v, h, pools)
+        reference = methods["serial"]()
+        errors = {name: (fn() - reference).abs().max().item() for name, fn in methods.items()}
+        start = time.perf_counter()
+        methods["serial"]()
+        if repeats is None:
+            repeats = choose_repeats(time.perf_counter() - start)
+        samples = interleaved_timings(methods, repeats=repeats, warmup=1)
+    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    best = {name: min(values) for name, values in samples.items()}
+    return {
+        "b": b,
+        "h": h,
+        "t": t,
+        "s": s,
+        "repeats": repeats,
+        "seconds": seconds,
+        "speedup": {name: seconds["serial"] / value for name, value in seconds.items()},
+        "best_seconds": best,
+        "best_speedup": {name: best["serial"] / value for name, value in best.items()},
+        "max_abs_error": errors,
+    }
+
+
+def format_table(rows: list[dict[str, Any]], key: str = "speedup") -> str:
+    names = list(METHODS)
+    header = f"{'(b, h, t, s)':<18}{'serial ms':>11}" + "".join(f"{n:>11}" for n in names[1:])
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        shape = f"({row['b']}, {row['h']}, {row['t']}, {row['s']})"
+        cells = "".join(f"{row[key][n]:>10.2f}x" for n in names[1:])
+        lines.append(f"{shape:<18}{row['seconds']['serial'] * 1e3:>11.1f}{cells}")
+    return "\n".join(lines)
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    for row in rows:
+        shape = (row["b"], row["h"], row["t"], row["s"])
+        if shape in TARGETS:
+            measured = row["speedup"]["head_pool"]
+            results.append(
+                {
+                    "shape": list(shape),
+                    "method": "head_pool",
+                    "min_speedup": TARGETS[shape],
+                    "measured": measured,
+                    "best": row["best_speedup"]["head_pool"],
+                    "met": measured >= TARGETS[shape],
+                }
+            )
+    return results
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    names = [n for n in METHODS if n != "serial"]
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
+        bars = axes.bar(xs, [row["speedup"][name] for row in rows], width, label=METHODS[name])
+        axes.bar_label(bars, fmt="%.1f", fontsize=7)
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xticks(range(len(rows)))
+    axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
+    axes.set_yscale("log", base=2)
+    axes.set_ylabel("speed-up over serial, 1 thread (log scale)")
+    axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
+    axes.legend(fontsize=7, loc="upper left")
+    figure.savefig(path, dpi=120)
+
+
+def machine_info(start_method: str) -> dict[str, Any]:
+    return {
+        "cpus": available_cpus(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "start_method": start_method,
+        "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    start_method = args.start_method or default_start_method()
+    info = machine_info(start_method)
+    print(
+        f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}, "
+        f"load average {info['load_average_before']}"
+    )
+    context = multiprocessing.get_context(start_method)
+    rows = []
+    with (
+        context.Pool(PROCESSES, initializer=limit_threads) as pool_map,
+        make_pool(PROCESSES, start_method) as head_pool,
+    ):
+        pools = {"pool_map": pool_map, "head_pool": head_pool}
+        for shape in args.shapes:
+            row = measure_shape(shape, pools, args.repeats)
+            rows.append(row)
+            print(f"measured {shape}: {row['repeats']} repeats", flush=True)
+    if hasattr(os, "getloadavg"):
+        info["load_average_after"] = list(os.getloadavg())
+
+    table = format_table(rows)
+    targets = check_targets(rows)
+    print()
+    print("speed-up over serial (1 thread), medians; serial in milliseconds")
+    print(table)
+    print()
+    print("the same from the fastest repeat of each method (less sensitive to other load)")
+    print(format_table(rows, key="best_speedup"))
+    for target in targets:
+        verdict = "met" if target["met"] else "MISSED"
+        print(
+            f"target head_pool >= {target['min_speedup']}x at {tuple(target['shape'])}: "
+            f"{target['measured']:.2f}x (median) {verdict}; best-of-repeats ratio "
+            f"{target['best']:.2f}x"
+        )
+    print(f"load average after: {info.get('load_average_after')}")
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    report = {"machine": info, "methods": METHODS, "shapes": rows, "targets": targets}
+    json_path = args.output_dir / "parallel.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    plot(rows, args.output_dir / "parallel.png")
+    print(f"wrote {json_path} and {args.output_dir / 'parallel.png'}")
+    return 1 if args.check and not all(t["met"] for t in targets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
