@@ -61,10 +61,11 @@ ROLE_ENV_VARS = ("SAGEMAKER_ROLE", "SAGEMAKER_ROLE_ARN")
 REGION_ENV_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 SAGEMAKER_METADATA_FILE = Path("/opt/ml/metadata/resource-metadata.json")
 
-# Regexes over the lines model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873".
+# Regexes over the lines model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873"
+# (evaluations within an epoch print fractional epochs: "epoch=1.25 step=...").
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"Name": "epoch", "Regex": r"\bepoch=([0-9]+)"},
+    {"Name": "epoch", "Regex": r"\bepoch=" + _NUMBER},
     {"Name": "train_loss", "Regex": r"\btrain_loss=" + _NUMBER},
     {"Name": "val_acc", "Regex": r"\bval_acc=" + _NUMBER},
 )

@@ -121,8 +121,8 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
     }
     metrics = {m["Name"]: m["Regex"] for m in spec["MetricDefinitions"]}
     assert set(metrics) == {"epoch", "train_loss", "val_acc"}
-    line = "epoch=2 train_loss=0.41 val_acc=0.873"
-    assert re.search(metrics["epoch"], line).group(1) == "2"
+    line = "epoch=1.25 step=98 train_loss=0.41 val_acc=0.873 val_examples=2000"
+    assert re.search(metrics["epoch"], line).group(1) == "1.25"
     assert re.search(metrics["train_loss"], line).group(1) == "0.41"
     assert re.search(metrics["val_acc"], line).group(1) == "0.873"
 
