@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from former.data import Vocabulary, tokenize
-from former.data.corpus import TokenizedCorpus
+from former.data.corpus import TokenizedCorpus, classification_data_from_payload
 from former.data.imdb_files import Reviews
 from former.data.splits import validation_indices
 
@@ -72,7 +72,8 @@ def test_corpus_encoding_matches_vocabulary_build_on_the_training_split(final, v
         train_rows, val_rows = keep.tolist(), held_out.tolist()
         assert len(val_rows) == round(7 * 0.2)
     expected = Vocabulary.build([tokenize(texts[i]) for i in train_rows], max_size=vocab_size)
-    assert payload["itos"] == expected.itos
+    data = classification_data_from_payload(payload, source="test", class_names=("n", "p"))
+    assert data.vocab.itos == expected.itos
     for part, rows in (("train", train_rows), ("val", val_rows)):
         flat = [token for i in rows for token in expected.encode(tokenize(texts[i]))]
         assert payload[part]["ids"].tolist() == flat
