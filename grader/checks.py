@@ -14,6 +14,7 @@ Usage in a notebook cell::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from former.attention import naive_attention
 from grader.diagnose import Diagnosis, compare, diagnose_attention, diagnose_pool_usage, tolerance
 from grader.instrumented_pool import InstrumentedPool, function_origin
 from grader.mistakes import POOL_MISTAKES_BY_KEY
-from grader.probe import describe_exception, where_in_learner_code
+from grader.probe import describe_exception, one_torch_thread, where_in_learner_code
 
 PASS, FAIL = "✓", "✗"
 NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
@@ -243,9 +244,19 @@ def _unmodified(
     return True, ""
 
 
+def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> CheckReport:
+        with one_torch_thread():
+            return check(*args, **kwargs)
+
+    return run
+
+
 # -- Task 1 ------------------------------------------------------------------------------------
 
 
+@_single_threaded
 def check_multihead_attention(fn: Callable) -> CheckReport:
     """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
     checker = _Checker("multihead_attention")
@@ -330,6 +341,7 @@ def _importable(fn: Callable) -> tuple[bool, str]:
     return False, f"{why}. Hint: {mistake.hint}"
 
 
+@_single_threaded
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
     checker = _Checker("attention_function")
@@ -385,6 +397,7 @@ def check_attention_function(fn: Callable) -> CheckReport:
     return checker.finish()
 
 
+@_single_threaded
 def check_parallel_multihead_attention(
     fn: Callable, pool: Any = None, reference: Callable | None = None
 ) -> CheckReport:

@@ -25,6 +25,7 @@ import torch
 from former.attention import naive_attention
 from grader.instrumented_pool import PoolCall
 from grader.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
+from grader.probe import one_torch_thread
 
 # Scaled scores beyond this overflow exp() in float32 (e^88 is float32's limit).
 LARGE_SCORE = 80.0
@@ -170,6 +171,18 @@ def diagnose_attention(
     queries, keys, values: the inputs it got, (b, t, heads * s) (tensors or arrays);
     heads: number of heads; mask: whether the causal mask was asked for.
     """
+    with one_torch_thread():
+        return _diagnose_attention(output, queries, keys, values, heads, mask)
+
+
+def _diagnose_attention(
+    output: object,
+    queries: object,
+    keys: object,
+    values: object,
+    heads: int,
+    mask: bool,
+) -> Diagnosis:
     if not isinstance(output, (torch.Tensor, np.ndarray)):
         hint = " Did you forget `return`?" if output is None else ""
         return Diagnosis(

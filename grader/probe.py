@@ -114,6 +114,23 @@ def quiet() -> Iterator[io.StringIO]:
             os.close(saved_fd)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread for a while (then restore the previous count).
+
+    Grading tensors are tiny: waking a thread pool costs far more than the work,
+    and on a busy machine each small op then waits milliseconds for its threads.
+    """
+    previous = torch.get_num_threads()
+    if previous != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
+
+
 def _tensor(array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
     tensor = _from_numpy(np.array(array, copy=True))
     return tensor.requires_grad_(True) if requires_grad else tensor
@@ -159,7 +176,7 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
     q, k, v = (_tensor(inputs[n], wants_grad) for n in ("queries", "keys", "values"))
     outputs: dict[str, Any] = {}
     pool: InstrumentedPool | None = None
-    with quiet() as captured:
+    with quiet() as captured, one_torch_thread():
         try:
             pool = make_pool(str(inputs.get("pool", "")))
             result = call_function(fn, inputs, q, k, v, pool)

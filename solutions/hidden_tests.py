@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from grader.diagnose import compare, diagnose_attention, diagnose_pool_usage, locate, tolerance
-from grader.probe import probe_case, quiet
+from grader.probe import one_torch_thread, probe_case, quiet
 from solutions import attention as reference
 
 # Inputs of the notebook's hidden cells. The grader's judge uses its own secret seed.
@@ -527,9 +527,9 @@ def judge_case(
 
     heads = int(inputs["heads"])
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    error = outputs.get("error")
+    error = _text(outputs, "error")
     if error:
-        where = outputs.get("error_where") or ""
+        where = _text(outputs, "error_where")
         where = f" ({where})" if where else ""
         if str(error).startswith("NotImplementedError"):
             return fail("not implemented yet: fill in the function's cell.", "not_implemented")
@@ -542,7 +542,10 @@ def judge_case(
     out = outputs.get("out")
     if out is None:
         return fail("no output came back.", "no_output")
-    out = np.asarray(out)
+    try:
+        out = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        return fail("the output is not an array of numbers.", "not_a_tensor")
     if tuple(out.shape) != tuple(expected["out"].shape):
         diagnosis = diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
         return fail(diagnosis.message, diagnosis.mistake)
@@ -552,8 +555,8 @@ def judge_case(
         return fail(f"wrong output. {diagnosis.message}", diagnosis.mistake)
 
     if case.kind == "gradient":
-        if outputs.get("grad_error"):
-            return fail(f"the output is right but {outputs['grad_error']}.", "no_gradient")
+        if _text(outputs, "grad_error"):
+            return fail(f"the output is right but {_text(outputs, 'grad_error')}.", "no_gradient")
         for name in ("queries", "keys", "values"):
             got = outputs.get(f"grad_{name}")
             if got is None:
@@ -594,6 +597,16 @@ def judge_case(
     return CaseResult(case.name, True, f"{label}: passed", None)
 
 
+def _text(outputs: dict[str, Any], key: str) -> str:
+    """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
+    value = outputs.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else ""
+    return str(value)
+
+
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape != b.shape:
         return False
@@ -625,9 +638,10 @@ def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_
             f"{group.function} is not defined (or not a function): run the cell that defines it."
         )
     prepared = []
-    for case in group.cases:
-        inputs = case_inputs(case, seed)
-        prepared.append((case, inputs, expected_outputs(case, inputs)))
+    with one_torch_thread():
+        for case in group.cases:
+            inputs = case_inputs(case, seed)
+            prepared.append((case, inputs, expected_outputs(case, inputs)))
 
     results = []
     for case, inputs, expected in prepared:

@@ -1,0 +1,358 @@
+"""Hidden test cases: correct answers in every style pass, each known mistake fails where it
+should, and nothing a learner does in the kernel (monkeypatching, warnings) changes a verdict."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from grader.mistakes import MISTAKES, MISTAKES_BY_KEY
+from grader.probe import probe_case
+from solutions import attention as solution
+from solutions.hidden_tests import (
+    CASES,
+    GROUPS,
+    HiddenTestFailure,
+    case_inputs,
+    expected_outputs,
+    judge_case,
+    run_group,
+)
+
+TASK1 = [g for g in GROUPS if g.startswith("test_task1")]
+
+# -- correct answers in several styles -------------------------------------------------------
+
+
+def bmm_style(queries, keys, values, heads, mask=False):
+    return solution.multihead_attention(queries, keys, values, heads, mask)
+
+
+def einsum_style(queries, keys, values, heads, mask=False):
+    b, t, e = queries.shape
+    s = e // heads
+    q, k, v = (x.reshape(b, t, heads, s) for x in (queries, keys, values))
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / s**0.5
+    if mask:
+        scores = scores + torch.full((t, t), float("-inf"), dtype=scores.dtype).triu(1)
+    return torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), v).reshape(b, t, e)
+
+
+def loop_style(queries, keys, values, heads, mask=False):
+    s = queries.size(-1) // heads
+    outs = []
+    for i in range(heads):
+        q, k, v = (x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values))
+        scores = q @ k.transpose(1, 2) / math.sqrt(s)
+        if mask:
+            t = scores.size(-1)
+            scores = scores.masked_fill(torch.tril(torch.ones(t, t)) == 0, -1e9)
+        outs.append(torch.softmax(scores, -1) @ v)
+    return torch.cat(outs, -1)
+
+
+def float64_style(queries, keys, values, heads, mask=False):
+    out = einsum_style(queries.double(), keys.double(), values.double(), heads, mask)
+    return out.to(queries.dtype)
+
+
+def stable_by_hand_style(queries, keys, values, heads, mask=False):
+    """A hand-written softmax that subtracts the row maximum: stable, so correct."""
+    b, t, e = queries.shape
+    s = e // heads
+    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(s)
+    if mask:
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    exps = torch.exp(scores - scores.amax(-1, keepdim=True))
+    return (exps / exps.sum(-1, keepdim=True) @ v).transpose(1, 2).reshape(b, t, e)
+
+
+STYLES = [bmm_style, einsum_style, loop_style, float64_style, stable_by_hand_style]
+
+
+def head_by_einsum(args):
+    q, k, v, mask = args
+    scores = torch.einsum("bid,bjd->bij", q, k) / math.sqrt(q.size(-1))
+    if mask:
+        t = q.size(1)
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.einsum("bij,bjd->bid", scores.softmax(-1), v)
+
+
+def parallel_with(attention_function):
+    def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):
+        s = queries.size(-1) // heads
+        data_to_map = [
+            tuple(x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values)) + (mask,)
+            for i in range(heads)
+        ]
+        return torch.cat(pool.map(attention_function, data_to_map), dim=-1)
+
+    return parallel_multihead_attention
+
+
+def namespace_for(function):
+    return {
+        "multihead_attention": function,
+        "attention_function": solution.attention_function,
+        "parallel_multihead_attention": solution.parallel_multihead_attention,
+    }
+
+
+# -- the groups ----------------------------------------------------------------------------------
+
+
+def test_groups_give_task1_60_and_task2_40_points():
+    points = {g.grade_id: g.points for g in GROUPS.values()}
+    assert points == {
+        "test_task1_values": 20,
+        "test_task1_mask": 15,
+        "test_task1_robust": 10,
+        "test_task1_gradients": 15,
+        "test_task2_attention_function": 10,
+        "test_task2_parallel_values": 15,
+        "test_task2_pool_usage": 15,
+    }
+    assert sum(g.points for g in GROUPS.values() if g.task == 1) == 60
+    assert sum(g.points for g in GROUPS.values() if g.task == 2) == 40
+    for group in GROUPS.values():
+        assert group.cases and all(c.grade_id == group.grade_id for c in group.cases)
+
+
+def test_cases_cover_what_the_design_promises():
+    cases = list(CASES.values())
+    assert {c.dtype for c in cases} == {"float32", "float64"}
+    assert {c.mask for c in cases} == {True, False}
+    assert {c.kind for c in cases} == {"forward", "gradient", "unmodified", "pool", "spawn_pool"}
+    assert any(c.kind == "gradient" and c.mask for c in cases)
+    assert any(c.large_scores for c in cases)
+    for size in ("length", "heads", "head_size"):
+        assert any(
+            getattr(c, size) == (1, 1) and c.function == "multihead_attention" for c in cases
+        )
+    assert any(c.batch[0] < c.batch[1] and c.heads[0] < c.heads[1] for c in cases), "random shapes"
+
+
+def test_case_inputs_are_plain_data_reproducible_from_the_seed():
+    case = CASES["random_float32"]
+    first, again, other = case_inputs(case, 1), case_inputs(case, 1), case_inputs(case, 2)
+    for value in first.values():
+        assert isinstance(value, (np.ndarray, int, bool, str))
+    assert all(np.array_equal(first[n], again[n]) for n in ("queries", "keys", "values"))
+    assert not np.array_equal(first["queries"], other["queries"])
+    assert first["queries"].dtype == np.float32
+    assert case_inputs(CASES["random_float64"], 1)["queries"].dtype == np.float64
+
+
+def test_large_score_cases_overflow_a_softmax_without_the_max():
+    inputs = case_inputs(CASES["large_scores_float32"], 3)
+    q, k, v = (torch.from_numpy(inputs[n]) for n in ("queries", "keys", "values"))
+    heads = inputs["heads"]
+    s = q.size(-1) // heads
+    scores = q.view(*q.shape[:2], heads, s).transpose(1, 2) @ k.view(
+        *k.shape[:2], heads, s
+    ).transpose(1, 2).transpose(-1, -2)
+    assert 300 < float((scores / math.sqrt(s)).abs().median()) < 3000
+    assert not torch.isfinite(MISTAKES_BY_KEY["unstable_softmax"].apply(q, k, v, heads)).all()
+
+
+# -- correct answers pass ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda f: f.__name__)
+def test_correct_styles_pass_every_task1_group_in_the_kernel(style, capsys):
+    for grade_id in TASK1:
+        run_group(grade_id, namespace_for(style))
+    assert "failed" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda f: f.__name__)
+def test_correct_styles_pass_every_case_through_the_judge(style):
+    seed = 987654321  # not the notebook's seed: the judge's inputs are new
+    for case in CASES.values():
+        if case.kind == "spawn_pool":
+            continue
+        function = {
+            "multihead_attention": style,
+            "attention_function": head_by_einsum,
+            "parallel_multihead_attention": parallel_with(head_by_einsum),
+        }[case.function]
+        inputs = case_inputs(case, seed)
+        probe = probe_case(inputs, function)
+        verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+        assert verdict.passed, verdict.message
+
+
+def test_task2_solutions_pass_including_the_spawn_pool():
+    for grade_id in ("test_task2_attention_function", "test_task2_parallel_values"):
+        run_group(grade_id, vars(solution))
+    run_group("test_task2_pool_usage", vars(solution))  # spawns two real workers
+
+
+# -- wrong answers fail where they should, with the diagnosis -------------------------------------
+
+
+def failing_groups(function) -> dict[str, str]:
+    failures = {}
+    for grade_id in TASK1:
+        try:
+            run_group(grade_id, namespace_for(function))
+        except HiddenTestFailure as failure:
+            failures[grade_id] = str(failure)
+    return failures
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.key)
+def test_each_mistake_fails_its_cases_and_is_named(mistake):
+    failures = failing_groups(mistake.apply)
+    if mistake.needs_large_scores:
+        assert set(failures) == {"test_task1_robust"}
+    elif mistake.needs_mask:
+        assert "test_task1_values" not in failures
+        assert {"test_task1_mask", "test_task1_gradients"} <= set(failures)
+    else:
+        assert {"test_task1_values", "test_task1_mask", "test_task1_gradients"} <= set(failures)
+    for message in failures.values():
+        assert mistake.title in message
+
+
+def test_monkeypatched_comparisons_do_not_rescue_a_wrong_answer(monkeypatch):
+    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(torch.testing, "assert_close", lambda *a, **k: None)
+    monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)
+    monkeypatch.setattr(torch, "softmax", lambda x, dim: x)  # corrupts a naive reference
+    wrong = MISTAKES_BY_KEY["missing_scale"].apply
+    with pytest.raises(HiddenTestFailure, match="not scaled"):
+        run_group("test_task1_values", namespace_for(wrong))
+
+
+def test_warnings_and_stderr_from_learner_code_cost_nothing_and_stay_quiet(capfd):
+    def noisy(queries, keys, values, heads, mask=False):
+        warnings.warn("a learner's warning", UserWarning, stacklevel=1)
+        print("learner writes to stderr", file=sys.stderr)
+        return bmm_style(queries, keys, values, heads, mask)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # even a kernel that turns warnings into errors
+        run_group("test_task1_values", namespace_for(noisy))
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert "5/5 cases passed" in captured.out
+
+
+def test_in_place_changes_to_the_inputs_fail_the_robust_group():
+    def scales_in_place(queries, keys, values, heads, mask=False):
+        queries /= math.sqrt(queries.size(-1) // heads)
+        return MISTAKES_BY_KEY["missing_scale"].apply(queries, keys, values, heads, mask)
+
+    run_group("test_task1_values", namespace_for(scales_in_place))
+    with pytest.raises(HiddenTestFailure, match="changed its `queries` argument in place"):
+        run_group("test_task1_robust", namespace_for(scales_in_place))
+
+
+def test_a_detached_output_fails_the_gradient_group_only():
+    def detached(queries, keys, values, heads, mask=False):
+        return bmm_style(queries, keys, values, heads, mask).detach()
+
+    run_group("test_task1_values", namespace_for(detached))
+    with pytest.raises(HiddenTestFailure, match="does not track gradients"):
+        run_group("test_task1_gradients", namespace_for(detached))
+
+
+def test_a_stub_is_reported_as_not_implemented():
+    def stub(queries, keys, values, heads, mask=False):
+        raise NotImplementedError
+
+    with pytest.raises(HiddenTestFailure, match="not implemented yet"):
+        run_group("test_task1_values", namespace_for(stub))
+    with pytest.raises(HiddenTestFailure, match="multihead_attention is not defined"):
+        run_group("test_task1_values", {})
+
+
+def test_learner_errors_name_the_line_without_a_traceback():
+    def broken(queries, keys, values, heads, mask=False):
+        return queries @ keys  # (b, t, e) @ (b, t, e): shapes do not fit
+
+    with pytest.raises(HiddenTestFailure) as failure:
+        run_group("test_task1_values", namespace_for(broken))
+    message = str(failure.value)
+    assert "RuntimeError" in message and "return queries @ keys" in message
+    assert "Traceback" not in message
+
+
+# -- the parallel version ------------------------------------------------------------------------
+
+
+def serial_loop(queries, keys, values, heads, mask=False, pool=None):
+    return solution.multihead_attention(queries, keys, values, heads, mask)
+
+
+def one_item_for_all_heads(queries, keys, values, heads, mask=False, pool=None):
+    def everything(args):
+        return solution.multihead_attention(*args)
+
+    return pool.map(everything, [(queries, keys, values, heads, mask)])[0]
+
+
+def notebook_defined_worker(queries, keys, values, heads, mask=False, pool=None):
+    def attention_function(args):  # what a learner writes in a notebook cell
+        return solution.attention_function(args)
+
+    attention_function.__module__ = "__main__"
+    attention_function.__qualname__ = "attention_function"
+    return parallel_with(attention_function)(queries, keys, values, heads, mask, pool)
+
+
+@pytest.mark.parametrize(
+    ("function", "mistake"),
+    [
+        (serial_loop, "pool_not_used"),
+        (one_item_for_all_heads, "one_item_for_all_heads"),
+        (notebook_defined_worker, "worker_not_importable"),
+    ],
+    ids=["serial_loop", "one_item", "notebook_worker"],
+)
+def test_pool_mistakes_lose_the_pool_usage_points_only(function, mistake):
+    seed = 11
+    run_group("test_task2_parallel_values", {"parallel_multihead_attention": function})
+    verdicts = []
+    for case in GROUPS["test_task2_pool_usage"].cases:
+        if case.kind == "spawn_pool" and mistake != "worker_not_importable":
+            continue  # real workers are slow to start; the notebook worker is refused before
+        inputs = case_inputs(case, seed)
+        probe = probe_case(inputs, function)
+        verdicts.append(judge_case(case, inputs, probe.outputs, probe.pool_log))
+    assert not all(v.passed for v in verdicts)
+    assert {v.diagnosis for v in verdicts if not v.passed} == {mistake}
+
+
+def test_judge_reads_errors_that_came_back_as_numpy_strings():
+    case = CASES["small_float32"]
+    inputs = case_inputs(case, 5)
+    outputs = {"error": np.array("NotImplementedError"), "error_where": np.array("")}
+    verdict = judge_case(case, inputs, outputs, None)
+    assert not verdict.passed and verdict.diagnosis == "not_implemented"
+    good = {"out": expected_outputs(case, inputs)["out"].astype(np.float32)}
+    assert judge_case(case, inputs, good, None).passed
+
+
+def test_grader_modules_shipped_to_learners_never_import_solutions():
+    code = (
+        "import sys, grader.checks, grader.diagnose, grader.mistakes, grader.probe, "
+        "grader.instrumented_pool; assert not [m for m in sys.modules if m.startswith('solutions')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_repo_root()))
+
+
+def _repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent
