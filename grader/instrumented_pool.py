@@ -124,10 +124,7 @@ class InstrumentedPool:
         self.timeout = timeout
         self.calls: list[PoolCall] = []
         self._wrapped = pool
-        self._owned: Any = None
-        if processes and processes > 0:
-            context = multiprocessing.get_context(start_method)
-            self._owned = context.Pool(processes, initializer=_one_torch_thread)
+        self._owned: Any = None  # started on first use: a refused function costs no workers
 
     # -- recording -------------------------------------------------------------------------
 
@@ -152,7 +149,7 @@ class InstrumentedPool:
     # -- the Pool interface ------------------------------------------------------------------
 
     def _runner(self, func: Callable) -> Any:
-        if self._owned is not None and self._owned_start_method() != "fork":
+        if self.processes and self._owned_start_method() != "fork":
             _, _, importable, why = function_origin(func)
             if not importable:
                 # Sending it anyway would fail inside the worker, which can hang the pool.
@@ -160,6 +157,9 @@ class InstrumentedPool:
                     f"Worker processes cannot import the mapped function: {why}. Define it in "
                     "a module (e.g. with %%writefile my_transformer_model.py) and import it."
                 )
+        if self.processes and self._owned is None:
+            context = multiprocessing.get_context(self.start_method)
+            self._owned = context.Pool(self.processes, initializer=_one_torch_thread)
         return self._owned if self._owned is not None else self._wrapped
 
     def _owned_start_method(self) -> str:
@@ -229,7 +229,7 @@ class InstrumentedPool:
     def __repr__(self) -> str:
         mode = (
             f"{self.processes} {self.start_method or 'default'} workers"
-            if self._owned is not None
+            if self.processes
             else ("wrapping " + type(self._wrapped).__name__ if self._wrapped else "in-process")
         )
         return f"InstrumentedPool({mode}, {len(self.calls)} calls recorded)"
