@@ -173,6 +173,8 @@ class InstrumentedPool:
             return [func(item) for item in items]
         if runner is self._owned:
             return self._wait(runner.map_async(func, items, chunksize))
+        if chunksize is None:  # pools other than multiprocessing's may not take it
+            return runner.map(func, items)
         return runner.map(func, items, chunksize)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:

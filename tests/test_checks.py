@@ -1,0 +1,169 @@
+"""Visible checks: what a learner sees printed under their cell, for stubs, right and wrong answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grader.checks import (
+    check_attention_function,
+    check_multihead_attention,
+    check_parallel_multihead_attention,
+)
+from grader.instrumented_pool import InstrumentedPool
+from grader.mistakes import MISTAKES_BY_KEY
+from solutions import attention as solution
+
+
+def stub_attention(queries, keys, values, heads, mask=False):
+    raise NotImplementedError
+
+
+def stub_head(args):
+    raise NotImplementedError
+
+
+def stub_parallel(queries, keys, values, heads, mask=False, pool=None):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    ("check", "stub"),
+    [
+        (check_multihead_attention, stub_attention),
+        (check_attention_function, stub_head),
+        (check_parallel_multihead_attention, stub_parallel),
+    ],
+    ids=["multihead_attention", "attention_function", "parallel_multihead_attention"],
+)
+def test_a_stub_is_not_implemented_yet_not_a_traceback(check, stub, capsys):
+    report = check(stub)
+    printed = capsys.readouterr()
+    assert "✗ not implemented yet — fill in the cell above" in printed.out
+    assert "Traceback" not in printed.out + printed.err
+    assert report.not_implemented and not report.passed
+
+
+def test_the_solutions_pass_every_check(capsys):
+    assert check_multihead_attention(solution.multihead_attention).passed
+    assert check_attention_function(solution.attention_function).passed
+    report = check_parallel_multihead_attention(
+        solution.parallel_multihead_attention, reference=solution.multihead_attention
+    )
+    assert report.passed
+    printed = capsys.readouterr().out
+    assert "✗" not in printed
+    assert "✓ causal mask" in printed and "✓ one pool.map call with one" in printed
+
+
+def test_a_wrong_answer_names_the_mistake_and_its_hint(capsys):
+    mistake = MISTAKES_BY_KEY["missing_scale"]
+    report = check_multihead_attention(mistake.apply)
+    printed = capsys.readouterr().out
+    assert not report.passed and report.mistakes[0] == "missing_scale"
+    assert "✗ matches the reference on a small example (no mask)" in printed
+    assert "✗ scales the scores by 1/sqrt(s)" in printed
+    assert mistake.title in printed and mistake.hint in printed
+    assert printed.count(mistake.hint) == 1  # said once, then "the same mistake as above"
+
+
+def test_a_mask_mistake_fails_only_the_mask_lines(capsys):
+    report = check_multihead_attention(MISTAKES_BY_KEY["mask_after_softmax"].apply)
+    printed = capsys.readouterr().out
+    assert "✓ matches the reference on a small example (no mask)" in printed
+    assert "✗ causal mask (mask=True): position i sees only j <= i" in printed
+    assert report.mistakes[0] == "mask_after_softmax"
+
+
+def test_an_unstable_softmax_fails_the_large_scores_line(capsys):
+    report = check_multihead_attention(MISTAKES_BY_KEY["unstable_softmax"].apply)
+    printed = capsys.readouterr().out
+    assert "✗ stable on large scores (around ±1000)" in printed
+    assert [r.name for r in report.results if not r.passed] == [
+        "stable on large scores (around ±1000)"
+    ]
+
+
+def test_learner_errors_show_type_message_and_line(capsys):
+    def broken(queries, keys, values, heads, mask=False):
+        scores = queries @ keys  # forgot to transpose the keys
+        return scores
+
+    report = check_multihead_attention(broken)
+    printed = capsys.readouterr().out
+    assert not report.passed
+    assert "raised RuntimeError" in printed
+    assert "scores = queries @ keys" in printed and "in broken" in printed
+    assert "Traceback" not in printed
+
+
+def test_an_error_only_with_the_mask_marks_that_line(capsys):
+    def mask_unfinished(queries, keys, values, heads, mask=False):
+        if mask:
+            raise NotImplementedError("mask")
+        return solution.multihead_attention(queries, keys, values, heads)
+
+    report = check_multihead_attention(mask_unfinished)
+    printed = capsys.readouterr().out
+    assert "✓ matches the reference on a small example (no mask)" in printed
+    assert "✗ causal mask" in printed and "not implemented yet" in printed
+    assert not report.passed and not report.not_implemented
+
+
+def test_a_detached_output_fails_only_the_gradient_line(capsys):
+    def detached(queries, keys, values, heads, mask=False):
+        return solution.multihead_attention(queries, keys, values, heads, mask).detach()
+
+    report = check_multihead_attention(detached)
+    failed = [r for r in report.results if not r.passed]
+    assert [r.name for r in failed] == ["gradients flow to queries, keys and values (with mask)"]
+    assert "does not track gradients" in capsys.readouterr().out
+
+
+def test_a_serial_parallel_version_is_told_to_use_the_pool(capsys):
+    def serial(queries, keys, values, heads, mask=False, pool=None):
+        return solution.multihead_attention(queries, keys, values, heads, mask)
+
+    report = check_parallel_multihead_attention(serial, pool=InstrumentedPool())
+    printed = capsys.readouterr().out
+    assert not report.passed and report.mistakes == ["pool_not_used"]
+    assert "✓ matches the reference" in printed
+    assert "✗ one pool.map call with one (q, k, v, mask) item per head" in printed
+
+
+def test_a_worker_defined_in_the_notebook_is_flagged(capsys):
+    def attention_function(args):
+        return solution.attention_function(args)
+
+    attention_function.__module__ = "__main__"  # as if defined in a notebook cell
+    report = check_attention_function(attention_function)
+    printed = capsys.readouterr().out
+    assert report.mistakes == ["worker_not_importable"]
+    assert "✗ importable by worker processes" in printed and "%%writefile" in printed
+
+
+def test_a_wrong_head_function_is_diagnosed(capsys):
+    def unscaled(args):
+        q, k, v, mask = args
+        return MISTAKES_BY_KEY["missing_scale"].apply(q, k, v, 1, mask)
+
+    report = check_attention_function(unscaled)
+    assert report.mistakes[0] == "missing_scale"
+    assert "not scaled" in capsys.readouterr().out
+
+
+def test_checks_work_with_a_real_pool(capsys):
+    import multiprocessing
+
+    # one thread per worker: a fork after torch has run could deadlock otherwise
+    with multiprocessing.get_context("fork").Pool(2, torch.set_num_threads, (1,)) as pool:
+        report = check_parallel_multihead_attention(
+            solution.parallel_multihead_attention, pool=pool
+        )
+    assert report.passed, capsys.readouterr().out
+
+
+def test_report_repr_is_one_line():
+    report = check_multihead_attention(solution.multihead_attention)
+    assert repr(report) == "<CheckReport multihead_attention: 9/9 checks passed>"
+    assert torch.get_num_threads() >= 1
