@@ -463,6 +463,9 @@ def _offline_answer(account: str):
                 "UserId": "dry-run",
             },
             "ListBuckets": {"Buckets": []},
+            # Large local data go up in parts.
+            "CreateMultipartUpload": {"UploadId": "dry-run"},
+            "UploadPart": {"ETag": '"dry-run"'},
             # Role checks cannot be answered offline: report "nothing known".
             "SimulatePrincipalPolicy": {"EvaluationResults": []},
             "GetRole": {"Role": {}},
@@ -580,7 +583,9 @@ def launch_training_job(
     )
     with _staged_source(learner) as source_dir:
         trainer, inputs = build_model_trainer(job, source_dir, session, role=role, region=region)
-        shipped = sorted(p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*.py"))
+        shipped = sorted(
+            p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*") if p.is_file()
+        )
         try:
             trainer.train(input_data_config=inputs or None, wait=wait, logs=wait)
         except _RequestCaptured:

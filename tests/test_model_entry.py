@@ -224,6 +224,7 @@ LEARNER_BROKEN = "import torch\ndef multihead_attention(queries, keys, values, h
         ("missing channel", ["--attention", "sdpa"], "no 'training' channel", True),
         ("no learner module", [], "Cannot import module 'my_transformer_model'", True),
         ("channel folder gone", ["--attention", "sdpa"], "does not exist", False),
+        ("empty channel", ["--attention", "sdpa"], "cannot read training data", False),
         ("unknown attention", ["--attention", "flash"], "Unknown attention 'flash'", False),
         ("learner stub", [], "not implemented yet", False),
         ("learner syntax error", [], "SyntaxError", False),
@@ -242,6 +243,8 @@ def test_bad_input_fails_with_one_actionable_line_and_a_failure_file(
 ) -> None:
     job = OptMl(tmp_path, None if case == "missing channel" else imdb_sample)
     env = {}
+    if case == "empty channel":
+        (job.channel / imdb_sample.name).unlink()
     if case == "channel folder gone":
         env["SM_CHANNEL_TRAINING"] = str(tmp_path / "opt/ml/input/data/nothing-here")
     if case == "learner stub":

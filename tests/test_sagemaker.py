@@ -183,11 +183,14 @@ def test_dry_run_prints_the_request_and_touches_no_aws(
         raise AssertionError("a dry run sent a request to AWS")
 
     monkeypatch.setattr(botocore.endpoint.Endpoint, "make_request", no_network)
+    archive = workdir / "aclImdb_v1.tar.gz"
+    with archive.open("wb") as file:
+        file.truncate(9 * 2**20)  # large enough for a multipart upload
     code = launcher.main(
         [
             "launch",
             "--data",
-            str(workdir / "reviews.csv"),
+            str(archive),
             "--role",
             ROLE,
             "--region",
@@ -210,6 +213,8 @@ def test_dry_run_prints_the_request_and_touches_no_aws(
     assert request["HyperParameters"] == {"epochs": "3", "attention": "sdpa"}
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.12xlarge"
     assert request["EnableManagedSpotTraining"] is True
+    training = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "training")
+    assert training["DataSource"]["S3DataSource"]["S3Uri"].endswith("/training/aclImdb_v1.tar.gz")
     assert "4 process(es) per instance (torchrun)" in out.err
     assert "my_transformer_model.py" in out.err and "solutions" not in out.err
     assert no_telemetry == []
