@@ -2,8 +2,8 @@
 
 The same probe serves the notebook's hidden cells (in the learner's kernel) and
 the grader's sandbox (in a process that sends the outputs to a trusted judge):
-the inputs come from ``solutions.hidden_tests.case_inputs`` and the outputs go to
-``solutions.hidden_tests.judge_case``. It needs no hidden test text, only the
+the instructor's case definitions (in ``solutions/``, never shipped) make the
+inputs and judge the outputs. The probe itself needs no test text, only the
 plain-data inputs, whose keys are:
 
 - ``function``: "multihead_attention" | "attention_function" | "parallel_multihead_attention"

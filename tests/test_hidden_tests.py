@@ -344,6 +344,19 @@ def test_judge_reads_errors_that_came_back_as_numpy_strings():
     assert judge_case(case, inputs, good, None).passed
 
 
+PUBLIC_MODULES = ("checks", "diagnose", "mistakes", "probe", "instrumented_pool")
+
+
+def test_grader_modules_shipped_to_learners_hold_no_hidden_test_text():
+    from grader import course
+
+    bodies = course.reference_bodies()
+    for name in PUBLIC_MODULES:
+        text = (_repo_root() / "grader" / f"{name}.py").read_text()
+        assert course.hidden_test_leaks(text) == [], name
+        assert course.solution_code_leaks(text, bodies) == [], name
+
+
 def test_grader_modules_shipped_to_learners_never_import_solutions():
     code = (
         "import sys, grader.checks, grader.diagnose, grader.mistakes, grader.probe, "
