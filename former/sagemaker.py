@@ -575,21 +575,27 @@ def launch_training_job(
                 f"{region!r}; pass a session for the job's region."
             )
         sdk_config = None
-    boto_session.events.register(
-        "before-parameter-build.sagemaker.CreateTrainingJob", _record_request(captured)
-    )
-    session = Session(
-        boto_session=boto_session, default_bucket=job.bucket, sagemaker_config=sdk_config
-    )
-    with _staged_source(learner) as source_dir:
-        trainer, inputs = build_model_trainer(job, source_dir, session, role=role, region=region)
-        shipped = sorted(
-            p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*") if p.is_file()
+    # Registered before the SDK creates its clients, which copy the session's handlers.
+    record_event = "before-parameter-build.sagemaker.CreateTrainingJob"
+    recorder = _record_request(captured)
+    boto_session.events.register(record_event, recorder)
+    try:
+        session = Session(
+            boto_session=boto_session, default_bucket=job.bucket, sagemaker_config=sdk_config
         )
-        try:
-            trainer.train(input_data_config=inputs or None, wait=wait, logs=wait)
-        except _RequestCaptured:
-            pass
+        with _staged_source(learner) as source_dir:
+            trainer, inputs = build_model_trainer(
+                job, source_dir, session, role=role, region=region
+            )
+            shipped = sorted(
+                p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*") if p.is_file()
+            )
+            try:
+                trainer.train(input_data_config=inputs or None, wait=wait, logs=wait)
+            except _RequestCaptured:
+                pass
+    finally:
+        boto_session.events.unregister(record_event, recorder)
     if not captured:
         raise LaunchError("The SageMaker SDK finished without sending a CreateTrainingJob request.")
     return LaunchResult(

@@ -14,6 +14,11 @@ boto3 = pytest.importorskip("boto3")
 
 from former import sagemaker as launcher  # noqa: E402
 
+# The SDK warns about its own internal imports; nothing for this project to act on.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:sagemaker.train.configs has been moved:DeprecationWarning"
+)
+
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 REGION = "us-east-1"
 LEARNER_SOURCE = (
