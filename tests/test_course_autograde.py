@@ -91,6 +91,7 @@ def graded(tmp_path_factory) -> dict[str, dict[str, float]]:
         "XDG_CACHE_HOME": str(tmp / "cache"),
         "FORMER_OFFLINE": "1",
         "AWS_EC2_METADATA_DISABLED": "true",
+        "OMP_NUM_THREADS": "1",
         # a copy of the course outside the repository: say where solutions/ lives
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }

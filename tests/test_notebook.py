@@ -44,6 +44,8 @@ def lab_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         FORMER_OFFLINE="1",
         AWS_EC2_METADATA_DISABLED="true",
         MPLBACKEND="module://matplotlib_inline.backend_inline",
+        # CI shares two cores between many processes: more threads only contend for them
+        OMP_NUM_THREADS="1",
     )
     for name in ("SAGEMAKER_ROLE", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "LAB_SOLUTIONS"):
         env.pop(name, None)
