@@ -106,6 +106,25 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+class _Finished:
+    """The result of ``map_async``, already computed (``get``, ``wait``, ``ready`` work)."""
+
+    def __init__(self, value: list) -> None:
+        self._value = value
+
+    def get(self, timeout: float | None = None) -> list:
+        return self._value
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    def successful(self) -> bool:
+        return True
+
+
 class InstrumentedPool:
     """Pool-like ``map`` that records each call; see the module docstring for the modes."""
 
@@ -176,6 +195,19 @@ class InstrumentedPool:
         if chunksize is None:  # pools other than multiprocessing's may not take it
             return runner.map(func, items)
         return runner.map(func, items, chunksize)
+
+    def map_async(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None
+    ) -> _Finished:
+        """Like ``map`` (recorded as one call), but returns an object with ``.get()``."""
+        items = list(iterable)
+        self._record("map_async", func, items)
+        runner = self._runner(func)
+        if runner is None:
+            return _Finished([func(item) for item in items])
+        if runner is self._owned:
+            return _Finished(self._wait(runner.map_async(func, items, chunksize)))
+        return _Finished(runner.map(func, items))
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
         items = list(iterable)

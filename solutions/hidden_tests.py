@@ -653,7 +653,17 @@ def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_
     failed = [r for r in results if not r.passed]
     print(f"{grade_id}: {len(results) - len(failed)}/{len(results)} cases passed")
     if failed:
-        lines = [f"{len(failed)} of {len(results)} cases failed:"] + [
-            f"- {r.message}" for r in failed
-        ]
-        raise HiddenTestFailure("\n".join(lines)) from None
+        raise HiddenTestFailure(summarize_failures(results)) from None
+
+
+def summarize_failures(results: list[CaseResult]) -> str:
+    """'2 of 5 cases failed:' then one line per distinct problem, naming the cases it hit."""
+    failed = [r for r in results if not r.passed]
+    problems: dict[str, list[str]] = {}
+    for result in failed:
+        label, _, body = result.message.partition(": ")
+        problems.setdefault(body, []).append(label)
+    lines = [f"{len(failed)} of {len(results)} cases failed:"]
+    for body, labels in problems.items():
+        lines.append(f"- {'; '.join(labels)}: {body}")
+    return "\n".join(lines)

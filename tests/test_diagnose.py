@@ -267,3 +267,13 @@ def test_diagnoses_do_not_depend_on_monkeypatched_comparisons(monkeypatch):
     q, k, v = inputs()
     wrong = MISTAKES_BY_KEY["missing_scale"].apply(q, k, v, 3, False)
     assert diagnose_attention(wrong, q, k, v, 3, False).mistake == "missing_scale"
+
+
+def test_map_async_and_imap_count_as_one_call_per_head():
+    q, k, v = inputs()
+    for method in ("map_async", "imap"):
+        pool = InstrumentedPool()
+        result = getattr(pool, method)(head_attention, per_head_items(q, k, v, 3, False))
+        outs = result.get() if method == "map_async" else list(result)
+        assert torch.allclose(torch.cat(outs, -1), naive_attention(q, k, v, 3), atol=1e-5)
+        assert diagnose_pool_usage(pool.calls, 3, head_shape=(2, 5, 4)).correct
