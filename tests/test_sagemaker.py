@@ -291,3 +291,18 @@ def test_gpu_counts_cover_the_default_and_multi_gpu_instances() -> None:
     assert launcher.gpus_per_instance("ml.m5.xlarge") == 0
     with pytest.raises(launcher.LaunchError, match="--gpus-per-instance"):
         launcher.gpus_per_instance("ml.z9.mega")
+
+
+def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:
+    """The SDK's container driver turns HyperParameters into argv; model.py must read it back."""
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    import model
+
+    sent = launcher.normalise_hyperparameters(
+        {"epochs": 2, "batch_size": 16, "download": False, "final": True, "attention": "sdpa"}
+    )
+    args, unknown = model.parse_args(hyperparameters_to_cli_args(sent))
+    assert unknown == []
+    assert (args.epochs, args.batch_size, args.download, args.final) == (2, 16, False, True)
+    assert args.attention == "sdpa"
