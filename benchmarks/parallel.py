@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -93,6 +94,51 @@ def methods_for(
     }
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(pool: Any) -> list[int]:
+    if hasattr(pool, "pids"):
+        return pool.pids
+    return [process.pid for process in pool._pool]  # multiprocessing.Pool keeps them there
+
+
+def cpu_bound_speedups(
+    methods: dict[str, Callable[[], Any]], pools: dict[str, Any], calls: int
+) -> dict[str, float] | None:
+    """Speed-up each pool would reach if this machine were otherwise idle.
+
+    On a shared machine, wall-clock ratios depend on how much CPU other people's
+    processes leave us. CPU time barely does: the serial loop's CPU time per call,
+    divided by the parent's CPU time plus the busiest worker's, estimates the
+    speed-up on an idle machine (wake-up latencies ignored).
+    """
+    if process_cpu_seconds(os.getpid()) is None:
+        return None
+    start = time.process_time()
+    for _ in range(calls):
+        methods["serial"]()
+    serial = (time.process_time() - start) / calls
+    estimates = {}
+    for name, pool in pools.items():
+        pids = worker_pids(pool)
+        before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+        start = time.process_time()
+        for _ in range(calls):
+            methods[name]()
+        parent = (time.process_time() - start) / calls
+        after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+        busiest = max(b - a for a, b in zip(before, after, strict=True)) / calls
+        estimates[name] = serial / (parent + busiest)
+    return estimates
+
+
 def choose_repeats(serial_seconds: float) -> int:
     return int(min(31, max(5, TIME_PER_SHAPE / max(serial_seconds, 1e-4) / 3)))
 
@@ -106,9 +152,13 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         errors = {name: (fn() - reference).abs().max().item() for name, fn in methods.items()}
         start = time.perf_counter()
         methods["serial"]()
+        serial_seconds = time.perf_counter() - start
         if repeats is None:
-            repeats = choose_repeats(time.perf_counter() - start)
+            repeats = choose_repeats(serial_seconds)
         samples = interleaved_timings(methods, repeats=repeats, warmup=1)
+        # enough calls for /proc's 10 ms clock ticks to resolve the workers' share
+        cpu_calls = max(3, math.ceil(1.0 / max(serial_seconds, 1e-3)))
+        cpu_estimates = cpu_bound_speedups(methods, pools, cpu_calls)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}
     return {
@@ -119,6 +169,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         "repeats": repeats,
         "seconds": seconds,
         "speedup": {name: seconds["serial"] / value for name, value in seconds.items()},
+        "idle_machine_estimate": cpu_estimates,
         "best_seconds": best,
         "best_speedup": {name: best["serial"] / value for name, value in best.items()},
         "max_abs_error": errors,
@@ -218,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("the same from the fastest repeat of each method (less sensitive to other load)")
     print(format_table(rows, key="best_speedup"))
+    if all(row["idle_machine_estimate"] for row in rows):
+        print()
+        print("pool speed-ups estimated for an idle machine from CPU time (see cpu_bound_speedups)")
+        for row in rows:
+            estimate = row["idle_machine_estimate"]
+            print(
+                f"({row['b']}, {row['h']}, {row['t']}, {row['s']}): "
+                + ", ".join(f"{name} {value:.2f}x" for name, value in estimate.items())
+            )
     for target in targets:
         verdict = "met" if target["met"] else "MISSED"
         print(

@@ -36,6 +36,7 @@ def test_measure_speedups_with_the_learner_function_then_plot():
     assert axes.get_xlabel() == "sequence length t"
     labels = {line.get_label() for line in axes.get_lines()}
     assert {"serial, 1 thread", "torch, 2 threads", "2 processes"} <= labels
+    assert figure._repr_png_().startswith(b"\x89PNG")  # how a notebook cell shows it
 
 
 def test_interleaved_medians_times_every_method():

@@ -501,7 +501,10 @@ class HeadPool:
         index, exception_bytes, type_name, message, traceback_text = details
         error: BaseException | None = None
         if exception_bytes is not None:
-            error = pickle.loads(exception_bytes)
+            try:
+                error = pickle.loads(exception_bytes)
+            except Exception:
+                error = None  # its class exists only in the worker: report it by name
         if not isinstance(error, Exception):
             error = WorkerError(f"{type_name}: {message}")
         error.__cause__ = RemoteTraceback(traceback_text)

@@ -13,6 +13,7 @@ of them rather than one.
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -202,4 +203,13 @@ def plot_speedups(results: Sequence[dict[str, Any]]):
             f"of size {first['head_size']}"
         )
     axes.legend()
+    # Shown as an image when a notebook cell ends with it, even if pyplot was never imported.
+    figure._repr_png_ = lambda: figure_png(figure)
     return figure
+
+
+def figure_png(figure: Any) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
