@@ -646,7 +646,7 @@ def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_
     results = []
     for case, inputs, expected in prepared:
         probe = probe_case(inputs, fn)
-        with quiet():
+        with quiet(), _pristine_torch(), one_torch_thread():
             results.append(
                 judge_case(case, inputs, probe.outputs, probe.pool_log, expected=expected)
             )

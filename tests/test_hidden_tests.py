@@ -228,10 +228,18 @@ def test_monkeypatched_comparisons_do_not_rescue_a_wrong_answer(monkeypatch):
     monkeypatch.setattr(torch.testing, "assert_close", lambda *a, **k: None)
     monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
     monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)
-    monkeypatch.setattr(torch, "softmax", lambda x, dim: x)  # corrupts a naive reference
     wrong = MISTAKES_BY_KEY["missing_scale"].apply
     with pytest.raises(HiddenTestFailure, match="not scaled"):
         run_group("test_task1_values", namespace_for(wrong))
+
+
+def test_references_use_genuine_torch_even_when_the_kernel_patched_it(monkeypatch):
+    monkeypatch.setattr(torch, "softmax", lambda x, dim: x)
+    monkeypatch.setattr(torch, "bmm", lambda a, b: torch.zeros(a.shape[0], a.shape[1], b.shape[2]))
+    monkeypatch.setattr(torch.Tensor, "masked_fill", lambda self, *a: self, raising=False)
+    run_group("test_task1_mask", namespace_for(einsum_style))  # uses none of them
+    with pytest.raises(HiddenTestFailure):
+        run_group("test_task1_mask", namespace_for(bmm_style))  # its own results are wrong now
 
 
 def test_warnings_and_stderr_from_learner_code_cost_nothing_and_stay_quiet(capfd):
