@@ -33,6 +33,7 @@ from grader.sandbox import Limits
 # Submission statuses, worst first: the first that applies names the submission.
 STATUSES = ("forbidden", "memory", "processes", "timeout", "crashed", "invalid", "missing", "ok")
 _POLL_SECONDS = 0.2
+_MEMORY_CHECK_SECONDS = 0.5
 _START_SECONDS = 120.0  # time the probe may take to start (torch import on a busy machine)
 _SIGXCPU = getattr(signal, "SIGXCPU", 24)
 
@@ -154,14 +155,14 @@ def grade_submission(
     if not Path(notebook).exists():
         result.status = "missing"
         result.messages.append(f"no submitted notebook {Path(notebook).name}")
-        result.tests = _all_failed(plan, "missing", "no notebook was submitted")
+        result.tests = all_failed(plan, "missing", "no notebook was submitted")
         return result
     try:
         program = read_program(Path(notebook))
     except ValueError as error:
         result.status = "invalid"
         result.messages.append(str(error))
-        result.tests = _all_failed(plan, "invalid", "the notebook could not be read")
+        result.tests = all_failed(plan, "invalid", "the notebook could not be read")
         return result
 
     findings = program.forbidden()
@@ -183,7 +184,7 @@ def grade_submission(
     return result
 
 
-def _all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
+def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
     tests = []
     for group in plan.groups.values():
         cases = [
@@ -239,7 +240,12 @@ def _judge(plan: Plan, outcomes: dict[str, _Outcome], findings: dict) -> list[Te
                 record.get("pool_log"),
                 expected=plan.expected[case.name],
             )
-            cases.append(asdict(verdict))
+            case_result = asdict(verdict)
+            if not verdict.passed:
+                case_result["diagnosis"] = _resource_diagnosis(verdict.message) or (
+                    verdict.diagnosis or "wrong_output"  # no catalogued mistake matched
+                )
+            cases.append(case_result)
         passed = all(case["passed"] for case in cases)
         status = "forbidden" if group.function in forbidden else _case_status(outcome, cases)
         tests.append(
@@ -256,15 +262,20 @@ def _judge(plan: Plan, outcomes: dict[str, _Outcome], findings: dict) -> list[Te
     return tests
 
 
-def _case_status(outcome: _Outcome, cases: list[dict]) -> str:
-    if outcome.status != "ok":
-        return outcome.status
-    messages = " ".join(case["message"] for case in cases if not case["passed"])
-    if "can't allocate memory" in messages or "MemoryError" in messages:
+def _resource_diagnosis(message: str) -> str | None:
+    """ "memory" or "processes" when the learner's code died of hitting a sandbox limit."""
+    if "can't allocate memory" in message or "MemoryError" in message:
         return "memory"
-    if "Resource temporarily unavailable" in messages:
+    if "Resource temporarily unavailable" in message:
         return "processes"
-    return "ok"
+    return None
+
+
+def _case_status(outcome: _Outcome, cases: list[dict]) -> str:
+    for case in cases:
+        if not case["passed"] and case["diagnosis"] in {"memory", "processes"}:
+            return case["diagnosis"]
+    return outcome.status
 
 
 def _forbidden_functions(outcomes: dict[str, _Outcome], findings: dict) -> dict[str, str]:
@@ -307,6 +318,7 @@ class _Probe:
         selector = selectors.DefaultSelector()
         selector.register(self.process.stdout, selectors.EVENT_READ)
         fd = self.process.stdout.fileno()
+        next_check = 0.0
         try:
             while b"\n" not in self.buffer:
                 now = time.monotonic()
@@ -319,9 +331,10 @@ class _Probe:
                     self.buffer += chunk
                     if len(self.buffer) > 2**20:
                         return None, "crashed"
-                _, resident = sandbox.process_tree(self.process.pid)
-                if resident > self.limits.memory_mb * 2**20:
-                    return None, "memory"
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + _MEMORY_CHECK_SECONDS
+                    if sandbox.memory_in_use(self.process.pid) > self.limits.memory_mb * 2**20:
+                        return None, "memory"
         finally:
             selector.close()
         line, _, self.buffer = self.buffer.partition(b"\n")
@@ -466,7 +479,7 @@ def _read_outputs(path: Path) -> dict | None:
                 value = stored[key]
                 outputs[key] = str(value) if value.dtype.kind == "U" else value
             return outputs
-    except (OSError, ValueError, EOFError):
+    except Exception:  # noqa: BLE001 - a damaged file is no output, never a judge failure
         return None
 
 

@@ -266,6 +266,22 @@ def process_tree(root: int) -> tuple[list[int], int]:
     return tree, sum(table[pid][1] for pid in tree)
 
 
+def memory_in_use(root: int) -> int:
+    """Bytes of memory the process tree under ``root`` holds (shared pages counted once)."""
+    tree, resident = process_tree(root)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            continue
+    return total or resident
+
+
 def kill(process: subprocess.Popen) -> None:
     """Stop a sandbox and everything it started, even processes that left its group."""
     tree, _ = process_tree(process.pid)

@@ -1,0 +1,215 @@
+"""``python -m grader autograde``: grade a whole class in sandboxes, in parallel.
+
+    python -m grader autograde --course-dir notebooks --assignment transformers_from_scratch \\
+        [--student ID ...] [--jobs 2] [--timeout 60] [--memory 4096]
+
+Reads nbgrader's ``submitted/<student>/<assignment>/`` folders. Every submission is probed in
+its own sandbox (``grader.sandbox``) and judged in this process (``grader.judge``); this
+process alone writes the gradebook, the autograded notebooks, the feedback pages and the
+full verdicts (``grader_results/``), as each submission finishes. A submission that
+crashes, hangs or misbehaves is still recorded, with a score and a status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from grader import sandbox
+from grader.feedback import write_feedback
+from grader.gradebook import GradebookError, GradebookWriter
+from grader.judge import Plan, SubmissionResult, all_failed, grade_submission, make_plan
+from grader.results import save_result
+from grader.sandbox import Limits
+
+GradeOne = Callable[..., SubmissionResult]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    defaults = Limits()
+    parser = argparse.ArgumentParser(
+        prog="python -m grader autograde",
+        description="Grade submissions in sandboxes and record the scores in nbgrader's gradebook.",
+    )
+    parser.add_argument("--course-dir", required=True, type=Path, help="nbgrader course root")
+    parser.add_argument("--assignment", required=True, help="assignment name")
+    parser.add_argument("--student", action="append", default=[], help="grade only these")
+    parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (2)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.wall_seconds,
+        help=f"wall-clock seconds per graded function ({defaults.wall_seconds:g})",
+    )
+    parser.add_argument(
+        "--memory", type=int, default=defaults.memory_mb, help=f"MiB ({defaults.memory_mb})"
+    )
+    parser.add_argument(
+        "--cpu-seconds",
+        type=int,
+        default=defaults.cpu_seconds,
+        help=f"CPU seconds per process ({defaults.cpu_seconds})",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        help=f"processes per sandbox ({defaults.processes})",
+    )
+    parser.add_argument("--db-url", default=None, help="gradebook URL (course's gradebook.db)")
+    parser.add_argument(
+        "--cases-per-test",
+        type=int,
+        default=None,
+        help="trial runs only: grade with the first N cases of each test",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "autograde":
+        argv = argv[1:]
+    args = parse_args(argv)
+    limits = Limits(
+        memory_mb=args.memory,
+        cpu_seconds=args.cpu_seconds,
+        processes=args.processes,
+        wall_seconds=args.timeout,
+    )
+    try:
+        results = autograde(
+            args.course_dir,
+            args.assignment,
+            students=args.student or None,
+            jobs=args.jobs,
+            limits=limits,
+            db_url=args.db_url,
+            cases_per_test=args.cases_per_test,
+            progress=not args.quiet,
+        )
+    except (GradebookError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summarise(results))
+    return 0
+
+
+def find_students(course_dir: Path, assignment: str) -> list[str]:
+    submitted = Path(course_dir) / "submitted"
+    if not submitted.is_dir():
+        raise FileNotFoundError(
+            f"no submissions folder {submitted} (nbgrader collect puts them there)"
+        )
+    return sorted(p.name for p in submitted.iterdir() if (p / assignment).is_dir())
+
+
+def autograde(
+    course_dir: Path,
+    assignment: str,
+    *,
+    students: list[str] | None = None,
+    jobs: int = 2,
+    limits: Limits | None = None,
+    db_url: str | None = None,
+    cases_per_test: int | None = None,
+    progress: bool = True,
+    plan: Plan | None = None,
+    grade_one: GradeOne = grade_submission,
+) -> list[SubmissionResult]:
+    """Grade ``students`` (default: every submission) and record everything; see module doc."""
+    course_dir = Path(course_dir).resolve()
+    limits = limits or Limits()
+    students = students or find_students(course_dir, assignment)
+    if sandbox.bwrap_executable() is None:
+        sandbox.warn_unsandboxed()
+    import torch
+
+    torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
+    from solutions.hidden_tests import GROUPS
+
+    results: list[SubmissionResult] = []
+    with GradebookWriter(course_dir, assignment, db_url) as writer:
+        notebook = writer.graded_notebook(set(GROUPS))
+        plan = plan or make_plan(cases_per_group=cases_per_test)
+        slots: queue.Queue[int] = queue.Queue()
+        for slot in range(jobs):
+            slots.put(slot)
+        with tempfile.TemporaryDirectory(prefix="grader-") as work:
+            os.chmod(work, 0o700)
+
+            def grade(student: str) -> SubmissionResult:
+                slot = slots.get()
+                try:
+                    submitted = course_dir / "submitted" / student / assignment
+                    return _grade_safely(
+                        grade_one,
+                        submitted / f"{notebook}.ipynb",
+                        student,
+                        assignment,
+                        plan,
+                        limits=limits,
+                        work_dir=Path(work) / student,
+                        slot=slot,
+                    )
+                finally:
+                    slots.put(slot)
+
+            bar = tqdm(total=len(students), desc="grading", unit="sub", disable=not progress)
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(grade, student): student for student in students}
+                for future in as_completed(futures):
+                    result = future.result()
+                    _record(writer, course_dir, assignment, result)
+                    results.append(result)
+                    bar.set_postfix_str(f"{result.student}: {result.status}", refresh=False)
+                    bar.update()
+            bar.close()
+    return sorted(results, key=lambda result: result.student)
+
+
+def _grade_safely(grade_one: GradeOne, notebook: Path, student: str, assignment: str, plan, **kw):
+    """A grader failure still leaves a recorded result (status ``error``, score 0)."""
+    started = time.monotonic()
+    try:
+        return grade_one(notebook, student, assignment, plan, **kw)
+    except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+        result = SubmissionResult(student, assignment, notebook.stem, "error")
+        result.tests = all_failed(plan, "error", "the grader failed on this submission")
+        result.messages.append(f"grader error: {type(error).__name__}: {error}")
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
+
+
+def _record(writer: GradebookWriter, course_dir: Path, assignment: str, result) -> None:
+    submitted = course_dir / "submitted" / result.student / assignment
+    writer.record(result, submitted)
+    writer.write_autograded(result, submitted)
+    write_feedback(course_dir, result)
+    save_result(course_dir, result)
+
+
+def summarise(results: list[SubmissionResult]) -> str:
+    counts = Counter(result.status for result in results)
+    if not results:
+        return "no submissions graded"
+    mean = sum(result.score() for result in results) / len(results)
+    statuses = ", ".join(f"{status}: {count}" for status, count in sorted(counts.items()))
+    return (
+        f"graded {len(results)} submissions (mean {mean:.1f} / {results[0].max_score():g}); "
+        f"{statuses}"
+    )

@@ -1,0 +1,164 @@
+"""Record grades where nbgrader keeps them, so its own tools keep working afterwards.
+
+The grader writes, for each graded submission:
+- the scores of the test cells into nbgrader's gradebook (``auto_score`` of each grade, the
+  submission and its timestamp), exactly the rows ``nbgrader autograde`` writes, so
+  ``nbgrader export``, the formgrader and ``nbgrader generate_feedback`` read them as usual;
+- the autograded notebook at ``autograded/<student>/<assignment>/<notebook>.ipynb``: the
+  submission with the master's test cells put back (as ``nbgrader autograde`` does) and the
+  grader's verdict as each test cell's output, which ``nbgrader generate_feedback`` renders
+  (with the hidden tests stripped, as always).
+
+Only one process writes: :class:`GradebookWriter` lives in the process that runs
+``python -m grader autograde``; parallel grading jobs hand their results to it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from grader.judge import SubmissionResult
+
+
+class GradebookError(RuntimeError):
+    """The gradebook cannot take the grades (missing, or the assignment is not in it)."""
+
+
+def default_db_url(course_dir: Path) -> str:
+    return f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
+
+
+class GradebookWriter:
+    """The single writer of one assignment's grades in a course's gradebook."""
+
+    def __init__(self, course_dir: Path, assignment: str, db_url: str | None = None) -> None:
+        from nbgrader.api import Gradebook, MissingEntry
+
+        self.course_dir = Path(course_dir)
+        self.assignment = assignment
+        self.db_url = db_url or default_db_url(self.course_dir)
+        if self.db_url.startswith("sqlite:///") and not Path(self.db_url[10:]).exists():
+            raise GradebookError(
+                f"no gradebook at {self.db_url[10:]}: run `nbgrader generate_assignment "
+                f"{assignment}` in {self.course_dir} first (it records the assignment's cells)"
+            )
+        self.gradebook = Gradebook(self.db_url)
+        try:
+            record = self.gradebook.find_assignment(assignment)
+        except MissingEntry as error:
+            self.gradebook.close()
+            raise GradebookError(
+                f"assignment {assignment!r} is not in the gradebook: run `nbgrader "
+                f"generate_assignment {assignment}` in {self.course_dir} first"
+            ) from error
+        self.notebooks = {
+            notebook.name: {cell.name: cell.max_score for cell in notebook.grade_cells}
+            for notebook in record.notebooks
+        }
+
+    def graded_notebook(self, grade_ids: set[str]) -> str:
+        """The assignment's notebook whose grade cells include the grader's tests."""
+        for name, cells in self.notebooks.items():
+            if grade_ids & set(cells):
+                return name
+        raise GradebookError(
+            f"no notebook of {self.assignment!r} has the test cells {sorted(grade_ids)}; "
+            "was the assignment generated from the lab's master notebook?"
+        )
+
+    def record(self, result: SubmissionResult, submitted: Path) -> None:
+        """Write one submission's scores (creating the student and submission as needed)."""
+        from nbgrader.utils import parse_utc
+
+        gradebook = self.gradebook
+        gradebook.update_or_create_student(result.student)
+        timestamp = _timestamp(submitted)
+        if timestamp:
+            try:
+                gradebook.update_or_create_submission(
+                    self.assignment, result.student, timestamp=parse_utc(timestamp)
+                )
+            except ValueError:
+                gradebook.update_or_create_submission(self.assignment, result.student)
+        else:
+            gradebook.update_or_create_submission(self.assignment, result.student)
+        points = {test.grade_id: test.points for test in result.tests}
+        for cell in self.notebooks.get(result.notebook, {}):
+            grade = gradebook.find_grade(cell, result.notebook, self.assignment, result.student)
+            if cell in points:
+                grade.auto_score = points[cell]
+                grade.needs_manual_grade = grade.manual_score is not None
+        gradebook.db.commit()
+
+    def close(self) -> None:
+        self.gradebook.close()
+
+    def __enter__(self) -> GradebookWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the autograded notebook ---------------------------------------------------------
+
+    def write_autograded(self, result: SubmissionResult, submitted: Path) -> Path | None:
+        """The autograded notebook (master test cells back, verdicts as their outputs)."""
+        from nbgrader.api import MissingEntry
+
+        source = submitted / f"{result.notebook}.ipynb"
+        if not source.exists():
+            return None
+        try:
+            notebook = json.loads(source.read_text(encoding="utf-8"))
+            cells = notebook["cells"]
+        except (OSError, ValueError, KeyError):
+            return None
+        tests = {test.grade_id: test for test in result.tests}
+        for cell in cells:
+            meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+            grade_id = meta.get("grade_id")
+            if not grade_id or meta.get("solution") or not meta.get("grade"):
+                continue
+            try:
+                master = self.gradebook.find_source_cell(grade_id, result.notebook, self.assignment)
+                cell["source"] = master.source
+            except MissingEntry:
+                pass
+            if cell.get("cell_type") == "code" and grade_id in tests:
+                cell["outputs"] = _verdict_outputs(tests[grade_id])
+        destination = self.course_dir / "autograded" / result.student / self.assignment
+        destination.mkdir(parents=True, exist_ok=True)
+        path = destination / f"{result.notebook}.ipynb"
+        path.write_text(json.dumps(notebook, indent=1), encoding="utf-8")
+        if (submitted / "timestamp.txt").exists():
+            shutil.copyfile(submitted / "timestamp.txt", destination / "timestamp.txt")
+        return path
+
+
+def _timestamp(submitted: Path) -> str | None:
+    path = submitted / "timestamp.txt"
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def _verdict_outputs(test) -> list[dict]:
+    """A test cell's outputs: a summary, and an error when it failed (nbgrader scores 0)."""
+    passed = sum(case["passed"] for case in test.cases)
+    lines = [f"{test.grade_id}: {passed}/{len(test.cases)} cases passed"]
+    outputs = [{"output_type": "stream", "name": "stdout", "text": lines[0] + "\n"}]
+    if not test.passed:
+        failures = [f"- {case['message']}" for case in test.cases if not case["passed"]]
+        outputs.append(
+            {
+                "output_type": "error",
+                "ename": "HiddenTestFailure",
+                "evalue": "\n".join(failures),
+                "traceback": ["HiddenTestFailure: " + "\n".join(failures)],
+            }
+        )
+    return outputs

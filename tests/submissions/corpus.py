@@ -1,0 +1,170 @@
+"""Build nbgrader courses and submitted notebooks from the sample-submission corpus.
+
+A corpus entry is ``<name>.nbpy`` in this folder: cells separated by ``# %% <grade_id>``
+lines (``# %%`` alone for an ungraded cell). Graded cells it leaves out are taken from
+``correct_bmm.nbpy``, so an entry only holds what makes it special.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+ASSIGNMENT = "lab"
+NOTEBOOK = "lab"
+GRADED = ("multihead_attention", "attention_function", "parallel_multihead_attention")
+# test cell -> (task, points), as in the master notebook
+TESTS = {
+    "test_task1_values": 20,
+    "test_task1_mask": 15,
+    "test_task1_robust": 10,
+    "test_task1_gradients": 15,
+    "test_task2_attention_function": 10,
+    "test_task2_parallel_values": 15,
+    "test_task2_pool_usage": 15,
+}
+TASK1_TESTS = [name for name in TESTS if name.startswith("test_task1")]
+TASK2_TESTS = [name for name in TESTS if name.startswith("test_task2")]
+
+
+def entries() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.nbpy"))
+
+
+def read_cells(name: str) -> list[tuple[str | None, str]]:
+    """[(grade_id or None, source)] of a corpus entry, completed from correct_bmm."""
+    cells = _parse(HERE / f"{name}.nbpy")
+    present = {grade_id for grade_id, _ in cells}
+    if name != "correct_bmm":
+        base = dict((g, s) for g, s in _parse(HERE / "correct_bmm.nbpy") if g)
+        cells += [(g, base[g]) for g in GRADED if g not in present]
+    return cells
+
+
+def _parse(path: Path) -> list[tuple[str | None, str]]:
+    cells: list[tuple[str | None, list[str]]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# %%"):
+            cells.append((line[4:].strip() or None, []))
+        elif cells:
+            cells[-1][1].append(line)
+    return [(grade_id, "\n".join(lines).strip() + "\n") for grade_id, lines in cells]
+
+
+def _meta(grade_id: str, *, solution: bool, points: int | None = None) -> dict:
+    meta = {
+        "grade_id": grade_id,
+        "solution": solution,
+        "grade": points is not None,
+        "locked": not solution,
+        "schema_version": 3,
+    }
+    if points is not None:
+        meta["points"] = points
+    return meta
+
+
+def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
+    body = (
+        "### BEGIN HIDDEN TESTS\n"
+        "from solutions.hidden_tests import run_group\n"
+        f"run_group({grade_id!r}, globals())\n"
+        "### END HIDDEN TESTS"
+        if hidden
+        else f"# hidden tests for {grade_id} run when your notebook is graded"
+    )
+    cell = nbformat.v4.new_code_cell(body)
+    cell.metadata["nbgrader"] = _meta(grade_id, solution=False, points=TESTS[grade_id])
+    return cell
+
+
+def notebook(cells: list[tuple[str | None, str]], *, master: bool = False) -> nbformat.NotebookNode:
+    """A lab notebook: the given cells in lab order, each task followed by its test cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    ungraded = [source for grade_id, source in cells if grade_id is None]
+    graded = {grade_id: source for grade_id, source in cells if grade_id}
+    out = [nbformat.v4.new_code_cell("import math\nimport torch\nimport torch.nn.functional as F")]
+    out += [nbformat.v4.new_code_cell(source) for source in ungraded]
+    for grade_id in GRADED:
+        cell = nbformat.v4.new_code_cell(graded[grade_id])
+        cell.metadata["nbgrader"] = _meta(grade_id, solution=True)
+        out.append(cell)
+        tests = (
+            TASK1_TESTS
+            if grade_id == "multihead_attention"
+            else (TASK2_TESTS if grade_id == "parallel_multihead_attention" else [])
+        )
+        out += [_test_cell(test, hidden=master) for test in tests]
+    nb.cells = out
+    return nb
+
+
+def master_notebook() -> nbformat.NotebookNode:
+    cells = []
+    for grade_id, source in read_cells("correct_bmm"):
+        if grade_id:
+            head, _, body = source.partition("\n") if source.startswith("%%") else ("", "", source)
+            source = (
+                (head + "\n" if head else "") + "### BEGIN SOLUTION\n" + body + "### END SOLUTION\n"
+            )
+        cells.append((grade_id, source))
+    return notebook(cells, master=True)
+
+
+def nbgrader_env() -> dict:
+    """nbgrader runs `alembic` from PATH and hidden cells import `solutions` from the repo."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def make_course(root: Path) -> Path:
+    """An nbgrader course with the lab assignment generated (gradebook included)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'lab-course'\n"
+    )
+    source = root / "source" / ASSIGNMENT
+    source.mkdir(parents=True, exist_ok=True)
+    nbformat.write(master_notebook(), source / f"{NOTEBOOK}.ipynb")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "generate_assignment",
+            ASSIGNMENT,
+            "--force",
+            "--CourseDirectory.root=" + str(root),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=nbgrader_env(),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
+    return root
+
+
+def submit(course: Path, student: str, cells: list[tuple[str | None, str]]) -> Path:
+    folder = course / "submitted" / student / ASSIGNMENT
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    nbformat.write(notebook(cells), folder / f"{NOTEBOOK}.ipynb")
+    (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
+    return folder

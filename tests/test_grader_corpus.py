@@ -1,0 +1,262 @@
+"""The sample-submission corpus graded through the real sandbox, as a class.
+
+Every entry of ``tests/submissions/`` is submitted to one nbgrader course and graded by
+``python -m grader autograde`` (one case per hidden test: the point here is the sandbox
+and the verdicts); a few entries are then graded again with every hidden case. Attacks
+that probe the sandbox's walls answer correctly only when the wall held, so full marks
+for them prove the wall.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader import sandbox
+from grader.autograde import autograde
+from grader.report import main as report_main
+from grader.results import load_results
+from grader.sandbox import Limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from submissions import corpus  # noqa: E402
+
+if sandbox.bwrap_executable() is None:
+    if os.environ.get("CI"):
+        pytest.fail("bubblewrap (bwrap) is required in CI", pytrace=False)
+    pytest.skip("bubblewrap (bwrap) is not installed", allow_module_level=True)
+
+LIMITS = Limits(memory_mb=1536, wall_seconds=15, cpu_seconds=60)
+FULL, ZERO, SOME = "full", "zero", "some"  # some: more than zero, less than full
+OK_100 = {"task1": FULL, "task2": FULL, "status": "ok", "diagnosis": None}
+TASK1_WRONG = {"task1": ZERO, "task2": FULL, "status": "ok"}
+
+EXPECTED = {
+    "correct_bmm": OK_100,
+    "correct_einsum": OK_100,
+    "correct_loop": OK_100,
+    "correct_float64": OK_100,
+    "correct_noisy": OK_100,  # warnings and stderr cost nothing
+    "attack_hunt_files": OK_100,  # found no hidden tests, solutions, gradebook, neighbours
+    "attack_network_env": OK_100,  # no network, no grader environment
+    "attack_tamper": OK_100,  # could write nothing outside its own folder
+    "mistake_missing_scale": {"task1": "<full", "task2": FULL, "diagnosis": "missing_scale"},
+    "mistake_softmax_axis": {"task1": "<full", "task2": FULL, "diagnosis": "softmax_wrong_axis"},
+    "mistake_mask_missing": {"task1": SOME, "task2": FULL, "diagnosis": "mask_missing"},
+    "mistake_heads_not_transposed": {"task1": "<full", "diagnosis": "heads_not_transposed"},
+    "mistake_keys_values_swapped": {"task1": "<full", "diagnosis": "keys_values_swapped"},
+    "mistake_unstable_softmax": {"task1": SOME, "diagnosis": "unstable_softmax"},
+    "mistake_pool_not_used": {"task1": FULL, "task2": SOME, "diagnosis": "pool_not_used"},
+    "mistake_one_pool_item": {"task1": FULL, "task2": SOME, "diagnosis": "one_item_for_all_heads"},
+    "attack_allclose": {**TASK1_WRONG, "diagnosis": "wrong_output"},
+    "attack_fake_output": {**TASK1_WRONG, "diagnosis": "wrong_output"},
+    "attack_swallowed_exceptions": {**TASK1_WRONG, "diagnosis": "wrong_output"},
+    "attack_exit": {**TASK1_WRONG, "status": "crashed", "diagnosis": "crashed"},
+    "attack_kill_grader": {**TASK1_WRONG, "status": "crashed", "diagnosis": "crashed"},
+    "attack_infinite_loop": {**TASK1_WRONG, "status": "timeout", "diagnosis": "timeout"},
+    "attack_memory_hog": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
+    "attack_memory_hog_bytes": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
+    "attack_fork_bomb": {**TASK1_WRONG, "status": "processes", "diagnosis": "processes"},
+    "forbidden_sdpa": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
+    "forbidden_mha": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
+    "forbidden_import_solutions": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
+    # getattr and torch._C._nn in both tasks: both lose everything
+    "forbidden_sdpa_hidden": {
+        "task1": ZERO,
+        "task2": ZERO,
+        "status": "forbidden",
+        "diagnosis": "forbidden",
+    },
+}
+# Graded again with every hidden case (spawned workers included).
+FULL_RUN = {
+    "correct_bmm": OK_100,
+    "correct_einsum": OK_100,
+    "mistake_worker_in_notebook": {
+        "task1": FULL,
+        "task2": SOME,
+        "diagnosis": "worker_not_importable",
+    },
+}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _sandbox_processes() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid >= sandbox.FIRST_SANDBOX_UID:
+                pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def template_course(tmp_path_factory) -> Path:
+    return corpus.make_course(tmp_path_factory.mktemp("template") / "course")
+
+
+@pytest.fixture(scope="module")
+def graded_class(template_course, tmp_path_factory):
+    course = tmp_path_factory.mktemp("class") / "course"
+    shutil.copytree(template_course, course)
+    assert set(EXPECTED) == set(corpus.entries()) - {"mistake_worker_in_notebook"}
+    for name in corpus.entries():
+        corpus.submit(course, name, corpus.read_cells(name))
+    submitted_before = _digest(course / "submitted")
+    source_before = _digest(course / "source")
+    os.environ["GRADER_SECRET"] = "s3cr3t-the-sandbox-must-not-see"
+    try:
+        results = autograde(
+            course, corpus.ASSIGNMENT, jobs=2, limits=LIMITS, cases_per_test=1, progress=False
+        )
+    finally:
+        del os.environ["GRADER_SECRET"]
+    return course, {r.student: r for r in results}, submitted_before, source_before
+
+
+def _check(result, expected: dict) -> None:
+    for task in (1, 2):
+        wanted = expected.get(f"task{task}")
+        score, maximum = result.score(task), result.max_score(task)
+        if wanted == FULL:
+            assert score == maximum, f"task {task}: {score}/{maximum} {result.messages}"
+        elif wanted == ZERO:
+            assert score == 0, f"task {task}: {score}/{maximum}"
+        elif wanted == SOME:
+            assert 0 < score < maximum, f"task {task}: {score}/{maximum}"
+        elif wanted == "<full":
+            assert score < maximum, f"task {task}: {score}/{maximum}"
+    assert result.status == expected.get("status", "ok"), (result.status, result.messages)
+    if expected.get("diagnosis"):
+        assert expected["diagnosis"] in result.diagnoses, result.diagnoses
+    elif "diagnosis" in expected:
+        assert result.diagnoses == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus_entry_gets_the_expected_verdict(graded_class, name: str) -> None:
+    _, results, _, _ = graded_class
+    _check(results[name], EXPECTED[name])
+
+
+def test_every_submission_is_recorded_in_the_gradebook(graded_class) -> None:
+    from nbgrader.api import Gradebook
+
+    course, results, _, _ = graded_class
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for name, result in results.items():
+            submission = gradebook.find_submission(corpus.ASSIGNMENT, name)
+            assert submission.score == result.score(), name
+            assert submission.max_score == 100
+    assert len(results) == len(corpus.entries())
+
+
+def test_submissions_and_course_are_untouched(graded_class) -> None:
+    course, _, submitted_before, source_before = graded_class
+    assert _digest(course / "submitted") == submitted_before
+    assert _digest(course / "source") == source_before
+    assert _sandbox_processes() == []  # nothing a submission started outlives its grading
+
+
+def test_feedback_says_what_failed_without_hidden_tests(graded_class) -> None:
+    course, results, _, _ = graded_class
+    page = (course / "feedback" / "mistake_mask_missing" / "lab" / "lab.html").read_text()
+    assert "mask_missing" in page and "test_task1_mask" in page
+    for name in results:
+        text = (course / "feedback" / name / "lab" / "lab.html").read_text()
+        assert "run_group" not in text and "BEGIN HIDDEN" not in text
+    autograded = (course / "autograded" / "correct_bmm" / "lab" / "lab.ipynb").read_text()
+    assert "run_group" in autograded  # the master's test cells are back, as nbgrader does it
+
+
+def test_report_has_one_row_per_student(graded_class, tmp_path) -> None:
+    course, results, _, _ = graded_class
+    path = tmp_path / "grades.csv"
+    assert (
+        report_main(
+            ["report", "--course-dir", str(course), "--assignment", "lab", "--csv", str(path)]
+        )
+        == 0
+    )
+    with path.open() as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+    assert list(next(iter(rows.values()))) == [
+        "student_id",
+        "task1_score",
+        "task1_max",
+        "task2_score",
+        "task2_max",
+        "total",
+        "max_total",
+        "status",
+        "diagnoses",
+    ]
+    assert set(rows) == set(results)
+    assert rows["correct_bmm"]["total"] == "100" and rows["correct_bmm"]["status"] == "ok"
+    assert rows["attack_fork_bomb"]["status"] == "processes"
+    assert rows["attack_fork_bomb"]["task2_score"] == "40"
+    assert "mask_missing" in rows["mistake_mask_missing"]["diagnoses"].split(";")
+
+
+def test_nbgrader_tools_read_the_grades(graded_class) -> None:
+    course, _, _, _ = graded_class
+    env = corpus.nbgrader_env()
+    root = f"--CourseDirectory.root={course}"
+    exported = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "export", root, "--to", str(course / "grades.csv")],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    rows = list(csv.DictReader((course / "grades.csv").open()))
+    scores = {row["student_id"]: float(row["score"]) for row in rows}
+    assert scores["correct_bmm"] == 100 and scores["attack_allclose"] == 40
+    feedback = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "generate_feedback",
+            "lab",
+            "--student",
+            "mistake_mask_missing",
+            "--force",
+            root,
+        ],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert feedback.returncode == 0, feedback.stderr[-2000:]
+    page = (course / "feedback" / "mistake_mask_missing" / "lab" / "lab.html").read_text()
+    assert "run_group" not in page  # hidden tests stripped, as always
+
+
+def test_every_hidden_case_on_a_few_submissions(template_course, tmp_path) -> None:
+    course = tmp_path / "course"
+    shutil.copytree(template_course, course)
+    for name in FULL_RUN:
+        corpus.submit(course, name, corpus.read_cells(name))
+    autograde(course, corpus.ASSIGNMENT, jobs=2, limits=Limits(), progress=False)
+    results = load_results(course, corpus.ASSIGNMENT)
+    for name, expected in FULL_RUN.items():
+        _check(results[name], expected)
