@@ -23,6 +23,9 @@ from former.data.tokenizer import TOKENIZER_VERSION
 
 # Bumped whenever the layout of cache files changes.
 CACHE_FORMAT_VERSION = 2
+# Each entry of full IMDB takes about 55 MB; beyond this many of one kind, the
+# least recently used are deleted (trying many seeds must not fill the disk).
+MAX_ENTRIES_PER_KIND = 6
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -46,11 +49,12 @@ def load_cached(path: Path) -> dict[str, Any] | None:
         payload = torch.load(path, weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT_VERSION:
             raise ValueError("unexpected content")
-        return payload
     except Exception as error:  # any unreadable file is rebuilt, whatever broke it
         notice(f"cache file {path} is unreadable ({error}); rebuilding it.")
         path.unlink(missing_ok=True)
         return None
+    _mark_used(path)
+    return payload
 
 
 def save_cached(path: Path, payload: dict[str, Any]) -> None:
@@ -62,5 +66,31 @@ def save_cached(path: Path, payload: dict[str, Any]) -> None:
         os.replace(partial, path)
     except OSError as error:
         notice(f"could not write the cache file {path} ({error}); the next load will be slow too.")
+        return
     finally:
         partial.unlink(missing_ok=True)
+    _forget_least_recently_used(path)
+
+
+def _mark_used(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still works, it just is not pruned by use
+        pass
+
+
+def _forget_least_recently_used(newest: Path) -> None:
+    """Keep at most MAX_ENTRIES_PER_KIND cache files of ``newest``'s kind."""
+    kind = newest.name.rsplit("-", 1)[0]
+    same_kind = [p for p in newest.parent.glob(f"{kind}-*.pt") if p.name.rsplit("-", 1)[0] == kind]
+    same_kind.sort(key=_last_used, reverse=True)
+    for stale in same_kind[MAX_ENTRIES_PER_KIND:]:
+        if stale != newest:
+            stale.unlink(missing_ok=True)
+
+
+def _last_used(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # removed meanwhile by another process
+        return 0
