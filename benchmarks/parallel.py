@@ -155,7 +155,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         serial_seconds = time.perf_counter() - start
         if repeats is None:
             repeats = choose_repeats(serial_seconds)
-        samples = interleaved_timings(methods, repeats=repeats, warmup=1)
+        samples = interleaved_timings(methods, repeats=repeats, warmup=0)  # warmed above
         # enough calls for /proc's 10 ms clock ticks to resolve the workers' share
         cpu_calls = max(3, math.ceil(1.0 / max(serial_seconds, 1e-3)))
         cpu_estimates = cpu_bound_speedups(methods, pools, cpu_calls)

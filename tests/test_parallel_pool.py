@@ -284,3 +284,25 @@ def test_forkserver_is_the_linux_default(monkeypatch):
 def test_unknown_start_method_is_rejected():
     with pytest.raises(ValueError, match="Unknown start method"):
         make_pool(1, "thread")
+
+
+# -- persistent workers follow edits ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_workers_pick_up_an_edited_module(tmp_path, monkeypatch):
+    # A learner fixes attention_function with %%writefile and maps it again.
+    import importlib
+
+    module_file = tmp_path / "edited_heads.py"
+    module_file.write_text("def value(_):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_heads
+
+    with make_pool(1) as pool:
+        assert pool.map(edited_heads.value, [0]) == [1]
+        module_file.write_text("def value(_):\n    return 2\n")
+        stat = module_file.stat()
+        os.utime(module_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        edited_heads = importlib.reload(edited_heads)
+        assert pool.map(edited_heads.value, [0]) == [2]

@@ -439,6 +439,20 @@ class HeadPool:
                 self.traffic.pipe_bytes += len(data)
                 reply = pickle.loads(data)
                 if reply[1] == self._call_id:
+                    if reply[0] == "done":
+                        # Copy results out now, while the other workers still compute.
+                        _, _, results_bytes, out_needed = reply
+                        worker.out_hint = out_needed
+                        self.traffic.shared_bytes += out_needed
+                        try:
+                            reply = ("done", unpack(results_bytes, worker.arena, copy=True))
+                        except Exception as error:
+                            reply = (
+                                "error",
+                                reply[1],
+                                "result",
+                                f"{type(error).__name__}: {error}",
+                            )
                     replies[worker.index] = reply
                     del waiting[worker.conn]
         return replies
@@ -467,11 +481,7 @@ class HeadPool:
         for worker, (start, _) in zip(busy, ranges, strict=True):
             reply = replies[worker.index]
             if reply[0] == "done":
-                _, _, data, out_needed = reply
-                worker.out_hint = out_needed
-                self.traffic.shared_bytes += out_needed
-                if first_error is None:
-                    results.extend(unpack(data, worker.arena, copy=True))
+                results.extend(reply[1])
             elif first_error is None:
                 first_error = self._error(worker, start, fn, reply[2], reply[3])
         if first_error is not None:

@@ -63,18 +63,30 @@ class ModuleWatcher:
         self._seen: dict[str, int] = {}
 
     def refresh(self, module_name: str) -> None:
-        module = sys.modules.get(module_name)
-        path = getattr(module, "__file__", None)
-        if module is None or path is None or module_name in {"__main__", "__mp_main__"}:
-            return
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            return
-        seen = self._seen.setdefault(module_name, mtime)
-        if mtime != seen:
-            importlib.reload(module)
+        """Reload the module if its file changed since this worker last looked."""
+        mtime = self._mtime(module_name)
+        seen = self._seen.get(module_name)
+        if mtime is not None and seen is not None and mtime != seen:
+            importlib.reload(sys.modules[module_name])
             self._seen[module_name] = mtime
+
+    def remember(self, module_name: str) -> None:
+        """Note the file version of a module the worker has just imported (or inherited)."""
+        mtime = self._mtime(module_name)
+        if mtime is not None:
+            self._seen.setdefault(module_name, mtime)
+
+    @staticmethod
+    def _mtime(module_name: str) -> int | None:
+        if module_name in {"__main__", "__mp_main__"}:
+            return None
+        path = getattr(sys.modules.get(module_name), "__file__", None)
+        if path is None:
+            return None
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return None
 
 
 def _error_text(error: BaseException) -> str:
@@ -98,6 +110,7 @@ def run_task(message: tuple, arena: Arena, modules: ModuleWatcher) -> bytes:
         fn: Callable[[Any], Any] = pickle.loads(function_bytes)
     except BaseException as error:
         return dumps(("error", call_id, "function", _error_text(error)))
+    modules.remember(module_name)
     try:
         items = unpack(items_bytes, arena, copy=False)
     except BaseException as error:
