@@ -165,6 +165,11 @@ def test_a_folder_holding_one_data_set_is_accepted(tarball, tmp_path):
     assert "IMDB CSV" in load_imdb(channel).source
 
 
+def test_the_official_archive_wins_over_other_archives_in_a_folder(tarball):
+    (tarball.parent / "imdb-copy.tar.gz").write_bytes(tarball.read_bytes())
+    assert str(tarball) in load_imdb(tarball.parent).source
+
+
 def test_a_folder_holding_an_extracted_aclimdb_folder_is_accepted(aclimdb):
     assert "aclImdb folder" in load_imdb(aclimdb.parent).source
 

@@ -7,13 +7,19 @@ from pathlib import Path
 from former.data.cache import cache_file, load_cached, save_cached
 from former.data.corpus import TokenizedCorpus, classification_data_from_payload
 from former.data.download import DownloadError, download_file
-from former.data.imdb_files import CLASS_NAMES, ImdbSource, find_source_in, identify_source
+from former.data.imdb_files import (
+    CLASS_NAMES,
+    OFFICIAL_ARCHIVE,
+    ImdbSource,
+    find_source_in,
+    identify_source,
+)
 from former.data.locate import cache_dir, notice, offline_forced, search_folders
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
+IMDB_ARCHIVE = OFFICIAL_ARCHIVE
 IMDB_SIZE = 84_125_825
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 SYNTHETIC = "synthetic"

@@ -30,6 +30,7 @@ POLARITIES = ("neg", "pos")  # folder names, in label order
 CSV_HEADER = ["review", "sentiment"]
 CSV_TEST_FRACTION = 0.2
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+OFFICIAL_ARCHIVE = "aclImdb_v1.tar.gz"
 
 _MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_\d+\.txt$")
 
@@ -103,8 +104,9 @@ def identify_source(path: Path) -> ImdbSource:
 def find_source_in(folder: Path) -> ImdbSource | None:
     """The IMDB data set in ``folder`` (the folder itself, or one entry inside it), or None.
 
-    Preference: an extracted aclImdb folder, then an archive, then a CSV. Two
-    candidates of the same kind are ambiguous, and raise.
+    Preference: an extracted aclImdb folder, then an archive (the official
+    ``aclImdb_v1.tar.gz`` first), then a CSV. Two other candidates of the same
+    kind are ambiguous, and raise.
     """
     if is_aclimdb_folder(folder):
         return ImdbSource("folder", folder)
@@ -115,6 +117,9 @@ def find_source_in(folder: Path) -> ImdbSource | None:
         [ImdbSource("csv", e) for e in entries if _looks_like_imdb_csv(e)],
     ]
     for of_one_kind in candidates:
+        official = [source for source in of_one_kind if source.path.name == OFFICIAL_ARCHIVE]
+        if official:
+            return official[0]
         if len(of_one_kind) > 1:
             names = ", ".join(source.path.name for source in of_one_kind)
             raise ImdbFormatError(
