@@ -5,9 +5,9 @@ The grader writes, for each graded submission:
   submission and its timestamp), exactly the rows ``nbgrader autograde`` writes, so
   ``nbgrader export``, the formgrader and ``nbgrader generate_feedback`` read them as usual;
 - the autograded notebook at ``autograded/<student>/<assignment>/<notebook>.ipynb``: the
-  submission with the master's test cells put back (as ``nbgrader autograde`` does) and the
-  grader's verdict as each test cell's output, which ``nbgrader generate_feedback`` renders
-  (with the hidden tests stripped, as always).
+  submission with the master's test cells put back (as ``nbgrader autograde`` does, but with
+  their hidden region cut out, because ``nbgrader generate_feedback`` renders this notebook
+  for learners as it is) and the grader's verdict as each test cell's output.
 
 Only one process writes: :class:`GradebookWriter` lives in the process that runs
 ``python -m grader autograde``; parallel grading jobs hand their results to it.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from grader.judge import SubmissionResult
@@ -70,6 +71,14 @@ class GradebookWriter:
 
     def record(self, result: SubmissionResult, submitted: Path) -> None:
         """Write one submission's scores (creating the student and submission as needed)."""
+        from sqlalchemy.exc import SAWarning
+
+        with warnings.catch_warnings():
+            # nbgrader's own submission bookkeeping trips SQLAlchemy's autoflush warnings.
+            warnings.simplefilter("ignore", SAWarning)
+            self._record(result, submitted)
+
+    def _record(self, result: SubmissionResult, submitted: Path) -> None:
         from nbgrader.utils import parse_utc
 
         gradebook = self.gradebook
@@ -123,7 +132,7 @@ class GradebookWriter:
                 continue
             try:
                 master = self.gradebook.find_source_cell(grade_id, result.notebook, self.assignment)
-                cell["source"] = master.source
+                cell["source"] = without_hidden_tests(master.source)
             except MissingEntry:
                 pass
             if cell.get("cell_type") == "code" and grade_id in tests:
@@ -135,6 +144,23 @@ class GradebookWriter:
         if (submitted / "timestamp.txt").exists():
             shutil.copyfile(submitted / "timestamp.txt", destination / "timestamp.txt")
         return path
+
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def without_hidden_tests(source: str) -> str:
+    """A test cell's source with its hidden region replaced by a one-line note."""
+    lines, kept, hidden = source.split("\n"), [], False
+    for line in lines:
+        if line.strip() == HIDDEN_BEGIN:
+            hidden = True
+            kept.append("# (hidden tests, run by the grader)")
+        elif line.strip() == HIDDEN_END:
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _timestamp(submitted: Path) -> str | None:

@@ -59,8 +59,8 @@ def read_program(notebook: Path) -> Program:
     for _, grade_id, source in graded:
         writefile, code = _split_writefile(source)
         program.sources[grade_id] = _without_magics(code)
-    used = _names_in(program.sources.values())
-    kept = {position: _definitions(source, used) for position, source in others}
+    needed = _needed_names(program.sources.values(), [source for _, source in others])
+    kept = {position: _definitions(source, needed) for position, source in others}
     entries = [(p, None, s) for p, s in kept.items() if s] + graded
     for _position, grade_id, source in sorted(entries, key=lambda entry: entry[0]):
         if grade_id is None:
@@ -101,24 +101,39 @@ def _names_in(sources) -> set[str]:
     return names
 
 
-def _definitions(source: str, used: set[str]) -> str:
-    """Imports and definitions of a non-graded cell that the graded cells may need."""
+def _definitions(source: str, needed: set[str]) -> str:
+    """Imports and definitions of a non-graded cell that the graded cells need."""
     try:
         tree = ast.parse(_without_magics(source))
     except SyntaxError:
         return ""
-    definitions = [
-        node
-        for node in tree.body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-    ]
-    used = used | _names_in(ast.unparse(node) for node in definitions)
     kept = []
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
-            if bound & used or any(alias.name == "*" for alias in node.names):
+            if bound & needed or any(alias.name == "*" for alias in node.names):
                 kept.append(node)
-        elif node in definitions:
-            kept.append(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name in needed:
+                kept.append(node)
     return "\n".join(ast.unparse(node) for node in kept)
+
+
+def _needed_names(graded_sources, other_sources) -> set[str]:
+    """Names the graded cells use, and, through the definitions they use, what those use."""
+    needed = _names_in(graded_sources)
+    definitions = {}
+    for source in other_sources:
+        try:
+            tree = ast.parse(_without_magics(source))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                definitions[node.name] = node
+    todo = [name for name in needed if name in definitions]
+    while todo:
+        inner = _names_in([ast.unparse(definitions[todo.pop()])]) - needed
+        needed |= inner
+        todo += [name for name in inner if name in definitions]
+    return needed

@@ -1,0 +1,214 @@
+"""Grading throughput: ``python -m grader autograde`` (sandboxed) against plain ``nbgrader autograde``.
+
+    python -m benchmarks.grade [--students 12] [--jobs 2]
+
+Builds a copy of the lab's nbgrader course (``notebooks/``), generates the assignment,
+submits the same notebooks for every student (the master's answers, some with a
+catalogued mistake in Task 1), then grades them twice, each from a fresh copy: once with
+``nbgrader autograde`` (one command for the class, the way instructors run it) and once
+with ``python -m grader autograde --jobs N``. Both timings include each command's
+start-up. Prints a table and writes ``bench-results/grade.json``, with both tools' total
+scores per student so that disagreements show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE = REPO / "notebooks"
+ASSIGNMENT = "transformers_from_scratch"
+RESULTS = REPO / "bench-results" / "grade.json"
+SAMPLE_DATA = REPO.parent / "shared" / "data" / "imdb_sample.csv"
+
+# Task 1 variants cycled over the class: (label, transformation of the master's answer).
+_MISTAKES = {
+    "correct": lambda source: source,
+    "missing_scale": lambda source: source.replace("/ math.sqrt(s)", ""),
+    "softmax_wrong_axis": lambda source: source.replace("dim=2)", "dim=1)", 1),
+}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    # The notebook's data cell: the real IMDB sample when it is here, else the generated corpus.
+    env["LAB_IMDB"] = str(SAMPLE_DATA) if SAMPLE_DATA.exists() else "synthetic"
+    return env
+
+
+def _run(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return elapsed
+
+
+def _answer(source: str) -> str:
+    """A master solution cell as a learner would hand it in (solution markers gone)."""
+    return "\n".join(
+        line
+        for line in source.split("\n")
+        if line.strip() not in {"### BEGIN SOLUTION", "### END SOLUTION"}
+    )
+
+
+def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
+    """A course with the assignment generated and ``students`` submissions; student -> variant."""
+    course = root / "course"
+    course.mkdir(parents=True)
+    shutil.copy(COURSE / "nbgrader_config.py", course)
+    shutil.copytree(COURSE / "source", course / "source")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "generate_assignment",
+            ASSIGNMENT,
+            "--force",
+            f"--CourseDirectory.root={course}",
+        ],
+        course,
+    )
+    master = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    release = nbformat.read(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    answers = {
+        cell.metadata["nbgrader"]["grade_id"]: _answer(cell.source)
+        for cell in master.cells
+        if cell.metadata.get("nbgrader", {}).get("solution")
+    }
+    variants = {}
+    names = list(_MISTAKES)
+    for index in range(students):
+        student = f"student{index:03d}"
+        variant = names[index % len(names)] if index % 2 else "correct"
+        submission = nbformat.from_dict(json.loads(json.dumps(release)))
+        for cell in submission.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in answers:
+                cell.source = answers[grade_id]
+                if grade_id == "multihead_attention":
+                    cell.source = _MISTAKES[variant](cell.source)
+        folder = course / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(submission, folder / f"{ASSIGNMENT}.ipynb")
+        (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
+        variants[student] = variant
+    return course, variants
+
+
+def _totals(course: Path) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return {s.student.id: s.score for s in gradebook.find_assignment(ASSIGNMENT).submissions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.grade")
+    parser.add_argument("--students", type=int, default=12)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
+        template, variants = make_course(Path(tmp) / "template", args.students)
+        for tool in ("nbgrader", "grader"):
+            shutil.copytree(template, Path(tmp) / tool)
+        nbgrader_course = Path(tmp) / "nbgrader"
+        nbgrader_seconds = _run(
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "autograde",
+                ASSIGNMENT,
+                "--force",
+                f"--CourseDirectory.root={nbgrader_course}",
+            ],
+            nbgrader_course,
+        )
+        grader_course = Path(tmp) / "grader"
+        grader_seconds = _run(
+            [
+                sys.executable,
+                "-m",
+                "grader",
+                "autograde",
+                "--course-dir",
+                str(grader_course),
+                "--assignment",
+                ASSIGNMENT,
+                "--jobs",
+                str(args.jobs),
+                "--quiet",
+            ],
+            REPO,
+        )
+        nbgrader_scores, grader_scores = _totals(nbgrader_course), _totals(grader_course)
+
+    rows = [
+        {"tool": "nbgrader autograde (no sandbox)", "seconds": nbgrader_seconds},
+        {
+            "tool": f"python -m grader autograde --jobs {args.jobs} (sandboxed)",
+            "seconds": grader_seconds,
+        },
+    ]
+    for row in rows:
+        row["seconds"] = round(row["seconds"], 1)
+        row["submissions_per_minute"] = round(args.students * 60 / row["seconds"], 2)
+        row["seconds_per_submission"] = round(row["seconds"] / args.students, 2)
+    speedup = rows[0]["seconds"] / rows[1]["seconds"]
+    report = {
+        "students": args.students,
+        "jobs": args.jobs,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "sandbox": "bwrap" if shutil.which("bwrap") else "none (bwrap missing)",
+        "rows": rows,
+        "speedup": round(speedup, 2),
+        "target_speedup": 3.0,
+        "scores": {
+            student: {
+                "variant": variants[student],
+                "nbgrader": nbgrader_scores.get(student),
+                "grader": grader_scores.get(student),
+            }
+            for student in sorted(variants)
+        },
+    }
+    print(f"{'tool':<52} {'seconds':>8} {'s/sub':>7} {'subs/min':>9}")
+    for row in rows:
+        print(
+            f"{row['tool']:<52} {row['seconds']:>8} {row['seconds_per_submission']:>7} "
+            f"{row['submissions_per_minute']:>9}"
+        )
+    print(f"speed-up: {speedup:.2f}x (target 3x) on {report['machine']}")
+    disagreements = {s: v for s, v in report["scores"].items() if v["nbgrader"] != v["grader"]}
+    print(
+        f"score disagreements between the tools: {len(disagreements)}"
+        + "".join(f"\n  {s}: {v}" for s, v in disagreements.items())
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
