@@ -95,12 +95,14 @@ def methods_for(
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far; None where /proc is missing."""
+    """CPU seconds a (single-threaded) process has run so far; None where /proc is missing.
+
+    /proc/PID/schedstat counts nanoseconds, where /proc/PID/stat counts 10 ms ticks.
+    """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_pids(pool: Any) -> list[int]:
@@ -156,8 +158,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         if repeats is None:
             repeats = choose_repeats(serial_seconds)
         samples = interleaved_timings(methods, repeats=repeats, warmup=0)  # warmed above
-        # enough calls for /proc's 10 ms clock ticks to resolve the workers' share
-        cpu_calls = max(3, math.ceil(1.0 / max(serial_seconds, 1e-3)))
+        cpu_calls = max(3, math.ceil(0.5 / max(serial_seconds, 1e-3)))
         cpu_estimates = cpu_bound_speedups(methods, pools, cpu_calls)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}

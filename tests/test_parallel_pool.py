@@ -306,3 +306,13 @@ def test_workers_pick_up_an_edited_module(tmp_path, monkeypatch):
         os.utime(module_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
         edited_heads = importlib.reload(edited_heads)
         assert pool.map(edited_heads.value, [0]) == [2]
+
+
+@pytest.mark.timeout(60)
+def test_worker_killed_between_calls_raises_then_recovers():
+    with make_pool(2) as pool:
+        os.kill(pool.pids[1], signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(WorkerDiedError, match="SIGKILL"):
+            pool.map(square, range(4))
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]

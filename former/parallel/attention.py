@@ -173,6 +173,12 @@ class PoolAttention:
             raise ValueError(
                 f"the last dimension ({queries.size(-1)}) must be heads * s with heads={heads}."
             )
+        if queries.device.type != "cpu":
+            raise ValueError(
+                f"PoolAttention runs heads in CPU worker processes, but the inputs are on "
+                f"{queries.device}. Move the model to the CPU (model.cpu()), or use "
+                "attention='sdpa' on an accelerator."
+            )
         needs_grad = torch.is_grad_enabled() and any(
             x.requires_grad for x in (queries, keys, values)
         )

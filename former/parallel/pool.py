@@ -345,8 +345,11 @@ class HeadPool:
             busy = self._state.workers[: len(ranges)]
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                for worker, batch in zip(busy, batches, strict=True):
-                    self._send_batch(worker, fn, function_bytes, batch)
+                for worker, batch, item_range in zip(busy, batches, ranges, strict=True):
+                    try:
+                        self._send_batch(worker, fn, function_bytes, batch)
+                    except OSError:  # the worker died between calls
+                        raise self._death(worker, item_range, fn) from None
                 replies = self._collect(busy, ranges, fn, deadline)
             except BaseException:
                 # A worker may still be computing or be gone: start afresh next time.
