@@ -211,21 +211,31 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     names = [n for n in METHODS if n != "serial"]
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    from matplotlib.ticker import FuncFormatter
+
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
         bars = axes.bar(xs, [row["speedup"][name] for row in rows], width, label=METHODS[name])
-        axes.bar_label(bars, fmt="%.1f", fontsize=7)
+        axes.bar_label(bars, fmt="%.2g", fontsize=7)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
+    axes.annotate(
+        f"ideal for {PROCESSES} processes",
+        (0.01, PROCESSES),
+        fontsize=7,
+        xycoords=("axes fraction", "data"),
+        va="bottom",
+    )
     axes.set_yscale("log", base=2)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.2g}x"))
     axes.set_ylabel("speed-up over serial, 1 thread (log scale)")
     axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
-    axes.legend(fontsize=7, loc="upper left")
+    figure.legend(fontsize=8, loc="outside lower center", ncols=2)
     figure.savefig(path, dpi=120)
 
 
