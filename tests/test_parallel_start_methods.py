@@ -4,6 +4,7 @@ the parent; a notebook-defined function gets a clear error instead of a hang."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -57,7 +58,7 @@ def test_every_start_method_from_a_script(tmp_path, repo_root):
         capture_output=True,
         text=True,
         timeout=170,
-        env={"PYTHONPATH": str(repo_root), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == [f"ok {method}" for method in METHODS]
