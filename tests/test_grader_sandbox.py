@@ -201,3 +201,29 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+def test_without_bwrap_it_warns_loudly_and_still_grades(tmp_path, monkeypatch, capsys) -> None:
+    """Elsewhere than Linux with bwrap: resource limits only, after a loud warning."""
+    import nbformat
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from submissions import corpus
+
+    from grader.judge import grade_submission, make_plan
+
+    monkeypatch.setattr(sandbox, "bwrap_executable", lambda: None)
+    monkeypatch.setattr(sandbox, "_warned", False)
+    notebook = tmp_path / "lab.ipynb"
+    nbformat.write(corpus.notebook(corpus.read_cells("correct_einsum")), notebook)
+    with pytest.warns(RuntimeWarning, match="without a sandbox"):
+        result = grade_submission(
+            notebook,
+            "ada",
+            "lab",
+            make_plan(cases_per_group=1),
+            limits=sandbox.Limits(wall_seconds=30),
+            work_dir=tmp_path / "w",
+        )
+    assert "WITHOUT a sandbox" in capsys.readouterr().err
+    assert (result.status, result.score()) == ("ok", 100), result.messages
