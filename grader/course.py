@@ -93,10 +93,35 @@ def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.Co
     )
 
 
-def generate_release(course_dir: Path = COURSE_DIR) -> Path:
-    """Run ``nbgrader generate_assignment`` in ``course_dir``; return the student notebook."""
+def learner_work_in(notebook: Path) -> list[str]:
+    """Signs that someone worked in a generated student notebook: answers typed into solution
+    cells (their checksum no longer matches the stub's) or outputs of cells that ran."""
+    from nbgrader.utils import compute_checksum, is_solution
+
+    nb = nbformat.read(notebook, as_version=4)
+    signs = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if is_solution(cell) and "checksum" in meta and compute_checksum(cell) != meta["checksum"]:
+            signs.append(f"answer in cell {meta.get('grade_id')!r}")
+    if any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
+        signs.append("cell outputs")
+    return signs
+
+
+def generate_release(course_dir: Path = COURSE_DIR, force: bool = False) -> Path:
+    """Run ``nbgrader generate_assignment`` in ``course_dir``; return the student notebook.
+
+    Refuses (unless ``force``) to replace a student notebook someone has worked in.
+    """
     if not master_path(course_dir).exists():
         raise CourseError(f"No master notebook at {master_path(course_dir)}.")
+    existing = release_path(course_dir)
+    if existing.exists() and not force and (signs := learner_work_in(existing)):
+        raise CourseError(
+            f"{existing} has been worked in ({', '.join(signs)}); regenerating would lose it. "
+            "Copy the notebook elsewhere, then run again with --force."
+        )
     result = run_nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course_dir)
     if result.returncode != 0:
         raise CourseError(
@@ -495,6 +520,8 @@ def build_student_bundle(
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m grader {command}")
     parser.add_argument("--course-dir", type=Path, default=COURSE_DIR, help="nbgrader course root")
+    if command == "release":
+        parser.add_argument("--force", action="store_true", help="replace a worked-in release")
     if command == "release-solutions":
         when = parser.add_mutually_exclusive_group()
         when.add_argument("--at", help="release at this local time today, e.g. 14:10")
@@ -512,7 +539,7 @@ def main(argv: list[str]) -> int:
     course_dir = args.course_dir.resolve()
     try:
         if command == "release":
-            path = generate_release(course_dir)
+            path = generate_release(course_dir, force=args.force)
             print(f"wrote {path}")
         elif command == "release-solutions":
             destination = args.out or exchange_outbound(course_dir)

@@ -227,3 +227,16 @@ def test_leak_checks_catch_hidden_tests_and_solution_code():
     assert set(course.solution_code_leaks(solution_text, bodies)) == set(course.GRADED_FUNCTIONS)
     with pytest.raises(course.CourseError, match="leak"):
         course.check_bundle({"notes.py": solution_text.encode()})
+
+
+def test_release_refuses_to_replace_a_worked_in_student_notebook(regenerated):
+    assert course.learner_work_in(RELEASE) == [], "the committed release should be pristine"
+    nb = nbformat.read(regenerated, as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "multihead_attention":
+            cell.source = cell.source.replace("raise NotImplementedError()", "return queries")
+    nbformat.write(nb, regenerated)
+    course_dir = regenerated.parents[2]
+    with pytest.raises(course.CourseError, match="worked in .*multihead_attention"):
+        course.generate_release(course_dir)
+    assert "return queries" in regenerated.read_text()
