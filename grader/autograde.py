@@ -28,7 +28,14 @@ from tqdm import tqdm
 from grader import sandbox
 from grader.feedback import write_feedback
 from grader.gradebook import GradebookError, GradebookWriter
-from grader.judge import Plan, SubmissionResult, all_failed, grade_submission, make_plan
+from grader.judge import (
+    Plan,
+    SubmissionResult,
+    all_failed,
+    grade_submission,
+    hidden_tests,
+    make_plan,
+)
 from grader.results import save_result
 from grader.sandbox import Limits
 
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             cases_per_test=args.cases_per_test,
             progress=not args.quiet,
         )
-    except (GradebookError, FileNotFoundError) as error:
+    except (GradebookError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(summarise(results))
@@ -140,11 +147,10 @@ def autograde(
     import torch
 
     torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
-    from solutions.hidden_tests import GROUPS
-
+    groups = hidden_tests().GROUPS
     results: list[SubmissionResult] = []
     with GradebookWriter(course_dir, assignment, db_url) as writer:
-        notebook = writer.graded_notebook(set(GROUPS))
+        notebook = writer.graded_notebook(set(groups))
         plan = plan or make_plan(cases_per_group=cases_per_test)
         slots: queue.Queue[int] = queue.Queue()
         for slot in range(jobs):

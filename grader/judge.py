@@ -19,6 +19,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,11 +109,10 @@ def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Pl
     cases_per_group: keep only the first N cases of each test (trial runs, tests of the
     grader itself); full grading uses them all.
     """
-    from solutions import hidden_tests
-
     seed = secrets.randbits(63) if seed is None else seed
     groups = {}
-    for grade_id, group in hidden_tests.GROUPS.items():
+    tests = hidden_tests()
+    for grade_id, group in tests.GROUPS.items():
         cases = group.cases[:cases_per_group] if cases_per_group else group.cases
         groups[grade_id] = type(group)(
             group.grade_id, group.task, group.points, group.function, cases
@@ -120,9 +120,29 @@ def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Pl
     inputs, expected = {}, {}
     for group in groups.values():
         for case in group.cases:
-            inputs[case.name] = hidden_tests.case_inputs(case, seed)
-            expected[case.name] = hidden_tests.expected_outputs(case, inputs[case.name])
+            inputs[case.name] = tests.case_inputs(case, seed)
+            expected[case.name] = tests.expected_outputs(case, inputs[case.name])
     return Plan(groups, inputs, expected)
+
+
+def hidden_tests():
+    """``solutions.hidden_tests``, from the repository this grader belongs to.
+
+    Instructor-side only: the judge and the report import it; nothing that runs in the
+    sandbox does (``solutions/`` is not even mounted there).
+    """
+    try:
+        from solutions import hidden_tests as module
+    except ModuleNotFoundError:
+        repo = Path(__file__).resolve().parent.parent
+        if not (repo / "solutions" / "hidden_tests.py").is_file():
+            raise RuntimeError(
+                f"the hidden tests (solutions/hidden_tests.py) are not in {repo}: grade from "
+                "the instructor's copy of the repository"
+            ) from None
+        sys.path.insert(0, str(repo))
+        from solutions import hidden_tests as module
+    return module
 
 
 # -- one submission -------------------------------------------------------------------------
@@ -198,8 +218,7 @@ def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
 
 
 def _judge(plan: Plan, outcomes: dict[str, _Outcome], findings: dict) -> list[TestResult]:
-    from solutions import hidden_tests
-
+    judge_case = hidden_tests().judge_case
     forbidden = _forbidden_functions(outcomes, findings)
     tests = []
     for group in plan.groups.values():
@@ -233,7 +252,7 @@ def _judge(plan: Plan, outcomes: dict[str, _Outcome], findings: dict) -> list[Te
                 )
                 continue
             record = outcome.records.get(case.name, {})
-            verdict = hidden_tests.judge_case(
+            verdict = judge_case(
                 case,
                 plan.inputs[case.name],
                 outputs,

@@ -38,9 +38,9 @@ def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[d
     """The report's rows, one per student with a submission, sorted by student id."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from solutions.hidden_tests import GROUPS
+    from grader.judge import hidden_tests
 
-    task_of = {grade_id: group.task for grade_id, group in GROUPS.items()}
+    task_of = {grade_id: group.task for grade_id, group in hidden_tests().GROUPS.items()}
     verdicts = load_results(course_dir, assignment)
     table = []
     with Gradebook(db_url or default_db_url(course_dir)) as gradebook:

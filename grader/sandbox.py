@@ -36,8 +36,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grader
-
 # Inside the sandbox the scratch folder is always here.
 SANDBOX_HOME = "/home/learner"
 # A root grader runs each parallel job's sandbox under its own unprivileged user id, so
@@ -110,7 +108,7 @@ def _python_roots() -> list[Path]:
 
 def _public_packages() -> list[Path]:
     """The repository's public packages, mounted where the installed finder expects them."""
-    repo = Path(grader.__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parent.parent
     return [path for path in (repo / "former", repo / "grader") if path.is_dir()]
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import grader
 from grader import sandbox
 
 if sandbox.bwrap_executable() is None:
@@ -20,7 +19,7 @@ if sandbox.bwrap_executable() is None:
         pytest.fail("bubblewrap (bwrap) is required in CI", pytrace=False)
     pytest.skip("bubblewrap (bwrap) is not installed", allow_module_level=True)
 
-REPO = Path(grader.__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent
 SLOT = 7  # a parallel-job slot no other test uses
 
 
