@@ -114,11 +114,21 @@ def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
     return course, variants
 
 
-def _totals(course: Path) -> dict[str, float]:
+def _totals(course: Path) -> dict[str, dict]:
+    """student -> {"total": score, "failed": [test cells below full marks]}."""
     from nbgrader.api import Gradebook
 
+    totals = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        return {s.student.id: s.score for s in gradebook.find_assignment(ASSIGNMENT).submissions}
+        for submission in gradebook.find_assignment(ASSIGNMENT).submissions:
+            failed = [
+                grade.name
+                for notebook in submission.notebooks
+                for grade in notebook.grades
+                if (grade.score or 0) < grade.max_score
+            ]
+            totals[submission.student.id] = {"total": submission.score, "failed": sorted(failed)}
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         "scores": {
             student: {
                 "variant": variants[student],
-                "nbgrader": nbgrader_scores.get(student),
-                "grader": grader_scores.get(student),
+                "nbgrader": nbgrader_scores.get(student, {}).get("total"),
+                "grader": grader_scores.get(student, {}).get("total"),
+                "nbgrader_failed": nbgrader_scores.get(student, {}).get("failed"),
+                "grader_failed": grader_scores.get(student, {}).get("failed"),
             }
             for student in sorted(variants)
         },
