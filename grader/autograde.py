@@ -59,7 +59,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"wall-clock seconds per graded function ({defaults.wall_seconds:g})",
     )
     parser.add_argument(
-        "--memory", type=int, default=defaults.memory_mb, help=f"MiB ({defaults.memory_mb})"
+        "--memory",
+        type=int,
+        default=defaults.memory_mb,
+        help=f"memory bound of a sandbox, MiB ({defaults.memory_mb})",
     )
     parser.add_argument(
         "--cpu-seconds",
