@@ -167,12 +167,13 @@ class TensorPacker(pickle.Pickler):
         self._seen: dict[int, tuple] = {}
 
     def persistent_id(self, obj: object) -> tuple | None:
-        if not _travels_through_arena(obj):
+        # Called for every object pickled (ints, tuples...): rule those out first, cheaply.
+        if type(obj) is not torch.Tensor or not _travels_through_arena(obj):
             return None
         known = self._seen.get(id(obj))
         if known is not None:
             return known
-        nbytes = obj.numel() * obj.element_size()
+        nbytes = obj.numel() * obj.dtype.itemsize
         offset = align(self.placement.end)
         if self._limit is not None and offset + nbytes > self._limit:
             self.placement.spilled_bytes += align(nbytes)
@@ -195,7 +196,7 @@ def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Plac
 def copy_in(arena: Arena, placement: Placement) -> None:
     """Copy the tensors of ``placement`` into ``arena`` at their offsets."""
     for offset, tensor in placement.tensors:
-        nbytes = tensor.numel() * tensor.element_size()
+        nbytes = tensor.numel() * tensor.dtype.itemsize
         if nbytes == 0:
             continue
         if tensor.is_contiguous() and not tensor.is_conj() and not tensor.is_neg():
@@ -207,11 +208,10 @@ def copy_in(arena: Arena, placement: Placement) -> None:
 
 
 def _view(arena: Arena, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    itemsize = torch.empty((), dtype=dtype).element_size()
     numel = 1
     for size in shape:
         numel *= size
-    return arena.tensor[offset : offset + numel * itemsize].view(dtype).view(shape)
+    return arena.tensor[offset : offset + numel * dtype.itemsize].view(dtype).view(shape)
 
 
 class TensorUnpacker(pickle.Unpickler):
@@ -228,13 +228,13 @@ class TensorUnpacker(pickle.Unpickler):
 
     def persistent_load(self, descriptor: tuple) -> torch.Tensor:
         offset, dtype, shape, requires_grad = descriptor
-        tensor = _view(self._arena, offset, dtype, shape)
         if self._copy:
-            owned = torch.empty(shape, dtype=dtype)
-            nbytes = owned.numel() * owned.element_size()
+            tensor = torch.empty(shape, dtype=dtype)
+            nbytes = tensor.numel() * dtype.itemsize
             if nbytes:
-                ctypes.memmove(owned.data_ptr(), self._arena.address + offset, nbytes)
-            tensor = owned
+                ctypes.memmove(tensor.data_ptr(), self._arena.address + offset, nbytes)
+        else:
+            tensor = _view(self._arena, offset, dtype, shape)
         if requires_grad:
             tensor.requires_grad_()
         return tensor

@@ -15,6 +15,7 @@ worker's arena (see :mod:`former.parallel.arena`).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
 import os
@@ -50,6 +51,26 @@ def limit_threads() -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # already fixed (inherited through fork); workers never use inter-op threads
+
+
+def keep_freed_memory() -> None:
+    """Keep memory this worker frees for its next call instead of returning it to the OS.
+
+    Attention allocates score matrices of several MiB per head. By default glibc
+    hands such blocks back to the kernel when they are freed, so every call pays
+    thousands of page faults to get them again (a few ms per call, per
+    process). A persistent worker keeps them: its memory stays at the peak of its
+    largest call. Only glibc (Linux) has these knobs; elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc (e.g. musl): no tuning available
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)  # large blocks come from the heap, which can be kept...
+    mallopt(m_trim_threshold, 2**31 - 1)  # ...and the heap is never trimmed
 
 
 class ModuleWatcher:
@@ -150,6 +171,7 @@ def serve(
     # parent handles it and replaces its workers, so workers just keep quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads()
+    keep_freed_memory()
     if initializer is not None:
         initializer(*initargs)
     conn.send_bytes(dumps(("ready", os.getpid())))
