@@ -756,7 +756,7 @@ report = check_parallel_multihead_attention(
 q, k, v = torch.randn(3, 2, 6, 16, generator=torch.Generator().manual_seed(6))
 for mask in (False, True):
     parallel = parallel_multihead_attention(q, k, v, 4, mask=mask, pool=pool)
-    per_head = [(x[:, :, i * 4:(i + 1) * 4] for x in (q, k, v)) for i in range(4)]
+    per_head = [tuple(x[:, :, i * 4:(i + 1) * 4] for x in (q, k, v)) for i in range(4)]
     serial = torch.cat([attention_function((*qkv, mask)) for qkv in per_head], dim=2)
     assert parallel.shape == serial.shape, f"shape {tuple(parallel.shape)}, expected {tuple(serial.shape)}"
     assert torch.allclose(parallel, serial, atol=1e-5), (

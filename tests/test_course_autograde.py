@@ -74,8 +74,8 @@ def write_submission(course_dir: Path, student: str, sources: dict[str, str]) ->
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> dict[str, dict[str, float]]:
-    """Autograde every submission with plain nbgrader; student -> {grade_id: score}."""
+def graded(tmp_path_factory) -> dict:
+    """Autograde every submission with plain nbgrader: scores per student and cell."""
     tmp = tmp_path_factory.mktemp("autograde")
     course_dir = tmp / "course"
     course_dir.mkdir()
@@ -108,50 +108,58 @@ def graded(tmp_path_factory) -> dict[str, dict[str, float]]:
             scores[student] = {
                 grade.name: grade.score for grade in notebook.grades if grade.name in POINTS
             }
-    scores["_course_dir"] = course_dir  # type: ignore[assignment]
-    print({s: sum(g.values()) for s, g in scores.items() if s != "_course_dir"}, file=sys.stderr)
-    return scores
+    print({s: sum(g.values()) for s, g in scores.items()}, file=sys.stderr)
+    return {"scores": scores, "course_dir": course_dir}
 
 
-def autograded_outputs(graded, student: str) -> str:
-    path = graded["_course_dir"] / "autograded" / student / ASSIGNMENT / course.NOTEBOOK
-    nb = nbformat.read(path, as_version=4)
-    texts = []
-    for cell in nb.cells:
+def failures(graded, student: str) -> dict[str, str]:
+    """grade_id (or first line) -> the error a cell of the autograded notebook ended with."""
+    path = graded["course_dir"] / "autograded" / student / ASSIGNMENT / course.NOTEBOOK
+    found = {}
+    for cell in nbformat.read(path, as_version=4).cells:
         for output in cell.get("outputs", []):
-            texts.append(output.get("text", "") or output.get("evalue", ""))
-    return "\n".join(texts)
+            if output.output_type == "error":
+                name = cell.metadata.get("nbgrader", {}).get("grade_id") or cell.source[:40]
+                found[name] = f"{output.ename}: {output.evalue[:300]}"
+    return found
+
+
+def scores_of(graded, student: str) -> dict[str, float]:
+    return graded["scores"][student]
 
 
 @pytest.mark.timeout(1200)
 def test_solutions_earn_full_marks(graded):
-    assert graded["solutions"] == POINTS
-    assert sum(graded["solutions"].values()) == 100
+    assert scores_of(graded, "solutions") == POINTS, failures(graded, "solutions")
+    assert failures(graded, "solutions") == {}
 
 
 def test_untouched_release_earns_zero(graded):
-    assert graded["untouched"] == dict.fromkeys(POINTS, 0)
+    assert scores_of(graded, "untouched") == dict.fromkeys(POINTS, 0)
+    errors = failures(graded, "untouched")
+    assert set(POINTS) <= set(errors)
+    assert all(e.startswith("NotImplementedError") for e in errors.values()), errors
 
 
 def test_no_scaling_loses_task1_only(graded):
-    scores = graded["no_scale"]
+    scores = scores_of(graded, "no_scale")
     assert scores["test_task1_values"] == 0
-    assert all(scores[g] == POINTS[g] for g in TASK2)
+    assert all(scores[g] == POINTS[g] for g in TASK2), failures(graded, "no_scale")
     assert 0 < sum(scores.values()) < 100
-    assert "scale" in autograded_outputs(graded, "no_scale").lower()
+    assert "not scaled" in failures(graded, "no_scale")["test_task1_values"]
 
 
 def test_ignored_mask_loses_the_mask_test(graded):
-    scores = graded["mask_ignored"]
+    scores = scores_of(graded, "mask_ignored")
     assert scores["test_task1_mask"] == 0
     assert scores["test_task1_values"] == POINTS["test_task1_values"]
-    assert all(scores[g] == POINTS[g] for g in TASK2)
+    assert all(scores[g] == POINTS[g] for g in TASK2), failures(graded, "mask_ignored")
     assert 0 < sum(scores.values()) < 100
 
 
 def test_serial_loop_loses_the_pool_test(graded):
-    scores = graded["serial_loop"]
+    scores = scores_of(graded, "serial_loop")
     assert scores["test_task2_pool_usage"] == 0
     assert scores["test_task2_parallel_values"] == POINTS["test_task2_parallel_values"]
-    assert all(scores[g] == POINTS[g] for g in TASK1)
+    assert all(scores[g] == POINTS[g] for g in TASK1), failures(graded, "serial_loop")
     assert sum(scores.values()) == 85
