@@ -34,6 +34,7 @@ import os
 import resource
 import signal
 import sys
+import time
 import types
 
 MODULE_FILE = "my_transformer_model.py"
@@ -119,7 +120,7 @@ def _set_limit(which: int, value: int) -> None:
 
 def _serve(request: dict, limits, home: str, in_sandbox: bool, tripwires) -> dict:
     token = request["token"]
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:
         code = 0
         try:
@@ -135,6 +136,18 @@ def _serve(request: dict, limits, home: str, in_sandbox: bool, tripwires) -> dic
     else:
         reply["exitcode"] = os.WEXITSTATUS(status)
     return reply
+
+
+def _fork(patience: float = 10.0) -> int:
+    """fork, waiting a little while processes a previous child left are still being reaped."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return os.fork()
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _stop_leftovers(child: int, in_sandbox: bool) -> None:
