@@ -88,8 +88,8 @@ def unimportable_function_message(
         else:
             why = (
                 f"{name} is defined in the notebook or interactive session itself "
-                f"(`__main__`). Worker processes started with '{start_method}' begin as fresh "
-                "Python interpreters that do not run your notebook, so they cannot find it "
+                f"(`__main__`). Worker processes started with '{start_method}' start from a fresh "
+                "Python process that never ran your notebook, so they cannot find it "
                 "(from a script it works only when the function is defined at the top level, "
                 "outside `if __name__ == '__main__':`). "
             )
