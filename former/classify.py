@@ -22,6 +22,7 @@ import torch
 
 from former.attention import resolve_attention
 from former.training import (
+    LR_DECAYS,
     MODEL_FILE,
     ClassifierConfig,
     RunMismatchError,
@@ -51,36 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Train a transformer classifier on IMDB (or the built-in generated corpus). "
         f"To classify texts with a saved model: {PROG} predict --model FOLDER TEXT...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+
+    def add(group, *flags: str, help: str, **kwargs) -> None:
+        dest = kwargs.get("dest") or flags[-1].lstrip("-").replace("-", "_")
+        default = getattr(DEFAULTS, dest, None)
+        kwargs.setdefault("default", default)
+        group.add_argument(*flags, help=f"{help} (default: {default})", **kwargs)
+
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "-E", "--embedding", dest="emb", type=int, default=DEFAULTS.emb, help="embedding size"
-    )
-    model.add_argument("-H", "--heads", type=int, default=DEFAULTS.heads, help="attention heads")
-    model.add_argument("-d", "--depth", type=int, default=DEFAULTS.depth, help="transformer blocks")
-    model.add_argument(
+    add(model, "-E", "--embedding", dest="emb", type=int, help="embedding size")
+    add(model, "-H", "--heads", type=int, help="attention heads")
+    add(model, "-d", "--depth", type=int, help="transformer blocks")
+    add(
+        model,
         "-M",
         "--max",
         dest="max_length",
         type=int,
-        default=DEFAULTS.max_length,
         help="reviews are cut to this many tokens",
     )
-    model.add_argument(
-        "-V",
-        "--vocab-size",
-        type=int,
-        default=DEFAULTS.vocab_size,
-        help="vocabulary size, <pad> and <unk> included",
-    )
+    add(model, "-V", "--vocab-size", type=int, help="vocabulary size, <pad> and <unk> included")
     pooling = model.add_mutually_exclusive_group()
     pooling.add_argument(
         "--max-pool",
         dest="max_pool",
         action="store_true",
         default=DEFAULTS.max_pool,
-        help="max-pool over positions",
+        help="max-pool over positions (default: mean pooling)",
     )
     pooling.add_argument(
         "--mean-pool",
@@ -88,74 +87,68 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="mean-pool over positions (the default)",
     )
-    model.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
-    model.add_argument(
-        "--wide", action="store_true", help="wide attention: every head sees all of emb"
-    )
-    model.add_argument(
+    add(model, "--dropout", type=float, help="dropout rate")
+    add(model, "--wide", action="store_true", help="wide attention: every head sees all of emb")
+    add(
+        model,
         "--attention",
-        default=DEFAULTS.attention,
-        help="the attention function: 'sdpa' (PyTorch's fused kernel, the default), 'naive', "
+        help="the attention function: 'sdpa' (PyTorch's fused kernel), 'naive', "
         "or your own as 'module:function', e.g. my_transformer_model:multihead_attention",
     )
     training = parser.add_argument_group("training")
-    training.add_argument("-e", "--num-epochs", dest="epochs", type=int, default=DEFAULTS.epochs)
-    training.add_argument("-b", "--batch-size", type=int, default=DEFAULTS.batch_size)
-    training.add_argument(
-        "-l", "--learn-rate", dest="lr", type=float, default=DEFAULTS.lr, help="peak learning rate"
-    )
-    training.add_argument(
-        "--lr-warmup",
-        type=int,
-        default=DEFAULTS.lr_warmup,
-        help="warm-up length in training examples",
-    )
-    training.add_argument(
+    add(training, "-e", "--num-epochs", dest="epochs", type=int, help="epochs")
+    add(training, "-b", "--batch-size", type=int, help="reviews per batch")
+    add(training, "-l", "--learn-rate", dest="lr", type=float, help="peak learning rate (AdamW)")
+    add(training, "--lr-warmup", type=int, help="linear warm-up length, in training examples")
+    add(
+        training,
         "--lr-decay",
-        choices=("cosine", "linear", "constant"),
-        default=DEFAULTS.lr_decay,
+        choices=LR_DECAYS,
         help="decay after the warm-up, to zero at the end",
     )
-    training.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    training.add_argument(
-        "--gradient-clipping",
-        type=float,
-        default=DEFAULTS.gradient_clipping,
-        help="clip the gradient norm to this (0: off)",
+    add(training, "--weight-decay", type=float, help="AdamW weight decay (weight matrices only)")
+    add(training, "--gradient-clipping", type=float, help="clip the gradient norm to this (0: off)")
+    add(
+        training,
+        "-r",
+        "--random-seed",
+        dest="seed",
+        type=int,
+        help="seed for weights, split and order",
     )
-    training.add_argument("-r", "--random-seed", dest="seed", type=int, default=DEFAULTS.seed)
-    training.add_argument(
+    add(
+        training,
         "-f",
         "--final",
         action="store_true",
-        help="validate on the test split (otherwise on 20%% of train)",
+        help="validate on the test split, not on 20%% of train",
     )
-    training.add_argument("--evals-per-epoch", type=int, default=DEFAULTS.evals_per_epoch)
-    training.add_argument(
+    add(training, "--evals-per-epoch", type=int, help="evaluations per epoch")
+    add(
+        training,
         "--eval-subset",
         type=int,
-        default=DEFAULTS.eval_subset,
-        help="validation examples per evaluation during training (0: all); the last one uses all",
+        help="validation examples per evaluation during training (0: all); the last uses all",
     )
     data = parser.add_argument_group("data and output")
     data.add_argument(
         "--data",
         default=None,
         help="IMDB: aclImdb_v1.tar.gz, an aclImdb folder, a review,sentiment CSV, a folder holding "
-        "one, or 'synthetic'; default: $FORMER_DATA_DIR, the cache, then download",
+        "one, or 'synthetic' (default: $FORMER_DATA_DIR, the per-user cache, then download)",
     )
     data.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="folder for checkpoints and the trained model (model.pt)",
+        help="folder for checkpoints and the trained model.pt (default: not saved)",
     )
     data.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     data.add_argument(
         "--checkpoint-every",
         type=int,
         default=200,
-        help="optimizer steps between checkpoints (0: epoch ends only)",
+        help="optimizer steps between checkpoints, 0: epoch ends only (default: 200)",
     )
     add_runtime_arguments(parser)
     return parser

@@ -502,6 +502,7 @@ def fit_classifier(
     try:
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
+            step_at_start = step
             for index, batch in enumerate(
                 shard_batches(data.train, config, epoch, rank, world_size)
             ):
@@ -560,6 +561,11 @@ def fit_classifier(
                     break
                 if step >= total_steps:
                     break
+            if step == step_at_start:
+                raise RuntimeError(
+                    f"epoch {epoch} yielded no batches after position {position} of "
+                    f"{steps_per_epoch}; the training split changed since the checkpoint?"
+                )
     finally:
         bar.close()
     if not metrics and is_main:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, shared_file
 
 from former import classify, generate
-from tests.conftest import REPO_ROOT, shared_file
 
 METRIC_LINE = re.compile(r"^epoch=[0-9.]+ step=\d+ train_loss=[0-9.e-]+ val_acc=[0-9.]+ ", re.M)
 TINY_CLASSIFIER = ["-E", "16", "-H", "2", "-d", "1", "-M", "64", "--threads", "1"]
