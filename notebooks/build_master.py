@@ -4,9 +4,12 @@
     python notebooks/build_master.py --force    # replace it anyway
     python notebooks/build_master.py --check    # exit 1 when the master differs from this script
 
-The committed ``.ipynb`` is the product; this script is how it is written, so
-that the solution cells hold exactly the code of ``solutions/attention.py``
-(taken from it here) and the prose, tests and metadata stay reviewable as code.
+The committed ``.ipynb`` is the product, and instructors may edit it directly
+(JupyterLab's nbgrader toolbar); this script is how it was first written, with
+the solution cells taken verbatim from ``solutions/attention.py``. It never
+replaces a master that was edited by hand unless told to (``--force``).
+A test keeps the master's solution cells identical to ``solutions/attention.py``
+either way.
 """
 
 from __future__ import annotations

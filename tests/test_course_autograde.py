@@ -120,7 +120,7 @@ def failures(graded, student: str) -> dict[str, str]:
         for output in cell.get("outputs", []):
             if output.output_type == "error":
                 name = cell.metadata.get("nbgrader", {}).get("grade_id") or cell.source[:40]
-                found[name] = f"{output.ename}: {output.evalue[:300]}"
+                found[name] = f"{output.ename}: {output.evalue[:3000]}"
     return found
 
 

@@ -1,6 +1,6 @@
 """The lab notebook: the master runs top to bottom, the student version stops only at the stubs.
 
-Budget: about 3 minutes on 2 busy cores (master ~100 s, student ~60 s, the rest < 5 s).
+Budget: about 4 minutes on 2 busy cores (master ~130 s, student ~100 s, the rest < 10 s).
 Both notebooks train for real, on the 2,500-review IMDB sample, in quick mode (LAB_QUICK=1).
 """
 
@@ -86,13 +86,6 @@ def errors_of(cell) -> list:
 
 
 # --------------------------------------------------------------------------- the source
-
-
-def test_master_is_what_the_generator_writes():
-    result = subprocess.run(
-        [sys.executable, str(COURSE / "build_master.py"), "--check"], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_master_solution_cells_hold_exactly_the_reference_solutions():
