@@ -117,28 +117,28 @@ def cpu_bound_speedups(
     """Speed-up each pool would reach if this machine were otherwise idle.
 
     On a shared machine, wall-clock ratios depend on how much CPU other people's
-    processes leave us. CPU time barely does: the serial loop's CPU time per call,
-    divided by the parent's CPU time plus the busiest worker's, estimates the
-    speed-up on an idle machine (wake-up latencies ignored).
+    processes leave us; CPU time depends on it much less. Per call, the serial
+    loop's CPU time divided by the parent's CPU time plus the busiest worker's
+    estimates the speed-up on an idle machine (wake-up latencies ignored). The
+    methods take turns call by call, and the medians are compared.
     """
     if process_cpu_seconds(os.getpid()) is None:
         return None
-    start = time.process_time()
+    samples: dict[str, list[float]] = {"serial": [], **{name: [] for name in pools}}
     for _ in range(calls):
-        methods["serial"]()
-    serial = (time.process_time() - start) / calls
-    estimates = {}
-    for name, pool in pools.items():
-        pids = worker_pids(pool)
-        before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
         start = time.process_time()
-        for _ in range(calls):
+        methods["serial"]()
+        samples["serial"].append(time.process_time() - start)
+        for name, pool in pools.items():
+            pids = worker_pids(pool)
+            before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+            start = time.process_time()
             methods[name]()
-        parent = (time.process_time() - start) / calls
-        after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
-        busiest = max(b - a for a, b in zip(before, after, strict=True)) / calls
-        estimates[name] = serial / (parent + busiest)
-    return estimates
+            parent = time.process_time() - start
+            after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+            samples[name].append(parent + max(b - a for a, b in zip(before, after, strict=True)))
+    serial = statistics.median(samples["serial"])
+    return {name: serial / statistics.median(samples[name]) for name in pools}
 
 
 def choose_repeats(serial_seconds: float) -> int:
@@ -158,7 +158,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         if repeats is None:
             repeats = choose_repeats(serial_seconds)
         samples = interleaved_timings(methods, repeats=repeats, warmup=0)  # warmed above
-        cpu_calls = max(3, math.ceil(0.5 / max(serial_seconds, 1e-3)))
+        cpu_calls = max(5, min(25, math.ceil(0.5 / max(serial_seconds, 1e-3))))
         cpu_estimates = cpu_bound_speedups(methods, pools, cpu_calls)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}
