@@ -292,13 +292,15 @@ print(f"{len(data.train.sequences):,} training and {len(data.val.sequences):,} v
       f"a vocabulary of {len(data.vocab):,} words")
 
 
-def first(split: TextSplit, n: int) -> TextSplit:
-    \"\"\"The first n examples of a split (the loader already shuffled them).\"\"\"
-    return TextSplit(sequences=split.sequences[:n], labels=split.labels[:n])
+def sample(split: TextSplit, n: int, seed: int = 0) -> TextSplit:
+    \"\"\"n examples of a split drawn at random (a split may come ordered by label).\"\"\"
+    chosen = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))[:n]
+    return TextSplit([split.sequences[i] for i in chosen.tolist()], split.labels[chosen])
 
 
 def smaller(data: ClassificationData, n_train: int, n_val: int) -> ClassificationData:
-    return ClassificationData(first(data.train, n_train), first(data.val, n_val), data.vocab,
+    \"\"\"A random part of the data, for training runs that fit in a few minutes.\"\"\"
+    return ClassificationData(sample(data.train, n_train), sample(data.val, n_val), data.vocab,
                               data.num_classes, data.source)
 """,
         "load-data",
