@@ -315,7 +315,7 @@ smoke_config = ClassifierConfig(
     vocab_size=len(data.vocab), batch_size=32, epochs=1, evals_per_epoch=2 if QUICK else 4,
     attention="sdpa",
 )
-smoke_data = smaller(data, 256 if QUICK else 8_000, 128 if QUICK else 2_000)
+smoke_data = smaller(data, 256 if QUICK else 4_000, 128 if QUICK else 1_000)
 smoke_model = build_classifier(smoke_config, len(data.vocab), data.num_classes)
 start = time.perf_counter()
 smoke_metrics = fit_classifier(smoke_model, smoke_data, smoke_config, device=device)
@@ -325,8 +325,9 @@ print(f"{time.perf_counter() - start:.0f} s on {device}: {smoke_metrics}")
     )
     c.md(
         """
-On a laptop CPU a minute of training should already beat a coin flip; the
-accuracy climbs with longer runs. Now write the attention yourself.
+On 4,000 real reviews, one pass takes a minute or two on a laptop CPU and
+reaches roughly 75-85% validation accuracy (in quick mode, on a few hundred
+reviews, barely more than a coin flip). Now write the attention yourself.
 """,
         "smoke-done",
     )
@@ -484,8 +485,9 @@ print(f"{MODULE} defines: {[n for n in dir(my_transformer_model) if not n.starts
         """
 ### Train with your attention
 
-The model below is the smoke-run model, wider and deeper, with **your**
-function as its attention. The plot updates after every evaluation.
+The model below is the smoke-run model, one block deeper, with **your**
+function as its attention, trained on 6,000 reviews: a few minutes on a
+laptop CPU. The plot updates after every evaluation.
 """,
         "train1",
     )
@@ -518,10 +520,10 @@ class LivePlot:
 
 config = ClassifierConfig(
     emb=32 if QUICK else 64, heads=4, depth=1 if QUICK else 2, max_length=64 if QUICK else 256,
-    vocab_size=len(data.vocab), batch_size=32, epochs=1, evals_per_epoch=2 if QUICK else 8,
+    vocab_size=len(data.vocab), batch_size=32, epochs=1, evals_per_epoch=2 if QUICK else 6,
     attention="my_transformer_model:multihead_attention",
 )
-train_data = smaller(data, 256 if QUICK else 20_000, 128 if QUICK else 2_000)
+train_data = smaller(data, 256 if QUICK else 6_000, 128 if QUICK else 1_000)
 model = build_classifier(config, len(data.vocab), data.num_classes, attention=multihead_attention)
 start = time.perf_counter()
 metrics = fit_classifier(model, train_data, config, device=device, on_eval=LivePlot())
