@@ -79,10 +79,11 @@ def pick_device(name: str = "auto") -> torch.device:
 class ClassifierConfig:
     """Everything that defines a classifier training run.
 
-    The defaults are tuned to reach 85% IMDB test accuracy in minutes on a
-    laptop CPU: a narrow, shallow model (emb 64, depth 1) with mean pooling,
-    reviews cut to 512 tokens, a 20k vocabulary, and a high learning rate
-    that warms up and then decays to zero over two epochs.
+    The defaults are tuned to pass 85% IMDB test accuracy within minutes on a
+    laptop CPU: a narrow, shallow model (emb 64, depth 1) with small initial
+    embeddings and mean pooling, reviews cut to 256 tokens, a 20k vocabulary,
+    and a high learning rate that warms up and then decays to zero within one
+    epoch (see ``benchmarks/train.py``).
 
     lr_warmup counts training examples (as in the original former), not steps.
     eval_subset: how many validation examples the evaluations during training
@@ -92,14 +93,14 @@ class ClassifierConfig:
     emb: int = 64
     heads: int = 4
     depth: int = 1
-    max_length: int = 512
+    max_length: int = 256
     vocab_size: int = 20_000
     batch_size: int = 64
     lr: float = 3e-3
     lr_warmup: int = 2_500
     lr_decay: str = "cosine"
     weight_decay: float = 0.01
-    epochs: int = 2
+    epochs: int = 1
     gradient_clipping: float = 1.0
     max_pool: bool = False
     dropout: float = 0.1
@@ -194,7 +195,7 @@ def build_classifier(
     ``config.attention``.
     """
     torch.manual_seed(config.seed)
-    return CTransformer(
+    model = CTransformer(
         emb=config.emb,
         heads=config.heads,
         depth=config.depth,
@@ -206,6 +207,26 @@ def build_classifier(
         wide=config.wide,
         attention=config.attention if attention is None else attention,
     )
+    shrink_embeddings(model)
+    return model
+
+
+EMBEDDING_STD = 0.02
+
+
+def shrink_embeddings(model: nn.Module, std: float = EMBEDDING_STD) -> None:
+    """Re-draw token and position embeddings from N(0, std²) instead of PyTorch's N(0, 1).
+
+    With unit-scale embeddings, AdamW's steps (about ``lr`` per update) barely
+    move a word that occurs in a few dozen reviews away from its random
+    vector, and random position vectors drown the words. Small embeddings let
+    every word's vector be shaped by its first few occurrences: on IMDB this
+    takes a one-layer model from 81% to 85% test accuracy after one epoch.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
