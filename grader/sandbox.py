@@ -144,16 +144,19 @@ def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
         # own user id, which it does before any submission code runs.
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     args += _system_binds()
+    # The private /tmp comes first, so an environment or checkout that lives under /tmp
+    # (a CI clone, say) is bound on top of it rather than hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp"]
     mounted = _python_roots() + _public_packages()
     # Folders bwrap creates on the way to a mount point default to 0700: readable by root
     # only, and the probe is not root for long.
-    parents = {p for path in [*mounted, Path(SANDBOX_HOME)] for p in path.parents if p != p.parent}
+    already_there = {Path("/"), Path("/tmp"), Path("/dev"), Path("/dev/shm"), Path("/proc")}
+    parents = {p for path in [*mounted, Path(SANDBOX_HOME)] for p in path.parents} - already_there
     for parent in sorted(parents, key=lambda path: len(path.parts)):
         args += ["--perms", "0755", "--dir", str(parent)]
     for root in mounted:
         args += ["--ro-bind", str(root), str(root)]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp"]
     args += ["--bind", str(scratch), SANDBOX_HOME, "--chdir", SANDBOX_HOME]
     for name, value in _SANDBOX_ENV.items():
         args += ["--setenv", name, value]
