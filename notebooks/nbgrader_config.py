@@ -101,3 +101,16 @@ def _autograde_preprocessors():
 
 
 c.Autograde.autograde_preprocessors = _autograde_preprocessors()
+
+
+def _feedback_preprocessors():
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+    # nbgrader's own feedback shows the autograded notebook as it ran, hidden tests
+    # included; learners must never see them, so they are cut out first.
+    return [ClearHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+
+
+c.GenerateFeedback.preprocessors = _feedback_preprocessors()
+c.ClearHiddenTests.enforce_metadata = False
