@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(
         "attention",
         default=DEFAULT_ATTENTION,
-        help="'sdpa', 'naive', or 'module:function' (default: the learner's %(default)s)",
+        help="'sdpa' or 'module:function' (default: the learner's %(default)s)",
     )
     option("device", default="auto", help="auto, cuda, mps or cpu (default: %(default)s)")
     option(

@@ -12,10 +12,8 @@ There is deliberately no default: a model built without attention raises
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -70,24 +68,7 @@ def sdpa_attention(
     return merge_heads(out)
 
 
-def naive_attention(
-    queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False
-) -> Tensor:
-    """Plain-PyTorch multi-head attention, written out step by step.
-
-    The readable counterpart of :func:`sdpa_attention`; handy for tests and
-    for checking a kernel. Shapes as in :func:`sdpa_attention`.
-    """
-    q, k, v = (split_heads(x, heads) for x in (queries, keys, values))
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    if mask:
-        t = scores.size(-1)
-        future = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    return merge_heads(torch.softmax(scores, dim=-1) @ v)
-
-
-BUILTIN_ATTENTION: dict[str, AttentionFn] = {"sdpa": sdpa_attention, "naive": naive_attention}
+BUILTIN_ATTENTION: dict[str, AttentionFn] = {"sdpa": sdpa_attention}
 
 
 def import_attention(spec: str) -> AttentionFn:
@@ -95,7 +76,7 @@ def import_attention(spec: str) -> AttentionFn:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(
-            f"Unknown attention {spec!r}: use 'sdpa', 'naive', or an import string "
+            f"Unknown attention {spec!r}: use 'sdpa' or an import string "
             "'module:function' such as 'my_transformer_model:multihead_attention'."
         )
     try:

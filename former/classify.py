@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         model,
         "--attention",
-        help="the attention function: 'sdpa' (PyTorch's fused kernel), 'naive', "
+        help="the attention function: 'sdpa' (PyTorch's fused kernel) "
         "or your own as 'module:function', e.g. my_transformer_model:multihead_attention",
     )
     training = parser.add_argument_group("training")

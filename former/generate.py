@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--attention",
         default=DEFAULTS.attention,
-        help="'sdpa' (PyTorch's fused kernel, the default), 'naive', or 'module:function'",
+        help="'sdpa' (PyTorch's fused kernel, the default) or 'module:function'",
     )
     training = parser.add_argument_group("training")
     training.add_argument(

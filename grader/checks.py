@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from grader.diagnose import Diagnosis, compare, diagnose_attention, diagnose_pool_usage, tolerance
 from grader.instrumented_pool import InstrumentedPool, function_origin
 from grader.mistakes import POOL_MISTAKES_BY_KEY
@@ -211,7 +211,7 @@ def _gradients(
     except Exception as error:  # noqa: BLE001 - e.g. in-place ops autograd cannot undo
         return Diagnosis(False, "no_gradient", f"backward() failed: {describe_exception(error)}")
     theirs = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    (naive_attention(*theirs, heads, True) * upstream).sum().backward()
+    (sdpa_attention(*theirs, heads, True) * upstream).sum().backward()
     for name, got, want in zip(("queries", "keys", "values"), mine, theirs, strict=True):
         if got.grad is None:
             return Diagnosis(

@@ -1,7 +1,7 @@
 """Name what is wrong with an attention output, in plain words.
 
 :func:`diagnose_attention` compares a learner's output with its OWN float64
-reference (``former.attention.naive_attention``), then with every catalogued
+reference (``former.attention.sdpa_attention``), then with every catalogued
 mistake recomputed on the same inputs; when nothing matches it reports the
 largest error and where it is (batch, head, position, feature).
 :func:`diagnose_pool_usage` reads an :class:`~grader.instrumented_pool.InstrumentedPool`
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from grader.instrumented_pool import PoolCall
 from grader.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
 from grader.probe import one_torch_thread
@@ -198,7 +198,7 @@ def _diagnose_attention(
     large = max_scaled_score(q, k, heads) > LARGE_SCORE
     tol = tolerance(q.dtype, large)
     with torch.no_grad():
-        reference = naive_attention(q.double(), k.double(), v.double(), heads, mask).numpy()
+        reference = sdpa_attention(q.double(), k.double(), v.double(), heads, mask).numpy()
     result = compare(got, reference, tol)
     if result.ok:
         return Diagnosis(True, None, "The output matches the reference.")

@@ -1,15 +1,21 @@
 """Catalogue of known wrong answers to the attention tasks.
 
-Each :class:`Mistake` implements the WRONG version of multi-head attention, so
+Each :class:`Mistake` reproduces the WRONG version of multi-head attention, so
 that a diagnosis can recognise it: recompute the mistake on the learner's own
 inputs and see whether it reproduces the learner's output. Titles and hints are
 shown to learners, so they speak plain words and never give the answer away
 in code.
 
+This module ships to learners, so it holds no attention written out by hand:
+every mistake goes through PyTorch's ``scaled_dot_product_attention`` (sdpa),
+which the graded functions may not call, with altered inputs or arguments: a
+different ``scale=``, a different ``attn_mask=``, swapped arguments, or wrong
+reshapes around it. Attention weights, where a mistake needs them, are sdpa's
+output for identity values.
+
 All functions take queries, keys, values of shape (b, t, heads * s), the number
-of heads and the causal-mask flag, and return (b, t, heads * s). They compute in
-the dtype they are given, as a learner's code would (which matters for the
-unstable softmax: float32 overflows sooner than float64).
+of heads and the causal-mask flag, and return (b, t, heads * s), computed in the
+dtype they are given.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 MistakeFn = Callable[[Tensor, Tensor, Tensor, int, bool], Tensor]
@@ -50,7 +57,7 @@ class PoolMistake:
     hint: str
 
 
-# -- building blocks (the right ones, so each mistake changes exactly one thing) -------------
+# -- building blocks ------------------------------------------------------------------------------
 
 
 def _split(x: Tensor, heads: int) -> Tensor:
@@ -65,29 +72,36 @@ def _merge(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b, t, h * s)
 
 
-def _future(t: int, device: torch.device) -> Tensor:
-    """(t, t) bool, True where key j lies after query i (j > i)."""
-    return torch.ones(t, t, dtype=torch.bool, device=device).triu(1)
+def _visible(t: int, device: torch.device, diagonal: int = 0) -> Tensor:
+    """(t, t) bool, True where query i may see key j <= i + diagonal (sdpa's mask convention)."""
+    return torch.ones(t, t, dtype=torch.bool, device=device).tril(diagonal)
 
 
-def _attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: bool,
-    *,
-    scale: float | None = None,
-    hidden: Tensor | None = None,
-    softmax_dim: int = -1,
+def _sdpa(
+    q: Tensor, k: Tensor, v: Tensor, *, visible: Tensor | None = None, scale: float | None = None
 ) -> Tensor:
-    """Attention on (..., t, s) tensors; ``hidden`` overrides which (t, t) scores are masked."""
-    s = q.size(-1)
-    scale = 1 / math.sqrt(s) if scale is None else scale
-    scores = q @ k.transpose(-2, -1) * scale
-    if mask:
-        hidden = _future(scores.size(-1), scores.device) if hidden is None else hidden
-        scores = scores.masked_fill(hidden, float("-inf"))
-    return torch.softmax(scores, dim=softmax_dim) @ v
+    """sdpa on (..., t, s) tensors; ``visible`` (t, t): which keys each query may see.
+
+    A query that may see no key gets NaN, as -inf scores through a softmax give,
+    where sdpa itself returns zeros.
+    """
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
+    if visible is not None and not bool(visible.any(-1).all()):
+        out = out.masked_fill(~visible.any(-1, keepdim=True), math.nan)
+    return out
+
+
+def _weights(q: Tensor, k: Tensor, visible: Tensor | None = None) -> Tensor:
+    """Attention weights (..., t_q, t_k) of (..., t, s) queries and keys: sdpa's output when
+    the values are the identity matrix (row i of the output is query i's weights)."""
+    *batch, t_q, _ = q.shape
+    t_k = k.size(-2)
+    identity = torch.eye(t_k, dtype=q.dtype, device=q.device).expand(*batch, t_k, t_k)
+    return _sdpa(q, k, identity, visible=visible)
+
+
+def _causal(q: Tensor, mask: bool) -> Tensor | None:
+    return _visible(q.size(-2), q.device) if mask else None
 
 
 def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn:
@@ -96,6 +110,8 @@ def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn
     def apply(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
         return _merge(fn(_split(q, heads), _split(k, heads), _split(v, heads), mask))
 
+    apply.__name__ = apply.__qualname__ = fn.__name__
+    apply.__doc__ = fn.__doc__
     return apply
 
 
@@ -104,31 +120,31 @@ def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn
 
 @_per_head
 def missing_scale(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, k, v, mask, scale=1.0)
+    return _sdpa(q, k, v, visible=_causal(q, mask), scale=1.0)
 
 
 @_per_head
 def scale_one_over_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, k, v, mask, scale=1 / q.size(-1))
+    return _sdpa(q, k, v, visible=_causal(q, mask), scale=1 / q.size(-1))
 
 
 def scale_over_sqrt_emb(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
     emb = q.size(-1)  # heads * s: the full width instead of one head's
-    return _merge(
-        _attend(
-            _split(q, heads), _split(k, heads), _split(v, heads), mask, scale=1 / math.sqrt(emb)
-        )
-    )
+    qh, kh, vh = _split(q, heads), _split(k, heads), _split(v, heads)
+    return _merge(_sdpa(qh, kh, vh, visible=_causal(qh, mask), scale=1 / math.sqrt(emb)))
 
 
 @_per_head
 def scale_times_sqrt_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, k, v, mask, scale=math.sqrt(q.size(-1)))
+    return _sdpa(q, k, v, visible=_causal(q, mask), scale=math.sqrt(q.size(-1)))
 
 
 @_per_head
 def softmax_wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, k, v, mask, softmax_dim=-2)
+    # Normalising over queries is normalising over keys with the roles of q and k swapped
+    # (key j sees the queries i >= j), then transposing back.
+    visible_queries = _visible(q.size(-2), q.device).T if mask else None
+    return _weights(k, q, visible_queries).transpose(-2, -1) @ v
 
 
 def heads_not_transposed(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
@@ -137,59 +153,67 @@ def heads_not_transposed(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool
     def view_without_transpose(x: Tensor) -> Tensor:
         return x.reshape(b, heads, t, hs // heads)
 
-    out = _attend(
-        view_without_transpose(q), view_without_transpose(k), view_without_transpose(v), mask
-    )
-    return out.reshape(b, t, hs)
+    qh, kh, vh = (view_without_transpose(x) for x in (q, k, v))
+    return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(b, t, hs)
 
 
 def output_not_transposed(
     q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False
 ) -> Tensor:
     b, t, hs = q.shape
-    out = _attend(_split(q, heads), _split(k, heads), _split(v, heads), mask)  # (b, h, t, s)
-    return out.reshape(b, t, hs)
+    qh, kh, vh = _split(q, heads), _split(k, heads), _split(v, heads)
+    return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(b, t, hs)  # from (b, h, t, s)
 
 
 @_per_head
 def mask_missing(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, k, v, False)
+    return _sdpa(q, k, v)
 
 
 @_per_head
 def mask_inverted(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    t = q.size(-2)
-    past = torch.ones(t, t, dtype=torch.bool, device=q.device).tril(-1)
-    return _attend(q, k, v, mask, hidden=past)
+    self_and_future = _visible(q.size(-2), q.device).T
+    return _sdpa(q, k, v, visible=self_and_future if mask else None)
 
 
 @_per_head
 def mask_hides_diagonal(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    t = q.size(-2)
-    future_and_self = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(0)
-    return _attend(q, k, v, mask, hidden=future_and_self)
+    strictly_past = _visible(q.size(-2), q.device, diagonal=-1)
+    return _sdpa(q, k, v, visible=strictly_past if mask else None)
 
 
 @_per_head
 def mask_after_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+    weights = _weights(q, k)
     if mask:
-        weights = weights.masked_fill(_future(weights.size(-1), weights.device), 0.0)
+        weights = weights * _visible(q.size(-2), q.device)
     return weights @ v
 
 
 @_per_head
 def keys_values_swapped(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    return _attend(q, v, k, mask)
+    return _sdpa(q, v, k, visible=_causal(q, mask))
 
 
 @_per_head
 def unstable_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
+    # exp(x) / sum(exp(x)) without subtracting the row maximum, in this dtype: a row whose
+    # largest score overflows exp() gives inf / inf = NaN; a row whose exps are finite but
+    # sum to inf gives all-zero weights; a row whose exps all underflow gives 0 / 0 = NaN.
+    # Other rows are right. The log of the row's sum of exps is its maximum minus the log
+    # of the largest (stable) weight.
+    finfo = torch.finfo(q.dtype)
+    overflow = math.log(finfo.max)
+    # exp(x) rounds to 0 below half the smallest subnormal number, smallest_normal * eps
+    underflow = math.log(finfo.smallest_normal) + math.log(finfo.eps) - math.log(2)
+    visible = _causal(q, mask)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    if mask:
-        scores = scores.masked_fill(_future(scores.size(-1), scores.device), float("-inf"))
-    exps = torch.exp(scores)  # no max subtracted: exp(1000) is inf
-    return exps / exps.sum(dim=-1, keepdim=True) @ v
+    if visible is not None:
+        scores = scores.masked_fill(~visible, -math.inf)
+    top = scores.amax(dim=-1, keepdim=True)
+    log_sum = top - _weights(q, k, visible).amax(dim=-1, keepdim=True).log()
+    out = _sdpa(q, k, v, visible=visible).masked_fill(log_sum > overflow, 0.0)
+    return out.masked_fill((top > overflow) | (top < underflow), math.nan)
 
 
 MISTAKES: list[Mistake] = [

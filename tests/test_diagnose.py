@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from grader.diagnose import diagnose_attention, diagnose_pool_usage
 from grader.instrumented_pool import InstrumentedPool, function_origin
 from grader.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES
@@ -84,11 +84,110 @@ def test_mask_mistakes_are_invisible_without_the_mask():
             assert diagnose_attention(mistake.apply(q, k, v, 3, False), q, k, v, 3, False).correct
 
 
+# -- learner code written out by hand (tests only: nothing shipped computes attention itself) --
+
+
+def written_out(
+    q, k, v, heads, mask, *, scale=None, hidden=None, softmax=None, view=None, merge=None
+):
+    """Multi-head attention as a learner writes it; each keyword swaps in one wrong step."""
+    b, t, e = q.shape
+    s = e // heads
+    split = view or (lambda x: x.view(b, t, heads, s).transpose(1, 2))
+    qh, kh, vh = split(q), split(k), split(v)
+    scores = qh @ kh.transpose(-2, -1) * (1 / math.sqrt(s) if scale is None else scale)
+    if mask:
+        future = torch.ones(t, t, dtype=torch.bool).triu(1) if hidden is None else hidden(t)
+        scores = scores.masked_fill(future, float("-inf"))
+    weights = torch.softmax(scores, dim=-1) if softmax is None else softmax(scores)
+    out = weights @ vh
+    return out.transpose(1, 2).reshape(b, t, e) if merge is None else merge(out)
+
+
+def _mask_after_softmax(q, k, v, heads, mask):
+    b, t, e = q.shape
+    s = e // heads
+    qh, kh, vh = (x.view(b, t, heads, s).transpose(1, 2) for x in (q, k, v))
+    weights = torch.softmax(qh @ kh.transpose(-2, -1) / math.sqrt(s), dim=-1)
+    if mask:
+        weights = weights.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), 0.0)
+    return (weights @ vh).transpose(1, 2).reshape(b, t, e)
+
+
+def _exp_over_sum(scores):
+    exps = torch.exp(scores)  # no maximum subtracted
+    return exps / exps.sum(dim=-1, keepdim=True)
+
+
+HAND_WRITTEN_MISTAKES = {
+    "missing_scale": lambda q, k, v, h, m: written_out(q, k, v, h, m, scale=1.0),
+    "scale_one_over_s": lambda q, k, v, h, m: written_out(q, k, v, h, m, scale=h / q.size(-1)),
+    "scale_sqrt_emb": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, scale=1 / math.sqrt(q.size(-1))
+    ),
+    "scale_times_sqrt_s": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, scale=math.sqrt(q.size(-1) // h)
+    ),
+    "softmax_wrong_axis": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, softmax=lambda x: torch.softmax(x, dim=-2)
+    ),
+    "heads_not_transposed": lambda q, k, v, h, m: written_out(
+        q,
+        k,
+        v,
+        h,
+        m,
+        view=lambda x: x.reshape(x.size(0), h, x.size(1), -1),
+        merge=lambda x: x.reshape(x.size(0), x.size(2), -1),
+    ),
+    "output_not_transposed": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, merge=lambda x: x.reshape(x.size(0), x.size(2), -1)
+    ),
+    "mask_missing": lambda q, k, v, h, m: written_out(q, k, v, h, False),
+    "mask_inverted": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, hidden=lambda t: torch.ones(t, t, dtype=torch.bool).tril(-1)
+    ),
+    "mask_hides_diagonal": lambda q, k, v, h, m: written_out(
+        q, k, v, h, m, hidden=lambda t: torch.ones(t, t, dtype=torch.bool).triu(0)
+    ),
+    "mask_after_softmax": _mask_after_softmax,
+    "keys_values_swapped": lambda q, k, v, h, m: written_out(q, v, k, h, m),
+    "unstable_softmax": lambda q, k, v, h, m: written_out(q, k, v, h, m, softmax=_exp_over_sum),
+}
+
+
+def test_every_catalogued_mistake_has_a_hand_written_version():
+    assert set(HAND_WRITTEN_MISTAKES) == {m.key for m in MISTAKES}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.key)
+def test_hand_written_mistakes_are_diagnosed_by_name(mistake, dtype):
+    large = mistake.needs_large_scores
+    for seed in range(3):
+        q, k, v = inputs(dtype=dtype, scale=math.sqrt(1000) if large else 1.0, seed=seed)
+        wrong = HAND_WRITTEN_MISTAKES[mistake.key](q, k, v, 3, True)
+        assert diagnose_attention(wrong, q, k, v, 3, True).mistake == mistake.key
+
+
+@pytest.mark.parametrize("mask", [False, True], ids=["no_mask", "mask"])
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.key)
+def test_catalogued_mistakes_reproduce_hand_written_ones(mistake, mask):
+    """The catalogue builds each mistake from the fused kernel; it must equal the real thing."""
+    large = mistake.needs_large_scores
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = inputs(t=7, dtype=dtype, scale=math.sqrt(1000) if large else 1.0, seed=3)
+        expected = HAND_WRITTEN_MISTAKES[mistake.key](q, k, v, 3, mask)
+        torch.testing.assert_close(
+            mistake.apply(q, k, v, 3, mask), expected, equal_nan=True, atol=1e-5, rtol=1e-4
+        )
+
+
 def styles(q, k, v, heads, mask, style):
     if style == "solution":
         return solution.multihead_attention(q, k, v, heads, mask)
-    if style == "naive":
-        return naive_attention(q, k, v, heads, mask)
+    if style == "written_out":
+        return written_out(q, k, v, heads, mask)
     s = q.size(-1) // heads
     outs = []
     for i in range(heads):  # a loop over heads, masking with a large negative number
@@ -109,7 +208,7 @@ def styles(q, k, v, heads, mask, style):
     s=st.integers(1, 6),
     mask=st.booleans(),
     dtype=st.sampled_from([torch.float32, torch.float64]),
-    style=st.sampled_from(["solution", "naive", "loop"]),
+    style=st.sampled_from(["solution", "written_out", "loop"]),
     seed=st.integers(0, 2**16),
 )
 def test_correct_outputs_are_recognised_whatever_the_shapes(
@@ -132,7 +231,7 @@ def test_correct_outputs_are_recognised_whatever_the_shapes(
 )
 def test_an_unknown_error_is_located_by_batch_head_position_feature(b, t, heads, s, mask, data):
     q, k, v = inputs(b, t, heads, s, dtype=torch.float64)
-    out = naive_attention(q, k, v, heads, mask)
+    out = sdpa_attention(q, k, v, heads, mask)
     batch = data.draw(st.integers(0, b - 1))
     position = data.draw(st.integers(0, t - 1))
     head = data.draw(st.integers(0, heads - 1))
@@ -169,7 +268,7 @@ def test_a_missing_return_is_pointed_out():
 
 def test_nan_output_on_small_scores_is_reported_as_non_finite():
     q, k, v = inputs()
-    out = naive_attention(q, k, v, 3, False)
+    out = sdpa_attention(q, k, v, 3, False)
     out[1, 2, 7] = float("nan")
     diagnosis = diagnose_attention(out, q, k, v, 3, False)
     assert diagnosis.mistake == "nonfinite"
@@ -196,7 +295,7 @@ def test_instrumented_pool_records_function_and_items():
     q, k, v = inputs()
     pool = InstrumentedPool()
     results = pool.map(head_attention, per_head_items(q, k, v, 3, True))
-    assert torch.allclose(torch.cat(results, -1), naive_attention(q, k, v, 3, True), atol=1e-5)
+    assert torch.allclose(torch.cat(results, -1), sdpa_attention(q, k, v, 3, True), atol=1e-5)
     (call,) = pool.calls
     assert (call.method, call.function, call.n_items) == ("map", "head_attention", 3)
     assert call.module == __name__ and call.importable
@@ -275,5 +374,5 @@ def test_map_async_and_imap_count_as_one_call_per_head():
         pool = InstrumentedPool()
         result = getattr(pool, method)(head_attention, per_head_items(q, k, v, 3, False))
         outs = result.get() if method == "map_async" else list(result)
-        assert torch.allclose(torch.cat(outs, -1), naive_attention(q, k, v, 3), atol=1e-5)
+        assert torch.allclose(torch.cat(outs, -1), sdpa_attention(q, k, v, 3), atol=1e-5)
         assert diagnose_pool_usage(pool.calls, 3, head_shape=(2, 5, 4)).correct

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 
@@ -14,7 +15,6 @@ from former import CTransformer, GTransformer, SelfAttention, TransformerBlock
 from former.attention import (
     AttentionNotImplementedError,
     AttentionShapeError,
-    naive_attention,
     sdpa_attention,
 )
 
@@ -35,13 +35,29 @@ def test_self_attention_keeps_shape(b, t, heads, s, wide, mask):
     assert layer(torch.randn(b, t, emb)).shape == (b, t, emb)
 
 
+def attention_written_out(q, k, v, heads, mask):
+    """Multi-head attention step by step, to check the fused kernel's head layout and mask."""
+    b, t, e = q.shape
+    s = e // heads
+    qh, kh, vh = (x.view(b, t, heads, s).transpose(1, 2) for x in (q, k, v))
+    scores = qh @ kh.transpose(-2, -1) / math.sqrt(s)
+    if mask:
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ vh).transpose(1, 2).reshape(b, t, e)
+
+
 @settings(max_examples=20, deadline=None)
 @given(t=st.integers(1, 10), heads=st.integers(1, 4), s=st.integers(1, 5), mask=st.booleans())
-def test_builtin_attentions_agree(t, heads, s, mask):
+def test_sdpa_attention_is_multihead_attention(t, heads, s, mask):
     q, k, v = torch.randn(3, 2, t, heads * s, dtype=torch.float64).unbind(0)
     torch.testing.assert_close(
-        naive_attention(q, k, v, heads, mask), sdpa_attention(q, k, v, heads, mask)
+        sdpa_attention(q, k, v, heads, mask), attention_written_out(q, k, v, heads, mask)
     )
+
+
+def test_sdpa_attention_has_gradients_in_float64():
+    q, k, v = (torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda *x: sdpa_attention(*x, 2, True), (q, k, v))
 
 
 @pytest.mark.parametrize("wide", [False, True])
@@ -112,7 +128,7 @@ def test_import_string_plug(tmp_path, monkeypatch):
     (tmp_path / "my_attn_mod.py").write_text(
         textwrap.dedent(
             """
-            from former.attention import naive_attention as multihead_attention
+            from former.attention import sdpa_attention as multihead_attention
             """
         )
     )
@@ -129,6 +145,7 @@ def test_import_string_plug(tmp_path, monkeypatch):
     [
         ("no_such_module_xyz:f", ImportError, "Cannot import module 'no_such_module_xyz'"),
         ("flash", ValueError, "Unknown attention 'flash'"),
+        ("naive", ValueError, "use 'sdpa' or an import string"),
         (42, TypeError, "not int"),
     ],
 )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from former import CTransformer, GTransformer
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from former.parallel import PoolAttention, SerialPool, make_pool
 from solutions.attention import attention_function
 
@@ -21,7 +21,7 @@ def pool():
 
 def twin_models(model_class, pool_attention, **kwargs):
     torch.manual_seed(0)
-    serial = model_class(attention=naive_attention, **kwargs)
+    serial = model_class(attention=sdpa_attention, **kwargs)
     pooled = model_class(attention=pool_attention, **kwargs)
     pooled.load_state_dict(serial.state_dict())
     return serial.eval(), pooled.eval()
@@ -79,7 +79,7 @@ def test_backward_is_mapped_over_the_pool_and_matches_autograd(pool, mask):
 
     for x in inputs:
         x.grad = None
-    (naive_attention(*inputs, 4, mask) * weights).sum().backward()
+    (sdpa_attention(*inputs, 4, mask) * weights).sum().backward()
     for pooled, expected in zip(pooled_grads, (x.grad for x in inputs), strict=True):
         torch.testing.assert_close(pooled, expected, atol=1e-6, rtol=1e-5)
 
@@ -108,7 +108,7 @@ def test_serial_pool_and_deepcopy():
     attention = PoolAttention(SerialPool())
     assert copy.deepcopy(attention) is attention
     q = torch.randn(1, 5, 6)
-    torch.testing.assert_close(attention(q, q, q, 2), naive_attention(q, q, q, 2))
+    torch.testing.assert_close(attention(q, q, q, 2), sdpa_attention(q, q, q, 2))
 
 
 def test_pool_attention_needs_a_pool():

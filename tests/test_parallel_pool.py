@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from former.parallel import (
     PoolAttention,
     PoolTimeoutError,
@@ -98,7 +98,7 @@ def test_pool_attention_equals_serial(pool, b, t, heads, s, mask):
     serial = PoolAttention(SerialPool())(q, k, v, heads, mask)
     parallel = PoolAttention(pool)(q, k, v, heads, mask)
     torch.testing.assert_close(parallel, serial, atol=1e-6, rtol=0)
-    torch.testing.assert_close(parallel, naive_attention(q, k, v, heads, mask), atol=1e-6, rtol=0)
+    torch.testing.assert_close(parallel, sdpa_attention(q, k, v, heads, mask), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("mask", [False, True])

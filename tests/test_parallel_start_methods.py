@@ -19,13 +19,13 @@ SCRIPT = textwrap.dedent(
 
     import torch
 
-    from former.attention import naive_attention
+    from former.attention import sdpa_attention
     from former.parallel import PoolAttention, make_pool
 
 
     def head(args):  # lives in the script's __main__
         q, k, v, mask = args
-        return naive_attention(q, k, v, 1, mask)
+        return sdpa_attention(q, k, v, 1, mask)
 
 
     def check(method):
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         with make_pool(1 if method == "spawn" else 2, method) as pool:
             for mask in (False, True):
                 out = PoolAttention(pool, head_function=head)(q, k, v, 4, mask)
-                error = (out - naive_attention(q, k, v, 4, mask)).abs().max().item()
+                error = (out - sdpa_attention(q, k, v, 4, mask)).abs().max().item()
                 assert error <= 1e-6, error
         print("ok", method, flush=True)
 
@@ -65,12 +65,12 @@ def test_every_start_method_from_a_script(tmp_path, repo_root):
 
 
 HEADS_MODULE = """%%writefile nb_heads.py
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 
 
 def attention_function(args):
     q, k, v, mask = args
-    return naive_attention(q, k, v, 1, mask)
+    return sdpa_attention(q, k, v, 1, mask)
 """
 
 NOTEBOOK_CELLS = [
@@ -78,7 +78,7 @@ NOTEBOOK_CELLS = [
     textwrap.dedent(
         """
         import torch
-        from former.attention import naive_attention
+        from former.attention import sdpa_attention
         from former.parallel import PoolAttention, UnpicklableFunctionError, make_pool
         import nb_heads
 
@@ -94,7 +94,7 @@ NOTEBOOK_CELLS = [
             pools[method] = pool = make_pool(1 if method == "spawn" else 2, method)
             for mask in (False, True):
                 out = PoolAttention(pool, nb_heads.attention_function)(q, k, v, 4, mask)
-                assert (out - naive_attention(q, k, v, 4, mask)).abs().max() <= 1e-6
+                assert (out - sdpa_attention(q, k, v, 4, mask)).abs().max() <= 1e-6
             print("ok", method)
         """
     ),
@@ -102,7 +102,7 @@ NOTEBOOK_CELLS = [
         """
         def notebook_head(args):
             q, k, v, mask = args
-            return naive_attention(q, k, v, 1, mask)
+            return sdpa_attention(q, k, v, 1, mask)
 
         try:
             pools["spawn"].map(notebook_head, [(q, k, v, False)])
@@ -114,7 +114,7 @@ NOTEBOOK_CELLS = [
         """
         with make_pool(2, "fork") as pool:  # a fork copies the notebook, function included
             out = PoolAttention(pool, notebook_head)(q, k, v, 4, True)
-            assert (out - naive_attention(q, k, v, 4, True)).abs().max() <= 1e-6
+            assert (out - sdpa_attention(q, k, v, 4, True)).abs().max() <= 1e-6
         print("fork runs notebook functions")
         for pool in pools.values():
             pool.close()

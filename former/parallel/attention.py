@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from former.attention import naive_attention
+from former.attention import sdpa_attention
 from former.parallel.pool import HeadPool
 
 HeadFunction = Callable[[tuple[Tensor, Tensor, Tensor, bool]], Tensor]
@@ -57,7 +57,7 @@ def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
     Returns (b, t, s).
     """
     q, k, v, mask = args
-    return naive_attention(q, k, v, 1, mask)
+    return sdpa_attention(q, k, v, 1, mask)
 
 
 def head_gradients(
