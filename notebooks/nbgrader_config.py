@@ -103,13 +103,28 @@ def _autograde_preprocessors():
 c.Autograde.autograde_preprocessors = _autograde_preprocessors()
 
 
+class ErrorsWithoutTracebacks(NbGraderPreprocessor):
+    """Keep only "ErrorName: message" of the errors raised in graded cells.
+
+    An IPython traceback quotes the lines around the failing one, and in a test
+    cell those are the hidden tests. The message itself carries the diagnosis.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and is_grade(cell):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    output["traceback"] = [f"{output.get('ename')}: {output.get('evalue')}"]
+        return cell, resources
+
+
 def _feedback_preprocessors():
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
     # nbgrader's own feedback shows the autograded notebook as it ran, hidden tests
     # included; learners must never see them, so they are cut out first.
-    return [ClearHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+    return [ClearHiddenTests, ErrorsWithoutTracebacks, GetGrades, CSSHTMLHeaderPreprocessor]
 
 
 c.GenerateFeedback.preprocessors = _feedback_preprocessors()

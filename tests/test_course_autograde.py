@@ -163,3 +163,17 @@ def test_serial_loop_loses_the_pool_test(graded):
     assert scores["test_task2_parallel_values"] == POINTS["test_task2_parallel_values"]
     assert all(scores[g] == POINTS[g] for g in TASK1), failures(graded, "serial_loop")
     assert sum(scores.values()) == 85
+
+
+def test_nbgrader_feedback_hides_the_hidden_tests(graded):
+    course_dir = graded["course_dir"]
+    result = course.run_nbgrader(
+        ["generate_feedback", ASSIGNMENT, "--student", "no_scale", "--force"], course_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    pages = list((course_dir / "feedback" / "no_scale").rglob("*.html"))
+    assert pages, "nbgrader wrote no feedback page"
+    page = pages[0].read_text()
+    assert "not scaled" in page  # the learner still reads the diagnosis
+    for secret in course.HIDDEN_TEST_TEXT:
+        assert secret not in page
