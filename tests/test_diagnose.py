@@ -376,3 +376,12 @@ def test_map_async_and_imap_count_as_one_call_per_head():
         outs = result.get() if method == "map_async" else list(result)
         assert torch.allclose(torch.cat(outs, -1), sdpa_attention(q, k, v, 3), atol=1e-5)
         assert diagnose_pool_usage(pool.calls, 3, head_shape=(2, 5, 4)).correct
+
+
+def test_inf_or_nan_on_large_scores_is_named_an_unstable_softmax_even_when_rows_differ():
+    q, k, v = inputs(scale=math.sqrt(1000))
+    out = sdpa_attention(q, k, v, 3, True)
+    out[0, 3, :4] = float("inf")  # one head of one position overflowed, nothing else
+    diagnosis = diagnose_attention(out, q, k, v, 3, True)
+    assert diagnosis.mistake == "unstable_softmax"
+    assert "batch 0, head 0, position 3" in diagnosis.message
