@@ -42,7 +42,7 @@ class AttentionShapeError(ValueError):
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """(b, t, heads * s) -> (b, heads, t, s)."""
     b, t, hs = x.shape
-    return x.view(b, t, heads, hs // heads).transpose(1, 2)
+    return x.reshape(b, t, heads, hs // heads).transpose(1, 2)
 
 
 def merge_heads(x: Tensor) -> Tensor:

@@ -33,12 +33,13 @@ from former.training import (
     UsageError,
     add_runtime_arguments,
     autocast_for,
+    check_heads_divide,
     check_positive,
     check_same_run,
     check_schedule,
     checkpoint_paths,
+    config_from_dict,
     format_metrics,
-    largest_divisor_at_most,
     load_latest_checkpoint,
     make_optimizer,
     metric_logger,
@@ -98,12 +99,7 @@ class GeneratorConfig:
             test_every=self.test_every,
             test_batches=self.test_batches,
         )
-        if not self.wide and self.emb % self.heads != 0:
-            raise ValueError(
-                f"heads ({self.heads}) must divide the embedding size ({self.emb}) for narrow "
-                f"attention: pick e.g. -H {largest_divisor_at_most(self.emb, self.heads)}, "
-                "or use --wide."
-            )
+        check_heads_divide(self.emb, self.heads, self.wide)
         check_schedule(self.lr, self.lr_decay, self.lr_warmup)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}.")
@@ -113,11 +109,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generator settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data, "generator")
 
 
 def build_generator(config: GeneratorConfig, attention: AttentionSpec = None) -> GTransformer:

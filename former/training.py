@@ -129,12 +129,7 @@ class ClassifierConfig:
             raise ValueError(
                 f"vocab_size must be at least 3 (<pad>, <unk>, one word); got {self.vocab_size}."
             )
-        if not self.wide and self.emb % self.heads != 0:
-            raise ValueError(
-                f"heads ({self.heads}) must divide the embedding size ({self.emb}) for narrow "
-                f"attention: pick e.g. -H {largest_divisor_at_most(self.emb, self.heads)}, "
-                "or use --wide."
-            )
+        check_heads_divide(self.emb, self.heads, self.wide)
         check_schedule(self.lr, self.lr_decay, self.lr_warmup)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
@@ -144,11 +139,25 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown classifier settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data, "classifier")
+
+
+def config_from_dict(cls: type, data: dict[str, Any], kind: str) -> Any:
+    """Rebuild a settings dataclass saved with ``asdict``, refusing unknown keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {kind} settings {unknown}; known: {sorted(known)}.")
+    return cls(**data)
+
+
+def check_heads_divide(emb: int, heads: int, wide: bool) -> None:
+    """Narrow attention splits ``emb`` into ``heads`` equal parts."""
+    if not wide and emb % heads != 0:
+        raise ValueError(
+            f"heads ({heads}) must divide the embedding size ({emb}) for narrow "
+            f"attention: pick e.g. -H {largest_divisor_at_most(emb, heads)}, or use --wide."
+        )
 
 
 def check_positive(**values: int) -> None:

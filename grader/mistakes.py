@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from former.attention import merge_heads, split_heads
+
 MistakeFn = Callable[[Tensor, Tensor, Tensor, int, bool], Tensor]
 
 
@@ -58,18 +60,6 @@ class PoolMistake:
 
 
 # -- building blocks ------------------------------------------------------------------------------
-
-
-def _split(x: Tensor, heads: int) -> Tensor:
-    """(b, t, heads * s) -> (b, heads, t, s), head i from features [i*s:(i+1)*s]."""
-    b, t, hs = x.shape
-    return x.reshape(b, t, heads, hs // heads).transpose(1, 2)
-
-
-def _merge(x: Tensor) -> Tensor:
-    """(b, heads, t, s) -> (b, t, heads * s)."""
-    b, h, t, s = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * s)
 
 
 def _visible(t: int, device: torch.device, diagonal: int = 0) -> Tensor:
@@ -108,7 +98,9 @@ def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn
     """Lift a per-head (b, heads, t, s) computation to the (b, t, heads * s) contract."""
 
     def apply(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
-        return _merge(fn(_split(q, heads), _split(k, heads), _split(v, heads), mask))
+        return merge_heads(
+            fn(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads), mask)
+        )
 
     apply.__name__ = apply.__qualname__ = fn.__name__
     apply.__doc__ = fn.__doc__
@@ -130,8 +122,8 @@ def scale_one_over_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
 
 def scale_over_sqrt_emb(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
     emb = q.size(-1)  # heads * s: the full width instead of one head's
-    qh, kh, vh = _split(q, heads), _split(k, heads), _split(v, heads)
-    return _merge(_sdpa(qh, kh, vh, visible=_causal(qh, mask), scale=1 / math.sqrt(emb)))
+    qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
+    return merge_heads(_sdpa(qh, kh, vh, visible=_causal(qh, mask), scale=1 / math.sqrt(emb)))
 
 
 @_per_head
@@ -161,7 +153,7 @@ def output_not_transposed(
     q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False
 ) -> Tensor:
     b, t, hs = q.shape
-    qh, kh, vh = _split(q, heads), _split(k, heads), _split(v, heads)
+    qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
     return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(b, t, hs)  # from (b, h, t, s)
 
 
