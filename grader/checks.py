@@ -253,23 +253,21 @@ def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckRe
     return run
 
 
-# -- Task 1 ------------------------------------------------------------------------------------
+def _small_example(checker: _Checker, run: Callable[..., Any]) -> Diagnosis | CheckReport:
+    """Run on the small example and record its shape and values.
 
-
-@_single_threaded
-def check_multihead_attention(fn: Callable) -> CheckReport:
-    """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
-    checker = _Checker("multihead_attention")
+    Returns the diagnosis of the output, or the finished report when there is
+    nothing more to check (a stub, a crash, a wrong shape).
+    """
     b, t, heads, s = EXAMPLE
     q, k, v = _example(b, t, heads, s)
     try:
-        out = _call(fn, q.clone(), k.clone(), v.clone(), heads, False)
+        out = run(q.clone(), k.clone(), v.clone(), heads, False)
     except _NotImplemented:
         return checker.not_implemented()
     except _Failed as failure:
         checker.record("runs on a small example (b=2, t=5, heads=3, s=4)", False, str(failure))
         return checker.finish()
-
     shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, heads * s)
     first = diagnose_attention(out, q, k, v, heads, False)
     checker.record(
@@ -281,6 +279,20 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
     if not shape_ok:
         return checker.finish()
     checker.diagnosis("matches the reference on a small example (no mask)", first)
+    return first
+
+
+# -- Task 1 ------------------------------------------------------------------------------------
+
+
+@_single_threaded
+def check_multihead_attention(fn: Callable) -> CheckReport:
+    """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
+    checker = _Checker("multihead_attention")
+    b, t, heads, s = EXAMPLE
+    first = _small_example(checker, lambda *args: _call(fn, *args))
+    if isinstance(first, CheckReport):
+        return first
     scale_mistake = first.mistake is not None and "scale" in first.mistake
     if first.correct or scale_mistake:
         checker.record(
@@ -418,25 +430,9 @@ def check_parallel_multihead_attention(
         return out
 
     b, t, heads, s = EXAMPLE
-    q, k, v = _example(b, t, heads, s)
-    try:
-        out = run(q.clone(), k.clone(), v.clone(), heads, False)
-    except _NotImplemented:
-        return checker.not_implemented()
-    except _Failed as failure:
-        checker.record("runs on a small example (b=2, t=5, heads=3, s=4)", False, str(failure))
-        return checker.finish()
-    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, heads * s)
-    first = diagnose_attention(out, q, k, v, heads, False)
-    checker.record(
-        f"returns a tensor of shape (b, t, heads * s) = {(b, t, heads * s)}",
-        shape_ok,
-        first.message if not shape_ok else "",
-        first.mistake if not shape_ok else None,
-    )
-    if not shape_ok:
-        return checker.finish()
-    checker.diagnosis("matches the reference on a small example (no mask)", first)
+    first = _small_example(checker, run)
+    if isinstance(first, CheckReport):
+        return first
 
     usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
     checker.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
