@@ -6,10 +6,13 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from former import CTransformer, GTransformer
 from former.attention import sdpa_attention
 from former.parallel import PoolAttention, SerialPool, make_pool
+from former.parallel.attention import PIECE_SCORE_BYTES, InPieces, rows_per_piece
 from solutions.attention import attention_function
 
 
@@ -17,6 +20,10 @@ from solutions.attention import attention_function
 def pool():
     with make_pool(2) as pool:
         yield pool
+
+
+def failing_head(args):
+    raise RuntimeError("no head today")
 
 
 def twin_models(model_class, pool_attention, **kwargs):
@@ -114,3 +121,53 @@ def test_serial_pool_and_deepcopy():
 def test_pool_attention_needs_a_pool():
     with pytest.raises(TypeError, match="make_pool"):
         PoolAttention(object())
+
+
+# -- heads computed in cache-sized pieces -------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 5), t=st.integers(1, 12), rows=st.integers(1, 6), mask=st.booleans())
+def test_a_head_in_pieces_equals_the_whole_head(b, t, rows, mask):
+    generator = torch.Generator().manual_seed(b * 100 + t)
+    q, k, v = (torch.randn(b, t, 3, generator=generator) for _ in range(3))
+    whole = attention_function((q, k, v, mask))
+    torch.testing.assert_close(InPieces(attention_function, rows)((q, k, v, mask)), whole)
+
+
+def test_pieces_keep_each_score_matrix_within_the_budget():
+    assert rows_per_piece(128) * 128 * 128 * 4 <= PIECE_SCORE_BYTES
+    assert rows_per_piece(512) == 1  # (1, 512, 512) float32 scores: exactly the budget
+    assert rows_per_piece(4096) == 1  # never less than one batch entry
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_long_inputs_go_in_pieces_with_the_same_outputs_and_gradients(pool, mask):
+    # t = 600: one batch entry's scores already exceed the budget, so each worker
+    # computes its heads one batch entry at a time, forward and backward.
+    assert rows_per_piece(600) == 1
+    generator = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(3, 600, 8, generator=generator, requires_grad=True) for _ in range(3)]
+    weights = torch.randn(3, 600, 8, generator=generator)
+    attention = PoolAttention(pool, head_function=attention_function)
+
+    out = attention(*inputs, 2, mask)
+    (out * weights).sum().backward()
+    pooled_grads = [x.grad.clone() for x in inputs]
+    for x in inputs:
+        x.grad = None
+    expected = sdpa_attention(*inputs, 2, mask)
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    for pooled, grad in zip(pooled_grads, (x.grad for x in inputs), strict=True):
+        torch.testing.assert_close(pooled, grad, atol=1e-6, rtol=1e-5)
+
+
+def test_a_head_function_in_pieces_is_still_named_in_errors(pool):
+    # The pieces wrapper must not hide whose function failed.
+    attention = PoolAttention(pool, head_function=failing_head)
+    q = torch.randn(2, 600, 4)
+    with pytest.raises(RuntimeError, match="no head today") as caught:
+        attention(q, q, q, 2)
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "test_parallel_attention.failing_head" in notes

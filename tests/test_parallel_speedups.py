@@ -39,10 +39,15 @@ def test_measure_speedups_with_the_learner_function_then_plot():
     assert figure._repr_png_().startswith(b"\x89PNG")  # how a notebook cell shows it
 
 
-def test_interleaved_medians_times_every_method():
+def test_interleaved_medians_times_every_method_in_changing_orders():
     calls = []
-    medians = interleaved_medians(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
-    )
-    assert set(medians) == {"a", "b"} and calls.count("a") == calls.count("b") == 4
-    assert calls[2:4] == ["a", "b"] and calls[4:6] == ["b", "a"]  # methods take turns
+    methods = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    medians = interleaved_medians(methods, repeats=12, warmup=1)
+    assert set(medians) == set("abc")
+    timed = calls[3:]  # after one warm-up call each
+    blocks = [tuple(timed[i : i + 3]) for i in range(0, len(timed), 3)]
+    assert len(blocks) == 12 and all(sorted(block) == list("abc") for block in blocks)
+    # No method always runs right after the same one: orders change between repeats.
+    assert len(set(blocks)) > 1
+    predecessors = {(block[i - 1], block[i]) for block in blocks for i in (1, 2)}
+    assert len(predecessors) > 3

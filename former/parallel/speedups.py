@@ -14,6 +14,7 @@ of them rather than one.
 from __future__ import annotations
 
 import io
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,17 +52,22 @@ def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def interleaved_timings(
-    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
+    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Seconds per call of each method, ``repeats`` samples each, the methods taking turns."""
+    """Seconds per call of each method, ``repeats`` samples each, the methods taking turns.
+
+    Each repeat runs the methods in a new random order, so that no method always
+    runs right after the same other one: a pool's workers may still be tidying
+    up after their call, and that must not always land on the same neighbour.
+    """
     for fn in methods.values():
         for _ in range(warmup):
             fn()
     names = list(methods)
+    order = random.Random(seed)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
+    for _ in range(repeats):
+        for name in order.sample(names, len(names)):
             start = time.perf_counter()
             methods[name]()
             samples[name].append(time.perf_counter() - start)
