@@ -26,6 +26,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.course import nbgrader_env
+
 REPO = Path(__file__).resolve().parent.parent
 COURSE = REPO / "notebooks"
 ASSIGNMENT = "transformers_from_scratch"
@@ -41,12 +43,9 @@ _MISTAKES = {
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO)
     # The notebook's data cell: the real IMDB sample when it is here, else the generated corpus.
-    env["LAB_IMDB"] = str(SAMPLE_DATA) if SAMPLE_DATA.exists() else "synthetic"
-    return env
+    imdb = str(SAMPLE_DATA) if SAMPLE_DATA.exists() else "synthetic"
+    return nbgrader_env(PYTHONPATH=str(REPO), LAB_IMDB=imdb)
 
 
 def _run(command: list[str], cwd: Path) -> float:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import inspect
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -29,16 +31,6 @@ REPO_ROOT = COURSE_ROOT.parent
 ASSIGNMENT = "transformers_from_scratch"
 MASTER = COURSE_ROOT / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 
-# grade_id -> points, as agreed with the hidden test cases in solutions/hidden_tests.py
-TEST_POINTS = {
-    "test_task1_values": 20,
-    "test_task1_mask": 15,
-    "test_task1_robust": 10,
-    "test_task1_gradients": 15,
-    "test_task2_attention_function": 10,
-    "test_task2_parallel_values": 15,
-    "test_task2_pool_usage": 15,
-}
 SOLUTION_IDS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
 MODULE_HEADER = "import math\n\nimport torch\n"
 
@@ -90,7 +82,7 @@ class Cells:
             "grade": True,
             "grade_id": grade_id,
             "locked": True,
-            "points": TEST_POINTS[grade_id],
+            "points": points_of(grade_id),
             "schema_version": 3,
             "solution": False,
             "task": False,
@@ -98,14 +90,23 @@ class Cells:
         self.cells.append(cell)
 
 
-def reference_source(name: str) -> str:
-    """The source of a reference function in solutions/attention.py."""
+def solutions_module(name: str) -> ModuleType:
+    """``solutions.<name>`` from this checkout, whatever folder the script runs from."""
     sys.path.insert(0, str(REPO_ROOT))
     try:
-        from solutions import attention
+        return importlib.import_module(f"solutions.{name}")
     finally:
         sys.path.pop(0)
-    return inspect.getsource(getattr(attention, name))
+
+
+def reference_source(name: str) -> str:
+    """The source of a reference function in solutions/attention.py."""
+    return inspect.getsource(getattr(solutions_module("attention"), name))
+
+
+def points_of(grade_id: str) -> int:
+    """Points of a test cell, as its group in solutions/hidden_tests.py sets them."""
+    return solutions_module("hidden_tests").GROUPS[grade_id].points
 
 
 def with_solution_markers(function_source: str) -> str:

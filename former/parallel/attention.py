@@ -229,9 +229,9 @@ class PoolAttention:
                 f"{queries.device}. Move the model to the CPU (model.cpu()), or use "
                 "attention='sdpa' on an accelerator."
             )
-        head_function = self.head_function
-        if self.split_batch and queries.size(0) > rows_per_piece(queries.size(1)):
-            head_function = InPieces(head_function, rows_per_piece(queries.size(1)))
+        head_function, rows = self.head_function, rows_per_piece(queries.size(1))
+        if self.split_batch and queries.size(0) > rows:
+            head_function = InPieces(head_function, rows)
         needs_grad = torch.is_grad_enabled() and any(
             x.requires_grad for x in (queries, keys, values)
         )

@@ -7,31 +7,23 @@ lines (``# %%`` alone for an ungraded cell). Graded cells it leaves out are take
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+
+from grader import course as lab_course
+from solutions.hidden_tests import GROUPS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ASSIGNMENT = "lab"
 NOTEBOOK = "lab"
 GRADED = ("multihead_attention", "attention_function", "parallel_multihead_attention")
-# test cell -> (task, points), as in the master notebook
-TESTS = {
-    "test_task1_values": 20,
-    "test_task1_mask": 15,
-    "test_task1_robust": 10,
-    "test_task1_gradients": 15,
-    "test_task2_attention_function": 10,
-    "test_task2_parallel_values": 15,
-    "test_task2_pool_usage": 15,
-}
-TASK1_TESTS = [name for name in TESTS if name.startswith("test_task1")]
-TASK2_TESTS = [name for name in TESTS if name.startswith("test_task2")]
+# test cell -> points, and each task's test cells, as the hidden tests define them
+TESTS = {grade_id: group.points for grade_id, group in GROUPS.items()}
+TASK1_TESTS = [grade_id for grade_id, group in GROUPS.items() if group.task == 1]
+TASK2_TESTS = [grade_id for grade_id, group in GROUPS.items() if group.task == 2]
 
 
 def entries() -> list[str]:
@@ -125,10 +117,7 @@ def master_notebook() -> nbformat.NotebookNode:
 
 def nbgrader_env() -> dict:
     """nbgrader runs `alembic` from PATH and hidden cells import `solutions` from the repo."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO)
-    return env
+    return lab_course.nbgrader_env(PYTHONPATH=str(REPO))
 
 
 def make_course(root: Path) -> Path:
@@ -140,20 +129,10 @@ def make_course(root: Path) -> Path:
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True, exist_ok=True)
     nbformat.write(master_notebook(), source / f"{NOTEBOOK}.ipynb")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbgrader",
-            "generate_assignment",
-            ASSIGNMENT,
-            "--force",
-            "--CourseDirectory.root=" + str(root),
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=nbgrader_env(),
+    done = lab_course.run_nbgrader(
+        ["generate_assignment", ASSIGNMENT, "--force", f"--CourseDirectory.root={root}"],
+        root,
+        PYTHONPATH=str(REPO),
     )
     if done.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
