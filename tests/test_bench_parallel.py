@@ -27,7 +27,7 @@ def test_benchmark_reports_every_method_for_every_shape(tmp_path, capsys):
         # every method computes the same attention as the serial baseline
         assert max(row["max_abs_error"].values()) < 1e-5
     table = capsys.readouterr().out
-    assert "pieces" in table and "head_pool" in table
+    assert all(name in table for name in ("pieces", "workers", "head_pool"))
 
 
 def test_a_malformed_shape_is_refused_with_the_expected_form(capsys):

@@ -71,6 +71,10 @@ def thread_count(_):
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
 
 
+def where_and_threads(_):
+    return os.getpid(), torch.get_num_threads()
+
+
 @pytest.fixture(scope="module")
 def pool():
     with make_pool(2) as pool:
@@ -316,3 +320,58 @@ def test_worker_killed_between_calls_raises_then_recovers():
         with pytest.raises(WorkerDiedError, match="SIGKILL"):
             pool.map(square, range(4))
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
+# -- the caller computes a share too ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def caller_pool():
+    with make_pool(2, include_caller=True) as pool:
+        yield pool
+
+
+def test_caller_pool_has_one_worker_and_computes_the_last_batch_itself(caller_pool):
+    assert len(caller_pool.pids) == 1 and caller_pool.processes == 2
+    assert "include_caller=True" in repr(caller_pool)
+    before = torch.get_num_threads()
+    places = caller_pool.map(where_and_threads, range(5))
+    worker = caller_pool.pids[0]
+    # 5 items on 2 processes: the worker takes 3, the caller (with one thread) the last 2
+    assert places == [(worker, 1)] * 3 + [(os.getpid(), 1)] * 2
+    assert torch.get_num_threads() == before  # the caller's thread count is restored
+
+
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 3), t=st.integers(1, 40), heads=st.integers(1, 6), mask=st.booleans())
+def test_caller_pool_attention_equals_serial_forward_and_backward(caller_pool, b, t, heads, mask):
+    q, k, v = (x.requires_grad_() for x in heads_input(b, t, heads, 4))
+    out = PoolAttention(caller_pool)(q, k, v, heads, mask)
+    torch.testing.assert_close(out, sdpa_attention(q, k, v, heads, mask), atol=1e-6, rtol=0)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    expected = torch.autograd.grad(sdpa_attention(q, k, v, heads, mask).sum(), (q, k, v))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.timeout(60)
+def test_exception_in_the_callers_share_names_the_caller_and_keeps_workers_in_step(caller_pool):
+    with pytest.raises(ValueError, match="item 3 is not welcome") as caught:
+        caller_pool.map(fail_on_three, range(4))  # items 0-1 in the worker, 2-3 here
+    assert any("in the calling process" in note for note in caught.value.__notes__)
+    assert caller_pool.map(square, range(6)) == [x * x for x in range(6)]
+
+
+@pytest.mark.timeout(60)
+def test_a_workers_error_wins_over_the_callers_as_it_comes_first(caller_pool):
+    with pytest.raises(ValueError, match="item 3") as caught:
+        caller_pool.map(fail_on_three, [3, 3])  # one item each
+    assert isinstance(caught.value.__cause__, RemoteTraceback)  # raised in the worker
+
+
+def test_a_pool_of_one_with_the_caller_starts_no_worker():
+    with make_pool(1, include_caller=True) as pool:
+        assert pool.pids == []
+        assert pool.map(where_and_threads, range(3)) == [(os.getpid(), 1)] * 3
+        with pytest.raises(UnpicklableFunctionError):  # as it would with workers
+            pool.map(lambda x: x, [1])

@@ -2,7 +2,8 @@
 
 - :func:`make_pool` / :class:`HeadPool`: ``multiprocessing.Pool``-like pool with
   a safe start method, one thread per worker, persistent workers, tensors in
-  shared memory, and clear exceptions instead of hangs.
+  shared memory, clear exceptions instead of hangs, and optionally the caller
+  computing a share itself (``include_caller=True``).
 - :class:`PoolAttention`: run a model's heads on a pool (inference and training).
 - :func:`measure_speedups` / :func:`plot_speedups`: when do processes pay off?
 """

@@ -31,6 +31,17 @@ How it differs from ``multiprocessing.Pool``, and why:
   on 2 workers: heads 0-3 and 4-7), one message each way per worker. The
   function is still applied to each item separately and results come back in
   order, exactly as with ``multiprocessing.Pool.map``.
+- **The caller may compute too** (``include_caller=True``). While the workers
+  compute, the calling process would only wait; with this option it takes one
+  share of the items itself (one torch thread, on its own tensors: nothing to
+  copy for that share), and ``processes`` counts it: ``make_pool(2,
+  include_caller=True)`` is the caller and one worker process. On two cores
+  this halves the shared-memory traffic and removes a worker's wake-up from
+  every call, which is most of what a pool costs at short sequences
+  (``python -m benchmarks.parallel`` compares both). The price: the caller's
+  share runs in your own process, so a crash there (``os._exit``, a segfault)
+  takes your process down, and ``timeout`` cannot interrupt it. The default,
+  ``False``, keeps ``multiprocessing.Pool``'s behaviour.
 - **Failures are exceptions.** An exception in the function is re-raised in the
   caller with the worker's traceback; a worker that dies (``os._exit``, a
   segfault, the out-of-memory killer) raises :class:`WorkerDiedError` at once,
@@ -46,10 +57,13 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+import torch
 
 from former.parallel.arena import Arena, align, copy_in, pack, unpack
 from former.parallel.errors import (
@@ -112,6 +126,20 @@ def check_start_method(start_method: str | None) -> str:
             f"available: {', '.join(multiprocessing.get_all_start_methods())}."
         )
     return start_method
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous number."""
+    previous = torch.get_num_threads()
+    if previous == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
@@ -193,12 +221,16 @@ class HeadPool:
         start_method: str | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple = (),
+        include_caller: bool = False,
     ) -> None:
         if processes is None:
             processes = available_cpus()
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}.")
         self.processes = processes
+        self.include_caller = include_caller
+        # The caller is one of the processes that compute, when it takes part.
+        self.worker_count = processes - 1 if include_caller else processes
         self.start_method = check_start_method(start_method)
         self.traffic = Traffic()
         self._context = multiprocessing.get_context(self.start_method)
@@ -213,12 +245,14 @@ class HeadPool:
     # -- life cycle ----------------------------------------------------------------------
 
     def _start_workers(self) -> None:
+        if self.worker_count == 0:
+            return  # make_pool(1, include_caller=True): the caller computes everything
         if self.start_method == "forkserver":
             # The server imports torch once; every worker forked from it starts warm.
             self._context.set_forkserver_preload(["__main__", "former.parallel.worker"])
         started = []
         try:
-            for index in range(self.processes):
+            for index in range(self.worker_count):
                 parent_end, child_end = multiprocessing.Pipe(duplex=True)
                 process = self._context.Process(
                     target=serve,
@@ -306,7 +340,11 @@ class HeadPool:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
-        return f"HeadPool(processes={self.processes}, start_method={self.start_method!r}, {state})"
+        caller = ", include_caller=True" if self.include_caller else ""
+        return (
+            f"HeadPool(processes={self.processes}{caller}, "
+            f"start_method={self.start_method!r}, {state})"
+        )
 
     @property
     def pids(self) -> list[int]:
@@ -324,9 +362,10 @@ class HeadPool:
     ) -> list[Any]:
         """``[fn(item) for item in iterable]``, computed by the workers, in order.
 
-        Items are split into one contiguous batch per worker (``chunksize`` is
-        accepted for compatibility with ``multiprocessing.Pool.map``; batches are
-        always as even as possible). ``timeout`` (seconds) bounds the whole call:
+        Items are split into one contiguous batch per worker, plus the last one
+        for the caller with ``include_caller=True`` (``chunksize`` is accepted for
+        compatibility with ``multiprocessing.Pool.map``; batches are always as
+        even as possible). ``timeout`` (seconds) bounds the wait for the workers:
         past it, :class:`PoolTimeoutError` is raised and the workers are replaced.
         """
         del chunksize
@@ -337,12 +376,16 @@ class HeadPool:
             return []
         function_bytes = self._pickle_function(fn)
         with self._lock:
-            if not self._state.workers:
+            if len(self._state.workers) < self.worker_count:
                 self._start_workers()
             self._call_id += 1
-            ranges = split_evenly(len(items), len(self._state.workers))
-            batches = [self._pack_batch(items, start, stop) for start, stop in ranges]
+            parts = len(self._state.workers) + (1 if self.include_caller else 0)
+            ranges = split_evenly(len(items), parts)
+            # The caller takes the last batch, never larger than the others: it also
+            # hands out the work and gathers it.
+            own_range = ranges.pop() if self.include_caller else None
             busy = self._state.workers[: len(ranges)]
+            batches = [self._pack_batch(items, start, stop) for start, stop in ranges]
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 for worker, batch, item_range in zip(busy, batches, ranges, strict=True):
@@ -350,13 +393,43 @@ class HeadPool:
                         self._send_batch(worker, fn, function_bytes, batch)
                     except OSError:  # the worker died between calls
                         raise self._death(worker, item_range, fn) from None
+                own_results, own_error = self._run_here(fn, items, own_range)
                 replies = self._collect(busy, ranges, fn, deadline)
             except BaseException:
                 # A worker may still be computing or be gone: start afresh next time.
                 self._state.shutdown(graceful=False)
                 raise
             self.traffic.calls += 1
-            return self._results(fn, busy, ranges, replies)
+            results = self._results(fn, busy, ranges, replies)
+            if own_error is not None:  # the workers' items come first: their errors win
+                raise own_error
+            return results + own_results
+
+    def _run_here(
+        self, fn: Callable[[Any], Any], items: list[Any], item_range: tuple[int, int] | None
+    ) -> tuple[list[Any], Exception | None]:
+        """The caller's share: its results, or the exception that stopped it.
+
+        An exception is returned rather than raised so that the workers' replies
+        are still read and the workers stay in step for the next call.
+        """
+        if item_range is None:
+            return [], None
+        start, stop = item_range
+        index = start
+        try:
+            # One thread, as each worker has: more would compete with them for the cores.
+            with torch_threads(1):
+                results = []
+                for index in range(start, stop):
+                    results.append(fn(items[index]))
+                return results, None
+        except Exception as error:
+            if hasattr(error, "add_note"):
+                error.add_note(
+                    f"(raised by {function_name(fn)} on item {index}, in the calling process)"
+                )
+            return [], error
 
     def _pickle_function(self, fn: Callable[[Any], Any]) -> bytes:
         if not callable(fn):
@@ -534,13 +607,25 @@ def make_pool(
     *,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple = (),
+    include_caller: bool = False,
 ) -> HeadPool:
     """A ready-to-use :class:`HeadPool` (its workers have started when this returns).
 
-    processes: number of worker processes; ``None`` means one per available core.
+    processes: number of processes that compute; ``None`` means one per
+    available core. They are all worker processes, unless ``include_caller``.
+    include_caller: the calling process computes one share of every ``map``
+    itself and ``processes - 1`` workers compute the rest (faster when the
+    heads are small; see :mod:`former.parallel.pool`).
     start_method: ``"fork"``, ``"forkserver"``, ``"spawn"``, or ``None`` for the
     platform's safe default (``forkserver`` on Linux, ``spawn`` on macOS and
     Windows; see :mod:`former.parallel.pool` for the reasons).
-    initializer(*initargs): run once in every worker after it limits itself to one thread.
+    initializer(*initargs): run once in every worker process after it limits itself to
+    one thread (not in the caller).
     """
-    return HeadPool(processes, start_method, initializer=initializer, initargs=initargs)
+    return HeadPool(
+        processes,
+        start_method,
+        initializer=initializer,
+        initargs=initargs,
+        include_caller=include_caller,
+    )

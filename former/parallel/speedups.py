@@ -17,28 +17,16 @@ import io
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from former.parallel.attention import PoolAttention, SerialPool
-from former.parallel.pool import make_pool
+from former.parallel.pool import make_pool, torch_threads
 
 ParallelAttention = Callable[..., Tensor]  # (queries, keys, values, heads, mask, pool)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads, then restore the previous number."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
