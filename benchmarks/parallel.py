@@ -16,6 +16,10 @@ For each input shape (b, h, t, s) it times multi-head attention computed
                  the heads itself and one worker process the other half, so only
                  that half travels; ``head_pool`` / ``pieces`` is what the second
                  core adds;
+- ``no_traffic``: the caller and one worker each compute half the heads, in the same
+                 pieces, from copies they already hold, and nothing comes back: no
+                 tensor crosses a process boundary. No pool can beat it; it shows
+                 what two processes get out of this machine's two cores;
 - ``threads``:   head after head, torch intra-op threads on all cores;
 - ``sdpa_1``, ``sdpa``: PyTorch's fused ``scaled_dot_product_attention``, one thread
                  and all cores;
@@ -45,6 +49,7 @@ import torch
 
 from former.attention import sdpa_attention
 from former.parallel import PoolAttention, SerialPool, available_cpus, make_pool
+from former.parallel.attention import InPieces, rows_per_piece
 from former.parallel.pool import default_start_method
 from former.parallel.speedups import interleaved_timings, random_inputs, with_threads
 from former.parallel.worker import keep_freed_memory, limit_threads
@@ -60,11 +65,54 @@ METHODS = {
     "workers": f"former.parallel.make_pool({PROCESSES}): {PROCESSES} workers, caller waits",
     "head_pool": f"former.parallel.make_pool({PROCESSES}, include_caller=True): caller + "
     f"{PROCESSES - 1} worker",
+    "no_traffic": "caller + 1 worker on halves they already hold, no tensors moved: the ceiling",
     "threads": "serial loop over heads, torch intra-op threads on all cores",
     "sdpa_1": "F.scaled_dot_product_attention, 1 thread",
     "sdpa": "F.scaled_dot_product_attention, all cores",
 }
 TIME_PER_SHAPE = 20.0  # seconds of serial time to aim for when choosing repeats
+
+
+# Heads each process of the no_traffic method holds, by key; filled by stash_heads.
+_HELD: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+
+def stash_heads(args: tuple[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]) -> None:
+    """Keep private copies of some heads' (q, k, v), each (b, t, s), in this process."""
+    key, heads = args
+    _HELD[key] = [tuple(x.clone() for x in head) for head in heads]
+
+
+def compute_held(args: tuple[str, bool]) -> torch.Tensor | None:
+    """Attention of the heads held under ``key``, in pieces; (b, t, heads * s) if asked for."""
+    key, give_back = args
+    heads = _HELD[key]
+    head = InPieces(attention_function, rows_per_piece(heads[0][0].size(1)))
+    outputs = [head((q, k, v, False)) for q, k, v in heads]
+    return torch.cat(outputs, dim=2) if give_back else None
+
+
+def no_traffic(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, pool: Any
+) -> tuple[Callable[[], None], Callable[[], torch.Tensor]]:
+    """The no_traffic method on a caller-plus-one-worker pool: (timed call, checked output).
+
+    q, k, v: (b, t, heads * s). The first half of the heads is handed to the
+    worker once, the second half stays with the caller.
+    """
+    s = q.size(-1) // heads
+    per_head = [tuple(x[:, :, i * s : (i + 1) * s] for x in (q, k, v)) for i in range(heads)]
+    half = (heads + 1) // 2
+    # A caller-plus-one-worker pool sends the first item to the worker, keeps the last.
+    pool.map(stash_heads, [("worker", per_head[:half]), ("caller", per_head[half:])])
+
+    def timed() -> None:
+        pool.map(compute_held, [("worker", False), ("caller", False)])
+
+    def output() -> torch.Tensor:
+        return torch.cat(pool.map(compute_held, [("worker", True), ("caller", True)]), dim=2)
+
+    return timed, output
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -88,9 +136,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def methods_for(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, pools: dict[str, Any]
-) -> dict[str, Callable[[], torch.Tensor]]:
-    """One zero-argument callable per method, each returning (b, t, h*s)."""
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], torch.Tensor]]]:
+    """Two dicts of zero-argument callables, by method: the timed calls, and calls
+    returning the method's (b, t, h*s) output to check (the same but for no_traffic)."""
     cores = available_cpus()
+    held, held_output = no_traffic(q, k, v, heads, pools["head_pool"])
 
     # Every pool maps the Task 2 reference head (bmm, softmax, bmm): the work a
     # learner's attention_function does, not PyTorch's fused kernel.
@@ -100,16 +150,18 @@ def methods_for(
 
     # The parent of a pool only hands out work and gathers it: one thread for it
     # leaves the cores to the workers.
-    return {
+    methods = {
         "serial": with_threads(1, on(SerialPool(), split_batch=False)),
         "pool_map": with_threads(1, on(pools["pool_map"], split_batch=False)),
         "pieces": with_threads(1, on(SerialPool(), split_batch=True)),
         "workers": with_threads(1, on(pools["workers"], split_batch=True)),
         "head_pool": with_threads(1, on(pools["head_pool"], split_batch=True)),
+        "no_traffic": with_threads(1, held),
         "threads": with_threads(cores, on(SerialPool(), split_batch=False)),
         "sdpa_1": with_threads(1, lambda: sdpa_attention(q, k, v, heads, False)),
         "sdpa": with_threads(cores, lambda: sdpa_attention(q, k, v, heads, False)),
     }
+    return methods, {**methods, "no_traffic": with_threads(1, held_output)}
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -170,9 +222,9 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
     b, h, t, s = shape
     q, k, v = random_inputs(b, h, t, s)
     with torch.inference_mode():
-        methods = methods_for(q, k, v, h, pools)
-        reference = methods["serial"]()
-        errors = {name: (fn() - reference).abs().max().item() for name, fn in methods.items()}
+        methods, outputs = methods_for(q, k, v, h, pools)
+        reference = outputs["serial"]()
+        errors = {name: (fn() - reference).abs().max().item() for name, fn in outputs.items()}
         start = time.perf_counter()
         methods["serial"]()
         serial_seconds = time.perf_counter() - start
@@ -224,6 +276,8 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "best": row["best_speedup"]["head_pool"],
                     # The cutting into pieces helps one core too: this is the second core's share.
                     "over_pieces": measured / row["speedup"]["pieces"],
+                    # What two processes reach here with nothing to move: the ceiling.
+                    "ceiling": row["speedup"]["no_traffic"],
                     "met": measured >= TARGETS[shape],
                 }
             )
@@ -322,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"target head_pool >= {target['min_speedup']}x at {tuple(target['shape'])}: "
             f"{target['measured']:.2f}x (median) {verdict}; best-of-repeats ratio "
-            f"{target['best']:.2f}x; over the same pieces on one core {target['over_pieces']:.2f}x"
+            f"{target['best']:.2f}x; over the same pieces on one core {target['over_pieces']:.2f}x; "
+            f"ceiling (no_traffic) {target['ceiling']:.2f}x"
         )
     print(f"load average after: {info.get('load_average_after')}")
 

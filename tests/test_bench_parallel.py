@@ -27,7 +27,13 @@ def test_benchmark_reports_every_method_for_every_shape(tmp_path, capsys):
         # every method computes the same attention as the serial baseline
         assert max(row["max_abs_error"].values()) < 1e-5
     table = capsys.readouterr().out
-    assert all(name in table for name in ("pieces", "workers", "head_pool"))
+    assert all(name in table for name in ("pieces", "workers", "head_pool", "no_traffic"))
+    # a row at a target shape is judged against the target and shown beside the ceiling
+    row = {**report["shapes"][0], "b": 4, "h": 8, "t": 512, "s": 16}
+    (target,) = parallel.check_targets([row])
+    assert target["measured"] == row["speedup"]["head_pool"]
+    assert target["ceiling"] == row["speedup"]["no_traffic"]
+    assert target["met"] == (row["speedup"]["head_pool"] >= parallel.TARGETS[(4, 8, 512, 16)])
 
 
 def test_a_malformed_shape_is_refused_with_the_expected_form(capsys):
