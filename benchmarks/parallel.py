@@ -68,7 +68,7 @@ METHODS = {
     "workers": f"former.parallel.make_pool({PROCESSES}): {PROCESSES} workers, caller waits",
     "head_pool": f"former.parallel.make_pool({PROCESSES}, include_caller=True): caller + "
     f"{PROCESSES - 1} worker",
-    "no_traffic": "caller + 1 worker on halves they already hold, no tensors moved: the ceiling",
+    "no_traffic": "caller + 1 worker on halves they hold, nothing moved (ceiling)",
     "threads": "serial loop over heads, torch intra-op threads on all cores",
     "sdpa_1": "F.scaled_dot_product_attention, 1 thread",
     "sdpa": "F.scaled_dot_product_attention, all cores",
@@ -326,12 +326,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     names = [n for n in METHODS if n != "serial"]
     from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    figure = Figure(figsize=(10, 6), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
-        bars = axes.bar(xs, [row["speedup"][name] for row in rows], width, label=METHODS[name])
+        bars = axes.bar(
+            xs, [row["speedup"][name] for row in rows], width, label=f"{name}: {METHODS[name]}"
+        )
         axes.bar_label(bars, fmt="%.2g", fontsize=7)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
@@ -348,7 +350,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.2g}x"))
     axes.set_ylabel("speed-up over serial, 1 thread (log scale)")
     axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
-    figure.legend(fontsize=8, loc="outside lower center", ncols=2)
+    figure.legend(fontsize=7, loc="outside lower center", ncols=2)
     figure.savefig(path, dpi=120)
 
 
