@@ -18,8 +18,9 @@ For each input shape (b, h, t, s) it times multi-head attention computed
                  core adds;
 - ``no_traffic``: the caller and one worker each compute half the heads, in the same
                  pieces, from copies they already hold, and nothing comes back: no
-                 tensor crosses a process boundary. No pool can beat it; it shows
-                 what two processes get out of this machine's two cores;
+                 tensor crosses a process boundary. A pool computing the same pieces
+                 cannot beat it: it shows what two processes get out of this machine's
+                 two cores;
 - ``threads``:   head after head, torch intra-op threads on all cores;
 - ``sdpa_1``, ``sdpa``: PyTorch's fused ``scaled_dot_product_attention``, one thread
                  and all cores;
