@@ -230,13 +230,8 @@ def plain_serial_seconds(shape: tuple[int, int, int, int], repeats: int) -> floa
     q, k, v = random_inputs(b, h, t, s)
     attention = PoolAttention(SerialPool(), attention_function, split_batch=False)
     with torch.inference_mode():
-        attention(q, k, v, h, False)
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            attention(q, k, v, h, False)
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        samples = interleaved_timings({"serial": lambda: attention(q, k, v, h, False)}, repeats)
+    return statistics.median(samples["serial"])
 
 
 def measure_plain_serial(rows: list[dict[str, Any]]) -> None:
