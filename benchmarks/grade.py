@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from grader.course import nbgrader_env
+from grader.course import graded_cells, nbgrader_env, remove_solution_markers
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = REPO / "notebooks"
@@ -59,15 +59,6 @@ def _run(command: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def _answer(source: str) -> str:
-    """A master solution cell as a learner would hand it in (solution markers gone)."""
-    return "\n".join(
-        line
-        for line in source.split("\n")
-        if line.strip() not in {"### BEGIN SOLUTION", "### END SOLUTION"}
-    )
-
-
 def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
     """A course with the assignment generated and ``students`` submissions; student -> variant."""
     course = root / "course"
@@ -89,9 +80,9 @@ def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
     master = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     release = nbformat.read(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     answers = {
-        cell.metadata["nbgrader"]["grade_id"]: _answer(cell.source)
-        for cell in master.cells
-        if cell.metadata.get("nbgrader", {}).get("solution")
+        grade_id: remove_solution_markers(cell.source)
+        for grade_id, cell in graded_cells(master).items()
+        if cell.metadata.nbgrader.get("solution")
     }
     variants = {}
     names = list(_MISTAKES)
@@ -99,8 +90,7 @@ def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
         student = f"student{index:03d}"
         variant = names[index % len(names)] if index % 2 else "correct"
         submission = nbformat.from_dict(json.loads(json.dumps(release)))
-        for cell in submission.cells:
-            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for grade_id, cell in graded_cells(submission).items():
             if grade_id in answers:
                 cell.source = answers[grade_id]
                 if grade_id == "multihead_attention":

@@ -71,6 +71,34 @@ def release_path(course_dir: Path = COURSE_DIR) -> Path:
     return course_dir / "release" / ASSIGNMENT / NOTEBOOK
 
 
+# --------------------------------------------------------------------------- nbgrader cells
+
+
+def nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | None = None) -> dict:
+    """A cell's ``nbgrader`` metadata as JupyterLab's Create Assignment toolbar writes it: an
+    "Autograded answer" with ``solution=True``, an "Autograder tests" cell with ``points``."""
+    metadata = {
+        "grade": points is not None,
+        "grade_id": grade_id,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
+    if points is not None:
+        metadata["points"] = points
+    return metadata
+
+
+def graded_cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """grade_id -> cell, for every cell nbgrader grades or replaces (answers and tests)."""
+    return {
+        cell.metadata["nbgrader"]["grade_id"]: cell
+        for cell in nb.cells
+        if "grade_id" in cell.get("metadata", {}).get("nbgrader", {})
+    }
+
+
 # --------------------------------------------------------------------------- release
 
 
@@ -202,9 +230,23 @@ def remove_hidden_tests(source: str) -> str:
 
 
 def remove_solution_markers(source: str) -> str:
+    """A solution cell's source as a learner hands it in: the BEGIN/END SOLUTION lines dropped."""
     return "\n".join(
         line for line in source.split("\n") if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)
     )
+
+
+def solution_function(source: str, name: str) -> str:
+    """The source of function ``name`` in a solution cell: markers and cell magics
+    (``%%writefile``) dropped, so that it compares with ``solutions/attention.py``."""
+    code = "\n".join(
+        line for line in remove_solution_markers(source).split("\n") if not line.startswith("%")
+    )
+    lines = code.split("\n")
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return "\n".join(lines[node.lineno - 1 : node.end_lineno])
+    raise CourseError(f"The solution cell {name!r} defines no function {name}.")
 
 
 def solution_notebook(master: Path) -> nbformat.NotebookNode:
@@ -228,24 +270,11 @@ def solution_notebook(master: Path) -> nbformat.NotebookNode:
 
 def solution_module(master: Path) -> str:
     """``lab_solutions.py``: the graded functions exactly as in the master's solution cells."""
-    nb = nbformat.read(master, as_version=4)
-    functions = {}
-    for cell in nb.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id not in GRADED_FUNCTIONS:
-            continue
-        code = "\n".join(
-            line
-            for line in remove_solution_markers(cell.source).split("\n")
-            if not line.startswith("%")
-        )
-        lines = code.split("\n")
-        for node in ast.parse(code).body:
-            if isinstance(node, ast.FunctionDef) and node.name == grade_id:
-                functions[grade_id] = "\n".join(lines[node.lineno - 1 : node.end_lineno])
-    missing = [name for name in GRADED_FUNCTIONS if name not in functions]
+    cells = graded_cells(nbformat.read(master, as_version=4))
+    missing = [name for name in GRADED_FUNCTIONS if name not in cells]
     if missing:
         raise CourseError(f"The master notebook has no solution cell for {missing}.")
+    functions = {name: solution_function(cells[name].source, name) for name in GRADED_FUNCTIONS}
     header = (
         '"""Reference solutions of the Transformers From Scratch lab (released after the lab)."""\n'
         "\nimport math\n\nimport torch\n"
@@ -578,10 +607,14 @@ __all__ = [
     "build_student_bundle",
     "check_bundle",
     "generate_release",
+    "graded_cells",
     "hidden_test_leaks",
+    "nbgrader_metadata",
     "public_grader_modules",
     "release_time",
+    "remove_solution_markers",
     "solution_code_leaks",
+    "solution_function",
     "solution_module",
     "solution_notebook",
     "write_solutions",

@@ -240,3 +240,10 @@ def test_release_refuses_to_replace_a_worked_in_student_notebook(regenerated):
     with pytest.raises(course.CourseError, match="worked in .*multihead_attention"):
         course.generate_release(course_dir)
     assert "return queries" in regenerated.read_text()
+
+
+def test_solution_function_says_which_function_a_cell_lacks():
+    source = "import torch\n\n\ndef helper(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"
+    assert course.solution_function(source, "helper") == "def helper(x):\n    return x"
+    with pytest.raises(course.CourseError, match="defines no function multihead_attention"):
+        course.solution_function(source, "multihead_attention")
