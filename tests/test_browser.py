@@ -1,5 +1,6 @@
-"""A learner's view: headless Chromium opens the student notebook in JupyterLab and finds
-nbgrader's Validate button. Budget: about 40 s (server start, page load)."""
+"""Headless Chromium in JupyterLab. A learner's view: the student notebook opens with nbgrader's
+Validate button. An instructor's view: the master opens with nbgrader's Create Assignment panel,
+which reads the cells' grading metadata. Budget: about 60 s (one server start, two page loads)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
 
-RELEASE = REPO_ROOT / "notebooks" / "release" / "transformers_from_scratch"
-NOTEBOOK = "transformers_from_scratch.ipynb"
+from grader import course
+
+NOTEBOOK = course.NOTEBOOK
+MASTER_COPY = f"master/{NOTEBOOK}"  # where the server finds the master, beside the student copy
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -49,10 +51,14 @@ def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -
     raise TimeoutError(f"jupyter lab did not answer {url} within {timeout} s")
 
 
-@pytest.fixture
-def jupyter_lab(tmp_path):
-    """JupyterLab on 127.0.0.1 (random port, token) serving a copy of the student notebook."""
-    shutil.copy(RELEASE / NOTEBOOK, tmp_path / NOTEBOOK)
+@pytest.fixture(scope="module")
+def jupyter_lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 (random port, token) serving copies of the student notebook and
+    (in ``master/``) the master."""
+    tmp_path = tmp_path_factory.mktemp("lab")
+    shutil.copy(course.release_path(), tmp_path / NOTEBOOK)
+    (tmp_path / "master").mkdir()
+    shutil.copy(course.master_path(), tmp_path / MASTER_COPY)
     port, token = free_port(), "lab-test-token"
     bin_dir = Path(sys.executable).parent
     env = dict(
@@ -90,31 +96,60 @@ def jupyter_lab(tmp_path):
         log.close()
 
 
-@pytest.mark.timeout(300)
-def test_student_notebook_opens_in_jupyterlab_with_validate_button(jupyter_lab):
+@pytest.fixture(scope="module")
+def browser():
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    base, token = jupyter_lab
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
         )
         try:
-            page = browser.new_page()
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", timeout=120_000)
-            notebook = page.locator(".jp-NotebookPanel")
-            expect(notebook).to_be_visible(timeout=120_000)
-            expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
-            heading = notebook.get_by_role("heading", name="Transformers from scratch")
-            expect(heading.first).to_be_visible(timeout=60_000)
-            expect(notebook.get_by_text("def multihead_attention").first).to_be_attached()
-            # nbgrader's labextension adds Validate to the notebook's toolbar
-            validate = notebook.get_by_role("toolbar").get_by_role("button", name="Validate")
-            expect(validate).to_be_visible(timeout=60_000)
+            yield browser
         finally:
             browser.close()
+
+
+def open_notebook(browser, jupyter_lab, path: str):
+    """A page showing the notebook at ``path`` (relative to the server's root), cells rendered."""
+    from playwright.sync_api import expect
+
+    base, token = jupyter_lab
+    page = browser.new_page()
+    page.goto(f"{base}/lab/tree/{path}?token={token}", timeout=120_000)
+    notebook = page.locator(".jp-NotebookPanel")
+    expect(notebook).to_be_visible(timeout=120_000)
+    expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
+    heading = notebook.get_by_role("heading", name="Transformers from scratch")
+    expect(heading.first).to_be_visible(timeout=60_000)
+    expect(notebook.get_by_text("def multihead_attention").first).to_be_attached()
+    return page
+
+
+@pytest.mark.timeout(300)
+def test_student_notebook_opens_in_jupyterlab_with_validate_button(browser, jupyter_lab):
+    from playwright.sync_api import expect
+
+    page = open_notebook(browser, jupyter_lab, NOTEBOOK)
+    # nbgrader's labextension adds Validate to the notebook's toolbar
+    notebook = page.locator(".jp-NotebookPanel")
+    validate = notebook.get_by_role("toolbar").get_by_role("button", name="Validate")
+    expect(validate).to_be_visible(timeout=60_000)
+
+
+@pytest.mark.timeout(300)
+def test_master_opens_with_the_create_assignment_panel(browser, jupyter_lab):
+    from playwright.sync_api import expect
+
+    page = open_notebook(browser, jupyter_lab, MASTER_COPY)
+    # nbgrader's labextension: a right-sidebar panel that edits each cell's grading metadata
+    panel = page.locator(".jp-SideBar .lm-TabBar-tab[title='Nbgrader Create Assignment']")
+    expect(panel).to_be_visible(timeout=60_000)
+    panel.click()
+    total = page.get_by_text("Total points:").locator("xpath=..").locator("input")
+    expect(total).to_have_value("100", timeout=60_000)  # Task 1: 60 points, Task 2: 40

@@ -7,6 +7,7 @@ Both notebooks train for real, on the 2,500-review IMDB sample, in quick mode (L
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
 import os
 import subprocess
@@ -19,19 +20,11 @@ import pytest
 from conftest import REPO_ROOT, shared_file
 from nbclient import NotebookClient
 
-COURSE = REPO_ROOT / "notebooks"
-MASTER = COURSE / "source" / "transformers_from_scratch" / "transformers_from_scratch.ipynb"
-RELEASE = COURSE / "release" / "transformers_from_scratch" / "transformers_from_scratch.ipynb"
-SOLUTION_IDS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
+from grader import course
+
+MASTER = course.master_path()
+RELEASE = course.release_path()
 VISIBLE_CHECKS = ("check_multihead_attention", "check_attention_function", "check_parallel")
-
-
-def cells_by_grade_id(nb) -> dict:
-    return {
-        cell.metadata["nbgrader"]["grade_id"]: cell
-        for cell in nb.cells
-        if "nbgrader" in cell.get("metadata", {})
-    }
 
 
 def lab_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -91,27 +84,87 @@ def errors_of(cell) -> list:
 def test_master_solution_cells_hold_exactly_the_reference_solutions():
     from solutions import attention
 
-    cells = cells_by_grade_id(nbformat.read(MASTER, as_version=4))
-    for name in SOLUTION_IDS:
-        source = cells[name].source
-        assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-        without_markers = "\n".join(
-            line
-            for line in source.split("\n")
-            if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
-        )
+    cells = course.graded_cells(nbformat.read(MASTER, as_version=4))
+    for name in course.GRADED_FUNCTIONS:
+        cell = cells[name]
+        assert cell.metadata.nbgrader == course.nbgrader_metadata(name, solution=True)
+        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
         reference = inspect.getsource(getattr(attention, name)).rstrip("\n")
-        assert reference in without_markers, (
-            f"solution cell {name} differs from solutions/attention.py"
+        in_cell = course.solution_function(cell.source, name)
+        assert in_cell == reference, (
+            f"The master's solution cell {name!r} differs from solutions/attention.py. Copy the "
+            "function into the cell, its body (after the docstring) between ### BEGIN SOLUTION "
+            "and ### END SOLUTION, then `make release`:\n"
+            + "\n".join(
+                difflib.unified_diff(
+                    reference.split("\n"), in_cell.split("\n"), "solutions", "master", lineterm=""
+                )
+            )
         )
         # and nothing else defines behaviour in the cell: only imports besides the function
-        code = "\n".join(ln for ln in without_markers.split("\n") if not ln.startswith("%"))
+        code = "\n".join(
+            ln for ln in course.remove_solution_markers(cell.source).split("\n") if ln[:1] != "%"
+        )
         others = [
             node
             for node in ast.parse(code).body
             if not isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.Expr)
         ]
         assert not others, f"solution cell {name} holds more than the function and imports"
+
+
+def hidden_region(source: str) -> str:
+    """The code between a test cell's hidden-test markers (which must appear once each)."""
+    assert source.count(course.BEGIN_HIDDEN) == source.count(course.END_HIDDEN) == 1, source
+    return source.split(course.BEGIN_HIDDEN)[1].split(course.END_HIDDEN)[0]
+
+
+def test_master_test_cells_run_their_own_hidden_group():
+    from solutions.hidden_tests import GROUPS
+
+    nb = nbformat.read(MASTER, as_version=4)
+    tests = {
+        grade_id: cell
+        for grade_id, cell in course.graded_cells(nb).items()
+        if cell.metadata.nbgrader.get("grade")
+    }
+    assert list(tests) == list(GROUPS), "one test cell per hidden group, in the groups' order"
+    for grade_id, cell in tests.items():
+        points = GROUPS[grade_id].points
+        assert cell.metadata.nbgrader == course.nbgrader_metadata(grade_id, points=points)
+        assert f"({points} points)" in cell.source.split("\n")[0], cell.source
+        hidden = ast.parse(hidden_region(cell.source))
+        imports = [
+            (node.module, [alias.name for alias in node.names])
+            for node in hidden.body
+            if isinstance(node, ast.ImportFrom)
+        ]
+        calls = [ast.unparse(node.value) for node in hidden.body if isinstance(node, ast.Expr)]
+        assert imports == [("solutions.hidden_tests", ["run_group"])], cell.source
+        assert calls == [f"run_group({grade_id!r}, globals())"], cell.source
+
+
+def test_master_cells_lint_clean_where_ruff_cannot_see_them():
+    """ruff skips cells that start with a cell magic: lint the module %%writefile writes."""
+    nb = nbformat.read(MASTER, as_version=4)
+    written = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%writefile")]
+    assert written, "the master writes my_transformer_model.py with %%writefile"
+    for cell in written:
+        magic, _, module = cell.source.partition("\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--stdin-filename", magic.split()[-1], "-"],
+            input=module + "\n",  # what %%writefile writes
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_master_is_saved_without_outputs():
+    nb = nbformat.read(MASTER, as_version=4)
+    ran = [c.id for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert ran == [], "clear the master's outputs before committing it (Edit > Clear Outputs of All Cells)"
 
 
 def test_every_task_states_its_time_budget():
