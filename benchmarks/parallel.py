@@ -104,7 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.parallel",
         description=__doc__,
-        epilog="methods: " + "; ".join(f"{name}: {text}" for name, text in METHODS.items()),
+        epilog="methods:\n" + "\n".join(f"  {name:<11} {text}" for name, text in METHODS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=list(SHAPES))
@@ -228,10 +228,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}
     return {
-        "b": b,
-        "h": h,
-        "t": t,
-        "s": s,
+        **dict(zip("bhts", shape, strict=True)),
         "repeats": repeats,
         "seconds": seconds,
         "speedup": {name: seconds["serial"] / value for name, value in seconds.items()},

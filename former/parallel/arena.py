@@ -1,15 +1,11 @@
 """Shared-memory arenas: how tensors cross process boundaries without being pickled.
 
-Each worker owns an *arena*, memory mapped by both the parent and the worker, allocated
-once and grown only when a call needs more. A tensor is copied into it (one memcpy) and
-only a small descriptor (offset, dtype, shape) is pickled; the other side rebuilds the
-tensor from the same memory. Pickling the tensors instead would copy their bytes through a
-pipe twice, which costs more than the attention itself.
-
-The memory is an anonymous ``memfd`` on Linux (never in ``/dev/shm``, so Docker's small
-``/dev/shm`` does not limit it, and freed by the kernel with its last user, even after a
-crash), a POSIX shared-memory object unlinked at once on other POSIX systems, and a named
-block on Windows; a descriptor is passed over the worker's socket, a name on Windows.
+Each worker owns an arena, memory mapped by the parent and the worker, allocated once and
+grown when a call needs more. A tensor is copied in (one memcpy) and only its offset,
+dtype and shape are pickled; pickling its bytes through a pipe would cost more than the
+attention. The memory is a ``memfd`` on Linux (not limited by Docker's small
+``/dev/shm``, freed with its last user even after a crash), an unlinked POSIX
+shared-memory object on other POSIX systems, a named block on Windows.
 """
 
 from __future__ import annotations

@@ -109,17 +109,14 @@ def map_heads(
     mask: bool,
 ) -> Tensor:
     """Multi-head attention, one pool item per head: (b, t, heads * s) in and out."""
-    qs, ks, vs = (head_slices(x, heads, pool) for x in (queries, keys, values))
-    outputs = pool.map(head_function, [(q, k, v, mask) for q, k, v in zip(qs, ks, vs, strict=True)])
-    return torch.cat(outputs, dim=2)
+    slices = (head_slices(x, heads, pool) for x in (queries, keys, values))
+    items = [(q, k, v, mask) for q, k, v in zip(*slices, strict=True)]
+    return torch.cat(pool.map(head_function, items), dim=2)
 
 
 class PooledHeads(torch.autograd.Function):
-    """Multi-head attention on a pool, forward and backward.
-
-    A worker's output arrives with no autograd history, so backward maps
-    :func:`head_gradients` over the pool: each head's forward pass is recomputed there.
-    """
+    """:func:`map_heads` that trains: a worker's output arrives with no autograd history,
+    so backward maps :func:`head_gradients` over the pool, recomputing each head there."""
 
     @staticmethod
     def forward(
@@ -138,14 +135,12 @@ class PooledHeads(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        queries, keys, values = ctx.saved_tensors
-        heads, pool = ctx.heads, ctx.pool
-        qs, ks, vs, gs = (head_slices(x, heads, pool) for x in (queries, keys, values, grad_output))
+        tensors = (*ctx.saved_tensors, grad_output)
+        slices = (head_slices(x, ctx.heads, ctx.pool) for x in tensors)
         items = [
-            (ctx.head_function, q, k, v, ctx.mask, g)
-            for q, k, v, g in zip(qs, ks, vs, gs, strict=True)
+            (ctx.head_function, q, k, v, ctx.mask, g) for q, k, v, g in zip(*slices, strict=True)
         ]
-        grads = pool.map(head_gradients, items)
+        grads = ctx.pool.map(head_gradients, items)
         grad_q, grad_k, grad_v = (torch.cat([g[i] for g in grads], dim=2) for i in range(3))
         return grad_q, grad_k, grad_v, None, None, None, None
 
@@ -191,11 +186,9 @@ class PoolAttention:
         head_function, rows = self.head_function, rows_per_piece(queries.size(1))
         if self.split_batch and queries.size(0) > rows:
             head_function = InPieces(head_function, rows)
-        needs_grad = torch.is_grad_enabled() and any(
-            x.requires_grad for x in (queries, keys, values)
-        )
-        if needs_grad:
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (queries, keys, values)):
             return PooledHeads.apply(queries, keys, values, heads, mask, self.pool, head_function)
+        # No gradients: skip autograd.Function, whose overhead shows in small heads' timings.
         return map_heads(self.pool, head_function, queries, keys, values, heads, mask)
 
     def __deepcopy__(self, memo: dict) -> PoolAttention:

@@ -148,11 +148,9 @@ class HeadPool:
             raise
 
     def close(self) -> None:
-        """Stop the workers once they finish; the pool cannot be used afterwards."""
-        self._closed = True
+        """Stop the workers once the current call ends; the pool cannot be used afterwards."""
         with self._lock:
-            stop_all(self._workers, graceful=True)
-        self._finalizer.detach()
+            self.terminate()
 
     def terminate(self) -> None:
         """Stop the workers now, even in the middle of a call."""
@@ -234,7 +232,16 @@ class HeadPool:
                     except OSError:  # the worker died between calls
                         raise self._death(worker, item_range, fn) from None
                 own_results, own_error = self._run_here(fn, items, own_range)
-                replies = self._collect(busy, ranges, fn, deadline)
+                late = (
+                    f"{function_name(fn)} did not finish within the timeout; the workers were "
+                    "stopped and new ones start with the next call."
+                )
+                replies = {}
+                for worker, data in next_messages(busy, deadline, late):
+                    if data is None:
+                        raise self._death(worker, ranges[worker.index], fn)
+                    # Results are copied out now, while the other workers still compute.
+                    replies[worker.index] = worker.read_reply(data, self.traffic)
             except BaseException:
                 # A worker may still be computing or be gone: start afresh next time.
                 stop_all(self._workers)
@@ -288,26 +295,6 @@ class HeadPool:
                 "tensors, numbers, strings and containers of them; objects of classes defined "
                 "in a notebook cannot be sent."
             ) from error
-
-    def _collect(
-        self,
-        busy: list[Worker],
-        ranges: list[tuple[int, int]],
-        fn: Callable[[Any], Any],
-        deadline: float | None,
-    ) -> dict[int, tuple]:
-        """Each busy worker's reply by worker index, results copied out of its arena."""
-        late = (
-            f"{function_name(fn)} did not finish within the timeout; the workers were "
-            "stopped and new ones start with the next call."
-        )
-        replies: dict[int, tuple] = {}
-        for worker, data in next_messages(busy, deadline, late):
-            if data is None:
-                raise self._death(worker, ranges[worker.index], fn)
-            # Results are copied out now, while the other workers still compute.
-            replies[worker.index] = worker.read_reply(data, self.traffic)
-        return replies
 
     def _death(
         self, worker: Worker, item_range: tuple[int, int], fn: Callable[[Any], Any]

@@ -57,11 +57,9 @@ def pool_attention(
     return PoolAttention(pool)(queries, keys, values, heads, mask)
 
 
-def random_inputs(
-    batch: int, heads: int, t: int, head_size: int, seed: int = 0
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries, keys and values of shape (batch, t, heads * head_size)."""
-    generator = torch.Generator().manual_seed(seed)
+def random_inputs(batch: int, heads: int, t: int, head_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values of shape (batch, t, heads * head_size), always the same."""
+    generator = torch.Generator().manual_seed(0)
     shape = (batch, t, heads * head_size)
     return tuple(torch.randn(shape, generator=generator) for _ in range(3))
 
@@ -87,7 +85,6 @@ def measure_speedups(
     threads: Sequence[int] = (2,),
     repeats: int = 5,
     start_method: str | None = None,
-    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Speed-up of pools and of torch threads over one thread, for each sequence length.
 
@@ -108,7 +105,7 @@ def measure_speedups(
             pools[count] = make_pool(count, start_method)
         rows = []
         for t in lengths:
-            q, k, v = random_inputs(batch, heads, t, head_size, seed)
+            q, k, v = random_inputs(batch, heads, t, head_size)
 
             def run(pool: Any, q: Tensor = q, k: Tensor = k, v: Tensor = v) -> Callable[[], Any]:
                 return lambda: attend(q, k, v, heads, mask, pool)
@@ -120,22 +117,12 @@ def measure_speedups(
             methods.update({("processes", n): (1, run(pool)) for n, pool in pools.items()})
             samples = interleaved_timings(methods, repeats)
             baseline = statistics.median(samples["serial", 1])
+            shape = {"t": t, "batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
             for method, workers in methods:
                 seconds = statistics.median(samples[method, workers])
-                rows.append(
-                    {
-                        "method": method,
-                        "workers": workers,
-                        "label": describe_method(method, workers),
-                        "t": t,
-                        "batch": batch,
-                        "heads": heads,
-                        "head_size": head_size,
-                        "mask": mask,
-                        "seconds": seconds,
-                        "speedup": baseline / seconds,
-                    }
-                )
+                label = describe_method(method, workers)
+                row = {"method": method, "workers": workers, "label": label, **shape}
+                rows.append({**row, "seconds": seconds, "speedup": baseline / seconds})
         return rows
     finally:
         for pool in pools.values():

@@ -1,11 +1,11 @@
 """A worker process, both ends: the loop it runs, and the parent's handle on it.
 
-The worker receives a batch of items, applies the function and replies. Messages are pickled tuples over the worker's own socket. Parent to worker:
-``("arena", nbytes, name)`` followed by the arena's descriptor,
-``("task", module, function_bytes, items_bytes, out_start)``, ``("stop",)``.
-Worker to parent: ``b"ready"`` once, then per task ``("done", results_bytes, out_needed)``
-or ``("error", kind, details)``, kind being ``"function"``, ``"items"``, ``"raised"`` or
-``"result"``. Tensors are not in these bytes: they live in the worker's arena.
+Messages are pickled tuples over the worker's own socket. Parent to worker: ``("arena",
+nbytes, name)`` then the arena's descriptor; ``("task", module, function_bytes,
+items_bytes, out_start)``. Worker to parent: ``b"ready"`` once, then per
+task ``("done", results_bytes, out_needed)`` or ``("error", kind, details)``, kind being
+``"function"``, ``"items"``, ``"raised"`` or ``"result"``. Tensors are not in these
+bytes: they live in the worker's arena.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from former.parallel.arena import Arena, Placement, align, copy_in, pack, unpack
 from former.parallel.errors import PoolTimeoutError
 
-STOP_TIMEOUT = 2.0  # seconds a worker gets to stop before it is terminated, then killed
+STOP_TIMEOUT = 2.0  # seconds a worker gets to end after SIGTERM, then after SIGKILL
 
 
 def dumps(message: tuple) -> bytes:
@@ -105,11 +105,9 @@ def _error_text(error: BaseException) -> str:
 
 def _exception_bytes(error: BaseException) -> bytes | None:
     try:
-        data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)
-        return data
+        return pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return None
+        return None  # the parent reports it by type name and message
 
 
 def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
@@ -163,8 +161,6 @@ def serve(conn: Connection) -> None:
         try:
             message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
-            return
-        if message[0] == "stop":
             return
         if message[0] == "arena":
             if arena is not None:
@@ -244,31 +240,23 @@ class Worker:
         except Exception as error:
             return "error", "result", _error_text(error)
 
-    def stop(self, graceful: bool) -> None:
-        if graceful:
-            try:
-                self.conn.send_bytes(dumps(("stop",)))
-            except (OSError, ValueError):
-                pass
-            self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(STOP_TIMEOUT)
+    def stop(self) -> None:
+        for end in (self.process.terminate, self.process.kill):
+            if self.process.is_alive():
+                end()
+                self.process.join(STOP_TIMEOUT)
         self.conn.close()
         if self.arena is not None:
             self.arena.close()
             self.arena = None
 
 
-def stop_all(workers: list[Worker], graceful: bool = False) -> None:
+def stop_all(workers: list[Worker]) -> None:
     """Stop and forget ``workers``; a pool's finalizer too, so it must not hold the pool."""
     stopping = workers[:]
     workers.clear()
     for worker in stopping:
-        worker.stop(graceful)
+        worker.stop()
 
 
 def next_messages(
