@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 from typing import Any
 
 from former.parallel.arena import pack
@@ -81,15 +82,10 @@ def check_start_method(start_method: str | None) -> str:
 
 
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous ``(start, stop)`` ranges covering ``range(n)``, sizes within one."""
+    """``parts`` contiguous ``(start, stop)`` ranges covering ``range(n)``, sizes within one,
+    the last never larger than the others."""
     parts = min(parts, n)
-    base, extra = divmod(n, parts)
-    ranges, start = [], 0
-    for part in range(parts):
-        stop = start + base + (1 if part < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
+    return list(pairwise([-(-n * part // parts) for part in range(parts + 1)]))
 
 
 class HeadPool:
