@@ -171,6 +171,9 @@ def test_split_evenly_covers_items_in_order():
     assert split_evenly(8, 2) == [(0, 4), (4, 8)]
     assert split_evenly(5, 2) == [(0, 3), (3, 5)]
     assert split_evenly(1, 4) == [(0, 1)]
+    for n, parts in ((6, 4), (7, 3), (13, 5)):  # the caller's last batch is never the largest
+        sizes = [stop - start for start, stop in split_evenly(n, parts)]
+        assert sum(sizes) == n and max(sizes) - min(sizes) <= 1 and sizes[-1] == min(sizes)
 
 
 # -- failures: clear and fast -------------------------------------------------------------

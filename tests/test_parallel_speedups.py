@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from former.parallel import measure_speedups, plot_speedups
-from former.parallel.speedups import interleaved_medians
+from former.parallel.speedups import interleaved_timings
 from solutions.attention import parallel_multihead_attention
 
 
@@ -39,11 +39,11 @@ def test_measure_speedups_with_the_learner_function_then_plot():
     assert figure._repr_png_().startswith(b"\x89PNG")  # how a notebook cell shows it
 
 
-def test_interleaved_medians_times_every_method_in_changing_orders():
+def test_interleaved_timings_times_every_method_in_changing_orders():
     calls = []
-    methods = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    medians = interleaved_medians(methods, repeats=12, warmup=1)
-    assert set(medians) == set("abc")
+    methods = {name: (1, lambda name=name: calls.append(name)) for name in "abc"}
+    samples = interleaved_timings(methods, repeats=12, warmup=1)
+    assert {name: len(times) for name, times in samples.items()} == dict.fromkeys("abc", 12)
     timed = calls[3:]  # after one warm-up call each
     blocks = [tuple(timed[i : i + 3]) for i in range(0, len(timed), 3)]
     assert len(blocks) == 12 and all(sorted(block) == list("abc") for block in blocks)

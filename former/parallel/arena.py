@@ -1,24 +1,11 @@
 """Shared-memory arenas: how tensors cross process boundaries without being pickled.
 
-Pickling a tensor for a worker process copies its bytes into a pipe, and the
-worker copies them out again; for attention heads that traffic costs more than
-the attention itself. Instead, each worker owns an *arena*, a block of memory
-mapped by both the parent and the worker. The parent copies a tensor into the
-arena (one ``memcpy``) and pickles only a small descriptor (offset, dtype,
-shape); the worker rebuilds the tensor as a view of the same memory. Results
-travel back the same way. Arenas are allocated once and reused for every call,
-growing only when a call needs more room.
-
-Where the memory comes from:
-
-- Linux: an anonymous ``memfd``; its file descriptor is passed to the worker
-  over the worker's Unix socket. It never appears in ``/dev/shm`` (so the small
-  ``/dev/shm`` of Docker containers does not limit it) and the kernel frees it
-  when the last process holding it exits, even after a crash.
-- macOS and other POSIX systems: a POSIX shared-memory object that is unlinked
-  as soon as it is created, its descriptor passed the same way.
-- Windows: a named shared-memory block the worker opens by name; Windows frees
-  it when the last handle closes.
+Each worker owns an arena, memory mapped by the parent and the worker, allocated once and
+grown when a call needs more. A tensor is copied in (one memcpy) and only its offset,
+dtype and shape are pickled; pickling its bytes through a pipe would cost more than the
+attention. The memory is a ``memfd`` on Linux (not limited by Docker's small
+``/dev/shm``, freed with its last user even after a crash), an unlinked POSIX
+shared-memory object on other POSIX systems, a named block on Windows.
 """
 
 from __future__ import annotations
@@ -46,7 +33,7 @@ def align(offset: int) -> int:
     return (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
-def _open_anonymous_shared_memory(nbytes: int) -> int:
+def _anonymous_shared_memory(nbytes: int) -> int:
     """A file descriptor for ``nbytes`` of shared memory that has no name (POSIX)."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("former-parallel-arena", os.MFD_CLOEXEC)
@@ -67,15 +54,14 @@ def _open_anonymous_shared_memory(nbytes: int) -> int:
 class Arena:
     """A block of shared memory seen as a flat ``uint8`` tensor.
 
-    Create one in the parent with :meth:`create`, hand it to a worker with
-    :meth:`send`, and open it in the worker with :meth:`receive`.
+    The parent makes one with :meth:`create` and hands it over with :meth:`send`; the
+    worker opens it with :meth:`receive`.
     """
 
     def __init__(self, nbytes: int, buffer: Any, fd: int | None, name: str | None) -> None:
-        self.nbytes = nbytes
+        self.nbytes, self.name = nbytes, name
         self._buffer = buffer  # an mmap (POSIX) or a SharedMemory (Windows)
         self._fd = fd
-        self.name = name
         view = buffer if isinstance(buffer, mmap.mmap) else buffer.buf
         self.tensor = torch.frombuffer(view, dtype=torch.uint8)
         self.address = self.tensor.data_ptr()
@@ -84,9 +70,8 @@ class Arena:
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """The contiguous tensor of ``dtype`` and ``shape`` stored at byte ``offset``.
 
-        One ``as_strided`` on a typed view of the whole arena rather than a
-        slice and two views: a worker rebuilds a dozen tensors per call, and
-        this halves what that costs (0.2 to 0.1 ms for 12 tensors).
+        One ``as_strided`` on a typed view of the whole arena, the cheapest way to
+        rebuild the dozen tensors a call brings.
         """
         typed = self._typed.get(dtype)
         if typed is None:
@@ -106,15 +91,11 @@ class Arena:
 
             shm = SharedMemory(create=True, size=nbytes)
             return cls(nbytes, shm, None, shm.name)
-        fd = _open_anonymous_shared_memory(nbytes)
+        fd = _anonymous_shared_memory(nbytes)
         return cls(nbytes, mmap.mmap(fd, nbytes), fd, None)
 
     def send(self, conn: Connection, pid: int) -> None:
-        """Give the worker at the other end of ``conn`` access to this arena.
-
-        The worker must call :meth:`receive` right after it reads the message
-        that announced the arena.
-        """
+        """Pass the descriptor to worker ``pid``, right after the message announcing it."""
         if self._fd is not None:
             reduction.send_handle(conn, self._fd, pid)
 
@@ -139,54 +120,35 @@ class Arena:
         try:
             self._buffer.close()
         except BufferError:
-            # A tensor made from the arena is still alive (for example, one the mapped
-            # function kept); the memory is released when that tensor is collected.
-            pass
+            pass  # a tensor made from the arena is alive; the memory goes with it
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
 
-# -- tensors in and out of arenas ---------------------------------------------------------
-
-
-def _travels_through_arena(obj: object) -> bool:
-    return (
-        type(obj) is torch.Tensor
-        and obj.device.type == "cpu"
-        and obj.layout == torch.strided
-        and not obj.is_quantized
-    )
-
-
 @dataclass
 class Placement:
-    """Where :class:`TensorPacker` put the tensors it met, to be copied by :func:`copy_in`."""
+    """Where :func:`pack` put the tensors it met, to be copied by :func:`copy_in`."""
 
-    start: int
-    end: int
+    end: int  # the byte after the last tensor
     tensors: list[tuple[int, torch.Tensor]] = field(default_factory=list)
-    spilled_bytes: int = 0  # tensors that did not fit below the limit and were pickled inline
+    spilled_bytes: int = 0  # tensors past the limit, pickled inline
 
 
 class TensorPacker(pickle.Pickler):
-    """Pickles an object, replacing each CPU tensor by its place in an arena.
+    """Pickles an object with each CPU tensor replaced by its place in an arena."""
 
-    Offsets are handed out from ``start``; a tensor that would end beyond
-    ``limit`` is pickled inline instead (``placement.spilled_bytes`` counts it),
-    so an arena that is too small costs speed, never correctness. The bytes are
-    not copied here: call :func:`copy_in` once the arena is known to be big enough.
-    """
-
-    def __init__(self, file: io.BytesIO, start: int, limit: int | None = None) -> None:
+    def __init__(self, file: io.BytesIO, start: int, limit: int | None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.placement = Placement(start=start, end=start)
+        self.placement = Placement(end=start)
         self._limit = limit
         self._seen: dict[int, tuple] = {}
 
     def persistent_id(self, obj: object) -> tuple | None:
         # Called for every object pickled (ints, tuples...): rule those out first, cheaply.
-        if type(obj) is not torch.Tensor or not _travels_through_arena(obj):
+        if type(obj) is not torch.Tensor:
+            return None
+        if obj.device.type != "cpu" or obj.layout != torch.strided or obj.is_quantized:
             return None
         known = self._seen.get(id(obj))
         if known is not None:
@@ -198,13 +160,17 @@ class TensorPacker(pickle.Pickler):
             return None
         self.placement.end = offset + nbytes
         self.placement.tensors.append((offset, obj))
-        descriptor = (offset, obj.dtype, tuple(obj.shape), obj.requires_grad)
-        self._seen[id(obj)] = descriptor
+        descriptor = self._seen[id(obj)] = (offset, obj.dtype, tuple(obj.shape), obj.requires_grad)
         return descriptor
 
 
 def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Placement]:
-    """Pickle ``obj`` with its tensors placed from ``start``; see :class:`TensorPacker`."""
+    """Pickle ``obj``, placing its tensors from byte ``start`` of an arena.
+
+    A tensor that would end beyond ``limit`` is pickled inline instead (counted in
+    ``spilled_bytes``): an arena too small costs speed, never correctness. Nothing is
+    copied yet: call :func:`copy_in` once the arena is big enough.
+    """
     file = io.BytesIO()
     packer = TensorPacker(file, start, limit)
     packer.dump(obj)
@@ -226,16 +192,11 @@ def copy_in(arena: Arena, placement: Placement) -> None:
 
 
 class TensorUnpacker(pickle.Unpickler):
-    """Reverses :class:`TensorPacker`: tensors become views of the arena, or copies.
-
-    ``copy=False`` (worker side) gives views, valid until the next call reuses
-    the arena; ``copy=True`` (parent side) gives tensors the caller may keep.
-    """
+    """Reverses :class:`TensorPacker`; see :func:`unpack`."""
 
     def __init__(self, file: io.BytesIO, arena: Arena, copy: bool) -> None:
         super().__init__(file)
-        self._arena = arena
-        self._copy = copy
+        self._arena, self._copy = arena, copy
 
     def persistent_load(self, descriptor: tuple) -> torch.Tensor:
         offset, dtype, shape, requires_grad = descriptor
@@ -246,11 +207,13 @@ class TensorUnpacker(pickle.Unpickler):
                 ctypes.memmove(tensor.data_ptr(), self._arena.address + offset, nbytes)
         else:
             tensor = self._arena.view(offset, dtype, shape)
-        if requires_grad:
-            tensor.requires_grad_()
-        return tensor
+        return tensor.requires_grad_() if requires_grad else tensor
 
 
 def unpack(data: bytes, arena: Arena, copy: bool) -> Any:
-    """Unpickle what :func:`pack` made; see :class:`TensorUnpacker`."""
+    """Unpickle what :func:`pack` made.
+
+    ``copy=False`` (worker side) gives views of the arena, valid until the next call
+    reuses it; ``copy=True`` (parent side) gives tensors the caller may keep.
+    """
     return TensorUnpacker(io.BytesIO(data), arena, copy).load()

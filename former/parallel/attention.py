@@ -1,18 +1,14 @@
 """Run a model's attention heads on a pool: ``CTransformer(..., attention=PoolAttention(pool))``.
 
-Gradients do not cross process boundaries: a worker's output arrives in the
-parent as a plain tensor with no history. So when the inputs require grad,
-:class:`PoolAttention` goes through :class:`PooledHeads`, a custom
-``torch.autograd.Function`` whose backward pass is mapped over the pool too:
-each worker recomputes its head's forward pass under autograd and returns the
-head's input gradients.
+Gradients do not cross process boundaries, so training goes through
+:class:`PooledHeads`, whose backward pass is mapped over the pool too.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,42 +17,20 @@ from former.attention import sdpa_attention
 from former.parallel.pool import HeadPool
 
 HeadFunction = Callable[[tuple[Tensor, Tensor, Tensor, bool]], Tensor]
-
-
-class MapPool(Protocol):
-    """Anything with ``multiprocessing.Pool``'s ``map``."""
-
-    def map(self, fn: Callable[[Any], Any], iterable: Any) -> list[Any]: ...
+MapPool = Any  # anything with multiprocessing.Pool's map(fn, iterable)
 
 
 class SerialPool:
-    """A stand-in pool that maps in this process, one item after the other.
-
-    The baseline for speed-ups, and a way to debug a function before
-    parallelising it.
-    """
-
-    processes = 1
+    """A pool that maps in this process, one item after the other: the baseline for
+    speed-ups, and a way to debug a function before parallelising it."""
 
     def map(self, fn: Callable[[Any], Any], iterable: Any, chunksize: int | None = None) -> list:
         return [fn(item) for item in iterable]
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> SerialPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
 
 def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
-    """One head of scaled dot-product attention.
-
-    args = (q, k, v, mask): q, k, v of shape (b, t, s); mask=True is causal.
-    Returns (b, t, s).
-    """
+    """One head of attention: args = (q, k, v, mask), each (b, t, s), mask=True causal.
+    Returns (b, t, s)."""
     q, k, v, mask = args
     return sdpa_attention(q, k, v, 1, mask)
 
@@ -79,43 +53,32 @@ def head_gradients(
     )
 
 
-# A piece's t x t float32 scores stay within this many bytes, so that the
-# scores, their softmax and the products between them stay in a core's L2 cache
-# (1 MiB or more on current laptop and server CPUs) rather than streaming
-# through the memory both cores share.
+# A piece's (rows, t, t) float32 scores stay within this many bytes, so that they stay in a
+# core's L2 cache (1 MiB or more on current CPUs) rather than stream through shared memory.
 PIECE_SCORE_BYTES = 1 << 20
 
 
 class InPieces:
-    """A head function applied to a few batch entries at a time.
+    """A head function applied to ``rows`` batch entries at a time; same output.
 
-    Attention treats batch entries independently, so ``InPieces(f, rows)(item)``
-    equals ``f(item)``. Computed piece by piece, each piece's (rows, t, t)
-    scores stay in cache, which matters most when several cores compete for
-    memory (about 10% faster per worker at t = 1024 on two cores). The pieces
-    are cut inside the worker, so the pool still moves one item per head.
-
-    It wraps ``head_function`` (``functools.update_wrapper``): pools see the
-    wrapped function's name and module in messages, and a learner's module is
-    reloaded when it changes on disk, as for the function itself.
+    Each piece's scores stay in cache, which matters most when cores compete for
+    memory. Pieces are cut inside the worker, so the pool still moves one item per
+    head. It carries the wrapped function's name and module, so error messages name
+    it and workers reload its module when its file changes.
     """
 
     def __init__(self, head_function: HeadFunction, rows: int) -> None:
         functools.update_wrapper(self, head_function)
-        self.head_function = head_function
-        self.rows = rows
+        self.head_function, self.rows = head_function, rows
 
     def __call__(self, args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
         q, k, v, mask = args
-        if q.size(0) <= self.rows:
-            return self.head_function(args)
-        pieces = [
-            self.head_function(
-                (q[i : i + self.rows], k[i : i + self.rows], v[i : i + self.rows], mask)
-            )
-            for i in range(0, q.size(0), self.rows)
-        ]
-        return torch.cat(pieces, dim=0)
+        r, f = self.rows, self.head_function
+        if q.size(0) <= r:
+            return f(args)
+        return torch.cat(
+            [f((q[i : i + r], k[i : i + r], v[i : i + r], mask)) for i in range(0, q.size(0), r)]
+        )
 
 
 def rows_per_piece(t: int) -> int:
@@ -123,11 +86,11 @@ def rows_per_piece(t: int) -> int:
     return max(1, PIECE_SCORE_BYTES // max(1, t * t * 4))
 
 
-def split_heads(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
-    """(b, t, heads * s) -> heads tensors of shape (b, t, s); head i is features [i*s:(i+1)*s].
+def head_slices(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
+    """(b, t, heads * s) -> a list of heads (b, t, s) tensors, head i = features [i*s:(i+1)*s].
 
-    A :class:`HeadPool` copies each head into shared memory itself, so views do;
-    other pools pickle a view's whole storage, so they get compact copies.
+    Views for a :class:`HeadPool`, which copies them into shared memory itself; compact
+    copies for other pools, which would pickle a view's whole storage.
     """
     s = x.size(-1) // heads
     views = [x[:, :, i * s : (i + 1) * s] for i in range(heads)]
@@ -145,17 +108,15 @@ def map_heads(
     heads: int,
     mask: bool,
 ) -> Tensor:
-    """Multi-head attention with one pool item per head.
-
-    queries, keys, values: (b, t, heads * s). Returns (b, t, heads * s).
-    """
-    qs, ks, vs = (split_heads(x, heads, pool) for x in (queries, keys, values))
-    outputs = pool.map(head_function, [(q, k, v, mask) for q, k, v in zip(qs, ks, vs, strict=True)])
-    return torch.cat(outputs, dim=2)
+    """Multi-head attention, one pool item per head: (b, t, heads * s) in and out."""
+    slices = (head_slices(x, heads, pool) for x in (queries, keys, values))
+    items = [(q, k, v, mask) for q, k, v in zip(*slices, strict=True)]
+    return torch.cat(pool.map(head_function, items), dim=2)
 
 
 class PooledHeads(torch.autograd.Function):
-    """Multi-head attention on a pool, forward and backward."""
+    """:func:`map_heads` that trains: a worker's output arrives with no autograd history,
+    so backward maps :func:`head_gradients` over the pool, recomputing each head there."""
 
     @staticmethod
     def forward(
@@ -174,14 +135,12 @@ class PooledHeads(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        queries, keys, values = ctx.saved_tensors
-        heads, pool = ctx.heads, ctx.pool
-        qs, ks, vs, gs = (split_heads(x, heads, pool) for x in (queries, keys, values, grad_output))
+        tensors = (*ctx.saved_tensors, grad_output)
+        slices = (head_slices(x, ctx.heads, ctx.pool) for x in tensors)
         items = [
-            (ctx.head_function, q, k, v, ctx.mask, g)
-            for q, k, v, g in zip(qs, ks, vs, gs, strict=True)
+            (ctx.head_function, q, k, v, ctx.mask, g) for q, k, v, g in zip(*slices, strict=True)
         ]
-        grads = pool.map(head_gradients, items)
+        grads = ctx.pool.map(head_gradients, items)
         grad_q, grad_k, grad_v = (torch.cat([g[i] for g in grads], dim=2) for i in range(3))
         return grad_q, grad_k, grad_v, None, None, None, None
 
@@ -189,18 +148,14 @@ class PooledHeads(torch.autograd.Function):
 class PoolAttention:
     """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models.
 
-    pool: a :class:`HeadPool` (from :func:`make_pool`), a ``multiprocessing.Pool``
-    or a :class:`SerialPool`. head_function: the one-head function to map,
-    ``(q, k, v, mask) -> out`` on (b, t, s) tensors, for example your
-    ``attention_function`` from Task 2; it must live in an importable module.
-    The default is former's reference head. split_batch: each worker computes
-    its heads a few batch entries at a time (see :class:`InPieces`), which keeps
-    the scores in cache; False computes whole heads, as Task 2 does.
+    pool: a :class:`HeadPool` (from :func:`make_pool`), a ``multiprocessing.Pool`` or a
+    :class:`SerialPool`. head_function: the one-head function to map, ``(q, k, v, mask)
+    -> out`` on (b, t, s) tensors, such as Task 2's ``attention_function`` (it must live
+    in a module); by default former's. split_batch: workers compute their heads a few
+    batch entries at a time (see :class:`InPieces`); False computes whole heads.
 
-    Calling it follows the learner contract: ``(queries, keys, values, heads,
-    mask=False)`` with (b, t, heads * s) tensors returns (b, t, heads * s).
-    It trains too: when the inputs require grad, the backward pass is also
-    mapped over the pool (see :class:`PooledHeads`).
+    Called as the learner contract: ``(queries, keys, values, heads, mask=False)`` on
+    (b, t, heads * s) tensors returns (b, t, heads * s), and trains when they require grad.
     """
 
     def __init__(
@@ -211,8 +166,7 @@ class PoolAttention:
                 f"PoolAttention needs a pool with a .map method (make_pool()), got "
                 f"{type(pool).__name__}."
             )
-        self.pool = pool
-        self.head_function = head_function or attention_head
+        self.pool, self.head_function = pool, head_function or attention_head
         self.split_batch = split_batch
         self.__name__ = "PoolAttention"
 
@@ -232,11 +186,9 @@ class PoolAttention:
         head_function, rows = self.head_function, rows_per_piece(queries.size(1))
         if self.split_batch and queries.size(0) > rows:
             head_function = InPieces(head_function, rows)
-        needs_grad = torch.is_grad_enabled() and any(
-            x.requires_grad for x in (queries, keys, values)
-        )
-        if needs_grad:
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (queries, keys, values)):
             return PooledHeads.apply(queries, keys, values, heads, mask, self.pool, head_function)
+        # No gradients: skip autograd.Function, whose overhead shows in small heads' timings.
         return map_heads(self.pool, head_function, queries, keys, values, heads, mask)
 
     def __deepcopy__(self, memo: dict) -> PoolAttention:

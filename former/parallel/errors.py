@@ -1,8 +1,7 @@
 """What can go wrong when work is mapped over a pool, each as its own exception.
 
-Every message says what happened and what to do about it, because the person
-reading it is usually in a notebook, looking at a cell that would otherwise
-hang forever.
+Every message says what happened and what to do, because its reader is usually in a
+notebook, looking at a cell that would otherwise hang.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ class WorkerDiedError(PoolError):
 
 
 class PoolTimeoutError(PoolError, TimeoutError):
-    """A call took longer than the ``timeout`` it was given."""
+    """Workers did not start, or a call did not finish, in the time allowed."""
 
 
 class WorkerError(PoolError):
@@ -36,23 +35,25 @@ class UnpicklableItemError(PoolError, pickle.PicklingError):
 
 
 class RemoteTraceback(Exception):
-    """Carries a worker's traceback text; attached as ``__cause__`` of re-raised errors."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
+    """A worker's traceback text, attached as ``__cause__`` of the error re-raised here."""
 
     def __str__(self) -> str:
-        return "\n\n--- traceback in the worker process ---\n" + self.text
+        return "\n\n--- traceback in the worker process ---\n" + self.args[0]
 
 
 def function_name(fn: object) -> str:
     """``module.qualname`` of a function, or its repr for other callables."""
     qualname = getattr(fn, "__qualname__", None)
-    module = getattr(fn, "__module__", None)
     if qualname is None:
         return repr(fn)
+    module = getattr(fn, "__module__", None)
     return f"{module}.{qualname}" if module else qualname
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` where Python has it (3.11+)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
 
 
 MODULE_ADVICE = (
@@ -73,60 +74,88 @@ def unpicklable_function_message(fn: object, error: BaseException) -> str:
     )
 
 
-def unimportable_function_message(
-    name: str, module: str, start_method: str, error_text: str
-) -> str:
-    """A worker could not find the function the parent sent it."""
-    if module in {"__main__", "__mp_main__"}:
-        if start_method == "fork":
-            why = (
-                f"{name} is defined in the notebook or session itself (`__main__`). Workers "
-                "started with 'fork' are copies of this process taken when the pool was "
-                "created, so they do not know functions defined after that. Create the pool "
-                "after defining the function, or, better, "
-            )
-        else:
-            why = (
-                f"{name} is defined in the notebook or interactive session itself "
-                f"(`__main__`). Worker processes started with '{start_method}' start from a fresh "
-                "Python process that never ran your notebook, so they cannot find it "
-                "(from a script it works only when the function is defined at the top level, "
-                "outside `if __name__ == '__main__':`). "
-            )
+def unimportable_function_message(fn: object, start_method: str, error_text: str) -> str:
+    """A worker could not find (or import) the function the parent sent it."""
+    name, module = function_name(fn), getattr(fn, "__module__", "?")
+    if module not in {"__main__", "__mp_main__"}:
         return (
-            f"The worker processes cannot find function {name}: {error_text}. {why}{MODULE_ADVICE}"
+            f"The worker processes cannot import function {name} from module {module!r}: "
+            f"{error_text}. Make sure the module's file is in the folder the pool was created "
+            "in or on PYTHONPATH, and that importing it works in a fresh Python."
         )
-    return (
-        f"The worker processes cannot import function {name} from module {module!r}: "
-        f"{error_text}. Make sure the module's file is in the folder the pool was created in "
-        "or on PYTHONPATH, and that importing it works in a fresh Python."
-    )
+    if start_method == "fork":
+        why = (
+            f"{name} is defined in the notebook or session itself (`__main__`). Workers "
+            "started with 'fork' are copies of this process taken when the pool was "
+            "created, so they do not know functions defined after that. Create the pool "
+            "after defining the function, or, better, "
+        )
+    else:
+        why = (
+            f"{name} is defined in the notebook or interactive session itself "
+            f"(`__main__`). Worker processes started with '{start_method}' start from a fresh "
+            "Python process that never ran your notebook, so they cannot find it "
+            "(from a script it works only when the function is defined at the top level, "
+            "outside `if __name__ == '__main__':`). "
+        )
+    return f"The worker processes cannot find function {name}: {error_text}. {why}{MODULE_ADVICE}"
 
 
 def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
     """Plain words for how a process ended."""
     if exitcode is None:
         return "it stopped responding"
-    if exitcode < 0:
-        number = -exitcode
-        try:
-            signame = signal.Signals(number).name
-        except ValueError:
-            signame = f"signal {number}"
-        if number == getattr(signal, "SIGKILL", None):
-            return (
-                f"it was killed by {signame} ({number}); the operating system's out-of-memory "
-                "killer does this when memory runs out, so try smaller inputs or fewer processes"
-            )
-        if number == getattr(signal, "SIGSEGV", None):
-            return (
-                f"it crashed with a segmentation fault ({signame}, {number}), a bug in native "
-                "code or memory exhaustion"
-            )
-        return f"it was killed by {signame} ({number})"
-    if not during_call:
-        return f"it exited with code {exitcode}"
-    return (
-        f"it exited with code {exitcode} (something in the worker called os._exit() or the "
-        "process was shut down from outside)"
+    if exitcode >= 0:
+        hint = " (something in the worker called os._exit() or it was shut down from outside)"
+        return f"it exited with code {exitcode}{hint if during_call else ''}"
+    number = -exitcode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "a signal"
+    if number == getattr(signal, "SIGKILL", None):
+        return (
+            f"it was killed by {name} ({number}); the operating system's out-of-memory "
+            "killer does this when memory runs out, so try smaller inputs or fewer processes"
+        )
+    if number == getattr(signal, "SIGSEGV", None):
+        return (
+            f"it crashed with a segmentation fault ({name}, {number}), a bug in native code "
+            "or memory exhaustion"
+        )
+    return f"it was killed by {name} ({number})"
+
+
+def error_from_worker(
+    kind: str, details: object, fn: object, worker: int, first_item: int, start_method: str
+) -> BaseException:
+    """The exception to raise for a worker's ``("error", kind, details)`` reply.
+
+    ``first_item`` is the index, in the whole ``map``, of the worker's first item.
+    """
+    if kind == "function":
+        return UnpicklableFunctionError(unimportable_function_message(fn, start_method, details))
+    if kind == "items":
+        return UnpicklableItemError(
+            f"Worker process {worker} could not read its items: {details}. Items holding "
+            "objects of classes defined in a notebook cannot be sent to workers started with "
+            "'spawn' or 'forkserver'; use tensors, numbers and tuples."
+        )
+    if kind == "result":
+        return UnpicklableItemError(
+            f"{function_name(fn)} returned a result that cannot be sent back from worker "
+            f"process {worker}: {details}. Return tensors, numbers or tuples of them."
+        )
+    index, exception_bytes, type_name, message, traceback_text = details
+    try:
+        error = pickle.loads(exception_bytes)
+    except Exception:
+        error = None  # None was sent, or its class exists only in the worker
+    if not isinstance(error, Exception):
+        error = WorkerError(f"{type_name}: {message}")
+    error.__cause__ = RemoteTraceback(traceback_text)
+    add_note(
+        error,
+        f"(raised by {function_name(fn)} on item {first_item + index}, in worker process {worker})",
     )
+    return error

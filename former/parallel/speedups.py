@@ -1,14 +1,8 @@
 """When do processes pay off? Time multi-head attention serially, on threads and on pools.
 
-In the notebook::
-
-    results = measure_speedups(parallel_multihead_attention, lengths=(32, 128, 512))
-    plot_speedups(results)
-
-Every speed-up is against the same heads computed one after the other in this
-process with a single thread. Timings are medians over repeats, and the methods
-take turns within each repeat, so a burst of load on a shared machine hits all
-of them rather than one.
+In the notebook: ``plot_speedups(measure_speedups(parallel_multihead_attention))``.
+Every speed-up is over the same heads computed one after the other in this process on
+one thread.
 """
 
 from __future__ import annotations
@@ -17,57 +11,43 @@ import io
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from former.parallel.attention import PoolAttention, SerialPool
-from former.parallel.pool import make_pool, torch_threads
+from former.parallel.pool import make_pool
+from former.threads import torch_threads
 
 ParallelAttention = Callable[..., Tensor]  # (queries, keys, values, heads, mask, pool)
 
 
-def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` wrapped to run with ``n`` torch threads."""
-
-    def run() -> Any:
-        with torch_threads(n):
-            return fn()
-
-    return run
-
-
 def interleaved_timings(
-    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, seed: int = 0
-) -> dict[str, list[float]]:
+    methods: dict[Hashable, tuple[int, Callable[[], Any]]], repeats: int = 5, warmup: int = 1
+) -> dict[Hashable, list[float]]:
     """Seconds per call of each method, ``repeats`` samples each, the methods taking turns.
 
-    Each repeat runs the methods in a new random order, so that no method always
-    runs right after the same other one: a pool's workers may still be tidying
-    up after their call, and that must not always land on the same neighbour.
+    methods: name -> (torch threads, zero-argument call). Each repeat runs the methods
+    in a new random order, so that a burst of load on a shared machine, or a pool still
+    tidying up after its call, does not always hit the same method.
     """
-    for fn in methods.values():
-        for _ in range(warmup):
-            fn()
+    for threads, fn in methods.values():
+        with torch_threads(threads):
+            for _ in range(warmup):
+                fn()
     names = list(methods)
-    order = random.Random(seed)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0)
+    samples: dict[Hashable, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name in order.sample(names, len(names)):
-            start = time.perf_counter()
-            methods[name]()
-            samples[name].append(time.perf_counter() - start)
+            threads, fn = methods[name]
+            with torch_threads(threads):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
     return samples
-
-
-def interleaved_medians(
-    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
-) -> dict[str, float]:
-    """Median seconds per call of each method; see :func:`interleaved_timings`."""
-    samples = interleaved_timings(methods, repeats, warmup)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def pool_attention(
@@ -77,13 +57,20 @@ def pool_attention(
     return PoolAttention(pool)(queries, keys, values, heads, mask)
 
 
-def random_inputs(
-    batch: int, heads: int, t: int, head_size: int, seed: int = 0
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries, keys and values of shape (batch, t, heads * head_size)."""
-    generator = torch.Generator().manual_seed(seed)
+def random_inputs(batch: int, heads: int, t: int, head_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values of shape (batch, t, heads * head_size), always the same."""
+    generator = torch.Generator().manual_seed(0)
     shape = (batch, t, heads * head_size)
     return tuple(torch.randn(shape, generator=generator) for _ in range(3))
+
+
+def describe_method(method: str, workers: int) -> str:
+    """A legend label such as ``"2 processes"`` or ``"torch, 2 threads"``."""
+    if method == "serial":
+        return "serial, 1 thread"
+    if method == "threads":
+        return f"torch, {workers} thread{'s' if workers > 1 else ''}"
+    return f"{workers} process{'es' if workers > 1 else ''}"
 
 
 def measure_speedups(
@@ -98,74 +85,48 @@ def measure_speedups(
     threads: Sequence[int] = (2,),
     repeats: int = 5,
     start_method: str | None = None,
-    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Speed-up of pools and of torch threads over one thread, for each sequence length.
 
-    parallel_attention: ``(queries, keys, values, heads, mask, pool) -> output``,
-    such as your ``parallel_multihead_attention`` (its head function must live in
-    a module); by default former's own. It is timed with a one-thread
-    :class:`SerialPool` (the baseline), with one thread per count in
-    ``threads``, and with a pool per count in ``processes``.
-    Inputs are (batch, t, heads * head_size).
+    parallel_attention: ``(queries, keys, values, heads, mask, pool) -> output``, such as
+    your ``parallel_multihead_attention`` (its head function must live in a module); by
+    default former's own. It is timed on a :class:`SerialPool` with one thread (the
+    baseline) and with each count in ``threads``, and on a pool per count in
+    ``processes``. Inputs are (batch, t, heads * head_size); timings are medians.
 
     Returns one row per (length, method): ``{"method": "serial" | "threads" |
-    "processes", "workers", "label", "t", "batch", "heads", "head_size",
-    "mask", "seconds", "speedup"}``. Pass it to :func:`plot_speedups`.
+    "processes", "workers", "label", "t", "batch", "heads", "head_size", "mask",
+    "seconds", "speedup"}``. Pass it to :func:`plot_speedups`.
     """
     attend = parallel_attention or pool_attention
-    serial = SerialPool()
     pools = {}
     try:
         for count in processes:
             pools[count] = make_pool(count, start_method)
         rows = []
         for t in lengths:
-            q, k, v = random_inputs(batch, heads, t, head_size, seed)
+            q, k, v = random_inputs(batch, heads, t, head_size)
 
             def run(pool: Any, q: Tensor = q, k: Tensor = k, v: Tensor = v) -> Callable[[], Any]:
                 return lambda: attend(q, k, v, heads, mask, pool)
 
-            methods = {("serial", 1): with_threads(1, run(serial))}
-            for count in threads:
-                methods[("threads", count)] = with_threads(count, run(serial))
-            for count, pool in pools.items():
-                # The parent only hands out work and gathers it: one thread leaves the
-                # cores to the workers.
-                methods[("processes", count)] = with_threads(1, run(pool))
-            medians = interleaved_medians(
-                {f"{m}:{w}": fn for (m, w), fn in methods.items()}, repeats=repeats
-            )
-            baseline = medians["serial:1"]
+            # A pool's caller only hands out work and gathers it: one thread for it
+            # leaves the cores to the workers.
+            methods = {("serial", 1): (1, run(SerialPool()))}
+            methods.update({("threads", n): (n, run(SerialPool())) for n in threads})
+            methods.update({("processes", n): (1, run(pool)) for n, pool in pools.items()})
+            samples = interleaved_timings(methods, repeats)
+            baseline = statistics.median(samples["serial", 1])
+            shape = {"t": t, "batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
             for method, workers in methods:
-                seconds = medians[f"{method}:{workers}"]
-                rows.append(
-                    {
-                        "method": method,
-                        "workers": workers,
-                        "label": describe_method(method, workers),
-                        "t": t,
-                        "batch": batch,
-                        "heads": heads,
-                        "head_size": head_size,
-                        "mask": mask,
-                        "seconds": seconds,
-                        "speedup": baseline / seconds,
-                    }
-                )
+                seconds = statistics.median(samples[method, workers])
+                label = describe_method(method, workers)
+                row = {"method": method, "workers": workers, "label": label, **shape}
+                rows.append({**row, "seconds": seconds, "speedup": baseline / seconds})
         return rows
     finally:
         for pool in pools.values():
             pool.close()
-
-
-def describe_method(method: str, workers: int) -> str:
-    """A legend label such as ``"2 processes"`` or ``"torch, 2 threads"``."""
-    if method == "serial":
-        return "serial, 1 thread"
-    if method == "threads":
-        return f"torch, {workers} thread{'s' if workers > 1 else ''}"
-    return f"{workers} process{'es' if workers > 1 else ''}"
 
 
 def plot_speedups(results: Sequence[dict[str, Any]]):
@@ -177,8 +138,7 @@ def plot_speedups(results: Sequence[dict[str, Any]]):
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
-    labels = list(dict.fromkeys(row["label"] for row in results))
-    for label in labels:
+    for label in dict.fromkeys(row["label"] for row in results):
         rows = sorted((r for r in results if r["label"] == label), key=lambda r: r["t"])
         style = "--" if rows[0]["method"] == "serial" else "-"
         axes.plot(

@@ -1,16 +1,11 @@
-"""The loop each worker process runs: receive a batch of items, apply the function, reply.
+"""A worker process, both ends: the loop it runs, and the parent's handle on it.
 
-Messages are pickled tuples over the worker's own socket:
-
-- parent -> worker: ``("arena", nbytes, name)`` followed by the arena's file
-  descriptor; ``("task", call_id, module, function_bytes, items_bytes, out_start)``;
-  ``("stop",)``.
-- worker -> parent: ``("ready", pid)``; ``("done", call_id, results_bytes,
-  out_needed)``; ``("error", call_id, kind, details)`` where kind is
-  ``"function"``, ``"items"``, ``"raised"`` or ``"result"``.
-
-Tensors inside items and results are not in these bytes: they live in the
-worker's arena (see :mod:`former.parallel.arena`).
+Messages are pickled tuples over the worker's own socket. Parent to worker: ``("arena",
+nbytes, name)`` then the arena's descriptor; ``("task", module, function_bytes,
+items_bytes, out_start)``. Worker to parent: ``b"ready"`` once, then per
+task ``("done", results_bytes, out_needed)`` or ``("error", kind, details)``, kind being
+``"function"``, ``"items"``, ``"raised"`` or ``"result"``. Tensors are not in these
+bytes: they live in the worker's arena.
 """
 
 from __future__ import annotations
@@ -22,27 +17,31 @@ import os
 import pickle
 import signal
 import sys
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 
-from former.parallel.arena import Arena, align, copy_in, pack, unpack
+from former.parallel.arena import Arena, Placement, align, copy_in, pack, unpack
+from former.parallel.errors import PoolTimeoutError
+
+STOP_TIMEOUT = 2.0  # seconds a worker gets to end after SIGTERM, then after SIGKILL
 
 
 def dumps(message: tuple) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def limit_threads() -> None:
-    """One intra-op thread in this process, for torch and for any BLAS loaded later.
+def use_one_thread() -> None:
+    """One intra-op thread for the rest of this process, in torch and any BLAS loaded later.
 
-    Workers already run in parallel with each other; more threads per worker
-    only oversubscribe the cores. It also makes fork safe: a forked child whose
-    OpenMP pool was started by the parent deadlocks on its first parallel region
-    with more than one thread, and with one thread there is no parallel region.
+    For worker processes (a pool ``initializer``): they already run side by side, so
+    more threads only oversubscribe the cores. It also makes ``fork`` safe: a forked
+    child deadlocks on its first OpenMP parallel region with several threads.
     """
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
@@ -54,60 +53,50 @@ def limit_threads() -> None:
 
 
 def keep_freed_memory() -> None:
-    """Keep memory this worker frees for its next call instead of returning it to the OS.
+    """Keep memory this process frees for its next use instead of returning it to the OS.
 
-    Attention allocates score matrices of several MiB per head. By default glibc
-    hands such blocks back to the kernel when they are freed, so every call pays
-    thousands of page faults to get them again (a few ms per call, per
-    process). A persistent worker keeps them: its memory stays at the peak of its
-    largest call. Only glibc (Linux) has these knobs; elsewhere nothing changes.
+    Attention allocates score matrices of several MiB per head; by default glibc gives
+    such blocks back when freed, and every call pays page faults to get them again. A
+    persistent worker keeps them (its memory stays at its largest call's peak). Only
+    glibc has these knobs; elsewhere nothing changes.
     """
     if not sys.platform.startswith("linux"):
         return
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return  # not glibc (e.g. musl): no tuning available
+        return  # not glibc (e.g. musl)
     m_trim_threshold, m_mmap_max = -1, -4
     mallopt(m_mmap_max, 0)  # large blocks come from the heap, which can be kept...
     mallopt(m_trim_threshold, 2**31 - 1)  # ...and the heap is never trimmed
 
 
-class ModuleWatcher:
-    """Reloads the mapped function's module when its file changes on disk.
+def file_version(module_name: str | None) -> int | None:
+    """Modification time of a module's file; None for ``__main__`` and file-less modules."""
+    if module_name in {None, "__main__", "__mp_main__"}:
+        return None
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    try:
+        return None if path is None else os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
-    Workers are persistent, so without this a learner who fixes a function with
-    ``%%writefile`` would keep running the old version in the workers.
+
+def load_function(module_name: str | None, function_bytes: bytes, versions: dict) -> Callable:
+    """Unpickle the mapped function, reloading its module first if its file changed.
+
+    Workers persist, so without the reload a function fixed with ``%%writefile`` would
+    keep running its old version. ``versions``: module name -> file version last seen.
     """
-
-    def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
-
-    def refresh(self, module_name: str) -> None:
-        """Reload the module if its file changed since this worker last looked."""
-        mtime = self._mtime(module_name)
-        seen = self._seen.get(module_name)
-        if mtime is not None and seen is not None and mtime != seen:
+    if module_name in versions:
+        version = file_version(module_name)
+        if version is not None and version != versions[module_name]:
             importlib.reload(sys.modules[module_name])
-            self._seen[module_name] = mtime
-
-    def remember(self, module_name: str) -> None:
-        """Note the file version of a module the worker has just imported (or inherited)."""
-        mtime = self._mtime(module_name)
-        if mtime is not None:
-            self._seen.setdefault(module_name, mtime)
-
-    @staticmethod
-    def _mtime(module_name: str) -> int | None:
-        if module_name in {"__main__", "__mp_main__"}:
-            return None
-        path = getattr(sys.modules.get(module_name), "__file__", None)
-        if path is None:
-            return None
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return None
+            versions[module_name] = version
+    fn = pickle.loads(function_bytes)
+    if module_name not in versions:
+        versions[module_name] = file_version(module_name)
+    return fn
 
 
 def _error_text(error: BaseException) -> str:
@@ -116,27 +105,22 @@ def _error_text(error: BaseException) -> str:
 
 def _exception_bytes(error: BaseException) -> bytes | None:
     try:
-        data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)
-        return data
+        return pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return None
+        return None  # the parent reports it by type name and message
 
 
-def run_task(message: tuple, arena: Arena, modules: ModuleWatcher) -> bytes:
+def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
     """Apply the function of a ``task`` message to its items; the reply message."""
-    _, call_id, module_name, function_bytes, items_bytes, out_start = message
-    modules.refresh(module_name)
+    _, module_name, function_bytes, items_bytes, out_start = message
     try:
-        fn: Callable[[Any], Any] = pickle.loads(function_bytes)
+        fn = load_function(module_name, function_bytes, versions)
     except BaseException as error:
-        return dumps(("error", call_id, "function", _error_text(error)))
-    modules.remember(module_name)
+        return dumps(("error", "function", _error_text(error)))
     try:
         items = unpack(items_bytes, arena, copy=False)
     except BaseException as error:
-        return dumps(("error", call_id, "items", _error_text(error)))
-
+        return dumps(("error", "items", _error_text(error)))
     results = []
     for index, item in enumerate(items):
         try:
@@ -149,37 +133,28 @@ def run_task(message: tuple, arena: Arena, modules: ModuleWatcher) -> bytes:
                 str(error),
                 traceback.format_exc(),
             )
-            return dumps(("error", call_id, "raised", details))
+            return dumps(("error", "raised", details))
     del items  # views of the arena; results are written after the inputs, not over them
-
     try:
         data, placement = pack(results, align(out_start), limit=arena.nbytes)
         copy_in(arena, placement)
     except BaseException as error:
-        return dumps(("error", call_id, "result", _error_text(error)))
-    out_needed = placement.end - out_start + placement.spilled_bytes
-    return dumps(("done", call_id, data, out_needed))
+        return dumps(("error", "result", _error_text(error)))
+    return dumps(("done", data, placement.end - out_start + placement.spilled_bytes))
 
 
-def serve(
-    conn: Connection,
-    initializer: Callable[..., Any] | None = None,
-    initargs: tuple = (),
-) -> None:
+def serve(conn: Connection) -> None:
     """Entry point of a worker process."""
     # Ctrl-C (or a notebook's interrupt button) reaches the whole process group; the
-    # parent handles it and replaces its workers, so workers just keep quiet.
+    # parent handles it and replaces its workers, so workers keep quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_threads()
+    use_one_thread()
     keep_freed_memory()
-    if initializer is not None:
-        initializer(*initargs)
-    conn.send_bytes(dumps(("ready", os.getpid())))
-
+    conn.send_bytes(b"ready")
     parent = multiprocessing.parent_process()
     watched: list[Any] = [conn] if parent is None else [conn, parent.sentinel]
     arena: Arena | None = None
-    modules = ModuleWatcher()
+    versions: dict[str | None, int | None] = {}
     while True:
         if conn not in wait(watched):
             return  # the parent is gone; nobody will read our replies
@@ -187,13 +162,126 @@ def serve(
             message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        kind = message[0]
-        if kind == "stop":
-            return
-        if kind == "arena":
+        if message[0] == "arena":
             if arena is not None:
                 arena.close()
             arena = Arena.receive(conn, message[1], message[2])
-        elif kind == "task":
-            assert arena is not None, "the parent sends an arena before the first task"
-            conn.send_bytes(run_task(message, arena, modules))
+        else:
+            conn.send_bytes(run_task(message, arena, versions))
+
+
+# -- the parent's side --------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """Calls made, and bytes moved both ways: pickled through pipes, or in shared memory."""
+
+    calls: int = 0
+    pipe_bytes: int = 0
+    shared_bytes: int = 0
+
+
+@dataclass
+class Worker:
+    """The parent's handle on one worker process: its socket and its arena."""
+
+    index: int
+    process: Any  # multiprocessing.Process of the pool's context
+    conn: Connection
+    arena: Arena | None = None
+    out_hint: int | None = None  # bytes of results seen last time
+
+    @classmethod
+    def start(cls, context: Any, index: int) -> Worker:
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        process = context.Process(
+            target=serve, args=(child_end,), name=f"former-head-worker-{index}", daemon=True
+        )
+        process.start()
+        child_end.close()
+        return cls(index, process, parent_end)
+
+    def send_task(
+        self,
+        module: str | None,
+        function_bytes: bytes,
+        batch: tuple[bytes, Placement],
+        traffic: Traffic,
+    ) -> None:
+        """Copy a packed batch into the arena (grown first if need be) and send the task."""
+        items_bytes, placement = batch
+        out_start = align(placement.end)
+        needed = out_start + (placement.end if self.out_hint is None else self.out_hint)
+        if self.arena is None or self.arena.nbytes < needed:
+            old = self.arena
+            self.arena = Arena.create(max(needed, 0 if old is None else old.nbytes * 3 // 2))
+            if old is not None:
+                old.close()
+            self.conn.send_bytes(dumps(("arena", self.arena.nbytes, self.arena.name)))
+            self.arena.send(self.conn, self.process.pid)
+        copy_in(self.arena, placement)
+        message = dumps(("task", module, function_bytes, items_bytes, out_start))
+        self.conn.send_bytes(message)
+        traffic.pipe_bytes += len(message)
+        traffic.shared_bytes += placement.end
+
+    def read_reply(self, data: bytes, traffic: Traffic) -> tuple:
+        """A reply message, its results copied out of the arena: ``("done", results)``."""
+        traffic.pipe_bytes += len(data)
+        reply = pickle.loads(data)
+        if reply[0] != "done":
+            return reply
+        _, results_bytes, out_needed = reply
+        self.out_hint = out_needed
+        traffic.shared_bytes += out_needed
+        try:
+            return "done", unpack(results_bytes, self.arena, copy=True)
+        except Exception as error:
+            return "error", "result", _error_text(error)
+
+    def stop(self) -> None:
+        for end in (self.process.terminate, self.process.kill):
+            if self.process.is_alive():
+                end()
+                self.process.join(STOP_TIMEOUT)
+        self.conn.close()
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
+
+
+def stop_all(workers: list[Worker]) -> None:
+    """Stop and forget ``workers``; a pool's finalizer too, so it must not hold the pool."""
+    stopping = workers[:]
+    workers.clear()
+    for worker in stopping:
+        worker.stop()
+
+
+def next_messages(
+    workers: list[Worker], deadline: float | None, late: str
+) -> Iterator[tuple[Worker, bytes | None]]:
+    """The next message of each worker as it arrives; None from a worker that died.
+
+    Past ``deadline`` (``time.monotonic()``), raises :class:`PoolTimeoutError` saying ``late``.
+    """
+    waiting = {worker.conn: worker for worker in workers}
+    while waiting:
+        sentinels = {worker.process.sentinel: worker for worker in waiting.values()}
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = wait([*waiting, *sentinels], remaining)
+        if not ready:
+            raise PoolTimeoutError(late)
+        for obj in ready:
+            worker = waiting.get(obj) or sentinels.get(obj)
+            if worker is None or worker.conn not in waiting:
+                continue  # both its socket and its sentinel were ready
+            del waiting[worker.conn]
+            try:
+                # A worker that exited may still have left its reply in the socket.
+                alive = obj is worker.conn or worker.conn.poll()
+                message = worker.conn.recv_bytes() if alive else None
+            except (EOFError, OSError):
+                message = None
+            yield worker, message
