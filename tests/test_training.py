@@ -1,5 +1,5 @@
 """The training API: it learns, it resumes where it stopped, it saves and predicts, it shards;
-and the generator trains through the same loop, samples from a prompt, and leaks without its mask."""
+the generator trains through the same loop, samples from a prompt, leaks without its mask."""
 
 from __future__ import annotations
 
@@ -376,7 +376,7 @@ def test_without_the_mask_every_position_sees_the_future():
 
 
 def test_without_the_mask_the_loss_collapses(byte_data):
-    """A model that sees the byte it predicts learns to copy it: far fewer bits than a causal one."""
+    """A model that sees the byte it predicts learns to copy it: far fewer bits than causal."""
     train, val = byte_data
     bits = {}
     for mask in (True, False):
