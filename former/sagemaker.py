@@ -5,7 +5,8 @@ the region (py312), ``ml.g5.xlarge`` by default, managed spot training with
 checkpoints in S3, metric definitions that match the metric lines ``model.py``
 prints (``epoch=2 train_loss=0.41 val_acc=0.873``), hyperparameters, and
 ``Torchrun()`` when the job has more than one GPU in total. The code it ships is
-a clean staging folder holding ``model.py``, ``former/`` and the learner's
+a clean staging folder holding the entry point ``model.py`` (an adapter over
+:mod:`former.container`), the installed ``former`` package and the learner's
 ``my_transformer_model.py``, nothing else.
 
 From a shell::
@@ -42,8 +43,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPT = "model.py"
+# The entry point the job runs: the container contract lives in the package.
+ENTRY_SCRIPT_SOURCE = """\
+\"\"\"SageMaker training entry point, written by former.sagemaker: see former.container.\"\"\"
+
+import sys
+
+from former.container import main
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
 TRAINING_CHANNEL = "training"
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 DEFAULT_FRAMEWORK_VERSION = "2.8"
@@ -321,22 +332,19 @@ def _learner_module_path(learner_module: str | Path | None, attention: str) -> P
 
 
 def stage_source(destination: Path, learner_module: Path | None) -> Path:
-    """Copy exactly what the job runs into ``destination``: model.py, former/, the learner file.
+    """Write exactly what the job runs into ``destination``: model.py, former/, the learner file.
 
-    Plus a ``requirements.txt`` for the few pure-Python packages ``former`` needs.
-    Nothing else from the project (solutions, notebooks, .venv, data) is shipped.
+    ``former/`` is the package this launcher was imported from (an editable
+    install, a wheel or the bundle), plus a ``requirements.txt`` for the few
+    pure-Python packages it needs. Nothing else (solutions, notebooks, .venv,
+    data) is shipped.
     """
-    entry = REPO_ROOT / ENTRY_SCRIPT
-    package = REPO_ROOT / "former"
-    if not entry.is_file():
-        raise LaunchError(
-            f"{entry} not found: the launcher ships model.py from the project folder; run it from "
-            "a clone of the project (pip install -e .), not from an installed wheel."
-        )
+    import former
+
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(entry, destination / ENTRY_SCRIPT)
+    (destination / ENTRY_SCRIPT).write_text(ENTRY_SCRIPT_SOURCE)
     shutil.copytree(
-        package,
+        Path(former.__file__).resolve().parent,
         destination / "former",
         ignore=shutil.ignore_patterns(*_IGNORED_IN_SOURCE),
         dirs_exist_ok=True,

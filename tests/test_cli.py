@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT, shared_file
 
 from former import classify, generate
+from former.generate import load_generator
 
 METRIC_LINE = re.compile(r"^epoch=[0-9.]+ step=\d+ train_loss=[0-9.e-]+ val_acc=[0-9.]+ ", re.M)
 TINY_CLASSIFIER = ["-E", "16", "-H", "2", "-d", "1", "-M", "64", "--threads", "1"]
@@ -81,6 +83,10 @@ def test_generate_cli_trains_on_tiny_shakespeare():
         "2",
         "--sample-length",
         "16",
+        "--prompt",
+        "ROMEO:",
+        "--temperature",
+        "0.8",
         "--threads",
         "1",
     )
@@ -90,7 +96,25 @@ def test_generate_cli_trains_on_tiny_shakespeare():
     )
     assert [step for step, _ in metric_lines] == ["3", "6"], result.stdout
     assert all(0 < float(bpb) < 10 for _, bpb in metric_lines)
-    assert result.stdout.count("sample: [") == 2
+    assert result.stdout.count("sample: [ROMEO:]") == 2
+
+
+def test_generate_without_the_mask_trains_a_model_that_sees_the_future(tmp_path, capsys):
+    out = tmp_path / "leaky"
+    tiny = ["-N", "2", "--test-every", "2", "-C", "16", "-E", "16", "-H", "2", "-d", "1"]
+    arguments = [*tiny, "--test-batches", "1", "--sample-length", "4", "--threads", "1"]
+    data = ["--data", str(shared_file("tinyshakespeare.txt")), "--out", str(out)]
+    assert generate.main([*data, *arguments, "--no-mask"]) == 0
+    assert "sample: [" in capsys.readouterr().out
+    model, config = load_generator(out)
+    assert config.mask is False
+    inputs = torch.arange(16)[None]
+    changed_last = inputs.clone()
+    changed_last[0, -1] = 100
+    assert not torch.equal(model(inputs)[0, 0], model(changed_last)[0, 0])
+    expect_usage_error(
+        generate.main, [*data, *arguments, "--resume"], capsys, "mask: False -> True"
+    )
 
 
 def test_train_save_resume_and_predict(tmp_path, capsys):
@@ -178,6 +202,8 @@ def test_predict_bad_model_path(tmp_path, capsys):
         (["--data", "/no/such/file.txt"], ["/no/such/file.txt"]),
         (["--attention", "bogus"], ["Unknown attention 'bogus'"]),
         (["-E", "30", "-H", "4"], ["heads (4) must divide the embedding size (30)"]),
+        (["--prompt", ""], ["--prompt must hold at least one character"]),
+        (["--temperature", "0"], ["temperature must be positive"]),
     ],
 )
 def test_generate_bad_input_is_one_line_and_exit_2(arguments, fragments, capsys):
@@ -209,3 +235,6 @@ def test_help_names_the_attention_default():
     ]:
         assert flag in help_text, flag
     assert Path(classify.__file__).name == "classify.py"
+    help_text = generate.build_parser().format_help()
+    for flag in ["--prompt", "--temperature", "--no-mask", "--context", "--num-batches", "--out"]:
+        assert flag in help_text, flag

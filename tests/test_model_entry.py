@@ -2,10 +2,13 @@
 
 The ``SM_*`` variables point into a temporary folder laid out like a training
 container's ``/opt/ml``; checkpoint and failure paths are overridden the same way.
+The code folder holds what the launcher ships (``stage_source``): the entry point
+``model.py``, the ``former`` package and, where a test writes one, the learner's module.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -17,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, shared_file
 
-from former.sagemaker import METRIC_DEFINITIONS
+from former import container
+from former.sagemaker import ENTRY_SCRIPT_SOURCE, METRIC_DEFINITIONS, stage_source
 
-MODEL_PY = REPO_ROOT / "model.py"
 SMALL_MODEL = [
     "--batch-size", "32",
     "--embedding", "32",
@@ -45,8 +48,9 @@ class OptMl:
         self.checkpoints = root / "opt/ml/checkpoints"
         self.channel = root / "opt/ml/input/data/training"
         self.code = root / "opt/ml/input/data/code"
-        for folder in (self.model_dir, self.output_data, self.checkpoints, self.code):
+        for folder in (self.model_dir, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
+        stage_source(self.code, learner_module=None)
         if data is not None:
             self.channel.mkdir(parents=True)
             (self.channel / data.name).symlink_to(data)
@@ -55,7 +59,8 @@ class OptMl:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("SM_", "FORMER_")) and key not in ("WORLD_SIZE", "RANK")
+            if not key.startswith(("SM_", "FORMER_"))
+            and key not in ("WORLD_SIZE", "RANK", "PYTHONPATH")
         }
         env.update(
             SM_MODEL_DIR=str(self.model_dir),
@@ -72,10 +77,12 @@ class OptMl:
         env.update(extra)
         return env
 
-    def command(self, *args: str, launcher: list[str] | None = None) -> list[str]:
+    def command(
+        self, *args: str, launcher: list[str] | None = None, script: str = "model.py"
+    ) -> list[str]:
         return [
             *(launcher or [sys.executable]),
-            str(MODEL_PY),
+            str(self.code / script),
             *args,
             "--checkpoint-dir",
             str(self.checkpoints),
@@ -84,10 +91,15 @@ class OptMl:
         ]
 
     def run(
-        self, *args: str, launcher: list[str] | None = None, timeout: int = 240, **env: str
+        self,
+        *args: str,
+        launcher: list[str] | None = None,
+        script: str = "model.py",
+        timeout: int = 240,
+        **env: str,
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.command(*args, launcher=launcher),
+            self.command(*args, launcher=launcher, script=script),
             cwd=self.code,
             env=self.env(**env),
             capture_output=True,
@@ -175,38 +187,62 @@ def latest_checkpoint_step(folder: Path) -> int:
     return int(torch.load(latest, map_location="cpu", weights_only=True)["step"])
 
 
+# Runs the job as model.py does, then records what this rank trained.
+RANK_PROBE = """\
+import hashlib, json, os, sys
+from pathlib import Path
+
+from former import container
+
+args, unknown = container.parse_args(sys.argv[1:])
+model, metrics = container.run_job(args, unknown)
+digest = hashlib.sha256()
+for name, tensor in model.state_dict().items():
+    digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+record = {"params_sha256": digest.hexdigest(), "metrics": metrics}
+Path(os.environ["RANK_RECORDS"], f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
+"""
+
+
 def test_torchrun_two_cpu_ranks_stay_identical_and_only_rank_0_writes(
     tmp_path: Path, imdb_sample: Path
 ) -> None:
     job = OptMl(tmp_path, imdb_sample)
-    digests = tmp_path / "digests"
+    (job.code / "rank_probe.py").write_text(RANK_PROBE)
+    records = tmp_path / "ranks"
+    records.mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = job.run(
         *SMALL_MODEL,
         "--epochs",
         "1",
         "--attention",
         "sdpa",
-        launcher=[
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-        ],
-        FORMER_PARAM_DIGEST_DIR=str(digests),
+        launcher=torchrun,
+        script="rank_probe.py",
+        RANK_RECORDS=str(records),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = {r["rank"]: r for r in (json.loads(p.read_text()) for p in digests.glob("rank*.json"))}
+    ranks = {int(p.stem[4:]): json.loads(p.read_text()) for p in records.glob("rank*.json")}
     assert set(ranks) == {0, 1}
-    assert all(r["world_size"] == 2 for r in ranks.values())
     assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]
-    assert ranks[0]["saved_model"] and not ranks[1]["saved_model"]
-    assert len(list(job.model_dir.iterdir())) == 1
+    assert ranks[0]["metrics"]["epoch"] == 1 and ranks[1]["metrics"] == {}  # rank 0 evaluates
+    assert [p.name for p in job.model_dir.iterdir()] == ["model.pt"]
     assert "training on 2 process(es)" in result.stdout
     lines = metric_lines(result.stdout)
     assert lines and len(lines) == len({json.dumps(m) for m in lines}), "metrics logged twice"
     assert not job.failure.exists()
+
+
+def test_the_documented_model_py_is_the_shipped_entry_point() -> None:
+    """The top-level model.py and the one the launcher writes run the same statements."""
+
+    def statements(source: str) -> list[str]:
+        body = ast.parse(source).body
+        return [ast.dump(node) for node in body if not isinstance(node, ast.Expr)]
+
+    assert statements((REPO_ROOT / "model.py").read_text()) == statements(ENTRY_SCRIPT_SOURCE)
 
 
 LEARNER_STUB = (
@@ -273,26 +309,22 @@ def run_in_process(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> tuple[int, str]:
-    import model
-
     monkeypatch.setattr(os, "environ", job.env(**env))
     monkeypatch.chdir(job.code)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "my_transformer_model", raising=False)
-    status = model.main(
+    status = container.main(
         [*args, "--checkpoint-dir", str(job.checkpoints), "--failure-file", str(job.failure)]
     )
     return status, capsys.readouterr().err
 
 
 def test_hyperparameters_parse_as_sagemaker_passes_them() -> None:
-    import model
-
-    args, unknown = model.parse_args(
+    args, unknown = container.parse_args(
         ["--batch_size", "16", "--max-pool", "False", "--final", "TRUE", "--download", "true",
          "--mp_parameters", "{}"]
     )  # fmt: skip
     assert (args.batch_size, args.max_pool, args.final, args.download) == (16, False, True, True)
     assert unknown == ["--mp_parameters", "{}"]
-    with pytest.raises(model.JobInputError, match="true or false"):
-        model.parse_args(["--wide", "maybe"])
+    with pytest.raises(container.JobInputError, match="true or false"):
+        container.parse_args(["--wide", "maybe"])

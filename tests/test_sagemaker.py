@@ -294,15 +294,15 @@ def test_gpu_counts_cover_the_default_and_multi_gpu_instances() -> None:
 
 
 def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:
-    """The SDK's container driver turns HyperParameters into argv; model.py must read it back."""
+    """The SDK's container driver turns HyperParameters into argv; the entry point reads it back."""
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
-    import model
+    from former import container
 
     sent = launcher.normalise_hyperparameters(
         {"epochs": 2, "batch_size": 16, "download": False, "final": True, "attention": "sdpa"}
     )
-    args, unknown = model.parse_args(hyperparameters_to_cli_args(sent))
+    args, unknown = container.parse_args(hyperparameters_to_cli_args(sent))
     assert unknown == []
     assert (args.epochs, args.batch_size, args.download, args.final) == (2, 16, False, True)
     assert args.attention == "sdpa"

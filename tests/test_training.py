@@ -1,4 +1,5 @@
-"""The training API: it learns, it resumes where it stopped, it saves and predicts, it shards."""
+"""The training API: it learns, it resumes where it stopped, it saves and predicts, it shards;
+the generator trains through the same loop, samples from a prompt, leaks without its mask."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from former.data import ClassificationData, TextSplit, Vocabulary, load_synthetic
+from former.data.synthetic import generated_text
+from former.generate import GeneratorConfig, build_generator, fit_generator, sample_text
+from former.loop import format_metrics, lr_factor
+from former.runs import checkpoint_paths
+from former.threads import torch_threads
 from former.training import (
     ClassifierConfig,
     RunMismatchError,
     build_classifier,
-    checkpoint_paths,
     evaluate,
     fit_classifier,
-    format_metrics,
     load_model,
-    lr_factor,
     pick_device,
     predict,
     save_model,
@@ -32,10 +35,8 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread, and the CI machine has only two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def quiet(_: str) -> None:
@@ -301,3 +302,98 @@ def test_predict_handles_unknown_words_and_empty_text():
     results = predict(model, vocab, ["", "never seen words", "good " * 100], config.max_length)
     assert len(results) == 3
     assert all(label in (0, 1) and 0.5 <= p <= 1 for label, p in results)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def tiny_generator_config(**overrides) -> GeneratorConfig:
+    settings = dict(
+        emb=16,
+        heads=2,
+        depth=1,
+        context=16,
+        batch_size=8,
+        lr=3e-3,
+        lr_warmup=16,
+        num_batches=12,
+        test_every=4,
+        test_batches=2,
+        sample_length=8,
+        attention="sdpa",
+    )
+    return GeneratorConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def byte_data() -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.frombuffer(bytearray(generated_text(20_000)), dtype=torch.uint8)
+    return data[:18_000], data[18_000:]
+
+
+def test_fit_generator_reports_bits_per_byte_samples_and_resumes(byte_data, tmp_path):
+    train, val = byte_data
+    config = tiny_generator_config()
+    model = build_generator(config)
+    curve, lines = [], []
+    fit_generator(
+        model,
+        train,
+        val,
+        config,
+        device=CPU,
+        checkpoint_dir=tmp_path / "whole",
+        log=lines.append,
+        on_eval=curve.append,
+        prompt="the ",
+    )
+    assert [point["step"] for point in curve] == [4, 8, 12]
+    assert all(point["train_loss"] > 0 and 0 < point["val_bpb"] < 9 for point in curve)
+    assert lines[0].startswith("step=4 train_loss=") and " val_bpb=" in lines[0]
+    assert lines[1].startswith("sample: [the ]")
+
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    shutil.copy(tmp_path / "whole" / "checkpoint-000000008.pt", interrupted)
+    resumed, lines = build_generator(config), []
+    fit_generator(
+        resumed, train, val, config, device=CPU, checkpoint_dir=interrupted, log=lines.append
+    )
+    assert lines[0].startswith("resuming from step 8")
+    assert lines[2].startswith("sample: [") and not lines[2].startswith("sample: [the ]")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, msg=name)
+
+
+def test_without_the_mask_every_position_sees_the_future():
+    inputs = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(0))
+    changed_last = inputs.clone()
+    changed_last[0, -1] = (inputs[0, -1] + 1) % 256
+    for mask in (True, False):
+        model = build_generator(tiny_generator_config(mask=mask)).eval()
+        first = model(inputs)[0, 0], model(changed_last)[0, 0]
+        assert torch.equal(*first) == mask, f"mask={mask}"
+
+
+def test_without_the_mask_the_loss_collapses(byte_data):
+    """A model that sees the byte it predicts learns to copy it: far fewer bits than causal."""
+    train, val = byte_data
+    bits = {}
+    for mask in (True, False):
+        config = tiny_generator_config(
+            emb=32, batch_size=16, lr=1e-2, lr_warmup=64, num_batches=200, test_every=200, mask=mask
+        )
+        metrics = fit_generator(build_generator(config), train, val, config, device=CPU, log=quiet)
+        bits[mask] = metrics["val_bpb"]
+    assert bits[False] < 0.5 * bits[True], bits
+
+
+def test_sample_text_continues_any_prompt():
+    model = build_generator(tiny_generator_config())
+    text = sample_text(model, "ROMEO: " * 5, length=20, temperature=0.8, seed=1)  # > context
+    assert text == sample_text(model, "ROMEO: " * 5, length=20, temperature=0.8, seed=1)
+    assert 0 < len(text) <= 20
+    with pytest.raises(ValueError, match="at least one character"):
+        sample_text(model, "")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        sample_text(model, "a", temperature=0)

@@ -1,0 +1,162 @@
+"""Training runs on disk: the settings that identify a run, checkpoints and saved models.
+
+A run's folder holds ``checkpoints/checkpoint-<step>.pt`` (the newest few) while it
+trains and ``model.pt`` when it is done. Every file is written through a temporary
+file, so a crash never leaves half of one, and a run never resumes from, or
+overwrites, a run with different settings.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+KEEP_CHECKPOINTS = 3
+
+
+class RunMismatchError(ValueError):
+    """A checkpoint or saved model belongs to a run with a different configuration."""
+
+
+class RunSettings:
+    """Mixed into a settings dataclass: a dict round trip and the same-run check.
+
+    KIND names the settings in messages. REPORTING_ONLY names the settings that
+    change how a run reports, never what it learns: a run may resume with other values.
+    """
+
+    KIND: ClassVar[str] = "run"
+    REPORTING_ONLY: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Rebuild settings saved with :meth:`to_dict`, refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.KIND} settings {unknown}; known: {sorted(known)}.")
+        return cls(**data)
+
+    def check_same_run(self, saved: dict[str, Any], where: Path) -> None:
+        """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's.
+
+        Settings missing from ``saved`` count as their defaults (they were added later).
+        """
+        current = self.to_dict()
+        saved = {f.name: f.default for f in fields(self)} | saved
+        names = sorted((set(saved) | set(current)) - set(self.REPORTING_ONLY))
+        differences = [
+            f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
+            for name in names
+            if saved.get(name) != current.get(name)
+        ]
+        if differences:
+            raise RunMismatchError(
+                f"{where} holds a run with different settings ({'; '.join(differences)}). "
+                "Use the same settings to resume it, or choose another output folder."
+            )
+
+
+def check_positive(settings: Any, *names: str) -> None:
+    """Raise unless each named setting is at least 1."""
+    for name in names:
+        if getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be at least 1; got {getattr(settings, name)}.")
+
+
+def check_heads_divide(emb: int, heads: int, wide: bool) -> None:
+    """Narrow attention splits ``emb`` into ``heads`` equal parts."""
+    if not wide and emb % heads != 0:
+        divisor = max(d for d in range(1, min(emb, heads) + 1) if emb % d == 0)
+        raise ValueError(
+            f"heads ({heads}) must divide the embedding size ({emb}) for narrow "
+            f"attention: pick e.g. -H {divisor}, or use --wide."
+        )
+
+
+def write_atomically(payload: Any, path: Path) -> Path:
+    """torch.save to ``path`` through a temporary file, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def checkpoint_paths(directory: str | Path | None) -> list[Path]:
+    """Checkpoints in ``directory``, oldest first."""
+    if directory is None or not Path(directory).is_dir():
+        return []
+    return sorted(Path(directory).glob(f"{CHECKPOINT_PREFIX}*.pt"))
+
+
+def save_checkpoint(
+    directory: str | Path, state: dict[str, Any], keep: int = KEEP_CHECKPOINTS
+) -> Path:
+    """Write ``state`` as the newest checkpoint and delete all but the newest ``keep``."""
+    path = write_atomically(state, Path(directory) / f"{CHECKPOINT_PREFIX}{state['step']:09d}.pt")
+    for old in checkpoint_paths(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest_checkpoint(directory: str | Path | None) -> dict[str, Any] | None:
+    """The newest checkpoint in ``directory`` (None when there is none)."""
+    paths = checkpoint_paths(directory)
+    if not paths:
+        return None
+    return torch.load(paths[-1], map_location="cpu", weights_only=True)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` already holds checkpoints or a saved model."""
+    return bool(checkpoint_paths(folder / "checkpoints")) or (folder / MODEL_FILE).exists()
+
+
+def save_model_file(
+    directory: str | Path, model: nn.Module, settings: RunSettings, file_format: str, **extra: Any
+) -> Path:
+    """Weights, settings and ``extra`` as one file, ``directory/model.pt``.
+
+    A model there from a run with other settings is never overwritten:
+    :class:`RunMismatchError` says so.
+    """
+    path = Path(directory) / MODEL_FILE
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        settings.check_same_run(saved.get("config", {}), path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": file_format, "config": settings.to_dict(), **extra, "state_dict": state}
+    return write_atomically(payload, path)
+
+
+def read_model_file(
+    path: str | Path, file_format: str, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """What :func:`save_model_file` wrote in ``path`` (the file or its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no saved model at {path}; train one with --out FOLDER.")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise ValueError(f"{path} is not a saved {file_format.partition('/')[0]} model.")
+    return payload
