@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from learner_code import HAND_WRITTEN_MISTAKES, written_out
 
 from former.attention import sdpa_attention
 from grader.diagnose import diagnose_attention, diagnose_pool_usage
@@ -82,78 +83,6 @@ def test_mask_mistakes_are_invisible_without_the_mask():
     for mistake in MISTAKES:
         if mistake.needs_mask:
             assert diagnose_attention(mistake.apply(q, k, v, 3, False), q, k, v, 3, False).correct
-
-
-# -- learner code written out by hand (tests only: nothing shipped computes attention itself) --
-
-
-def written_out(
-    q, k, v, heads, mask, *, scale=None, hidden=None, softmax=None, view=None, merge=None
-):
-    """Multi-head attention as a learner writes it; each keyword swaps in one wrong step."""
-    b, t, e = q.shape
-    s = e // heads
-    split = view or (lambda x: x.view(b, t, heads, s).transpose(1, 2))
-    qh, kh, vh = split(q), split(k), split(v)
-    scores = qh @ kh.transpose(-2, -1) * (1 / math.sqrt(s) if scale is None else scale)
-    if mask:
-        future = torch.ones(t, t, dtype=torch.bool).triu(1) if hidden is None else hidden(t)
-        scores = scores.masked_fill(future, float("-inf"))
-    weights = torch.softmax(scores, dim=-1) if softmax is None else softmax(scores)
-    out = weights @ vh
-    return out.transpose(1, 2).reshape(b, t, e) if merge is None else merge(out)
-
-
-def _mask_after_softmax(q, k, v, heads, mask):
-    b, t, e = q.shape
-    s = e // heads
-    qh, kh, vh = (x.view(b, t, heads, s).transpose(1, 2) for x in (q, k, v))
-    weights = torch.softmax(qh @ kh.transpose(-2, -1) / math.sqrt(s), dim=-1)
-    if mask:
-        weights = weights.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), 0.0)
-    return (weights @ vh).transpose(1, 2).reshape(b, t, e)
-
-
-def _exp_over_sum(scores):
-    exps = torch.exp(scores)  # no maximum subtracted
-    return exps / exps.sum(dim=-1, keepdim=True)
-
-
-HAND_WRITTEN_MISTAKES = {
-    "missing_scale": lambda q, k, v, h, m: written_out(q, k, v, h, m, scale=1.0),
-    "scale_one_over_s": lambda q, k, v, h, m: written_out(q, k, v, h, m, scale=h / q.size(-1)),
-    "scale_sqrt_emb": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, scale=1 / math.sqrt(q.size(-1))
-    ),
-    "scale_times_sqrt_s": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, scale=math.sqrt(q.size(-1) // h)
-    ),
-    "softmax_wrong_axis": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, softmax=lambda x: torch.softmax(x, dim=-2)
-    ),
-    "heads_not_transposed": lambda q, k, v, h, m: written_out(
-        q,
-        k,
-        v,
-        h,
-        m,
-        view=lambda x: x.reshape(x.size(0), h, x.size(1), -1),
-        merge=lambda x: x.reshape(x.size(0), x.size(2), -1),
-    ),
-    "output_not_transposed": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, merge=lambda x: x.reshape(x.size(0), x.size(2), -1)
-    ),
-    "mask_missing": lambda q, k, v, h, m: written_out(q, k, v, h, False),
-    "mask_inverted": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, hidden=lambda t: torch.ones(t, t, dtype=torch.bool).tril(-1)
-    ),
-    "mask_hides_diagonal": lambda q, k, v, h, m: written_out(
-        q, k, v, h, m, hidden=lambda t: torch.ones(t, t, dtype=torch.bool).triu(0)
-    ),
-    "mask_after_softmax": _mask_after_softmax,
-    "keys_values_swapped": lambda q, k, v, h, m: written_out(q, v, k, h, m),
-    "unstable_softmax": lambda q, k, v, h, m: written_out(q, k, v, h, m, softmax=_exp_over_sum),
-}
 
 
 def test_every_catalogued_mistake_has_a_hand_written_version():
@@ -353,8 +282,8 @@ def test_each_pool_mistake_is_diagnosed_by_name(run, mistake):
     assert "Hint:" in diagnosis.message
 
 
-def test_a_spawn_pool_refuses_an_unimportable_function_without_starting_work():
-    with InstrumentedPool(1, start_method="spawn") as pool:
+def test_a_worker_pool_refuses_an_unimportable_function_without_starting_work():
+    with InstrumentedPool(1) as pool:
         with pytest.raises(Exception, match="cannot import"):
             pool.map(lambda a: a, [1, 2])
     assert pool.calls[0].n_items == 2 and not pool.calls[0].importable
