@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # command -> module whose ``main(argv)`` runs it
 COMMANDS = {
@@ -15,6 +17,15 @@ COMMANDS = {
 }
 
 
+def put_scripts_on_path() -> None:
+    """nbgrader's gradebook runs ``alembic`` (and nbgrader runs ``jupyter``) by name: find
+    them beside this interpreter, so an environment works without being activated."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
@@ -23,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
+    put_scripts_on_path()
     module = importlib.import_module(COMMANDS[argv[0]])
     return int(module.main(argv) or 0)
 

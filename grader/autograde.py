@@ -1,13 +1,17 @@
 """``python -m grader autograde``: grade a whole class in sandboxes, in parallel.
 
     python -m grader autograde --course-dir notebooks --assignment transformers_from_scratch \\
-        [--student ID ...] [--jobs 2] [--timeout 60] [--memory 4096]
+        [--student ID ...] [--jobs 2] [--seed N] [--timeout 60] [--memory 4096]
 
 Reads nbgrader's ``submitted/<student>/<assignment>/`` folders. Every submission is probed in
 its own sandbox (``grader.sandbox``) and judged in this process (``grader.judge``); this
 process alone writes the gradebook, the autograded notebooks, the feedback pages and the
 full verdicts (``grader_results/``), as each submission finishes. A submission that
 crashes, hangs or misbehaves is still recorded, with a score and a status.
+
+The hidden inputs come from one seed per assignment: ``--seed N``, else the seed an earlier
+run recorded (``grader.results``), else a new secret one, recorded for later runs. So a
+regrade of one student, or of the class, gives the same scores and feedback.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from grader.judge import (
     hidden_tests,
     make_plan,
 )
-from grader.results import save_result
+from grader.results import record_seed, recorded_seed, save_result
 from grader.sandbox import Limits
 
 GradeOne = Callable[..., SubmissionResult]
@@ -52,6 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--assignment", required=True, help="assignment name")
     parser.add_argument("--student", action="append", default=[], help="grade only these")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (2)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the hidden inputs (default: the one recorded by the last run, else new)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -75,6 +85,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=defaults.processes,
         help=f"processes per sandbox ({defaults.processes})",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=defaults.step_seconds,
+        help=(
+            "seconds for each notebook statement re-run to recreate a name a graded function "
+            f"uses ({defaults.step_seconds:g})"
+        ),
     )
     parser.add_argument("--db-url", default=None, help="gradebook URL (course's gradebook.db)")
     parser.add_argument(
@@ -100,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_seconds=args.cpu_seconds,
         processes=args.processes,
         wall_seconds=args.timeout,
+        step_seconds=args.step_seconds,
     )
     try:
         results = autograde(
@@ -111,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             db_url=args.db_url,
             cases_per_test=args.cases_per_test,
             progress=not args.quiet,
+            seed=args.seed,
         )
     except (GradebookError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -140,6 +161,7 @@ def autograde(
     progress: bool = True,
     plan: Plan | None = None,
     grade_one: GradeOne = grade_submission,
+    seed: int | None = None,
 ) -> list[SubmissionResult]:
     """Grade ``students`` (default: every submission) and record everything; see module doc."""
     course_dir = Path(course_dir).resolve()
@@ -154,7 +176,16 @@ def autograde(
     results: list[SubmissionResult] = []
     with GradebookWriter(course_dir, assignment, db_url) as writer:
         notebook = writer.graded_notebook(set(groups))
-        plan = plan or make_plan(cases_per_group=cases_per_test)
+        if plan is None:
+            previous = recorded_seed(course_dir, assignment)
+            plan = make_plan(seed if seed is not None else previous, cases_per_test)
+            if previous is not None and plan.seed != previous and progress:
+                print(
+                    f"note: grading with seed {plan.seed}; results graded before used "
+                    f"{previous} (each result records its own)",
+                    file=sys.stderr,
+                )
+        record_seed(course_dir, assignment, plan.seed)
         slots: queue.Queue[int] = queue.Queue()
         for slot in range(jobs):
             slots.put(slot)
@@ -200,6 +231,7 @@ def _grade_safely(grade_one: GradeOne, notebook: Path, student: str, assignment:
         result = SubmissionResult(student, assignment, notebook.stem, "error")
         result.tests = all_failed(plan, "error", "the grader failed on this submission")
         result.messages.append(f"grader error: {type(error).__name__}: {error}")
+        result.seed = plan.seed
         result.seconds = round(time.monotonic() - started, 2)
         return result
 
@@ -218,7 +250,8 @@ def summarise(results: list[SubmissionResult]) -> str:
         return "no submissions graded"
     mean = sum(result.score() for result in results) / len(results)
     statuses = ", ".join(f"{status}: {count}" for status, count in sorted(counts.items()))
+    seeds = ", ".join(str(seed) for seed in sorted({r.seed for r in results if r.seed is not None}))
     return (
         f"graded {len(results)} submissions (mean {mean:.1f} / {results[0].max_score():g}); "
-        f"{statuses}"
+        f"{statuses}; seed {seeds}"
     )

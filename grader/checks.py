@@ -6,6 +6,10 @@ hint. A stub that raises ``NotImplementedError`` gets "not implemented yet"; any
 other error shows its type, message and the line of the learner's code, never
 a traceback. Every check returns a :class:`CheckReport` (``report.passed``).
 
+The checks judge by the grader's own rules (one tolerance, the forbidden operators, the
+names the grader can recreate), so a property they pass is never failed by the grader
+for the same reason; the grader runs more cases than they do.
+
 Usage in a notebook cell::
 
     from grader.checks import check_multihead_attention
@@ -23,13 +27,20 @@ from typing import Any
 import torch
 
 from former.attention import sdpa_attention
+from former.threads import torch_threads
 from grader.diagnose import Diagnosis, compare, diagnose_attention, diagnose_pool_usage, tolerance
+from grader.forbidden import explain as explain_forbidden
 from grader.instrumented_pool import InstrumentedPool, function_origin
 from grader.mistakes import POOL_MISTAKES_BY_KEY
-from grader.probe import describe_exception, one_torch_thread, where_in_learner_code
+from grader.probe import describe_exception, tripwires, where_in_learner_code
+from grader.replay import Cell, parse_statements, plan_replay
 
 PASS, FAIL = "✓", "✗"
 NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
+MORE_WHEN_GRADED = (
+    "More cases run when your notebook is graded (other shapes, float64, long sequences, "
+    "gradients), so a pass here is not yet a promise of full marks."
+)
 
 # The small visible example: (b, t, heads, s).
 EXAMPLE = (2, 5, 3, 4)
@@ -108,16 +119,22 @@ class _Checker:
         return self.report
 
     def finish(self) -> CheckReport:
+        found = tripwires().take()
+        if found:
+            self.record("uses no built-in attention", False, explain_forbidden(found), "forbidden")
         ok = sum(r.passed for r in self.report.results)
         total = len(self.report.results)
-        verdict = "all checks passed" if self.report.passed else f"{ok}/{total} checks passed"
-        print(f"  {verdict}.")
+        if self.report.passed:
+            print(f"  all checks passed. {MORE_WHEN_GRADED}")
+        else:
+            print(f"  {ok}/{total} checks passed.")
         return self.report
 
 
 def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     try:
-        return fn(*args, **kwargs)
+        with tripwires().armed():
+            return fn(*args, **kwargs)
     except NotImplementedError as error:
         raise _NotImplemented() from error
     except Exception as error:  # noqa: BLE001 - learner code may raise anything; show it plainly
@@ -217,7 +234,7 @@ def _gradients(
             return Diagnosis(
                 False, "no_gradient", f"{name} gets no gradient: the output does not depend on it."
             )
-        result = compare(got.grad.numpy(), want.grad.numpy(), 1e-7)
+        result = compare(got.grad.numpy(), want.grad.numpy(), tolerance())
         if not result.ok:
             return Diagnosis(
                 False,
@@ -247,10 +264,54 @@ def _unmodified(
 def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
     @functools.wraps(check)
     def run(*args: Any, **kwargs: Any) -> CheckReport:
-        with one_torch_thread():
+        tripwires().take()  # what an earlier, interrupted check left behind
+        with torch_threads(1):
             return check(*args, **kwargs)
 
     return run
+
+
+def names_the_grader_cannot_recreate(fn: Callable, name: str) -> list[str]:
+    """Notebook variables ``fn`` uses that the grader's replay (``grader.replay``) of the
+    cells run so far would leave unbound; [] outside a notebook or for module functions."""
+    namespace = getattr(fn, "__globals__", None) or {}
+    history = namespace.get("In")
+    if getattr(fn, "__module__", None) != "__main__" or not isinstance(history, list):
+        return []
+    cells = [Cell(i, parse_statements(code, i)) for i, code in enumerate(history) if code]
+    unbound = plan_replay({name}, cells).unbound
+    return sorted(n for n in unbound if n in namespace and n != name)
+
+
+def _record_names(checker: _Checker, fn: Callable, name: str) -> None:
+    names = names_the_grader_cannot_recreate(fn, name)
+    if names:
+        listed = ", ".join(f"`{n}`" for n in names)
+        checker.record(
+            "uses only notebook names the grader can recreate",
+            False,
+            f"{listed} {'is' if len(names) == 1 else 'are'} set by a magic, exec or "
+            "globals(), which the grader does not re-run (it re-runs only the ordinary "
+            "statements that bind the names your function uses): set "
+            f"{'it' if len(names) == 1 else 'them'} with an ordinary statement in a cell "
+            "above, or inside the function",
+            "unbound_names",
+        )
+
+
+def _model_like_inputs(
+    fn: Callable, b: int, t: int, heads: int, s: int, *, requires_grad: bool = True
+) -> Diagnosis:
+    """Inputs as a model hands them over: slices of one wider tensor (requiring grad, as
+    in training), and the mask given as 1 rather than True."""
+    q, k, v = _example(b, t, heads, s)
+    wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
+    width = heads * s
+    sliced = [wide[..., i * width : (i + 1) * width] for i in range(3)]
+    out = _call(fn, *sliced, heads, 1)
+    return diagnose_attention(
+        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
+    )
 
 
 def _small_example(checker: _Checker, run: Callable[..., Any]) -> Diagnosis | CheckReport:
@@ -316,6 +377,16 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
     )
     _run_property(
         checker,
+        "long sequences (t = 256, the training length, with mask)",
+        lambda: _attention_case(fn, 1, 256, 2, 4, True),
+    )
+    _run_property(
+        checker,
+        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)",
+        lambda: _model_like_inputs(fn, 2, 6, 3, 4),
+    )
+    _run_property(
+        checker,
         "float64 inputs (with mask)",
         lambda: _attention_case(fn, 2, 4, 2, 3, True, dtype=torch.float64),
     )
@@ -329,6 +400,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
         "leaves its inputs unmodified",
         lambda: _unmodified(lambda q, k, v: _call(fn, q, k, v, 2, True), 2, 4, 6),
     )
+    _record_names(checker, fn, "multihead_attention")
     return checker.finish()
 
 
@@ -343,6 +415,13 @@ def _head_case(
     q, k, v = _example(b, t, 1, s, **example)
     out = _call(fn, (q.clone(), k.clone(), v.clone(), mask))
     return diagnose_attention(out, q, k, v, 1, mask)
+
+
+def _sliced_head(fn: Callable, b: int, t: int, s: int) -> Diagnosis:
+    q, k, v = _example(b, t, 1, s)
+    wide = torch.cat([q, k, v], dim=-1)
+    out = _call(fn, (wide[..., :s], wide[..., s : 2 * s], wide[..., 2 * s :], 1))
+    return diagnose_attention(out, q, k, v, 1, True)
 
 
 def _importable(fn: Callable) -> tuple[bool, str]:
@@ -396,6 +475,16 @@ def check_attention_function(fn: Callable) -> CheckReport:
     )
     _run_property(
         checker,
+        "long sequences (t = 256, the training length, with mask)",
+        lambda: _head_case(fn, 1, 256, 1, 4, True),
+    )
+    _run_property(
+        checker,
+        "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
+        lambda: _sliced_head(fn, 2, 6, 4),
+    )
+    _run_property(
+        checker,
         "leaves its inputs unmodified",
         lambda: _unmodified(lambda q, k, v: _call(fn, (q, k, v, True)), 2, 4, 3),
     )
@@ -422,11 +511,10 @@ def check_parallel_multihead_attention(
     checker = _Checker("parallel_multihead_attention")
     calls: list = []
 
-    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: bool) -> Any:
-        recorder = pool if isinstance(pool, InstrumentedPool) else InstrumentedPool(pool=pool)
-        start = len(recorder.calls)
+    def run(q: Any, k: Any, v: Any, heads: int, mask: Any, result_scale: float = 1.0) -> Any:
+        recorder = InstrumentedPool(pool=pool, result_scale=result_scale)
         out = _call(fn, q, k, v, heads, mask, pool=recorder)
-        calls[:] = recorder.calls[start:]
+        calls[:] = recorder.calls
         return out
 
     b, t, heads, s = EXAMPLE
@@ -459,14 +547,52 @@ def check_parallel_multihead_attention(
     )
     _run_property(
         checker,
+        "the output is built from the results pool.map returns",
+        lambda: _built_from_results(run, calls),
+    )
+    _run_property(
+        checker,
         "works with one head and one position",
         lambda: _degenerate_sizes(fn, parallel_case),
     )
+    _run_property(
+        checker,
+        "long sequences (t = 256, with mask)",
+        lambda: parallel_case(fn, 1, 256, 2, 4, True),
+    )
+    _run_property(
+        checker,
+        "inputs sliced from one wider tensor, mask=1",
+        lambda: _model_like_inputs(run, 2, 6, 3, 4, requires_grad=False),
+    )
+    _record_names(checker, fn, "parallel_multihead_attention")
     if reference is not None:
         _run_property(
             checker, "agrees with your multihead_attention", lambda: _agrees(run, reference)
         )
     return checker.finish()
+
+
+def _built_from_results(run: Callable, calls: list) -> Diagnosis:
+    """With a pool that scales every result by 2.5, a function that assembles its output
+    from the results returns 2.5 times the answer; one that computes the heads some other
+    way returns the answer itself. A misuse of the pool, if any, is the better explanation."""
+    b, t, heads, s = EXAMPLE
+    q, k, v = _example(b, t, heads, s)
+    out = run(q.clone(), k.clone(), v.clone(), heads, False, result_scale=2.5)
+    usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
+    if not usage.correct:
+        return usage
+    if not isinstance(out, torch.Tensor):
+        return diagnose_attention(out, q, k, v, heads, False)
+    got = out.detach().double()
+    scaled = diagnose_attention(got / 2.5, q, k, v, heads, False)
+    if scaled.correct:
+        return Diagnosis(True, None, "")
+    if diagnose_attention(got, q, k, v, heads, False).correct:
+        mistake = POOL_MISTAKES_BY_KEY["pool_results_unused"]
+        return Diagnosis(False, mistake.key, f"It looks like {mistake.title}. Hint: {mistake.hint}")
+    return scaled
 
 
 def _agrees(run: Callable, reference: Callable) -> tuple[bool, str]:
@@ -476,7 +602,7 @@ def _agrees(run: Callable, reference: Callable) -> tuple[bool, str]:
     if not isinstance(serial, torch.Tensor) or not isinstance(parallel, torch.Tensor):
         return False, "both functions must return tensors"
     result = compare(
-        parallel.detach().double().numpy(), serial.detach().double().numpy(), tolerance(q.dtype)
+        parallel.detach().double().numpy(), serial.detach().double().numpy(), tolerance()
     )
     if result.ok:
         return True, ""

@@ -1,162 +1,103 @@
-"""What graded functions may not use, and how the grader notices.
+"""What graded functions may not execute, and how the grader notices.
 
 Learners implement attention themselves, so the built-ins that compute it in one call are
-off limits inside graded functions. Two independent ways of noticing:
+off limits inside graded functions. The rule is about what the function *executes*, never
+about names in its source: a comment, a check elsewhere in the cell or a docstring that
+mentions ``F.scaled_dot_product_attention`` costs nothing, while every route to the fused
+kernels counts (``F.``, ``getattr`` strings, ``torch._C._nn``, ``torch.ops.aten``, with
+torch-function overrides switched off).
 
-- :func:`scan_source` reads a graded cell's syntax tree (trusted, nothing is executed):
-  names and attributes such as ``F.scaled_dot_product_attention``, ``torch._C._nn`` routes,
-  ``getattr(F, "scaled_dot_product_attention")``, imports of ``solutions``, and attempts to
-  switch off the grader's runtime tripwires;
-- :class:`Tripwires` (used inside the sandbox by ``grader.probe``) records calls that reach
-  those built-ins at run time, however they were looked up.
+:class:`Tripwires` watches one call of a learner function:
+- below the Python layer, PyTorch's operator profiler lists every ATen operator the
+  dispatcher runs, whatever Python route reached it;
+- ``nn.MultiheadAttention`` and ``F.multi_head_attention_forward`` can compute attention out
+  of ordinary operators (bmm, softmax), so their Python entry points are watched too;
+- a call that switches the profiler off, or replaces it, is recorded as tampering.
+
+The same tripwires run in the grading sandbox and in the hidden cells plain
+``nbgrader autograde`` executes, so both graders apply one rule.
 """
 
 from __future__ import annotations
 
-import ast
-from dataclasses import dataclass
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-# Names whose use computes attention in one call.
-FORBIDDEN_NAMES = {
-    "scaled_dot_product_attention": "F.scaled_dot_product_attention",
-    "_scaled_dot_product_attention_math": "F.scaled_dot_product_attention",
-    "_scaled_dot_product_flash_attention_for_cpu": "F.scaled_dot_product_attention",
-    "_scaled_dot_product_flash_attention": "F.scaled_dot_product_attention",
-    "_scaled_dot_product_efficient_attention": "F.scaled_dot_product_attention",
-    "MultiheadAttention": "nn.MultiheadAttention",
-    "multi_head_attention_forward": "F.multi_head_attention_forward",
+import torch
+import torch.nn.functional as F
+from torch._C._profiler import _ExperimentalConfig
+from torch.autograd import profiler
+
+# Substrings of ATen operator names that betray a one-call attention -> what learners wrote.
+FORBIDDEN_OPERATORS = {
+    "scaled_dot_product": "F.scaled_dot_product_attention",
     "_native_multi_head_attention": "nn.MultiheadAttention",
+    "_transformer_encoder_layer_fwd": "nn.TransformerEncoderLayer",
 }
-# Names that only matter to code trying to switch off the runtime tripwires.
-TAMPERING_NAMES = {
-    "DisableTorchFunction",
-    "DisableTorchFunctionSubclass",
-    "_DisableTorchDispatch",
-    "_disable_current_modes",
-    "_pop_mode",
-    "_pop_torch_function_stack",
-    "_pop_torch_dispatch_stack",
-    "_python_dispatch",
-    "_len_torch_function_stack",
-}
-FORBIDDEN_MODULES = {"solutions"}
+TAMPERING = "switching off the grader's operator check"
+_MARKER = "grader-tripwires-armed"
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One forbidden use: what it is (``F.scaled_dot_product_attention``) and where."""
-
-    name: str
-    line: int
-
-    def describe(self) -> str:
-        return f"{self.name} (line {self.line})"
-
-
-def scan_source(source: str) -> list[Finding]:
-    """Forbidden uses in one cell's Python source; a cell that does not parse has none."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    findings = []
-    for node in ast.walk(tree):
-        line = getattr(node, "lineno", 0)
-        for name in _names_used(node):
-            if name in FORBIDDEN_NAMES:
-                findings.append(Finding(FORBIDDEN_NAMES[name], line))
-            elif name in TAMPERING_NAMES:
-                findings.append(Finding(f"{name} (switching off the grader's checks)", line))
-        for module in _modules_imported(node):
-            if module.split(".")[0] in FORBIDDEN_MODULES:
-                findings.append(Finding(f"import {module}", line))
-    return sorted(set(findings), key=lambda finding: (finding.line, finding.name))
-
-
-def _names_used(node: ast.AST) -> list[str]:
-    if isinstance(node, ast.Name):
-        return [node.id]
-    if isinstance(node, ast.Attribute):
-        return [node.attr]
-    if isinstance(node, ast.alias):
-        return [node.name.split(".")[-1], *(node.asname and [node.asname] or [])]
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        # getattr(F, "scaled_dot_product_attention"), torch.ops.aten.__getattr__("..."), etc.
-        text = node.value.strip()
-        if not text or any(ch.isspace() for ch in text):
-            return []  # prose, such as a docstring that names what not to use
-        return [text.split(".")[-1], text.split("::")[-1].split(".")[0]]
-    return []
-
-
-def _modules_imported(node: ast.AST) -> list[str]:
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
-    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-        return [node.module]
-    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-        called = node.func
-        name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", "")
-        if name in {"import_module", "__import__"} and isinstance(node.args[0].value, str):
-            return [node.args[0].value]
-    return []
-
-
-# -- runtime tripwires (inside the sandbox) ---------------------------------------------------
-
-# Substrings of the torch functions and ATen operators that betray a one-call attention.
-_FUNCTION_MARKS = {
-    "scaled_dot_product_attention": "F.scaled_dot_product_attention",
-    "multi_head_attention_forward": "F.multi_head_attention_forward",
-    "_native_multi_head_attention": "nn.MultiheadAttention",
-}
+def explain(found: list[str]) -> str:
+    """What a learner reads when a graded function executed forbidden built-ins."""
+    return (
+        f"it executes {', '.join(found)}, which graded functions may not use; "
+        "implement attention yourself (bmm, einsum or matmul, softmax)."
+    )
 
 
 class Tripwires:
-    """Records forbidden calls while armed (``with tripwires.armed(): fn(...)``).
+    """Records forbidden operators while armed (``with tripwires.armed(): fn(...)``).
 
-    Watches torch's function-override hook, which every Python route to a torch function
-    passes (``F.``, ``getattr``, ``torch._C._nn``, ``torch.ops.aten`` included), and the
-    ``nn.MultiheadAttention`` class itself. Calls go through unchanged; this only records.
+    Calls go through unchanged; this only records. ``take()`` returns what was seen.
     """
 
     def __init__(self) -> None:
-        import torch
-        from torch.overrides import TorchFunctionMode
-
         self.seen: list[str] = []
-        self._armed = False
-        seen = self.seen
-        wires = self
+        self._watch_python_entry_points()
 
-        class _FunctionWatch(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                name = getattr(func, "__name__", "") or str(func)
-                for mark, what in _FUNCTION_MARKS.items():
-                    if mark in name:
-                        seen.append(what)
-                return func(*args, **(kwargs or {}))
+    def _watch_python_entry_points(self) -> None:
+        def watched(original: Callable, what: str) -> Callable:
+            if getattr(original, "_grader_watched", False):
+                return original  # another Tripwires already wraps it; record through it
 
-        self._modes = (_FunctionWatch,)
-        original_init = torch.nn.MultiheadAttention.__init__
+            @functools.wraps(original)
+            def call(*args, **kwargs):
+                for wires in _ARMED:
+                    wires.seen.append(what)
+                return original(*args, **kwargs)
 
-        def watched_init(module, *args, **kwargs):
-            if wires._armed:
-                seen.append("nn.MultiheadAttention")
-            original_init(module, *args, **kwargs)
+            call._grader_watched = True
+            return call
 
-        torch.nn.MultiheadAttention.__init__ = watched_init
-        original_forward = torch.nn.MultiheadAttention.forward
+        mha = torch.nn.MultiheadAttention
+        mha.forward = watched(mha.forward, "nn.MultiheadAttention")
+        F.multi_head_attention_forward = watched(
+            F.multi_head_attention_forward, "F.multi_head_attention_forward"
+        )
 
-        def watched_forward(module, *args, **kwargs):
-            if wires._armed:
-                seen.append("nn.MultiheadAttention")
-            return original_forward(module, *args, **kwargs)
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        """Watch the block: every ATen operator it runs, and the watched entry points.
 
-        torch.nn.MultiheadAttention.forward = watched_forward
-
-    def armed(self) -> _Armed:
-        return _Armed(self)
+        Re-entrant: a block armed inside an armed block is watched by the outer one.
+        """
+        if self in _ARMED:
+            yield
+            return
+        session = _ProfilerSession.start()
+        if session is None:
+            self.seen.append(TAMPERING)  # a profiler the learner started is still running
+        _ARMED.append(self)
+        try:
+            yield
+        finally:
+            _ARMED.remove(self)
+            if session is not None:
+                self.seen.extend(session.stop())
 
     def take(self) -> list[str]:
         """Forbidden uses recorded since the last call, once each, in order."""
@@ -165,20 +106,66 @@ class Tripwires:
         return found
 
 
-class _Armed:
-    def __init__(self, wires: Tripwires) -> None:
-        self.wires = wires
-        self.modes = [mode() for mode in wires._modes]
+_ARMED: list[Tripwires] = []
 
-    def __enter__(self) -> None:
-        self.wires._armed = True
-        for mode in self.modes:
-            mode.__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        for mode in reversed(self.modes):
-            try:
-                mode.__exit__(*exc)
-            except Exception:  # noqa: BLE001 - a learner popped our mode; evidence stays recorded
-                pass
-        self.wires._armed = False
+class _ProfilerSession:
+    """One run of PyTorch's CPU operator profiler, started and stopped at the lowest level
+    (the public context manager costs tens of milliseconds per run in post-processing)."""
+
+    def __init__(self) -> None:
+        settings = profiler.profile(
+            use_cpu=True, experimental_config=_ExperimentalConfig(profile_all_threads=True)
+        )
+        self.config, self.activities = settings.config(), settings.kineto_activities
+
+    @classmethod
+    def start(cls) -> _ProfilerSession | None:
+        """A running session, or None when another profiler is already running."""
+        session = cls()
+        try:
+            with _profiler_chatter_hidden():
+                torch.autograd._prepare_profiler(session.config, session.activities)
+                torch.autograd._enable_profiler(session.config, session.activities)
+        except RuntimeError:
+            return None
+        with profiler.record_function(_MARKER):
+            pass
+        return session
+
+    def stop(self) -> list[str]:
+        """What forbidden operators ran; TAMPERING when the session was stopped or replaced."""
+        try:
+            with _profiler_chatter_hidden():
+                result = torch.autograd._disable_profiler()
+            names = [event.name() for event in result.events()]
+        except RuntimeError:
+            return [TAMPERING]
+        if _MARKER not in names:
+            return [TAMPERING]
+        return [
+            what
+            for name in dict.fromkeys(names)
+            for mark, what in FORBIDDEN_OPERATORS.items()
+            if mark in name
+        ]
+
+
+@contextmanager
+def _profiler_chatter_hidden() -> Iterator[None]:
+    """The profiler's C++ side prints a line on stderr at each start and stop; no setting
+    turns it off, so file descriptor 2 points at /dev/null for those two calls."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -6,11 +6,17 @@ was mapped, whether worker processes could import it, and how many items of
 which shapes it received. :func:`grader.diagnose.diagnose_pool_usage` turns the
 log into a verdict.
 
+With ``result_scale`` the pool multiplies every tensor it returns by that number: a
+function that builds its output from the pool's results returns the scaled answer, one
+that computes the heads some other way returns the plain one.
+
 Three ways to run the work:
 - ``InstrumentedPool()`` (processes=0): in this process, one item after another;
   fast and deterministic, for checks that only need the log and the values.
-- ``InstrumentedPool(processes=2, start_method="spawn")``: real worker processes
-  (one torch thread each), which must import the mapped function by name.
+- ``InstrumentedPool(processes=2)``: real worker processes (one torch thread each) that,
+  like spawn and forkserver workers, find the mapped function only by its module's name.
+  Where fork exists they are forked with an empty ``__main__``, which costs no new torch
+  import per worker.
 - ``InstrumentedPool(pool=existing_pool)``: wraps a pool the learner made.
 """
 
@@ -19,11 +25,15 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import pickle
+import sys
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from former.parallel import use_one_thread
 
 
 @dataclass
@@ -100,10 +110,11 @@ def describe_item(item: object) -> dict[str, Any]:
     return {"type": type(item).__name__}
 
 
-def _one_torch_thread() -> None:
-    # Workers share the machine: one intra-op thread each, or they oversubscribe (and a
-    # forked worker inheriting a busy thread pool can deadlock).
-    torch.set_num_threads(1)
+def _fresh_worker() -> None:
+    """One torch thread, and a ``__main__`` that defines nothing: a worker forked from a
+    notebook finds functions by module name only, as a spawned one would."""
+    use_one_thread()
+    sys.modules["__main__"] = types.ModuleType("__main__")
 
 
 class _Finished:
@@ -132,15 +143,15 @@ class InstrumentedPool:
         self,
         processes: int = 0,
         *,
-        start_method: str | None = None,
         pool: Any = None,
         timeout: float = 120.0,
+        result_scale: float = 1.0,
     ) -> None:
         if pool is not None and processes:
             raise ValueError("Give either processes or an existing pool, not both.")
         self.processes = processes
-        self.start_method = start_method
         self.timeout = timeout
+        self.result_scale = result_scale
         self.calls: list[PoolCall] = []
         self._wrapped = pool
         self._owned: Any = None  # started on first use: a refused function costs no workers
@@ -168,7 +179,7 @@ class InstrumentedPool:
     # -- the Pool interface ------------------------------------------------------------------
 
     def _runner(self, func: Callable) -> Any:
-        if self.processes and self._owned_start_method() != "fork":
+        if self.processes:
             _, _, importable, why = function_origin(func)
             if not importable:
                 # Sending it anyway would fail inside the worker, which can hang the pool.
@@ -177,24 +188,22 @@ class InstrumentedPool:
                     "a module (e.g. with %%writefile my_transformer_model.py) and import it."
                 )
         if self.processes and self._owned is None:
-            context = multiprocessing.get_context(self.start_method)
-            self._owned = context.Pool(self.processes, initializer=_one_torch_thread)
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._owned = context.Pool(self.processes, initializer=_fresh_worker)
         return self._owned if self._owned is not None else self._wrapped
-
-    def _owned_start_method(self) -> str:
-        return multiprocessing.get_context(self.start_method).get_start_method()
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         items = list(iterable)
         self._record("map", func, items)
         runner = self._runner(func)
         if runner is None:
-            return [func(item) for item in items]
+            return self._scaled([func(item) for item in items])
         if runner is self._owned:
-            return self._wait(runner.map_async(func, items, chunksize))
+            return self._scaled(self._wait(runner.map_async(func, items, chunksize)))
         if chunksize is None:  # pools other than multiprocessing's may not take it
-            return runner.map(func, items)
-        return runner.map(func, items, chunksize)
+            return self._scaled(runner.map(func, items))
+        return self._scaled(runner.map(func, items, chunksize))
 
     def map_async(
         self, func: Callable, iterable: Iterable, chunksize: int | None = None
@@ -204,30 +213,36 @@ class InstrumentedPool:
         self._record("map_async", func, items)
         runner = self._runner(func)
         if runner is None:
-            return _Finished([func(item) for item in items])
+            return _Finished(self._scaled([func(item) for item in items]))
         if runner is self._owned:
-            return _Finished(self._wait(runner.map_async(func, items, chunksize)))
-        return _Finished(runner.map(func, items))
+            return _Finished(self._scaled(self._wait(runner.map_async(func, items, chunksize))))
+        return _Finished(self._scaled(runner.map(func, items)))
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
         items = list(iterable)
         self._record("imap", func, items)
         runner = self._runner(func)
         if runner is None:
-            return iter([func(item) for item in items])
+            return iter(self._scaled([func(item) for item in items]))
         if runner is self._owned:
-            return iter(self._wait(runner.map_async(func, items, chunksize)))
-        return runner.imap(func, items, chunksize)
+            return iter(self._scaled(self._wait(runner.map_async(func, items, chunksize))))
+        return iter(self._scaled(list(runner.imap(func, items, chunksize))))
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         items = [tuple(item) for item in iterable]
         self._record("starmap", func, items)
         runner = self._runner(func)
         if runner is None:
-            return [func(*item) for item in items]
+            return self._scaled([func(*item) for item in items])
         if runner is self._owned:
-            return self._wait(runner.starmap_async(func, items, chunksize))
-        return runner.starmap(func, items, chunksize)
+            return self._scaled(self._wait(runner.starmap_async(func, items, chunksize)))
+        return self._scaled(runner.starmap(func, items, chunksize))
+
+    def _scaled(self, results: list) -> list:
+        if self.result_scale == 1.0:
+            return results
+        scale = self.result_scale
+        return [r * scale if isinstance(r, torch.Tensor) else r for r in results]
 
     def _wait(self, pending: Any) -> list:
         # A worker that dies while starting makes multiprocessing.Pool wait forever.
@@ -262,7 +277,7 @@ class InstrumentedPool:
 
     def __repr__(self) -> str:
         mode = (
-            f"{self.processes} {self.start_method or 'default'} workers"
+            f"{self.processes} workers"
             if self.processes
             else ("wrapping " + type(self._wrapped).__name__ if self._wrapped else "in-process")
         )

@@ -7,8 +7,9 @@ raw outputs as plain data and compares them with ``solutions/`` through the hidd
 A function that crashes, hangs, runs out of memory or floods processes loses its own
 tests; the probe is restarted in a fresh sandbox for the next function.
 
-A function whose graded cell names a forbidden built-in, or whose run tripped one, scores
-zero on every test that runs it, with status ``forbidden``.
+A function whose run executed a forbidden built-in (``grader.forbidden``) scores zero on
+every test that runs it, with status ``forbidden``. Every result records the seed its
+inputs were drawn from, so a regrade with that seed gives the same scores and feedback.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from grader import sandbox
-from grader.program import GRADED_CELLS, Program, read_program
+from grader.forbidden import explain as explain_forbidden
+from grader.program import GRADED_FUNCTIONS, Program, read_program
 from grader.sandbox import Limits
 
 # Submission statuses, worst first: the first that applies names the submission.
@@ -65,6 +67,7 @@ class SubmissionResult:
     tests: list[TestResult] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    seed: int | None = None  # of the hidden inputs; instructor-side, never shown to learners
 
     @property
     def diagnoses(self) -> list[str]:
@@ -88,11 +91,19 @@ class SubmissionResult:
 
 @dataclass
 class Plan:
-    """The hidden cases of a grading run, their secret inputs and reference outputs."""
+    """The hidden cases of a grading run, their inputs (from ``seed``) and reference outputs."""
 
     groups: dict[str, Any]
     inputs: dict[str, dict]
     expected: dict[str, dict]
+    seed: int
+
+    def test_cells(self) -> dict[str, set[str]]:
+        """For each graded function, the grade ids of the test cells that call it."""
+        cells: dict[str, set[str]] = {}
+        for group in self.groups.values():
+            cells.setdefault(group.function, set()).add(group.grade_id)
+        return cells
 
     def cases_of(self, function: str) -> list:
         return [
@@ -103,13 +114,19 @@ class Plan:
         ]
 
 
+def new_seed() -> int:
+    """A fresh secret seed for a grading run."""
+    return secrets.randbits(63)
+
+
 def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Plan:
-    """Draw every case's inputs from a secret seed and compute the reference outputs.
+    """Draw every case's inputs from ``seed`` (a new secret one if None) and compute the
+    reference outputs.
 
     cases_per_group: keep only the first N cases of each test (trial runs, tests of the
     grader itself); full grading uses them all.
     """
-    seed = secrets.randbits(63) if seed is None else seed
+    seed = new_seed() if seed is None else int(seed)
     groups = {}
     tests = hidden_tests()
     for grade_id, group in tests.GROUPS.items():
@@ -122,7 +139,7 @@ def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Pl
         for case in group.cases:
             inputs[case.name] = tests.case_inputs(case, seed)
             expected[case.name] = tests.expected_outputs(case, inputs[case.name])
-    return Plan(groups, inputs, expected)
+    return Plan(groups, inputs, expected, seed)
 
 
 def hidden_tests():
@@ -171,33 +188,36 @@ def grade_submission(
 ) -> SubmissionResult:
     """Grade one submitted notebook. Always returns a result, whatever the submission does."""
     started = time.monotonic()
-    result = SubmissionResult(student, assignment, Path(notebook).stem, "ok")
+    result = SubmissionResult(student, assignment, Path(notebook).stem, "ok", seed=plan.seed)
     if not Path(notebook).exists():
         result.status = "missing"
         result.messages.append(f"no submitted notebook {Path(notebook).name}")
         result.tests = all_failed(plan, "missing", "no notebook was submitted")
         return result
     try:
-        program = read_program(Path(notebook))
+        program = read_program(Path(notebook), plan.test_cells())
     except ValueError as error:
         result.status = "invalid"
         result.messages.append(str(error))
         result.tests = all_failed(plan, "invalid", "the notebook could not be read")
         return result
 
-    findings = program.forbidden()
     outcomes = _run_functions(program, plan, limits, Path(work_dir), slot)
     for function, outcome in outcomes.items():
         for error in outcome.program_errors:
-            if error not in result.messages:
-                result.messages.append(f"while running your notebook's cells: {error}")
+            message = f"while re-running what {function} needs from your notebook: {error}"
+            if message not in result.messages:
+                result.messages.append(message)
+        unbound = [name for name in program.unbound.get(function, []) if name != function]
+        if unbound and plan.cases_of(function):
+            result.messages.append(
+                f"{function} uses {', '.join(f'`{n}`' for n in unbound)}, which no plain "
+                "statement above its tests binds (a magic, exec or globals() does not "
+                "count): define it in a cell above with an ordinary statement"
+            )
         if outcome.message:
             result.messages.append(f"{function}: {outcome.message}")
-    result.tests = _judge(plan, outcomes, findings)
-    for function, found in findings.items():
-        if found:
-            names = ", ".join(finding.describe() for finding in found)
-            result.messages.append(f"{function} cell uses forbidden {names}")
+    result.tests = _judge(plan, outcomes)
     statuses = {test.status for test in result.tests}
     result.status = next((status for status in STATUSES if status in statuses), "ok")
     result.seconds = round(time.monotonic() - started, 2)
@@ -217,19 +237,17 @@ def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
     return tests
 
 
-def _judge(plan: Plan, outcomes: dict[str, _Outcome], findings: dict) -> list[TestResult]:
+def _judge(plan: Plan, outcomes: dict[str, _Outcome]) -> list[TestResult]:
     judge_case = hidden_tests().judge_case
-    forbidden = _forbidden_functions(outcomes, findings)
+    forbidden = _forbidden_functions(outcomes)
     tests = []
     for group in plan.groups.values():
         outcome = outcomes[group.function]
         cases = []
         for case in group.cases:
             if group.function in forbidden:
-                message = (
-                    f"{case.name}: not graded: {group.function} uses "
-                    f"{forbidden[group.function]}, which graded functions may not use; "
-                    "implement attention yourself (bmm, einsum or matmul, softmax)."
+                message = f"{case.name}: not graded: " + explain_forbidden(
+                    [forbidden[group.function]]
                 )
                 cases.append(
                     {
@@ -297,11 +315,11 @@ def _case_status(outcome: _Outcome, cases: list[dict]) -> str:
     return outcome.status
 
 
-def _forbidden_functions(outcomes: dict[str, _Outcome], findings: dict) -> dict[str, str]:
-    """function -> what forbidden thing it used (static scan or runtime tripwire)."""
+def _forbidden_functions(outcomes: dict[str, _Outcome]) -> dict[str, str]:
+    """function -> what forbidden thing it executed (the tripwires' records)."""
     used: dict[str, str] = {}
-    for function in GRADED_CELLS:
-        names = [finding.name for finding in findings.get(function, [])]
+    for function in GRADED_FUNCTIONS:
+        names: list[str] = []
         for record in outcomes[function].records.values():
             names.extend(record.get("forbidden") or [])
         if names:
@@ -384,7 +402,7 @@ def _run_functions(
     outcomes: dict[str, _Outcome] = {}
     probe: _Probe | None = None
     try:
-        for function in GRADED_CELLS:
+        for function in GRADED_FUNCTIONS:
             cases = plan.cases_of(function)
             if not cases:
                 outcomes[function] = _Outcome()
@@ -430,7 +448,8 @@ def _probe_function(
     request = {
         "token": token,
         "function": function,
-        "program": program.cells,
+        "step_seconds": probe.limits.step_seconds,
+        "program": program.steps[function],
         "inputs": inputs_file,
         "cases": described,
     }

@@ -336,6 +336,14 @@ POOL_MISTAKES: list[PoolMistake] = [
         "features [i*s:(i+1)*s].",
     ),
     PoolMistake(
+        "pool_results_unused",
+        "the output is not built from what pool.map returns (the heads are computed some "
+        "other way, or something else is mapped over the pool)",
+        "The list pool.map(attention_function, data_to_map) returns holds each head's "
+        "output, in order: put those results side by side along the features to get the "
+        "answer, rather than computing the heads again.",
+    ),
+    PoolMistake(
         "worker_not_importable",
         "the worker function cannot be imported by the pool's processes",
         "Under spawn and forkserver, workers import the function by name: define "

@@ -7,19 +7,26 @@ inputs and judge the outputs. The probe itself needs no test text, only the
 plain-data inputs, whose keys are:
 
 - ``function``: "multihead_attention" | "attention_function" | "parallel_multihead_attention"
-- ``kind``: "forward" | "gradient" | "unmodified" | "pool" | "spawn_pool"
+- ``kind``: "forward" | "gradient" | "unmodified" | "pool" | "worker_pool"
 - ``queries``, ``keys``, ``values``: numpy arrays, (b, t, heads * s); (b, t, s) for
   attention_function
 - ``heads`` (int), ``mask`` (bool), ``upstream`` (array like the output; gradient cases)
-- ``pool``: "" (no pool), "inline" (an in-process InstrumentedPool) or "spawn"
-  (an InstrumentedPool with two spawned workers)
+- ``mask_as``: "bool" (pass ``mask`` as True/False) or "int" (as 1/0)
+- ``layout``: "contiguous", or "sliced": each input is a slice of a wider tensor, as a
+  model that projects queries, keys and values at once passes them
+- ``requires_grad`` (bool): inputs are leaves that require grad, as in training
+- ``pool``: "" (no pool), "inline" (an in-process InstrumentedPool) or "workers"
+  (an InstrumentedPool with two worker processes that find functions by module name,
+  as spawn and forkserver workers do); ``pool_scale`` (float): the pool
+  multiplies every result by it, so the output shows whether it was built from them
 
 Outputs (numpy arrays, float64 unless noted): ``out``; gradient cases add
 ``grad_queries``, ``grad_keys``, ``grad_values``; unmodified cases add
 ``queries_after``, ``keys_after``, ``values_after`` (in the input dtype). When the
 learner's code fails, ``error`` (str, "Type: message") and ``error_where`` (str,
 the line of their code) replace the missing arrays; ``grad_error`` says why a
-gradient is missing.
+gradient is missing. :class:`ProbeResult` also lists the forbidden operators the call
+executed (:mod:`grader.forbidden`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from former.threads import torch_threads
+from grader.forbidden import Tripwires
 from grader.instrumented_pool import InstrumentedPool
 
 # Private handles on the C implementations: a learner who monkeypatches torch.Tensor
@@ -61,7 +70,18 @@ _SOLUTIONS = os.sep + "solutions" + os.sep
 class ProbeResult:
     outputs: dict[str, Any]
     pool_log: list[dict[str, Any]] | None = None
+    forbidden: list[str] = field(default_factory=list)
     stderr: str = field(default="", repr=False)
+
+
+_TRIPWIRES: list[Tripwires] = []
+
+
+def tripwires() -> Tripwires:
+    """The process's one set of tripwires (it wraps torch's attention entry points once)."""
+    if not _TRIPWIRES:
+        _TRIPWIRES.append(Tripwires())
+    return _TRIPWIRES[0]
 
 
 def where_in_learner_code(error: BaseException) -> str:
@@ -114,26 +134,29 @@ def quiet() -> Iterator[io.StringIO]:
             os.close(saved_fd)
 
 
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread for a while (then restore the previous count).
+def input_tensors(inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """queries, keys, values as the case hands them over (layout, requires_grad)."""
+    wants_grad = inputs["kind"] == "gradient" or bool(inputs.get("requires_grad", False))
+    tensors = []
+    for name in ("queries", "keys", "values"):
+        array = np.array(inputs[name], copy=True)
+        if inputs.get("layout", "contiguous") == "sliced":
+            # The middle third of (b, t, 3w): what q, k, v = qkv.chunk(3, dim=-1) hands over.
+            wide = np.zeros((*array.shape[:-1], 3 * array.shape[-1]), dtype=array.dtype)
+            wide[..., array.shape[-1] : 2 * array.shape[-1]] = array
+            tensor = _from_numpy(wide)
+            if wants_grad:
+                tensor.requires_grad_(True)
+            tensors.append(tensor[..., array.shape[-1] : 2 * array.shape[-1]])
+        else:
+            tensors.append(_from_numpy(array).requires_grad_(wants_grad))
+    return tensors[0], tensors[1], tensors[2]
 
-    Grading tensors are tiny: waking a thread pool costs far more than the work,
-    and on a busy machine each small op then waits milliseconds for its threads.
-    """
-    previous = torch.get_num_threads()
-    if previous != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if previous != 1:
-            torch.set_num_threads(previous)
 
-
-def _tensor(array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    tensor = _from_numpy(np.array(array, copy=True))
-    return tensor.requires_grad_(True) if requires_grad else tensor
+def mask_argument(inputs: dict[str, Any]) -> bool | int:
+    """The ``mask`` the function receives: True/False, or 1/0 (any truthy value counts)."""
+    mask = bool(inputs["mask"])
+    return int(mask) if inputs.get("mask_as", "bool") == "int" else mask
 
 
 def _read_back(value: object, what: str) -> np.ndarray:
@@ -147,12 +170,12 @@ def _read_back(value: object, what: str) -> np.ndarray:
     return np.array(_to_numpy(_to_cpu(_to_double(_detach(value)))), dtype=np.float64, copy=True)
 
 
-def make_pool(mode: str) -> InstrumentedPool | None:
+def case_pool(mode: str, scale: float = 1.0) -> InstrumentedPool | None:
     """The pool a case hands to parallel_multihead_attention ('' means none)."""
     if mode == "inline":
-        return InstrumentedPool()
-    if mode == "spawn":
-        return InstrumentedPool(2, start_method="spawn")
+        return InstrumentedPool(result_scale=scale)
+    if mode == "workers":
+        return InstrumentedPool(2, result_scale=scale)
     if mode:
         raise ValueError(f"unknown pool mode {mode!r}")
     return None
@@ -161,7 +184,7 @@ def make_pool(mode: str) -> InstrumentedPool | None:
 def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object:
     """Call ``fn`` the way the learner contract says for ``inputs['function']``."""
     name = inputs["function"]
-    mask = bool(inputs["mask"])
+    mask = mask_argument(inputs)
     if name == "attention_function":
         return fn((q, k, v, mask))
     if name == "parallel_multihead_attention":
@@ -172,17 +195,19 @@ def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object
 def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
     """Run ``fn`` on one case and read back its outputs (see the module docstring)."""
     kind = inputs["kind"]
-    wants_grad = kind == "gradient"
-    q, k, v = (_tensor(inputs[n], wants_grad) for n in ("queries", "keys", "values"))
+    q, k, v = input_tensors(inputs)
     outputs: dict[str, Any] = {}
     pool: InstrumentedPool | None = None
-    with quiet() as captured, one_torch_thread():
+    wires = tripwires()
+    with quiet() as captured, torch_threads(1):
         try:
-            pool = make_pool(str(inputs.get("pool", "")))
-            result = call_function(fn, inputs, q, k, v, pool)
+            pool = case_pool(str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0)))
+            with wires.armed():
+                result = call_function(fn, inputs, q, k, v, pool)
             outputs["out"] = _read_back(result, "the output")
-            if wants_grad:
-                outputs.update(_gradients(result, inputs["upstream"], q, k, v))
+            if kind == "gradient":
+                with wires.armed():
+                    outputs.update(_gradients(result, inputs["upstream"], q, k, v))
             if kind == "unmodified":
                 for name, tensor in (("queries", q), ("keys", k), ("values", v)):
                     outputs[f"{name}_after"] = np.array(_to_numpy(_detach(tensor)), copy=True)
@@ -193,7 +218,7 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
             pool_log = pool.log() if pool is not None else None
             if pool is not None:
                 pool.terminate()
-    return ProbeResult(outputs, pool_log, captured.getvalue())
+    return ProbeResult(outputs, pool_log, wires.take(), captured.getvalue())
 
 
 def _gradients(result: torch.Tensor, upstream: np.ndarray, q, k, v) -> dict[str, Any]:

@@ -4,17 +4,18 @@
 imported once), switches to the sandbox's own user id when started as root, sets its
 limits, then serves requests, one line of JSON each on stdin::
 
-    {"token": "9f..", "function": "multihead_attention",
-     "program": [{"grade_id": .., "source": .., "writefile": null | "my_transformer_model.py"}],
+    {"token": "9f..", "function": "multihead_attention", "step_seconds": 10,
+     "program": [{"file": "my_transformer_model.py", "source": ..},
+                 {"where": "cell 4, line 2", "source": "device = pick_device()"}, ..],
      "inputs": "in-9f...npz",
      "cases": [{"index": 0, "scalars": {"heads": 4, "mask": true, "kind": "forward", ..}}]}
 
 The arrays of case ``i`` are stored as ``i/<name>`` in the inputs file (plain .npz).
 
 For every request it forks a fresh child that has run no submission code yet. The child
-executes the submission's program (the graded cells, plus the imports and definitions of
-the other cells, in a fresh ``__main__`` as a notebook kernel would), then runs
-:func:`grader.probe.probe_case` once per case with the runtime tripwires armed, and writes,
+replays the function's program (``grader.program``: files, then statements in a fresh
+``__main__`` as a notebook kernel would, each within ``step_seconds``), then runs
+:func:`grader.probe.probe_case` once per case (its tripwires armed), and writes,
 after each case, the raw outputs to ``out-<token>-<i>.npz`` and one JSON line (forbidden
 calls recorded, the instrumented pool's log) to ``out-<token>.jsonl``. Plain data only: no
 pickle crosses the sandbox wall, and a hang in one case keeps the cases before it.
@@ -37,7 +38,6 @@ import sys
 import time
 import types
 
-MODULE_FILE = "my_transformer_model.py"
 OUTPUT_LIMIT = 64 * 2**20  # bytes of output arrays per case
 
 _PR_SET_DUMPABLE = 4
@@ -72,19 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import grader.probe  # noqa: F401
-    from grader.forbidden import Tripwires
 
+    # No operator profiling here: a child forked after a profiler ran in its parent hangs.
     torch.set_num_threads(1)
-    tripwires = Tripwires()
-    with tripwires.armed():  # pay any one-off set-up before the children fork
-        torch.softmax(torch.ones(2, 2, requires_grad=True), dim=1).sum().backward()
-    tripwires.take()
     channel.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("quit"):
             break
-        reply = _serve(request, limits, home, in_sandbox, tripwires)
+        reply = _serve(request, limits, home, in_sandbox)
         channel.write(json.dumps(reply) + "\n")
     return 0
 
@@ -118,13 +114,13 @@ def _set_limit(which: int, value: int) -> None:
         pass  # a platform without this limit
 
 
-def _serve(request: dict, limits, home: str, in_sandbox: bool, tripwires) -> dict:
+def _serve(request: dict, limits, home: str, in_sandbox: bool) -> dict:
     token = request["token"]
     pid = _fork()
     if pid == 0:
         code = 0
         try:
-            _child(request, limits, home, tripwires)
+            _child(request, limits, home)
         except BaseException:  # noqa: BLE001 - whatever happens, the child ends here
             code = 3
         os._exit(code)
@@ -170,7 +166,7 @@ def _stop_leftovers(child: int, in_sandbox: bool) -> None:
 # -- the child: runs submission code ---------------------------------------------------------
 
 
-def _child(request: dict, limits, home: str, tripwires) -> None:
+def _child(request: dict, limits, home: str) -> None:
     os.setpgid(0, 0)
     token = request["token"]
     log = os.open(os.path.join(home, f"log-{token}.txt"), os.O_WRONLY | os.O_CREAT, 0o600)
@@ -190,7 +186,7 @@ def _child(request: dict, limits, home: str, tripwires) -> None:
     _block_solutions()
 
     writer = os.getpid()
-    program_errors = _run_program(request["program"], home)
+    program_errors = _run_program(request["program"], home, request.get("step_seconds", 10.0))
     if os.getpid() != writer:
         os._exit(0)
     results.write(json.dumps({"program_errors": program_errors}) + "\n")
@@ -201,7 +197,7 @@ def _child(request: dict, limits, home: str, tripwires) -> None:
         inputs = dict(case["scalars"])
         prefix = f"{index}/"
         inputs.update({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
-        outputs, record = _run_case(function, request["function"], inputs, tripwires)
+        outputs, record = _run_case(function, request["function"], inputs)
         if os.getpid() != writer:
             os._exit(0)  # a copy the submission forked came back here: only the child reports
         path = os.path.join(home, f"out-{token}-{index}.npz")
@@ -211,9 +207,8 @@ def _child(request: dict, limits, home: str, tripwires) -> None:
         results.write(json.dumps(record) + "\n")
 
 
-# Attempts to import ``solutions``: (graded cell running at the time or None, module).
-_ATTEMPTS: list[tuple[str | None, str]] = []
-_RUNNING_CELL: list[str | None] = [None]
+# Attempts to import ``solutions`` made by this child (its program or its calls).
+_ATTEMPTS: list[str] = []
 
 
 def _block_solutions() -> None:
@@ -223,67 +218,71 @@ def _block_solutions() -> None:
         @staticmethod
         def find_spec(name, path=None, target=None):
             if name.split(".")[0] == "solutions":
-                _ATTEMPTS.append((_RUNNING_CELL[0], f"import {name}"))
+                _ATTEMPTS.append(f"import {name}")
                 raise ImportError("solutions are not available to submissions")
             return None
 
     sys.meta_path.insert(0, _Solutions)
 
 
-def _run_program(program: list[dict], home: str) -> list[str]:
-    """Run the submission's cells in a fresh ``__main__``, as a notebook kernel would."""
+class _StepTooLong(BaseException):
+    """A replayed statement ran past its time (a training run, a download)."""
+
+
+def _run_program(steps: list[dict], home: str, seconds: float) -> list[str]:
+    """Replay the function's program in a fresh ``__main__``, as a notebook kernel would."""
     from grader.probe import describe_exception, quiet
 
     main_module = types.ModuleType("__main__")
     main_module.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main_module
     errors = []
-    for cell in program:
-        if cell.get("writefile"):
-            with open(os.path.join(home, os.path.basename(cell["writefile"])), "w") as handle:
-                handle.write(cell["source"])
+
+    def too_long(signum, frame):
+        raise _StepTooLong()
+
+    signal.signal(signal.SIGALRM, too_long)
+    for step in steps:
+        if "file" in step:
+            with open(os.path.join(home, os.path.basename(step["file"])), "w") as handle:
+                handle.write(step["source"])
             continue
-        _RUNNING_CELL[0] = cell.get("grade_id") or "notebook"
+        quoted = " ".join(step["source"].split())
+        quoted = quoted if len(quoted) <= 60 else quoted[:57] + "..."
         try:
-            code = compile(cell["source"], f"<cell {cell.get('grade_id') or ''}>", "exec")
+            code = compile(step["source"], f"<{step['where']}>", "exec")
+            signal.setitimer(signal.ITIMER_REAL, seconds)
             with quiet():
                 exec(code, main_module.__dict__)
-        except BaseException as error:  # noqa: BLE001 - a broken cell must not stop the others
-            errors.append(f"{cell.get('grade_id') or 'a cell'}: {describe_exception(error)}")
+        except _StepTooLong:
+            errors.append(
+                f"{step['where']} (`{quoted}`) ran longer than {seconds:g} s, so it was "
+                "stopped: the grader re-runs only the statements that bind names your "
+                "function uses, and does not train or load data; bind what the function "
+                "needs in a quick statement of its own"
+            )
+        except BaseException as error:  # noqa: BLE001 - a broken statement must not stop the others
+            errors.append(f"{step['where']} (`{quoted}`): {describe_exception(error)}")
         finally:
-            _RUNNING_CELL[0] = None
+            signal.setitimer(signal.ITIMER_REAL, 0)
     return errors
 
 
 def _find_function(name: str):
-    """The learner's function; ``attention_function`` from its module when importable."""
-    if name == "attention_function" and os.path.exists(MODULE_FILE):
-        try:
-            module = __import__(MODULE_FILE[:-3])
-            if callable(getattr(module, name, None)):
-                return getattr(module, name)
-        except BaseException:  # noqa: BLE001 - fall back to the notebook's definition
-            pass
+    """The learner's function, as the notebook's namespace holds it after the program."""
     return sys.modules["__main__"].__dict__.get(name)
 
 
-def _run_case(function, name: str, inputs: dict, tripwires) -> tuple[dict, dict]:
+def _run_case(function, name: str, inputs: dict) -> tuple[dict, dict]:
     """(plain-data outputs of grader.probe.probe_case, JSON record) for one case."""
     from grader.probe import probe_case
 
     record: dict = {"forbidden": [], "pool_log": None}
     if not callable(function):
         return {"error": f"NameError: {name} is not defined (or not a function)"}, record
-    with tripwires.armed():
-        result = probe_case(inputs, function)
+    result = probe_case(inputs, function)
     record["pool_log"] = result.pool_log
-    # An import of solutions counts against this function when its own cell, a non-graded
-    # cell (which every function depends on), or this very call made it.
-    mine = {name, None, "notebook"}
-    if name == "parallel_multihead_attention":
-        mine.add("attention_function")
-    attempts = [what for cell, what in _ATTEMPTS if cell in mine]
-    record["forbidden"] = tripwires.take() + list(dict.fromkeys(attempts))
+    record["forbidden"] = result.forbidden + list(dict.fromkeys(_ATTEMPTS))
     return result.outputs, record
 
 

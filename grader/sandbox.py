@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 # Inside the sandbox the scratch folder is always here.
@@ -62,6 +62,7 @@ class Limits:
     processes: int = 64  # processes and threads of the sandbox's user id
     wall_seconds: float = 60.0  # wall clock for probing one graded function
     file_mb: int = 256  # largest file a process may write
+    step_seconds: float = 10.0  # each notebook statement replayed for a function
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,10 +181,11 @@ def _limits_arg(limits: Limits) -> str:
 
 def parse_limits_arg(text: str) -> Limits:
     """Inverse of the ``--limits`` argument written by :func:`probe_command`."""
+    kinds = {field.name: field.type for field in fields(Limits)}
     values: dict = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
-        values[name] = float(value) if name == "wall_seconds" else int(value)
+        values[name] = float(value) if kinds[name] == "float" else int(value)
     return Limits(**values)
 
 

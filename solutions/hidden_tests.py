@@ -8,13 +8,16 @@ Two users:
       run_group("test_task1_values", globals())
 
 - the grader's trusted judge, which never runs learner code: it generates
-  ``case_inputs(case, seed)`` with a secret seed, lets a sandboxed process run
+  ``case_inputs(case, seed)`` with the grading run's seed, lets a sandboxed process run
   ``grader.probe.probe_case`` on them, and calls ``judge_case`` on the plain-data
   outputs that come back.
 
-Every case compares the learner's function with ``solutions.attention`` in
-float64, with a tolerance relative to the output's scale that fits the case's
-dtype; a failure carries a plain-words diagnosis from ``grader.diagnose``.
+Every case compares the learner's function with ``solutions.attention`` in float64 under
+the grader's one tolerance policy (``grader.diagnose.tolerance``); a failure carries a
+plain-words diagnosis from ``grader.diagnose``. The cases cover what the lab itself runs:
+sequences as long as the classifier's training length and the generator's context,
+inputs sliced from a wider tensor and requiring grad (as a model passes them), a mask
+given as any truthy value, and, for Task 2, an output assembled from the pool's results.
 Instructor-only: never shipped to learners.
 """
 
@@ -30,25 +33,44 @@ from typing import Any
 import numpy as np
 import torch
 
-from grader.diagnose import compare, diagnose_attention, diagnose_pool_usage, locate, tolerance
-from grader.probe import one_torch_thread, probe_case, quiet
+from former.threads import torch_threads
+from grader.diagnose import (
+    compare,
+    diagnose_attention,
+    diagnose_pool_usage,
+    has_large_scores,
+    locate,
+    tolerance,
+)
+from grader.forbidden import explain as explain_forbidden
+from grader.mistakes import POOL_MISTAKES_BY_KEY
+from grader.probe import probe_case, quiet
 from solutions import attention as reference
 
-# Inputs of the notebook's hidden cells. The grader's judge uses its own secret seed.
+# Inputs of the notebook's hidden cells; the sandboxed grader records the seed it used.
 NOTEBOOK_SEED = 2020
 
 FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
-KINDS = ("forward", "gradient", "unmodified", "pool", "spawn_pool")
+KINDS = ("forward", "gradient", "unmodified", "pool", "worker_pool")
+POOL_KINDS = ("pool", "worker_pool")
 
 # Scores q·k/sqrt(s) of a "large scores" case are around ±LARGE_SCORE: exp() overflows.
 LARGE_SCORE = 1000.0
+# The longest sequences the lab runs: the classifier trains on 256 tokens, the character
+# generator on windows of 128 (a test keeps these in step with former's defaults).
+TRAINING_LENGTH = 256
+GENERATION_CONTEXT = 128
 
 Range = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One hidden test case. Sizes are inclusive ranges, drawn from the seed."""
+    """One hidden test case. Sizes are inclusive ranges, drawn from the seed.
+
+    layout: "contiguous" or "sliced" (inputs are slices of a wider tensor); mask_as:
+    "bool" or "int" (mask passed as 1/0); pool: "", "inline" or "workers" (see grader.probe).
+    """
 
     name: str
     grade_id: str
@@ -61,7 +83,10 @@ class Case:
     dtype: str = "float32"
     mask: bool = False
     large_scores: bool = False
-    pool: str = ""  # "", "inline" or "spawn" (see grader.probe)
+    pool: str = ""
+    layout: str = "contiguous"
+    mask_as: str = "bool"
+    requires_grad: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,8 +117,6 @@ def _sizes(value: int | Range) -> Range:
 
 def _case(
     name: str,
-    grade_id: str,
-    function: str,
     kind: str = "forward",
     *,
     b: int | Range,
@@ -101,284 +124,166 @@ def _case(
     h: int | Range = 1,
     s: int | Range,
     **options: Any,
-) -> Case:
-    return Case(
-        name, grade_id, function, kind, _sizes(b), _sizes(t), _sizes(h), _sizes(s), **options
+) -> dict[str, Any]:
+    return dict(
+        name=name,
+        kind=kind,
+        batch=_sizes(b),
+        length=_sizes(t),
+        heads=_sizes(h),
+        head_size=_sizes(s),
+        **options,
+    )
+
+
+def _group(grade_id: str, task: int, points: int, function: str, cases: list[dict]) -> Group:
+    return Group(
+        grade_id,
+        task,
+        points,
+        function,
+        [Case(grade_id=grade_id, function=function, **case) for case in cases],
     )
 
 
 def _build_groups() -> dict[str, Group]:
     mha, head, par = FUNCTIONS
-    random_shape = {"b": (1, 4), "t": (2, 16), "h": (2, 6), "s": (2, 12)}
+    random = {"b": (1, 4), "t": (2, 16), "h": (2, 6), "s": (2, 12)}
+    longest, context, f64 = TRAINING_LENGTH, GENERATION_CONTEXT, {"dtype": "float64"}
+    inline, masked = {"pool": "inline"}, {"mask": True}
     groups = [
-        Group(
+        _group(
             "test_task1_values",
             1,
             20,
             mha,
             [
-                _case("small_float32", "test_task1_values", mha, b=2, t=5, h=3, s=4),
-                _case("random_float32", "test_task1_values", mha, **random_shape),
-                _case("random_float64", "test_task1_values", mha, dtype="float64", **random_shape),
-                _case(
-                    "many_heads_float64",
-                    "test_task1_values",
-                    mha,
-                    b=3,
-                    t=7,
-                    h=8,
-                    s=3,
-                    dtype="float64",
-                ),
-                _case("long_float32", "test_task1_values", mha, b=1, t=48, h=4, s=16),
+                _case("small_float32", b=2, t=5, h=3, s=4),
+                _case("random_float32", **random),
+                _case("random_float64", **random, **f64),
+                _case("sixteen_heads_float64", b=2, t=9, h=16, s=2, **f64),
+                _case("training_length_batch_of_one", b=1, t=longest, h=2, s=4),
+                _case("sliced_inputs", b=2, t=12, h=3, s=4, layout="sliced"),
+                _case("inputs_require_grad", b=2, t=7, h=2, s=4, requires_grad=True),
             ],
         ),
-        Group(
+        _group(
             "test_task1_mask",
             1,
             15,
             mha,
             [
-                _case(
-                    "masked_small_float32", "test_task1_mask", mha, b=2, t=5, h=3, s=4, mask=True
-                ),
-                _case("masked_random_float32", "test_task1_mask", mha, mask=True, **random_shape),
-                _case(
-                    "masked_random_float64",
-                    "test_task1_mask",
-                    mha,
-                    mask=True,
-                    dtype="float64",
-                    **random_shape,
-                ),
-                _case(
-                    "masked_long_float32", "test_task1_mask", mha, b=2, t=40, h=2, s=8, mask=True
-                ),
+                _case("masked_small_float32", b=2, t=5, h=3, s=4, **masked),
+                _case("masked_random_float32", **random, **masked),
+                _case("masked_random_float64", **random, **masked, **f64),
+                _case("masked_generation_context", b=1, t=context, h=2, s=4, **masked),
+                _case("masked_training_length", b=1, t=longest, h=2, s=2, **masked),
+                _case("mask_given_as_one", b=2, t=6, h=2, s=4, mask_as="int", **masked),
+                _case("masked_sliced_inputs", b=2, t=10, h=2, s=3, layout="sliced", **masked),
             ],
         ),
-        Group(
+        _group(
             "test_task1_robust",
             1,
             10,
             mha,
             [
-                _case(
-                    "large_scores_float32",
-                    "test_task1_robust",
-                    mha,
-                    b=2,
-                    t=8,
-                    h=2,
-                    s=4,
-                    large_scores=True,
-                ),
+                _case("large_scores_float32", b=2, t=8, h=2, s=4, large_scores=True),
                 _case(
                     "large_scores_masked_float64",
-                    "test_task1_robust",
-                    mha,
                     b=2,
                     t=8,
                     h=3,
                     s=5,
-                    mask=True,
                     large_scores=True,
-                    dtype="float64",
+                    **masked,
+                    **f64,
                 ),
-                _case(
-                    "one_position_masked", "test_task1_robust", mha, b=3, t=1, h=2, s=4, mask=True
-                ),
-                _case(
-                    "one_head_masked_float64",
-                    "test_task1_robust",
-                    mha,
-                    b=2,
-                    t=6,
-                    h=1,
-                    s=8,
-                    mask=True,
-                    dtype="float64",
-                ),
-                _case(
-                    "head_size_one_masked", "test_task1_robust", mha, b=2, t=5, h=4, s=1, mask=True
-                ),
-                _case(
-                    "all_sizes_one_float64",
-                    "test_task1_robust",
-                    mha,
-                    b=1,
-                    t=1,
-                    h=1,
-                    s=1,
-                    dtype="float64",
-                ),
-                _case(
-                    "inputs_unmodified",
-                    "test_task1_robust",
-                    mha,
-                    "unmodified",
-                    b=2,
-                    t=6,
-                    h=2,
-                    s=4,
-                    mask=True,
-                ),
+                _case("one_position_masked", b=3, t=1, h=2, s=4, **masked),
+                _case("one_head_masked_float64", b=2, t=6, h=1, s=8, **masked, **f64),
+                _case("head_size_one_masked", b=2, t=5, h=4, s=1, **masked),
+                _case("all_sizes_one_float64", b=1, t=1, h=1, s=1, **f64),
+                _case("inputs_unmodified", "unmodified", b=2, t=6, h=2, s=4, **masked),
             ],
         ),
-        Group(
+        _group(
             "test_task1_gradients",
             1,
             15,
             mha,
             [
+                _case("gradients_float64", "gradient", b=2, t=5, h=3, s=4, **f64),
+                _case("gradients_masked_float64", "gradient", b=2, t=6, h=2, s=3, **masked, **f64),
+                _case("gradients_masked_float32", "gradient", **random, **masked),
                 _case(
-                    "gradients_float64",
-                    "test_task1_gradients",
-                    mha,
+                    "gradients_masked_training_length",
                     "gradient",
-                    b=2,
-                    t=5,
-                    h=3,
-                    s=4,
-                    dtype="float64",
-                ),
-                _case(
-                    "gradients_masked_float64",
-                    "test_task1_gradients",
-                    mha,
-                    "gradient",
-                    b=2,
-                    t=6,
+                    b=1,
+                    t=longest,
                     h=2,
-                    s=3,
-                    mask=True,
-                    dtype="float64",
-                ),
-                _case(
-                    "gradients_masked_float32",
-                    "test_task1_gradients",
-                    mha,
-                    "gradient",
-                    mask=True,
-                    **random_shape,
+                    s=2,
+                    **masked,
                 ),
             ],
         ),
-        Group(
+        _group(
             "test_task2_attention_function",
             2,
             10,
             head,
             [
-                _case("head_float32", "test_task2_attention_function", head, b=2, t=6, s=4),
+                _case("head_float32", b=2, t=6, s=4),
+                _case("head_masked_float64", b=(1, 3), t=(2, 12), s=(2, 8), **masked, **f64),
+                _case("head_one_position_masked", b=2, t=1, s=3, **masked),
+                _case("head_large_scores_masked", b=2, t=7, s=4, large_scores=True, **masked),
+                _case("head_masked_training_length", b=1, t=longest, s=4, **masked),
                 _case(
-                    "head_masked_float64",
-                    "test_task2_attention_function",
-                    head,
-                    b=(1, 3),
-                    t=(2, 12),
-                    s=(2, 8),
-                    mask=True,
-                    dtype="float64",
-                ),
-                _case(
-                    "head_one_position_masked",
-                    "test_task2_attention_function",
-                    head,
+                    "head_sliced_mask_as_one",
                     b=2,
-                    t=1,
-                    s=3,
-                    mask=True,
-                ),
-                _case(
-                    "head_large_scores_masked",
-                    "test_task2_attention_function",
-                    head,
-                    b=2,
-                    t=7,
+                    t=8,
                     s=4,
-                    mask=True,
-                    large_scores=True,
+                    layout="sliced",
+                    mask_as="int",
+                    **masked,
                 ),
             ],
         ),
-        Group(
+        _group(
             "test_task2_parallel_values",
             2,
             15,
             par,
             [
+                _case("parallel_float32", b=2, t=6, h=3, s=4, **inline),
+                _case("parallel_masked_float64", **random, **masked, **f64, **inline),
+                _case("parallel_one_head_one_token_masked", b=2, t=1, h=1, s=6, **masked, **inline),
+                _case("parallel_sixteen_heads_masked", b=1, t=8, h=16, s=2, **masked, **inline),
                 _case(
-                    "parallel_float32",
-                    "test_task2_parallel_values",
-                    par,
+                    "parallel_masked_training_length", b=1, t=longest, h=2, s=2, **masked, **inline
+                ),
+                _case(
+                    "parallel_sliced_mask_as_one",
                     b=2,
-                    t=6,
+                    t=7,
                     h=3,
                     s=4,
-                    pool="inline",
-                ),
-                _case(
-                    "parallel_masked_float64",
-                    "test_task2_parallel_values",
-                    par,
-                    mask=True,
-                    dtype="float64",
-                    pool="inline",
-                    **random_shape,
-                ),
-                _case(
-                    "parallel_one_head_masked",
-                    "test_task2_parallel_values",
-                    par,
-                    b=2,
-                    t=5,
-                    h=1,
-                    s=6,
-                    mask=True,
-                    pool="inline",
+                    layout="sliced",
+                    mask_as="int",
+                    **masked,
+                    **inline,
                 ),
             ],
         ),
-        Group(
+        _group(
             "test_task2_pool_usage",
             2,
             15,
             par,
             [
+                _case("one_item_per_head", "pool", b=2, t=6, h=4, s=3, **inline),
+                _case("one_item_per_head_masked", "pool", b=1, t=5, h=2, s=4, **masked, **inline),
                 _case(
-                    "one_item_per_head",
-                    "test_task2_pool_usage",
-                    par,
-                    "pool",
-                    b=2,
-                    t=6,
-                    h=4,
-                    s=3,
-                    pool="inline",
-                ),
-                _case(
-                    "one_item_per_head_masked",
-                    "test_task2_pool_usage",
-                    par,
-                    "pool",
-                    b=1,
-                    t=5,
-                    h=2,
-                    s=4,
-                    mask=True,
-                    pool="inline",
-                ),
-                _case(
-                    "spawn_pool",
-                    "test_task2_pool_usage",
-                    par,
-                    "spawn_pool",
-                    b=2,
-                    t=6,
-                    h=3,
-                    s=4,
-                    mask=True,
-                    pool="spawn",
+                    "worker_processes", "worker_pool", b=2, t=6, h=3, s=4, pool="workers", **masked
                 ),
             ],
         ),
@@ -420,10 +325,16 @@ def case_inputs(case: Case, seed: int) -> dict[str, Any]:
         "values": v.astype(dtype),
         "heads": heads,
         "mask": bool(case.mask),
+        "mask_as": case.mask_as,
+        "layout": case.layout,
+        "requires_grad": case.requires_grad,
         "pool": case.pool,
     }
     if case.kind == "gradient":
         inputs["upstream"] = rng.standard_normal((b, t, heads * s)).astype(dtype)
+    if case.kind in POOL_KINDS:
+        # A scale no one guesses: only an output built from the pool's results carries it.
+        inputs["pool_scale"] = float(rng.uniform(1.5, 3.0))
     return inputs
 
 
@@ -487,7 +398,7 @@ def expected_outputs(case: Case, inputs: dict[str, Any]) -> dict[str, np.ndarray
 
 
 def describe_inputs(inputs: dict[str, Any]) -> str:
-    """'b=2, t=5, heads=3, s=4, float32, causal mask' (sizes only, never values)."""
+    """'b=2, t=5, heads=3, s=4, float32, causal mask' (sizes and form, never values)."""
     b, t, width = inputs["queries"].shape
     heads = int(inputs["heads"])
     sizes = (
@@ -495,12 +406,16 @@ def describe_inputs(inputs: dict[str, Any]) -> str:
         if inputs["function"] == "attention_function"
         else (f"b={b}, t={t}, heads={heads}, s={width // heads}")
     )
-    mask = "causal mask" if inputs["mask"] else "no mask"
-    return f"{sizes}, {inputs['queries'].dtype}, {mask}"
-
-
-def _gradient_tolerance(dtype: str) -> float:
-    return 1e-7 if dtype == "float64" else 1e-3
+    parts = [sizes, str(inputs["queries"].dtype)]
+    if inputs["mask"]:
+        parts.append("causal mask" + (" (mask=1)" if inputs.get("mask_as") == "int" else ""))
+    else:
+        parts.append("no mask")
+    if inputs.get("layout") == "sliced":
+        parts.append("inputs sliced from a wider tensor")
+    if inputs.get("requires_grad"):
+        parts.append("inputs require grad")
+    return ", ".join(parts)
 
 
 def judge_case(
@@ -509,14 +424,15 @@ def judge_case(
     outputs: dict[str, Any],
     pool_log: list | None = None,
     *,
+    forbidden: list[str] | tuple[str, ...] = (),
     expected: dict[str, np.ndarray] | None = None,
 ) -> CaseResult:
     """Verdict on the raw outputs the probe read back from the learner's function.
 
     outputs: as produced by ``grader.probe.probe_case`` (``out``, gradients, ``*_after``,
     or ``error``/``error_where``); pool_log: ``InstrumentedPool.log()`` for pool cases;
-    expected: reference outputs computed earlier (run_group computes them before any
-    learner code runs); computed here when not given.
+    forbidden: the forbidden operators the call executed; expected: reference outputs
+    computed earlier (run_group computes them before any learner code runs).
     """
     if expected is None:
         expected = expected_outputs(case, inputs)
@@ -525,15 +441,18 @@ def judge_case(
     def fail(message: str, diagnosis: str | None) -> CaseResult:
         return CaseResult(case.name, False, f"{label}: {message}", diagnosis)
 
+    if forbidden:
+        return fail(explain_forbidden(forbidden), "forbidden")
     heads = int(inputs["heads"])
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
+    mask = bool(inputs["mask"])
     error = _text(outputs, "error")
     if error:
         where = _text(outputs, "error_where")
         where = f" ({where})" if where else ""
         if str(error).startswith("NotImplementedError"):
             return fail("not implemented yet: fill in the function's cell.", "not_implemented")
-        if case.kind == "spawn_pool" and ("Pickl" in str(error) or "pickle" in str(error)):
+        if case.kind == "worker_pool" and ("Pickl" in str(error) or "pickle" in str(error)):
             diagnosis = diagnose_pool_usage(pool_log or [], heads)
             if diagnosis.mistake == "worker_not_importable":
                 return fail(diagnosis.message, diagnosis.mistake)
@@ -547,11 +466,15 @@ def judge_case(
     except (TypeError, ValueError):
         return fail("the output is not an array of numbers.", "not_a_tensor")
     if tuple(out.shape) != tuple(expected["out"].shape):
-        diagnosis = diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
+        diagnosis = diagnose_attention(out, q, k, v, heads, mask)
         return fail(diagnosis.message, diagnosis.mistake)
-    tol = tolerance(case.dtype, case.large_scores)
-    if not compare(out, expected["out"], tol).ok:
-        diagnosis = diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
+    tol = tolerance(has_large_scores(q, k, heads))
+    scale = float(inputs.get("pool_scale", 1.0)) if case.kind in POOL_KINDS else 1.0
+    if not compare(out, expected["out"] * scale, tol).ok:
+        if scale != 1.0 and compare(out, expected["out"], tol).ok:
+            message, mistake = _pool_problem(pool_log, heads, q.shape, case.kind)
+            return fail(message, mistake or "pool_results_unused")
+        diagnosis = diagnose_attention(out / scale, q, k, v, heads, mask)
         return fail(f"wrong output. {diagnosis.message}", diagnosis.mistake)
 
     if case.kind == "gradient":
@@ -561,9 +484,7 @@ def judge_case(
             got = outputs.get(f"grad_{name}")
             if got is None:
                 return fail(f"no gradient came back for {name}.", "no_gradient")
-            result = compare(
-                np.asarray(got), expected[f"grad_{name}"], _gradient_tolerance(case.dtype)
-            )
+            result = compare(np.asarray(got), expected[f"grad_{name}"], tol)
             if not result.ok:
                 where = locate(result.index, heads, q.shape[-1])
                 return fail(
@@ -583,18 +504,31 @@ def judge_case(
                     "inputs_modified",
                 )
 
-    if case.kind in {"pool", "spawn_pool"}:
-        b, t, width = q.shape
-        diagnosis = diagnose_pool_usage(
-            pool_log or [],
-            heads,
-            head_shape=(b, t, width // heads),
-            require_importable=case.kind == "spawn_pool",
-        )
-        if not diagnosis.correct:
-            return fail(f"the values are right, but {diagnosis.message}", diagnosis.mistake)
+    if case.kind in POOL_KINDS:
+        message, mistake = _pool_problem(pool_log, heads, q.shape, case.kind)
+        if mistake:  # a misuse the output does not show (an unimportable worker, say)
+            return fail(message, mistake)
 
     return CaseResult(case.name, True, f"{label}: passed", None)
+
+
+def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) -> tuple[str, str]:
+    """(message, mistake) about how a pool case used its pool; ("", "") when it looks right.
+
+    An output that lacks the pool's scale gets the first misuse found here as its
+    explanation, or, when the calls look right, "pool_results_unused".
+    """
+    b, t, width = shape
+    diagnosis = diagnose_pool_usage(
+        pool_log or [],
+        heads,
+        head_shape=(b, t, width // heads),
+        require_importable=kind == "worker_pool",
+    )
+    if not diagnosis.correct:
+        return f"the values are right, but {diagnosis.message}", diagnosis.mistake or ""
+    unused = POOL_MISTAKES_BY_KEY["pool_results_unused"]
+    return f"the values are right, but it looks like {unused.title}. Hint: {unused.hint}", ""
 
 
 def _text(outputs: dict[str, Any], key: str) -> str:
@@ -638,7 +572,7 @@ def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_
             f"{group.function} is not defined (or not a function): run the cell that defines it."
         )
     prepared = []
-    with one_torch_thread():
+    with torch_threads(1):
         for case in group.cases:
             inputs = case_inputs(case, seed)
             prepared.append((case, inputs, expected_outputs(case, inputs)))
@@ -646,9 +580,16 @@ def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_
     results = []
     for case, inputs, expected in prepared:
         probe = probe_case(inputs, fn)
-        with quiet(), _pristine_torch(), one_torch_thread():
+        with quiet(), _pristine_torch(), torch_threads(1):
             results.append(
-                judge_case(case, inputs, probe.outputs, probe.pool_log, expected=expected)
+                judge_case(
+                    case,
+                    inputs,
+                    probe.outputs,
+                    probe.pool_log,
+                    forbidden=probe.forbidden,
+                    expected=expected,
+                )
             )
     failed = [r for r in results if not r.passed]
     print(f"{grade_id}: {len(results) - len(failed)}/{len(results)} cases passed")

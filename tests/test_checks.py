@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style
 
 from grader.checks import (
+    MORE_WHEN_GRADED,
     check_attention_function,
     check_multihead_attention,
     check_parallel_multihead_attention,
@@ -13,6 +17,7 @@ from grader.checks import (
 from grader.instrumented_pool import InstrumentedPool
 from grader.mistakes import MISTAKES_BY_KEY
 from solutions import attention as solution
+from solutions.hidden_tests import HiddenTestFailure, run_group
 
 
 def stub_attention(queries, keys, values, heads, mask=False):
@@ -58,7 +63,7 @@ def test_the_solutions_pass_every_check(capsys):
 
 def test_a_wrong_answer_names_the_mistake_and_its_hint(capsys):
     mistake = MISTAKES_BY_KEY["missing_scale"]
-    report = check_multihead_attention(mistake.apply)
+    report = check_multihead_attention(HAND_WRITTEN_MISTAKES["missing_scale"])
     printed = capsys.readouterr().out
     assert not report.passed and report.mistakes[0] == "missing_scale"
     assert "✗ matches the reference on a small example (no mask)" in printed
@@ -68,7 +73,7 @@ def test_a_wrong_answer_names_the_mistake_and_its_hint(capsys):
 
 
 def test_a_mask_mistake_fails_only_the_mask_lines(capsys):
-    report = check_multihead_attention(MISTAKES_BY_KEY["mask_after_softmax"].apply)
+    report = check_multihead_attention(HAND_WRITTEN_MISTAKES["mask_after_softmax"])
     printed = capsys.readouterr().out
     assert "✓ matches the reference on a small example (no mask)" in printed
     assert "✗ causal mask (mask=True): position i sees only j <= i" in printed
@@ -76,7 +81,7 @@ def test_a_mask_mistake_fails_only_the_mask_lines(capsys):
 
 
 def test_an_unstable_softmax_fails_the_large_scores_line(capsys):
-    report = check_multihead_attention(MISTAKES_BY_KEY["unstable_softmax"].apply)
+    report = check_multihead_attention(HAND_WRITTEN_MISTAKES["unstable_softmax"])
     printed = capsys.readouterr().out
     assert "✗ stable on large scores (around ±1000)" in printed
     assert [r.name for r in report.results if not r.passed] == [
@@ -145,7 +150,7 @@ def test_a_worker_defined_in_the_notebook_is_flagged(capsys):
 def test_a_wrong_head_function_is_diagnosed(capsys):
     def unscaled(args):
         q, k, v, mask = args
-        return MISTAKES_BY_KEY["missing_scale"].apply(q, k, v, 1, mask)
+        return HAND_WRITTEN_MISTAKES["missing_scale"](q, k, v, 1, mask)
 
     report = check_attention_function(unscaled)
     assert report.mistakes[0] == "missing_scale"
@@ -165,5 +170,104 @@ def test_checks_work_with_a_real_pool(capsys):
 
 def test_report_repr_is_one_line():
     report = check_multihead_attention(solution.multihead_attention)
-    assert repr(report) == "<CheckReport multihead_attention: 9/9 checks passed>"
+    count = len(report.results)
+    assert repr(report) == f"<CheckReport multihead_attention: {count}/{count} checks passed>"
     assert torch.get_num_threads() >= 1
+
+
+# -- the grader's rules, seen before submission ---------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda f: f.__name__)
+def test_every_correct_style_passes_and_is_told_more_cases_come(style, capsys):
+    report = check_multihead_attention(style)
+    printed = capsys.readouterr().out
+    assert report.passed, printed
+    assert MORE_WHEN_GRADED in printed
+
+
+@pytest.mark.parametrize(("error", "passes"), [(2e-5, True), (2e-3, False)])
+def test_checks_and_hidden_cases_draw_the_line_at_the_same_error(error, passes, capsys):
+    def off_by(queries, keys, values, heads, mask=False):
+        out = bmm_style(queries, keys, values, heads, mask)
+        return out + error * out.detach().abs().amax()  # relative to the output's scale
+
+    assert check_multihead_attention(off_by).passed is passes
+    failed = []
+    for grade_id in ("test_task1_values", "test_task1_mask"):
+        try:
+            run_group(grade_id, {"multihead_attention": off_by})
+        except HiddenTestFailure:
+            failed.append(grade_id)
+    assert (failed == []) is passes
+
+
+def test_a_fixed_size_causal_table_fails_the_long_sequence_line(capsys):
+    table = torch.ones(64, 64, dtype=torch.bool).triu(1)
+
+    def fixed(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(e // heads)
+        if mask:
+            scores = scores.masked_fill(table[:t, :t], float("-inf"))
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+
+    report = check_multihead_attention(fixed)
+    assert [r.name for r in report.results if not r.passed] == [
+        "long sequences (t = 256, the training length, with mask)"
+    ]
+
+
+def test_fused_attention_by_any_route_is_a_failed_check(capsys):
+    def fused(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
+        out = torch.ops.aten.scaled_dot_product_attention(q, k, v, is_causal=bool(mask))
+        return out.transpose(1, 2).reshape(b, t, e)
+
+    report = check_multihead_attention(fused)
+    printed = capsys.readouterr().out
+    assert not report.passed and "forbidden" in report.mistakes
+    assert "✗ uses no built-in attention" in printed and "F.scaled_dot_product_attention" in printed
+
+
+def test_a_decoy_pool_call_is_told_its_output_ignores_the_results(capsys):
+    def decoy(queries, keys, values, heads, mask=False, pool=None):
+        s = queries.size(-1) // heads
+        items = [
+            tuple(x[..., i * s : (i + 1) * s] for x in (queries, keys, values)) + (mask,)
+            for i in range(heads)
+        ]
+        pool.map(solution.attention_function, items)
+        return solution.multihead_attention(queries, keys, values, heads, mask)
+
+    report = check_parallel_multihead_attention(decoy, pool=InstrumentedPool())
+    printed = capsys.readouterr().out
+    assert report.mistakes == ["pool_results_unused"]
+    assert "✗ the output is built from the results pool.map returns" in printed
+
+
+def test_names_only_a_magic_or_exec_sets_are_flagged_before_submission(capsys):
+    history = [
+        "",
+        "import math\nimport torch",
+        "get_ipython().run_line_magic('time', 'WIDTH = 1.0')",
+        "exec('SHIFT = 0.0')",
+        "def multihead_attention(queries, keys, values, heads, mask=False):\n"
+        "    b, t, e = queries.shape\n"
+        "    s = e // heads\n"
+        "    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))\n"
+        "    scores = q @ k.transpose(-1, -2) / math.sqrt(s) * WIDTH + SHIFT\n"
+        "    if mask:\n"
+        "        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), -math.inf)\n"
+        "    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)",
+    ]
+    namespace = {"__name__": "__main__", "In": history, "WIDTH": 1.0, "SHIFT": 0.0}
+    for cell in history[1:]:
+        if not cell.startswith("get_ipython"):
+            exec(cell, namespace)
+    report = check_multihead_attention(namespace["multihead_attention"])
+    printed = capsys.readouterr().out
+    assert report.mistakes == ["unbound_names"]
+    assert "`SHIFT`, `WIDTH` are set by a magic, exec or globals()" in printed

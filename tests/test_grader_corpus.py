@@ -1,29 +1,33 @@
-"""The sample-submission corpus graded through the real sandbox, as a class.
+"""The sample-submission corpus graded as a class, through the real sandbox and plain nbgrader.
 
 Every entry of ``tests/submissions/`` is submitted to one nbgrader course and graded by
-``python -m grader autograde`` (one case per hidden test: the point here is the sandbox
-and the verdicts); a few entries are then graded again with every hidden case. Attacks
-that probe the sandbox's walls answer correctly only when the wall held, so full marks
-for them prove the wall.
+``python -m grader autograde`` with every hidden case, on the seed the notebook's hidden
+cells use. Plain ``nbgrader autograde`` then grades every entry that is not an attack, and
+the two graders must agree on every test cell. Attacks that probe the sandbox's walls
+answer correctly only when the wall held, so full marks for them prove the wall.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from grader import course as lab_course
 from grader import sandbox
 from grader.autograde import autograde
 from grader.report import main as report_main
-from grader.results import load_results
+from grader.results import load_results, recorded_seed
 from grader.sandbox import Limits
+from solutions.hidden_tests import NOTEBOOK_SEED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submissions import corpus  # noqa: E402
@@ -33,28 +37,74 @@ if sandbox.bwrap_executable() is None:
         pytest.fail("bubblewrap (bwrap) is required in CI", pytrace=False)
     pytest.skip("bubblewrap (bwrap) is not installed", allow_module_level=True)
 
-LIMITS = Limits(memory_mb=1536, wall_seconds=8, cpu_seconds=60)
+LIMITS = Limits(memory_mb=1536, wall_seconds=20, cpu_seconds=60, step_seconds=4)
 FULL, ZERO, SOME = "full", "zero", "some"  # some: more than zero, less than full
 OK_100 = {"task1": FULL, "task2": FULL, "status": "ok", "diagnosis": None}
 TASK1_WRONG = {"task1": ZERO, "task2": FULL, "status": "ok"}
+TASK1_FORBIDDEN = {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"}
+DECOY = {"task1": FULL, "task2": SOME, "diagnosis": "pool_results_unused"}
 
 EXPECTED = {
-    "correct_bmm": OK_100,
-    "correct_einsum": OK_100,
-    "correct_loop": OK_100,
-    "correct_float64": OK_100,
-    "correct_noisy": OK_100,  # warnings and stderr cost nothing
-    "attack_hunt_files": OK_100,  # found no hidden tests, solutions, gradebook, neighbours
-    "attack_network_env": OK_100,  # no network, no grader environment
-    "attack_tamper": OK_100,  # could write nothing outside its own folder
+    # right answers, in many idioms: float32 constants and softmax, helper cells and
+    # modules, notebook variables, a mention of the fused kernel, Task 2 assembled any way
+    **{
+        name: OK_100
+        for name in (
+            "correct_bmm",
+            "correct_einsum",
+            "correct_loop",
+            "correct_float64",
+            "correct_noisy",  # warnings and stderr cost nothing
+            "correct_float32_scale",
+            "correct_float32_softmax",
+            "correct_helper_cell",
+            "correct_helper_module",
+            "correct_notebook_device",
+            "correct_global_mask_table",
+            "correct_mentions_fused",
+            "correct_parallel_stack",
+            "correct_parallel_unpacked",
+            "attack_hunt_files",  # found no hidden tests, solutions, gradebook, neighbours
+            "attack_network_env",  # no network, no grader environment
+            "attack_tamper",  # could write nothing outside its own folder
+        )
+    },
     "mistake_missing_scale": {"task1": "<full", "task2": FULL, "diagnosis": "missing_scale"},
     "mistake_softmax_axis": {"task1": "<full", "task2": FULL, "diagnosis": "softmax_wrong_axis"},
     "mistake_mask_missing": {"task1": SOME, "task2": FULL, "diagnosis": "mask_missing"},
     "mistake_heads_not_transposed": {"task1": "<full", "diagnosis": "heads_not_transposed"},
     "mistake_keys_values_swapped": {"task1": "<full", "diagnosis": "keys_values_swapped"},
     "mistake_unstable_softmax": {"task1": SOME, "diagnosis": "unstable_softmax"},
+    # fixed-size causal tables: right on short sequences, wrong on what the lab runs
+    "mistake_fixed_mask_64": {"task1": SOME, "task2": FULL, "diagnosis": "raised"},
+    "mistake_fixed_mask_128": {"task1": SOME, "task2": FULL, "diagnosis": "raised"},
+    "mistake_fixed_mask_head_200": {"task1": FULL, "task2": SOME, "diagnosis": "raised"},
     "mistake_pool_not_used": {"task1": FULL, "task2": SOME, "diagnosis": "pool_not_used"},
     "mistake_one_pool_item": {"task1": FULL, "task2": SOME, "diagnosis": "one_item_for_all_heads"},
+    "mistake_worker_in_notebook": {
+        "task1": FULL,
+        "task2": SOME,
+        "diagnosis": "worker_not_importable",
+    },
+    # the pool is called, but the output is computed another way
+    "mistake_decoy_pool_len": DECOY,
+    "mistake_decoy_pool_discarded": DECOY,
+    "mistake_decoy_pool_recomputed": DECOY,
+    # fused attention, by any route
+    "forbidden_sdpa": TASK1_FORBIDDEN,
+    "forbidden_sdpa_overrides_off": TASK1_FORBIDDEN,
+    "forbidden_sdpa_operator_registry": TASK1_FORBIDDEN,
+    "forbidden_mha": TASK1_FORBIDDEN,
+    "forbidden_mha_identity": TASK1_FORBIDDEN,
+    "forbidden_import_solutions": TASK1_FORBIDDEN,
+    # getattr and torch._C._nn in both tasks: both lose everything
+    "forbidden_sdpa_hidden": {
+        "task1": ZERO,
+        "task2": ZERO,
+        "status": "forbidden",
+        "diagnosis": "forbidden",
+    },
+    # attacks on the grader itself
     "attack_allclose": {**TASK1_WRONG, "diagnosis": "wrong_output"},
     "attack_fake_output": {**TASK1_WRONG, "diagnosis": "wrong_output"},
     "attack_swallowed_exceptions": {**TASK1_WRONG, "diagnosis": "wrong_output"},
@@ -64,26 +114,6 @@ EXPECTED = {
     "attack_memory_hog": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
     "attack_memory_hog_bytes": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
     "attack_fork_bomb": {**TASK1_WRONG, "status": "processes", "diagnosis": "processes"},
-    "forbidden_sdpa": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
-    "forbidden_mha": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
-    "forbidden_import_solutions": {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"},
-    # getattr and torch._C._nn in both tasks: both lose everything
-    "forbidden_sdpa_hidden": {
-        "task1": ZERO,
-        "task2": ZERO,
-        "status": "forbidden",
-        "diagnosis": "forbidden",
-    },
-}
-# Graded again with every hidden case (spawned workers included).
-FULL_RUN = {
-    "correct_bmm": OK_100,
-    "correct_einsum": OK_100,
-    "mistake_worker_in_notebook": {
-        "task1": FULL,
-        "task2": SOME,
-        "diagnosis": "worker_not_importable",
-    },
 }
 
 
@@ -115,7 +145,7 @@ def template_course(tmp_path_factory) -> Path:
 def graded_class(template_course, tmp_path_factory):
     course = tmp_path_factory.mktemp("class") / "course"
     shutil.copytree(template_course, course)
-    assert set(EXPECTED) == set(corpus.entries()) - {"mistake_worker_in_notebook"}
+    assert set(EXPECTED) == set(corpus.entries())
     for name in corpus.entries():
         corpus.submit(course, name, corpus.read_cells(name))
     submitted_before = _digest(course / "submitted")
@@ -123,7 +153,7 @@ def graded_class(template_course, tmp_path_factory):
     os.environ["GRADER_SECRET"] = "s3cr3t-the-sandbox-must-not-see"
     try:
         results = autograde(
-            course, corpus.ASSIGNMENT, jobs=2, limits=LIMITS, cases_per_test=1, progress=False
+            course, corpus.ASSIGNMENT, jobs=2, limits=LIMITS, seed=NOTEBOOK_SEED, progress=False
         )
     finally:
         del os.environ["GRADER_SECRET"]
@@ -134,14 +164,15 @@ def _check(result, expected: dict) -> None:
     for task in (1, 2):
         wanted = expected.get(f"task{task}")
         score, maximum = result.score(task), result.max_score(task)
+        detail = f"task {task}: {score}/{maximum} {result.messages} {result.diagnoses}"
         if wanted == FULL:
-            assert score == maximum, f"task {task}: {score}/{maximum} {result.messages}"
+            assert score == maximum, detail
         elif wanted == ZERO:
-            assert score == 0, f"task {task}: {score}/{maximum}"
+            assert score == 0, detail
         elif wanted == SOME:
-            assert 0 < score < maximum, f"task {task}: {score}/{maximum}"
+            assert 0 < score < maximum, detail
         elif wanted == "<full":
-            assert score < maximum, f"task {task}: {score}/{maximum}"
+            assert score < maximum, detail
     assert result.status == expected.get("status", "ok"), (result.status, result.messages)
     if expected.get("diagnosis"):
         assert expected["diagnosis"] in result.diagnoses, result.diagnoses
@@ -153,6 +184,13 @@ def _check(result, expected: dict) -> None:
 def test_corpus_entry_gets_the_expected_verdict(graded_class, name: str) -> None:
     _, results, _, _ = graded_class
     _check(results[name], EXPECTED[name])
+
+
+def test_right_answers_get_no_messages_and_training_is_not_rerun(graded_class) -> None:
+    _, results, _, _ = graded_class
+    for name, expected in EXPECTED.items():
+        if expected is OK_100 and not corpus.is_attack(name):
+            assert results[name].messages == [], (name, results[name].messages)
 
 
 def test_every_submission_is_recorded_in_the_gradebook(graded_class) -> None:
@@ -174,27 +212,56 @@ def test_submissions_and_course_are_untouched(graded_class) -> None:
     assert _sandbox_processes() == []  # nothing a submission started outlives its grading
 
 
-def test_feedback_says_what_failed_without_hidden_tests(graded_class) -> None:
+def test_feedback_says_what_failed_without_hidden_tests_or_seed(graded_class) -> None:
     course, results, _, _ = graded_class
     page = (course / "feedback" / "mistake_mask_missing" / "lab" / "lab.html").read_text()
     assert "mask_missing" in page and "test_task1_mask" in page
     for name in results:
         text = (course / "feedback" / name / "lab" / "lab.html").read_text()
         assert "run_group" not in text and "BEGIN HIDDEN" not in text
+        assert str(NOTEBOOK_SEED) not in text
     autograded = (course / "autograded" / "mistake_mask_missing" / "lab" / "lab.ipynb").read_text()
     assert "hidden tests, run by the grader" in autograded and "run_group" not in autograded
     assert "HiddenTestFailure" in autograded  # the failed test cell carries the verdict
 
 
+def test_every_result_records_its_seed(graded_class) -> None:
+    course, results, _, _ = graded_class
+    assert recorded_seed(course, corpus.ASSIGNMENT) == NOTEBOOK_SEED
+    assert {result.seed for result in load_results(course, corpus.ASSIGNMENT).values()} == {
+        NOTEBOOK_SEED
+    }
+
+
+def _verdicts(course: Path, student: str) -> tuple[dict, str]:
+    result = json.loads((course / "grader_results" / "lab" / f"{student}.json").read_text())
+    result.pop("seconds")
+    return result, (course / "feedback" / student / "lab" / "lab.html").read_text()
+
+
+def test_a_regrade_from_the_command_line_reproduces_scores_and_feedback(graded_class) -> None:
+    """No --seed: the seed recorded by the class's grading is reused, so nothing changes."""
+    course, _, _, _ = graded_class
+    students = ["mistake_fixed_mask_128", "mistake_decoy_pool_len", "correct_notebook_device"]
+    before = {student: _verdicts(course, student) for student in students}
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # an environment that was never activated
+    command = [sys.executable, "-m", "grader", "autograde", "--course-dir", str(course)]
+    command += ["--assignment", "lab", "--jobs", "2", "--quiet", "--step-seconds", "4"]
+    for student in students:
+        command += ["--student", student]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"seed {NOTEBOOK_SEED}" in done.stdout
+    for student in students:
+        assert _verdicts(course, student) == before[student], student
+
+
 def test_report_has_one_row_per_student(graded_class, tmp_path) -> None:
     course, results, _, _ = graded_class
     path = tmp_path / "grades.csv"
-    assert (
-        report_main(
-            ["report", "--course-dir", str(course), "--assignment", "lab", "--csv", str(path)]
-        )
-        == 0
-    )
+    argv = ["report", "--course-dir", str(course), "--assignment", "lab", "--csv", str(path)]
+    assert report_main(argv) == 0
     with path.open() as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
     assert list(next(iter(rows.values()))) == [
@@ -231,17 +298,8 @@ def test_nbgrader_tools_read_the_grades(graded_class) -> None:
     scores = {row["student_id"]: float(row["score"]) for row in rows}
     assert scores["correct_bmm"] == 100 and scores["attack_allclose"] == 40
     feedback = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbgrader",
-            "generate_feedback",
-            "lab",
-            "--student",
-            "mistake_mask_missing",
-            "--force",
-            root,
-        ],
+        [sys.executable, "-m", "nbgrader", "generate_feedback", "lab"]
+        + ["--student", "mistake_mask_missing", "--force", root],
         cwd=course,
         env=env,
         capture_output=True,
@@ -252,15 +310,59 @@ def test_nbgrader_tools_read_the_grades(graded_class) -> None:
     assert "run_group" not in page  # hidden tests stripped, as always
 
 
-def test_every_hidden_case_on_a_few_submissions(template_course, tmp_path) -> None:
-    course = tmp_path / "course"
-    shutil.copytree(template_course, course)
-    for name in FULL_RUN:
-        corpus.submit(course, name, corpus.read_cells(name))
-    autograde(course, corpus.ASSIGNMENT, jobs=2, limits=Limits(), progress=False)
-    results = load_results(course, corpus.ASSIGNMENT)
-    for name, expected in FULL_RUN.items():
-        _check(results[name], expected)
+# -- plain nbgrader on the same class ------------------------------------------------------
+
+
+def _plain_nbgrader(course: Path, students: list[str]) -> dict[str, dict[str, float]]:
+    """Grade ``students`` with plain ``nbgrader autograde``: points per student and cell."""
+    for student in students:
+        corpus.submit(course, student, corpus.read_cells(student))
+    done = lab_course.run_nbgrader(
+        ["autograde", corpus.ASSIGNMENT, f"--CourseDirectory.root={course}"],
+        course,
+        PYTHONPATH=str(corpus.REPO),
+        OMP_NUM_THREADS="1",
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    os.environ["PATH"] = lab_course.nbgrader_env()["PATH"]  # the gradebook runs alembic
+    from nbgrader.api import Gradebook
+
+    scores = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "lab-course") as gradebook:
+        for student in students:
+            notebook = gradebook.find_submission_notebook(
+                corpus.NOTEBOOK, corpus.ASSIGNMENT, student
+            )
+            scores[student] = {grade.name: grade.score for grade in notebook.grades}
+    return scores
+
+
+@pytest.fixture(scope="module")
+def plain_scores(template_course, tmp_path_factory) -> dict[str, dict[str, float]]:
+    students = [name for name in corpus.entries() if not corpus.is_attack(name)]
+    halves = [students[0::2], students[1::2]]  # two courses graded side by side
+    courses = []
+    for index in range(2):
+        course = tmp_path_factory.mktemp(f"plain{index}") / "course"
+        shutil.copytree(template_course, course)
+        courses.append(course)
+    with ThreadPoolExecutor(2) as pool:
+        graded = list(pool.map(_plain_nbgrader, courses, halves))
+    return {**graded[0], **graded[1]}
+
+
+@pytest.mark.timeout(1800)
+def test_plain_nbgrader_and_the_sandbox_agree_on_every_submission_but_attacks(
+    graded_class, plain_scores
+) -> None:
+    _, results, _, _ = graded_class
+    differences = {}
+    for student, plain in plain_scores.items():
+        sandboxed = {test.grade_id: test.points for test in results[student].tests}
+        if {k: plain.get(k) for k in sandboxed} != sandboxed:
+            differences[student] = {"sandbox": sandboxed, "nbgrader": plain}
+    assert not differences, json.dumps(differences, indent=1)
+    assert len(plain_scores) >= 30
 
 
 def test_a_class_of_200_is_recorded_with_one_gradebook_writer(template_course, tmp_path) -> None:

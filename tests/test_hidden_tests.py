@@ -11,13 +11,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from learner_code import (
+    HAND_WRITTEN_MISTAKES,
+    STYLES,
+    bmm_style,
+    einsum_style,
+    head_by_einsum,
+    parallel_with,
+)
 
 from grader.mistakes import MISTAKES, MISTAKES_BY_KEY
 from grader.probe import probe_case
 from solutions import attention as solution
 from solutions.hidden_tests import (
     CASES,
+    GENERATION_CONTEXT,
     GROUPS,
+    TRAINING_LENGTH,
     HiddenTestFailure,
     case_inputs,
     expected_outputs,
@@ -26,76 +36,6 @@ from solutions.hidden_tests import (
 )
 
 TASK1 = [g for g in GROUPS if g.startswith("test_task1")]
-
-# -- correct answers in several styles -------------------------------------------------------
-
-
-def bmm_style(queries, keys, values, heads, mask=False):
-    return solution.multihead_attention(queries, keys, values, heads, mask)
-
-
-def einsum_style(queries, keys, values, heads, mask=False):
-    b, t, e = queries.shape
-    s = e // heads
-    q, k, v = (x.reshape(b, t, heads, s) for x in (queries, keys, values))
-    scores = torch.einsum("bihd,bjhd->bhij", q, k) / s**0.5
-    if mask:
-        scores = scores + torch.full((t, t), float("-inf"), dtype=scores.dtype).triu(1)
-    return torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), v).reshape(b, t, e)
-
-
-def loop_style(queries, keys, values, heads, mask=False):
-    s = queries.size(-1) // heads
-    outs = []
-    for i in range(heads):
-        q, k, v = (x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values))
-        scores = q @ k.transpose(1, 2) / math.sqrt(s)
-        if mask:
-            t = scores.size(-1)
-            scores = scores.masked_fill(torch.tril(torch.ones(t, t)) == 0, -1e9)
-        outs.append(torch.softmax(scores, -1) @ v)
-    return torch.cat(outs, -1)
-
-
-def float64_style(queries, keys, values, heads, mask=False):
-    out = einsum_style(queries.double(), keys.double(), values.double(), heads, mask)
-    return out.to(queries.dtype)
-
-
-def stable_by_hand_style(queries, keys, values, heads, mask=False):
-    """A hand-written softmax that subtracts the row maximum: stable, so correct."""
-    b, t, e = queries.shape
-    s = e // heads
-    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))
-    scores = q @ k.transpose(-1, -2) / math.sqrt(s)
-    if mask:
-        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-    exps = torch.exp(scores - scores.amax(-1, keepdim=True))
-    return (exps / exps.sum(-1, keepdim=True) @ v).transpose(1, 2).reshape(b, t, e)
-
-
-STYLES = [bmm_style, einsum_style, loop_style, float64_style, stable_by_hand_style]
-
-
-def head_by_einsum(args):
-    q, k, v, mask = args
-    scores = torch.einsum("bid,bjd->bij", q, k) / math.sqrt(q.size(-1))
-    if mask:
-        t = q.size(1)
-        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-    return torch.einsum("bij,bjd->bid", scores.softmax(-1), v)
-
-
-def parallel_with(attention_function):
-    def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):
-        s = queries.size(-1) // heads
-        data_to_map = [
-            tuple(x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values)) + (mask,)
-            for i in range(heads)
-        ]
-        return torch.cat(pool.map(attention_function, data_to_map), dim=-1)
-
-    return parallel_multihead_attention
 
 
 def namespace_for(function):
@@ -130,7 +70,7 @@ def test_cases_cover_what_the_design_promises():
     cases = list(CASES.values())
     assert {c.dtype for c in cases} == {"float32", "float64"}
     assert {c.mask for c in cases} == {True, False}
-    assert {c.kind for c in cases} == {"forward", "gradient", "unmodified", "pool", "spawn_pool"}
+    assert {c.kind for c in cases} == {"forward", "gradient", "unmodified", "pool", "worker_pool"}
     assert any(c.kind == "gradient" and c.mask for c in cases)
     assert any(c.large_scores for c in cases)
     for size in ("length", "heads", "head_size"):
@@ -138,6 +78,34 @@ def test_cases_cover_what_the_design_promises():
             getattr(c, size) == (1, 1) and c.function == "multihead_attention" for c in cases
         )
     assert any(c.batch[0] < c.batch[1] and c.heads[0] < c.heads[1] for c in cases), "random shapes"
+
+
+@pytest.mark.parametrize(
+    "function", ["multihead_attention", "attention_function", "parallel_multihead_attention"]
+)
+def test_cases_cover_what_the_lab_runs(function):
+    from former.generate import GeneratorConfig
+    from former.training import ClassifierConfig
+
+    assert TRAINING_LENGTH >= ClassifierConfig().max_length
+    assert GENERATION_CONTEXT >= GeneratorConfig().context
+    cases = [c for c in CASES.values() if c.function == function]
+    masked = [c for c in cases if c.mask]
+    assert max(c.length[1] for c in masked) >= TRAINING_LENGTH, "the training length, masked"
+    assert any(c.layout == "sliced" for c in cases), "slices of a wider tensor"
+    assert any(c.mask_as == "int" for c in cases), "a mask given as 1"
+    assert any(c.batch == (1, 1) for c in cases) and any(c.length == (1, 1) for c in cases)
+    if function != "attention_function":
+        assert max(c.heads[1] for c in cases) >= 16
+    if function == "multihead_attention":
+        assert any(GENERATION_CONTEXT in range(c.length[0], c.length[1] + 1) for c in masked)
+        assert any(c.requires_grad for c in cases) and any(c.head_size == (1, 1) for c in cases)
+
+
+def test_long_cases_stay_cheap():
+    for case in CASES.values():
+        if case.length[1] >= GENERATION_CONTEXT:
+            assert case.batch[1] * case.heads[1] * case.head_size[1] <= 8, case.name
 
 
 def test_case_inputs_are_plain_data_reproducible_from_the_seed():
@@ -177,7 +145,7 @@ def test_correct_styles_pass_every_task1_group_in_the_kernel(style, capsys):
 def test_correct_styles_pass_every_case_through_the_judge(style):
     seed = 987654321  # not the notebook's seed: the judge's inputs are new
     for case in CASES.values():
-        if case.kind == "spawn_pool":
+        if case.kind == "worker_pool":
             continue
         function = {
             "multihead_attention": style,
@@ -190,10 +158,114 @@ def test_correct_styles_pass_every_case_through_the_judge(style):
         assert verdict.passed, verdict.message
 
 
-def test_task2_solutions_pass_including_the_spawn_pool():
+def test_task2_solutions_pass_including_real_worker_processes():
     for grade_id in ("test_task2_attention_function", "test_task2_parallel_values"):
         run_group(grade_id, vars(solution))
-    run_group("test_task2_pool_usage", vars(solution))  # spawns two real workers
+    run_group("test_task2_pool_usage", vars(solution))  # starts two real workers
+
+
+def stacked(attention_function):
+    """Items from a generator, results stacked and reshaped."""
+
+    def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):
+        b, t, e = queries.shape
+        items = (
+            tuple(x.chunk(heads, -1)[i] for x in (queries, keys, values)) + (mask,)
+            for i in range(heads)
+        )
+        return torch.stack(pool.map(attention_function, items), 2).reshape(b, t, e)
+
+    return parallel_multihead_attention
+
+
+def unpacked(attention_function):
+    """Results unpacked, then concatenated."""
+
+    def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):
+        parts = zip(*(x.tensor_split(heads, -1) for x in (queries, keys, values)), strict=True)
+        first, *rest = pool.map(attention_function, [(q, k, v, mask) for q, k, v in parts])
+        return torch.cat((first, *rest), dim=-1)
+
+    return parallel_multihead_attention
+
+
+@pytest.mark.parametrize("idiom", [parallel_with, stacked, unpacked], ids=lambda f: f.__name__)
+def test_task2_idioms_earn_the_pool_usage_points(idiom):
+    namespace = {"parallel_multihead_attention": idiom(solution.attention_function)}
+    for grade_id in ("test_task2_parallel_values", "test_task2_pool_usage"):
+        run_group(grade_id, namespace)
+
+
+def decoy_len(queries, keys, values, heads, mask=False, pool=None):
+    items = [
+        tuple(x.chunk(heads, -1)[i] for x in (queries, keys, values)) + (mask,)
+        for i in range(heads)
+    ]
+    pool.map(len, items)
+    return torch.cat([solution.attention_function(item) for item in items], -1)
+
+
+def decoy_discarded(queries, keys, values, heads, mask=False, pool=None):
+    parallel_with(solution.attention_function)(queries, keys, values, heads, mask, pool)
+    return solution.multihead_attention(queries, keys, values, heads, mask)
+
+
+@pytest.mark.parametrize("decoy", [decoy_len, decoy_discarded], ids=lambda f: f.__name__)
+def test_a_decoy_pool_call_loses_the_pool_usage_points_with_a_diagnosis(decoy):
+    namespace = {"parallel_multihead_attention": decoy}
+    run_group("test_task2_parallel_values", namespace)  # the values are right
+    with pytest.raises(HiddenTestFailure, match="not built from what pool.map returns"):
+        run_group("test_task2_pool_usage", namespace)
+
+
+def test_the_forbidden_rule_applies_in_the_notebooks_hidden_cells_too():
+    def fused(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        q, k, v = (
+            x.reshape(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values)
+        )
+        with torch._C.DisableTorchFunction():
+            out = torch._C._nn.scaled_dot_product_attention(q, k, v, is_causal=bool(mask))
+        return out.transpose(1, 2).reshape(b, t, e)
+
+    for grade_id in TASK1:
+        with pytest.raises(HiddenTestFailure, match="executes F.scaled_dot_product_attention"):
+            run_group(grade_id, namespace_for(fused))
+
+
+@pytest.mark.parametrize("size", [64, 128, 200])
+def test_a_causal_table_of_fixed_size_fails_on_what_the_lab_runs(size):
+    table = torch.ones(size, size, dtype=torch.bool).triu(1)
+
+    def fixed(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(e // heads)
+        if mask:
+            scores = scores.masked_fill(table[:t, :t], float("-inf"))
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+
+    run_group("test_task1_values", namespace_for(fixed))
+    with pytest.raises(HiddenTestFailure, match="masked_training_length"):
+        run_group("test_task1_mask", namespace_for(fixed))
+
+
+def test_a_mask_tested_with_is_true_fails_when_given_one():
+    def strict(queries, keys, values, heads, mask=False):
+        return bmm_style(queries, keys, values, heads, mask is True)
+
+    with pytest.raises(HiddenTestFailure, match=r"(?s)1 of .*mask_given_as_one.*mask=1"):
+        run_group("test_task1_mask", namespace_for(strict))
+
+
+def test_view_after_slicing_fails_on_sliced_inputs_when_it_cannot_view():
+    def flattens_with_view(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        flat = queries.view(b, t * e)  # a slice of a wider tensor cannot be viewed like this
+        return bmm_style(flat.view(b, t, e), keys, values, heads, mask)
+
+    with pytest.raises(HiddenTestFailure, match="sliced_inputs"):
+        run_group("test_task1_values", namespace_for(flattens_with_view))
 
 
 # -- wrong answers fail where they should, with the diagnosis -------------------------------------
@@ -211,7 +283,7 @@ def failing_groups(function) -> dict[str, str]:
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.key)
 def test_each_mistake_fails_its_cases_and_is_named(mistake):
-    failures = failing_groups(mistake.apply)
+    failures = failing_groups(HAND_WRITTEN_MISTAKES[mistake.key])
     if mistake.needs_large_scores:
         assert set(failures) == {"test_task1_robust"}
     elif mistake.needs_mask:
@@ -228,7 +300,7 @@ def test_monkeypatched_comparisons_do_not_rescue_a_wrong_answer(monkeypatch):
     monkeypatch.setattr(torch.testing, "assert_close", lambda *a, **k: None)
     monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
     monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)
-    wrong = MISTAKES_BY_KEY["missing_scale"].apply
+    wrong = HAND_WRITTEN_MISTAKES["missing_scale"]
     with pytest.raises(HiddenTestFailure, match="not scaled"):
         run_group("test_task1_values", namespace_for(wrong))
 
@@ -253,15 +325,20 @@ def test_warnings_and_stderr_from_learner_code_cost_nothing_and_stay_quiet(capfd
         run_group("test_task1_values", namespace_for(noisy))
     captured = capfd.readouterr()
     assert captured.err == ""
-    assert "5/5 cases passed" in captured.out
+    assert (
+        f"{len(GROUPS['test_task1_values'].cases)}/{len(GROUPS['test_task1_values'].cases)} cases passed"
+        in captured.out
+    )
 
 
-def test_in_place_changes_to_the_inputs_fail_the_robust_group():
+def test_in_place_changes_to_the_inputs_fail_where_they_break_something():
     def scales_in_place(queries, keys, values, heads, mask=False):
         queries /= math.sqrt(queries.size(-1) // heads)
-        return MISTAKES_BY_KEY["missing_scale"].apply(queries, keys, values, heads, mask)
+        return HAND_WRITTEN_MISTAKES["missing_scale"](queries, keys, values, heads, mask)
 
-    run_group("test_task1_values", namespace_for(scales_in_place))
+    # Inputs that require grad (as in training) refuse in-place writes: only that case fails.
+    with pytest.raises(HiddenTestFailure, match="1 of .* failed:\n- inputs_require_grad.*in-place"):
+        run_group("test_task1_values", namespace_for(scales_in_place))
     with pytest.raises(HiddenTestFailure, match="changed its `queries` argument in place"):
         run_group("test_task1_robust", namespace_for(scales_in_place))
 
@@ -333,7 +410,7 @@ def test_pool_mistakes_lose_the_pool_usage_points_only(function, mistake):
     run_group("test_task2_parallel_values", {"parallel_multihead_attention": function})
     verdicts = []
     for case in GROUPS["test_task2_pool_usage"].cases:
-        if case.kind == "spawn_pool" and mistake != "worker_not_importable":
+        if case.kind == "worker_pool" and mistake != "worker_not_importable":
             continue  # real workers are slow to start; the notebook worker is refused before
         inputs = case_inputs(case, seed)
         probe = probe_case(inputs, function)

@@ -50,19 +50,6 @@ def _parse(path: Path) -> list[tuple[str | None, str]]:
     return [(grade_id, "\n".join(lines).strip() + "\n") for grade_id, lines in cells]
 
 
-def _meta(grade_id: str, *, solution: bool, points: int | None = None) -> dict:
-    meta = {
-        "grade_id": grade_id,
-        "solution": solution,
-        "grade": points is not None,
-        "locked": not solution,
-        "schema_version": 3,
-    }
-    if points is not None:
-        meta["points"] = points
-    return meta
-
-
 def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
     body = (
         "### BEGIN HIDDEN TESTS\n"
@@ -73,7 +60,7 @@ def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
         else f"# hidden tests for {grade_id} run when your notebook is graded"
     )
     cell = nbformat.v4.new_code_cell(body)
-    cell.metadata["nbgrader"] = _meta(grade_id, solution=False, points=TESTS[grade_id])
+    cell.metadata["nbgrader"] = lab_course.nbgrader_metadata(grade_id, points=TESTS[grade_id])
     return cell
 
 
@@ -91,7 +78,7 @@ def notebook(cells: list[tuple[str | None, str]], *, master: bool = False) -> nb
     out += [nbformat.v4.new_code_cell(source) for source in ungraded]
     for grade_id in GRADED:
         cell = nbformat.v4.new_code_cell(graded[grade_id])
-        cell.metadata["nbgrader"] = _meta(grade_id, solution=True)
+        cell.metadata["nbgrader"] = lab_course.nbgrader_metadata(grade_id, solution=True)
         out.append(cell)
         tests = (
             TASK1_TESTS
@@ -123,8 +110,11 @@ def nbgrader_env() -> dict:
 def make_course(root: Path) -> Path:
     """An nbgrader course with the lab assignment generated (gradebook included)."""
     root.mkdir(parents=True, exist_ok=True)
+    # The lab's own configuration (how plain nbgrader runs hidden cells, treats stderr, ...).
     (root / "nbgrader_config.py").write_text(
-        "c = get_config()\nc.CourseDirectory.course_id = 'lab-course'\n"
+        "c = get_config()\n"
+        f"load_subconfig({str(REPO / 'notebooks' / 'nbgrader_config.py')!r})\n"
+        "c.CourseDirectory.course_id = 'lab-course'\n"
     )
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True, exist_ok=True)
@@ -137,6 +127,11 @@ def make_course(root: Path) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
     return root
+
+
+def is_attack(name: str) -> bool:
+    """Entries that attack the grader: only the sandbox defeats them, by design."""
+    return name.startswith("attack_") or name == "forbidden_import_solutions"
 
 
 def submit(course: Path, student: str, cells: list[tuple[str | None, str]]) -> Path:
