@@ -26,11 +26,19 @@ from pathlib import Path
 
 import nbformat
 
-from grader.course import graded_cells, nbgrader_env, remove_solution_markers
+from grader.course.nbgrader import (
+    ASSIGNMENT,
+    graded_cells,
+    make_trial_course,
+    master_path,
+    nbgrader_env,
+    release_path,
+    remove_solution_markers,
+    submit,
+    with_answers,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-COURSE = REPO / "notebooks"
-ASSIGNMENT = "transformers_from_scratch"
 RESULTS = REPO / "bench-results" / "grade.json"
 SAMPLE_DATA = REPO.parent / "shared" / "data" / "imdb_sample.csv"
 
@@ -61,24 +69,9 @@ def _run(command: list[str], cwd: Path) -> float:
 
 def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
     """A course with the assignment generated and ``students`` submissions; student -> variant."""
-    course = root / "course"
-    course.mkdir(parents=True)
-    shutil.copy(COURSE / "nbgrader_config.py", course)
-    shutil.copytree(COURSE / "source", course / "source")
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "nbgrader",
-            "generate_assignment",
-            ASSIGNMENT,
-            "--force",
-            f"--CourseDirectory.root={course}",
-        ],
-        course,
-    )
-    master = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    release = nbformat.read(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    master = nbformat.read(master_path(), as_version=4)
+    course = make_trial_course(root / "course", master, ASSIGNMENT)
+    release = nbformat.read(release_path(course), as_version=4)
     answers = {
         grade_id: remove_solution_markers(cell.source)
         for grade_id, cell in graded_cells(master).items()
@@ -89,16 +82,11 @@ def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
     for index in range(students):
         student = f"student{index:03d}"
         variant = names[index % len(names)] if index % 2 else "correct"
-        submission = nbformat.from_dict(json.loads(json.dumps(release)))
-        for grade_id, cell in graded_cells(submission).items():
-            if grade_id in answers:
-                cell.source = answers[grade_id]
-                if grade_id == "multihead_attention":
-                    cell.source = _MISTAKES[variant](cell.source)
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(submission, folder / f"{ASSIGNMENT}.ipynb")
-        (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
+        mine = {
+            **answers,
+            "multihead_attention": _MISTAKES[variant](answers["multihead_attention"]),
+        }
+        submit(course, ASSIGNMENT, student, with_answers(release, mine))
         variants[student] = variant
     return course, variants
 

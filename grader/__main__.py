@@ -5,25 +5,15 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
 # command -> module whose ``main(argv)`` runs it
 COMMANDS = {
-    "autograde": "grader.autograde",
-    "report": "grader.report",
-    "release": "grader.course",
-    "release-solutions": "grader.course",
-    "student-bundle": "grader.course",
+    "autograde": "grader.course.autograde",
+    "report": "grader.course.report",
+    "release": "grader.course.release",
+    "release-solutions": "grader.course.release",
+    "student-bundle": "grader.course.bundle",
 }
-
-
-def put_scripts_on_path() -> None:
-    """nbgrader's gradebook runs ``alembic`` (and nbgrader runs ``jupyter``) by name: find
-    them beside this interpreter, so an environment works without being activated."""
-    scripts = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
-    if scripts not in path.split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    put_scripts_on_path()
+    from grader.course.nbgrader import with_scripts_on_path
+
+    os.environ.update(with_scripts_on_path(dict(os.environ)))
     module = importlib.import_module(COMMANDS[argv[0]])
     return int(module.main(argv) or 0)
 

@@ -9,12 +9,12 @@ Two users:
 
 - the grader's trusted judge, which never runs learner code: it generates
   ``case_inputs(case, seed)`` with the grading run's seed, lets a sandboxed process run
-  ``grader.probe.probe_case`` on them, and calls ``judge_case`` on the plain-data
+  ``grader.learner.probe.probe_case`` on them, and calls ``judge_case`` on the plain-data
   outputs that come back.
 
 Every case compares the learner's function with ``solutions.attention`` in float64 under
-the grader's one tolerance policy (``grader.diagnose.tolerance``); a failure carries a
-plain-words diagnosis from ``grader.diagnose``. The cases cover what the lab itself runs:
+the grader's one tolerance policy (``grader.learner.diagnose.tolerance``); a failure carries a
+plain-words diagnosis from ``grader.learner.diagnose``. The cases cover what the lab itself runs:
 sequences as long as the classifier's training length and the generator's context,
 inputs sliced from a wider tensor and requiring grad (as a model passes them), a mask
 given as any truthy value, and, for Task 2, an output assembled from the pool's results.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from former.threads import torch_threads
-from grader.diagnose import (
+from grader.learner.diagnose import (
     compare,
     diagnose_attention,
     diagnose_pool_usage,
@@ -42,9 +42,9 @@ from grader.diagnose import (
     locate,
     tolerance,
 )
-from grader.forbidden import explain as explain_forbidden
-from grader.mistakes import POOL_MISTAKES_BY_KEY
-from grader.probe import probe_case, quiet
+from grader.learner.forbidden import explain as explain_forbidden
+from grader.learner.mistakes import POOL_MISTAKES_BY_KEY
+from grader.learner.probe import probe_case, quiet
 from solutions import attention as reference
 
 # Inputs of the notebook's hidden cells; the sandboxed grader records the seed it used.
@@ -69,7 +69,7 @@ class Case:
     """One hidden test case. Sizes are inclusive ranges, drawn from the seed.
 
     layout: "contiguous" or "sliced" (inputs are slices of a wider tensor); mask_as:
-    "bool" or "int" (mask passed as 1/0); pool: "", "inline" or "workers" (see grader.probe).
+    "bool" or "int" (mask passed as 1/0); pool: "", "inline" or "workers" (see grader.learner.probe).
     """
 
     name: str
@@ -304,7 +304,7 @@ def _rng(case: Case, seed: int) -> np.random.Generator:
 
 
 def case_inputs(case: Case, seed: int) -> dict[str, Any]:
-    """The inputs of ``case`` for ``seed``, as plain data (see ``grader.probe`` for the keys)."""
+    """The inputs of ``case`` for ``seed``, as plain data (see ``grader.learner.probe`` for the keys)."""
     rng = _rng(case, seed)
     b, t, heads, s = (
         int(rng.integers(lo, hi + 1))
@@ -429,7 +429,7 @@ def judge_case(
 ) -> CaseResult:
     """Verdict on the raw outputs the probe read back from the learner's function.
 
-    outputs: as produced by ``grader.probe.probe_case`` (``out``, gradients, ``*_after``,
+    outputs: as produced by ``grader.learner.probe.probe_case`` (``out``, gradients, ``*_after``,
     or ``error``/``error_where``); pool_log: ``InstrumentedPool.log()`` for pool cases;
     forbidden: the forbidden operators the call executed; expected: reference outputs
     computed earlier (run_group computes them before any learner code runs).

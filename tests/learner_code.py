@@ -1,5 +1,5 @@
 """Learner code written out by hand, for the grader's tests: correct answers in several
-styles and each catalogued mistake. The grader's own catalogue (``grader.mistakes``) is
+styles and each catalogued mistake. The grader's own catalogue (``grader.learner.mistakes``) is
 built on PyTorch's fused attention, which graded functions may not execute, so it cannot
 stand in for a learner's function."""
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import course
+from grader.course import nbgrader
 
-NOTEBOOK = course.NOTEBOOK
+NOTEBOOK = nbgrader.NOTEBOOK
 MASTER_COPY = f"master/{NOTEBOOK}"  # where the server finds the master, beside the student copy
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -56,9 +56,9 @@ def jupyter_lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 (random port, token) serving copies of the student notebook and
     (in ``master/``) the master."""
     tmp_path = tmp_path_factory.mktemp("lab")
-    shutil.copy(course.release_path(), tmp_path / NOTEBOOK)
+    shutil.copy(nbgrader.release_path(), tmp_path / NOTEBOOK)
     (tmp_path / "master").mkdir()
-    shutil.copy(course.master_path(), tmp_path / MASTER_COPY)
+    shutil.copy(nbgrader.master_path(), tmp_path / MASTER_COPY)
     port, token = free_port(), "lab-test-token"
     bin_dir = Path(sys.executable).parent
     env = dict(

@@ -8,14 +8,14 @@ import pytest
 import torch
 from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style
 
-from grader.checks import (
-    MORE_WHEN_GRADED,
+from grader.learner.checks import (
     check_attention_function,
     check_multihead_attention,
     check_parallel_multihead_attention,
 )
-from grader.instrumented_pool import InstrumentedPool
-from grader.mistakes import MISTAKES_BY_KEY
+from grader.learner.mistakes import MISTAKES_BY_KEY
+from grader.learner.pool import InstrumentedPool
+from grader.learner.report import MORE_WHEN_GRADED
 from solutions import attention as solution
 from solutions.hidden_tests import HiddenTestFailure, run_group
 

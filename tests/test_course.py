@@ -15,11 +15,11 @@ import nbformat
 import pytest
 from conftest import REPO_ROOT
 
-from grader import course
+from grader.course import bundle, nbgrader, release
 
 COURSE = REPO_ROOT / "notebooks"
-RELEASE = course.release_path(COURSE)
-MASTER = course.master_path(COURSE)
+RELEASE = nbgrader.release_path(COURSE)
+MASTER = nbgrader.master_path(COURSE)
 
 
 def copy_course(destination: Path) -> Path:
@@ -47,7 +47,7 @@ def comparable(nb) -> list[tuple]:
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory) -> Path:
     tmp = copy_course(tmp_path_factory.mktemp("course"))
-    return course.generate_release(tmp)
+    return release.generate_release(tmp)
 
 
 def test_committed_release_is_up_to_date(regenerated):
@@ -60,11 +60,11 @@ def test_committed_release_is_up_to_date(regenerated):
 
 def test_release_has_stubs_and_no_hidden_tests(regenerated):
     text = RELEASE.read_text()
-    assert course.hidden_test_leaks(text) == []
-    assert course.solution_code_leaks(text, course.reference_bodies()) == []
+    assert nbgrader.hidden_test_leaks(text) == []
+    assert bundle.solution_code_leaks(text, bundle.reference_bodies()) == []
     nb = nbformat.read(RELEASE, as_version=4)
     stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
-    assert [c.metadata.nbgrader.grade_id for c in stubs] == list(course.GRADED_FUNCTIONS)
+    assert [c.metadata.nbgrader.grade_id for c in stubs] == list(nbgrader.GRADED_FUNCTIONS)
     assert all("raise NotImplementedError()" in c.source for c in stubs)
     points = {
         c.metadata.nbgrader.grade_id: c.metadata.nbgrader.points
@@ -76,18 +76,18 @@ def test_release_has_stubs_and_no_hidden_tests(regenerated):
 
 
 def test_release_files_are_only_the_notebook(regenerated):
-    assert sorted(p.name for p in regenerated.parent.iterdir()) == [course.NOTEBOOK]
+    assert sorted(p.name for p in regenerated.parent.iterdir()) == [nbgrader.NOTEBOOK]
 
 
 # --------------------------------------------------------------------------- solution release
 
 
 def test_released_solutions_have_the_answers_and_no_hidden_tests(tmp_path):
-    written = course.write_solutions(tmp_path, MASTER)
+    written = release.write_solutions(tmp_path, MASTER)
     names = sorted(p.name for p in written)
     assert names == ["lab_solutions.py", "transformers_from_scratch_solutions.ipynb"]
     for path in written:
-        assert course.hidden_test_leaks(path.read_text()) == [], path
+        assert nbgrader.hidden_test_leaks(path.read_text()) == [], path
     nb = nbformat.read(tmp_path / "transformers_from_scratch_solutions.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "BEGIN SOLUTION" not in code
@@ -114,22 +114,22 @@ def test_released_solutions_have_the_answers_and_no_hidden_tests(tmp_path):
 
 def test_release_solutions_refuses_to_replace_a_different_release(tmp_path):
     (tmp_path / "lab_solutions.py").write_text("# someone's notes\n")
-    with pytest.raises(course.CourseError, match="--force"):
-        course.write_solutions(tmp_path, MASTER)
+    with pytest.raises(nbgrader.CourseError, match="--force"):
+        release.write_solutions(tmp_path, MASTER)
     assert (tmp_path / "lab_solutions.py").read_text() == "# someone's notes\n"
-    course.write_solutions(tmp_path, MASTER, force=True)
+    release.write_solutions(tmp_path, MASTER, force=True)
     assert "def multihead_attention" in (tmp_path / "lab_solutions.py").read_text()
 
 
 def test_release_time_at_and_after_minutes():
     now = dt.datetime(2026, 1, 1, 13, 0, 30)
-    assert course.release_time(None, None, now) == now
-    assert course.release_time(None, 70, now) == now + dt.timedelta(minutes=70)
-    assert course.release_time("14:10", None, now) == dt.datetime(2026, 1, 1, 14, 10)
-    with pytest.raises(course.CourseError, match="already passed"):
-        course.release_time("12:00", None, now)
-    with pytest.raises(course.CourseError, match="14:10"):
-        course.release_time("2pm", None, now)
+    assert release.release_time(None, None, now) == now
+    assert release.release_time(None, 70, now) == now + dt.timedelta(minutes=70)
+    assert release.release_time("14:10", None, now) == dt.datetime(2026, 1, 1, 14, 10)
+    with pytest.raises(nbgrader.CourseError, match="already passed"):
+        release.release_time("12:00", None, now)
+    with pytest.raises(nbgrader.CourseError, match="14:10"):
+        release.release_time("2pm", None, now)
 
 
 def test_release_solutions_command_waits_then_writes(tmp_path):
@@ -177,28 +177,34 @@ def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
 
 
 def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
-    folder, archive = course.build_student_bundle(tmp_path)
+    folder, archive = bundle.build_student_bundle(tmp_path)
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert {
         "transformers_from_scratch.ipynb",
         "README.md",
         "former/__init__.py",
-        "grader/checks.py",
         "grader/__init__.py",
     } <= files
+    learner = {
+        p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "grader" / "learner").glob("*.py")
+    }
+    assert learner <= files, "the learner package ships whole"
     assert not any(name.startswith("solutions") for name in files)
-    assert not any(name in files for name in ("grader/course.py", "grader/__main__.py"))
-    bodies = course.reference_bodies()
+    assert not any(
+        name.startswith(("grader/judge", "grader/sandbox", "grader/course")) for name in files
+    )
+    assert "grader/__main__.py" not in files
+    bodies = bundle.reference_bodies()
     for name in files:
         text = (folder / name).read_text(errors="replace")
-        assert course.hidden_test_leaks(text) == [], name
-        assert course.solution_code_leaks(text, bodies) == [], name
+        assert nbgrader.hidden_test_leaks(text) == [], name
+        assert bundle.solution_code_leaks(text, bodies) == [], name
     with zipfile.ZipFile(archive) as zipped:
         assert {n.removeprefix("transformers_from_scratch/") for n in zipped.namelist()} == files
 
     # the bundle's notebook finds former and grader from the bundle itself
     result = subprocess.run(
-        [sys.executable, "-c", "import former, grader.checks; print(former.__file__)"],
+        [sys.executable, "-c", "import former, grader.learner.checks; print(former.__file__)"],
         cwd=folder,
         capture_output=True,
         text=True,
@@ -209,41 +215,41 @@ def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
 
 
 def test_student_bundle_refuses_to_overwrite_a_different_bundle(tmp_path):
-    folder, _ = course.build_student_bundle(tmp_path)
-    course.build_student_bundle(tmp_path)  # the same bundle again: fine
+    folder, _ = bundle.build_student_bundle(tmp_path)
+    bundle.build_student_bundle(tmp_path)  # the same bundle again: fine
     (folder / "transformers_from_scratch.ipynb").write_text("{}")  # a learner's work
-    with pytest.raises(course.CourseError, match="--force"):
-        course.build_student_bundle(tmp_path)
+    with pytest.raises(nbgrader.CourseError, match="--force"):
+        bundle.build_student_bundle(tmp_path)
     assert (folder / "transformers_from_scratch.ipynb").read_text() == "{}"
-    course.build_student_bundle(tmp_path, force=True)
+    bundle.build_student_bundle(tmp_path, force=True)
     assert (folder / "transformers_from_scratch.ipynb").read_bytes() == RELEASE.read_bytes()
 
 
 def test_leak_checks_catch_hidden_tests_and_solution_code():
-    bodies = course.reference_bodies()
+    bodies = bundle.reference_bodies()
     hidden = 'from solutions.hidden_tests import run_group; run_group("x", globals())'
-    assert course.hidden_test_leaks(hidden)
+    assert nbgrader.hidden_test_leaks(hidden)
     solution_text = (REPO_ROOT / "solutions" / "attention.py").read_text()
-    assert set(course.solution_code_leaks(solution_text, bodies)) == set(course.GRADED_FUNCTIONS)
-    with pytest.raises(course.CourseError, match="leak"):
-        course.check_bundle({"notes.py": solution_text.encode()})
+    assert set(bundle.solution_code_leaks(solution_text, bodies)) == set(nbgrader.GRADED_FUNCTIONS)
+    with pytest.raises(nbgrader.CourseError, match="leak"):
+        bundle.check_bundle({"notes.py": solution_text.encode()})
 
 
 def test_release_refuses_to_replace_a_worked_in_student_notebook(regenerated):
-    assert course.learner_work_in(RELEASE) == [], "the committed release should be pristine"
+    assert release.learner_work_in(RELEASE) == [], "the committed release should be pristine"
     nb = nbformat.read(regenerated, as_version=4)
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "multihead_attention":
             cell.source = cell.source.replace("raise NotImplementedError()", "return queries")
     nbformat.write(nb, regenerated)
     course_dir = regenerated.parents[2]
-    with pytest.raises(course.CourseError, match="worked in .*multihead_attention"):
-        course.generate_release(course_dir)
+    with pytest.raises(nbgrader.CourseError, match="worked in .*multihead_attention"):
+        release.generate_release(course_dir)
     assert "return queries" in regenerated.read_text()
 
 
 def test_solution_function_says_which_function_a_cell_lacks():
     source = "import torch\n\n\ndef helper(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"
-    assert course.solution_function(source, "helper") == "def helper(x):\n    return x"
-    with pytest.raises(course.CourseError, match="defines no function multihead_attention"):
-        course.solution_function(source, "multihead_attention")
+    assert release.solution_function(source, "helper") == "def helper(x):\n    return x"
+    with pytest.raises(nbgrader.CourseError, match="defines no function multihead_attention"):
+        release.solution_function(source, "multihead_attention")

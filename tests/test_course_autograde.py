@@ -9,17 +9,15 @@ Budget: about 4 minutes on 2 cores (one notebook run in quick mode per submissio
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import REPO_ROOT, shared_file
 
-from grader import course
+from grader.course import nbgrader
 
-ASSIGNMENT = course.ASSIGNMENT
+ASSIGNMENT = nbgrader.ASSIGNMENT
 COURSE = REPO_ROOT / "notebooks"
 TASK1 = ("test_task1_values", "test_task1_mask", "test_task1_robust", "test_task1_gradients")
 TASK2 = ("test_task2_attention_function", "test_task2_parallel_values", "test_task2_pool_usage")
@@ -29,9 +27,9 @@ POINTS = dict(
 
 
 def master_solutions() -> dict[str, str]:
-    nb = nbformat.read(course.master_path(COURSE), as_version=4)
+    nb = nbformat.read(nbgrader.master_path(COURSE), as_version=4)
     return {
-        cell.metadata.nbgrader.grade_id: course.remove_solution_markers(cell.source)
+        cell.metadata.nbgrader.grade_id: nbgrader.remove_solution_markers(cell.source)
         for cell in nb.cells
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
     }
@@ -62,28 +60,17 @@ def submissions() -> dict[str, dict[str, str]]:
     }
 
 
-def write_submission(course_dir: Path, student: str, sources: dict[str, str]) -> None:
-    nb = nbformat.read(course.release_path(course_dir), as_version=4)
-    for cell in nb.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in sources:
-            cell.source = sources[grade_id]
-    folder = course_dir / "submitted" / student / ASSIGNMENT
-    folder.mkdir(parents=True)
-    nbformat.write(nb, folder / course.NOTEBOOK)
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory) -> dict:
     """Autograde every submission with plain nbgrader: scores per student and cell."""
     tmp = tmp_path_factory.mktemp("autograde")
-    course_dir = tmp / "course"
-    course_dir.mkdir()
-    shutil.copy(COURSE / "nbgrader_config.py", course_dir)
-    shutil.copytree(COURSE / "source", course_dir / "source")
-    course.generate_release(course_dir)
+    master = nbformat.read(nbgrader.master_path(COURSE), as_version=4)
+    course_dir = nbgrader.make_trial_course(tmp / "course", master, ASSIGNMENT)
+    student_notebook = nbformat.read(nbgrader.release_path(course_dir), as_version=4)
     for student, sources in submissions().items():
-        write_submission(course_dir, student, sources)
+        nbgrader.submit(
+            course_dir, ASSIGNMENT, student, nbgrader.with_answers(student_notebook, sources)
+        )
 
     env = {
         "LAB_QUICK": "1",
@@ -95,14 +82,14 @@ def graded(tmp_path_factory) -> dict:
         # a copy of the course outside the repository: say where solutions/ lives
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
-    result = course.run_nbgrader(["autograde", ASSIGNMENT, "--force"], course_dir, **env)
+    result = nbgrader.run_nbgrader(["autograde", ASSIGNMENT, "--force"], course_dir, **env)
     assert result.returncode == 0, result.stderr[-5000:]
 
-    os.environ["PATH"] = course.nbgrader_env()["PATH"]  # the gradebook runs alembic by name
+    os.environ["PATH"] = nbgrader.nbgrader_env()["PATH"]  # the gradebook runs alembic by name
     from nbgrader.api import Gradebook
 
     scores = {}
-    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", "transformers-from-scratch") as gb:
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", nbgrader.TRIAL_COURSE_ID) as gb:
         for student in submissions():
             notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
             scores[student] = {
@@ -114,7 +101,7 @@ def graded(tmp_path_factory) -> dict:
 
 def failures(graded, student: str) -> dict[str, str]:
     """grade_id (or first line) -> the error a cell of the autograded notebook ended with."""
-    path = graded["course_dir"] / "autograded" / student / ASSIGNMENT / course.NOTEBOOK
+    path = graded["course_dir"] / "autograded" / student / ASSIGNMENT / nbgrader.NOTEBOOK
     found = {}
     for cell in nbformat.read(path, as_version=4).cells:
         for output in cell.get("outputs", []):
@@ -167,7 +154,7 @@ def test_serial_loop_loses_the_pool_test(graded):
 
 def test_nbgrader_feedback_hides_the_hidden_tests(graded):
     course_dir = graded["course_dir"]
-    result = course.run_nbgrader(
+    result = nbgrader.run_nbgrader(
         ["generate_feedback", ASSIGNMENT, "--student", "no_scale", "--force"], course_dir
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -175,5 +162,5 @@ def test_nbgrader_feedback_hides_the_hidden_tests(graded):
     assert pages, "nbgrader wrote no feedback page"
     page = pages[0].read_text()
     assert "not scaled" in page  # the learner still reads the diagnosis
-    for secret in course.HIDDEN_TEST_TEXT:
+    for secret in nbgrader.HIDDEN_TEST_TEXT:
         assert secret not in page

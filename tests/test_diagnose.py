@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from learner_code import HAND_WRITTEN_MISTAKES, written_out
 
 from former.attention import sdpa_attention
-from grader.diagnose import diagnose_attention, diagnose_pool_usage
-from grader.instrumented_pool import InstrumentedPool, function_origin
-from grader.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES
+from grader.learner.diagnose import diagnose_attention, diagnose_pool_usage
+from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES
+from grader.learner.pool import InstrumentedPool, function_origin
 from solutions import attention as solution
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import course as lab_course
-from grader import sandbox
-from grader.autograde import autograde
-from grader.report import main as report_main
-from grader.results import load_results, recorded_seed
-from grader.sandbox import Limits
+from grader.course import nbgrader
+from grader.course.autograde import autograde
+from grader.course.records import load_results, recorded_seed
+from grader.course.report import main as report_main
+from grader.sandbox import launch as sandbox
+from grader.sandbox.launch import Limits
 from solutions.hidden_tests import NOTEBOOK_SEED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -317,18 +317,18 @@ def _plain_nbgrader(course: Path, students: list[str]) -> dict[str, dict[str, fl
     """Grade ``students`` with plain ``nbgrader autograde``: points per student and cell."""
     for student in students:
         corpus.submit(course, student, corpus.read_cells(student))
-    done = lab_course.run_nbgrader(
+    done = nbgrader.run_nbgrader(
         ["autograde", corpus.ASSIGNMENT, f"--CourseDirectory.root={course}"],
         course,
         PYTHONPATH=str(corpus.REPO),
         OMP_NUM_THREADS="1",
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    os.environ["PATH"] = lab_course.nbgrader_env()["PATH"]  # the gradebook runs alembic
+    os.environ["PATH"] = nbgrader.nbgrader_env()["PATH"]  # the gradebook runs alembic
     from nbgrader.api import Gradebook
 
     scores = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "lab-course") as gradebook:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", nbgrader.TRIAL_COURSE_ID) as gradebook:
         for student in students:
             notebook = gradebook.find_submission_notebook(
                 corpus.NOTEBOOK, corpus.ASSIGNMENT, student
@@ -374,7 +374,8 @@ def test_a_class_of_200_is_recorded_with_one_gradebook_writer(template_course, t
     """
     from nbgrader.api import Gradebook
 
-    from grader.judge import SubmissionResult, all_failed
+    from grader.judge.grade import all_failed
+    from grader.judge.verdicts import SubmissionResult
 
     course = tmp_path / "course"
     shutil.copytree(template_course, course)

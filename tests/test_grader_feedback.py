@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from grader.feedback import render
-from grader.judge import SubmissionResult
-from grader.judge import TestResult as CellResult
+from grader.course.feedback import render
+from grader.judge.verdicts import SubmissionResult
+from grader.judge.verdicts import TestResult as CellResult
 
 
 def test_feedback_shows_verdicts_and_no_hidden_test_code_or_seed() -> None:

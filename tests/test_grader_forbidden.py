@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.forbidden import TAMPERING, Tripwires
-from grader.probe import probe_case, tripwires
+from grader.learner.forbidden import TAMPERING, Tripwires
+from grader.learner.probe import probe_case, tripwires
 
 Q = torch.randn(1, 2, 3, 4)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader import sandbox
-from grader.judge import grade_submission, make_plan
-from grader.sandbox import Limits
+from grader.judge.grade import grade_submission, make_plan
+from grader.sandbox import launch as sandbox
+from grader.sandbox.launch import Limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submissions import corpus  # noqa: E402

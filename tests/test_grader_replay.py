@@ -6,9 +6,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from grader.course import nbgrader_metadata
-from grader.program import read_program
-from grader.replay import plan_replay, read_cell
+from grader.course.nbgrader import nbgrader_metadata
+from grader.judge.program import read_program
+from grader.learner.replay import plan_replay, read_cell
 
 TESTS = {
     "multihead_attention": {"test_task1_values"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
+from grader.sandbox import launch as sandbox
 
 if sandbox.bwrap_executable() is None:
     if os.environ.get("CI"):
@@ -59,7 +59,7 @@ def test_only_public_code_is_visible(tmp_path) -> None:
     paths = {
         "solutions": str(REPO / "solutions"),
         "tests": str(REPO / "tests"),
-        "grader": str(REPO / "grader" / "judge.py"),
+        "grader": str(REPO / "grader" / "judge" / "grade.py"),
         "former": str(REPO / "former"),
         "course": str(course),
         "gradebook": str(course / "gradebook.db"),
@@ -209,7 +209,7 @@ def test_without_bwrap_it_warns_loudly_and_still_grades(tmp_path, monkeypatch, c
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from submissions import corpus
 
-    from grader.judge import grade_submission, make_plan
+    from grader.judge.grade import grade_submission, make_plan
 
     monkeypatch.setattr(sandbox, "bwrap_executable", lambda: None)
     monkeypatch.setattr(sandbox, "_warned", False)

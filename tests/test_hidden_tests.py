@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ from learner_code import (
     parallel_with,
 )
 
-from grader.mistakes import MISTAKES, MISTAKES_BY_KEY
-from grader.probe import probe_case
+from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY
+from grader.learner.probe import probe_case
 from solutions import attention as solution
 from solutions.hidden_tests import (
     CASES,
@@ -429,28 +430,25 @@ def test_judge_reads_errors_that_came_back_as_numpy_strings():
     assert judge_case(case, inputs, good, None).passed
 
 
-PUBLIC_MODULES = ("checks", "diagnose", "mistakes", "probe", "instrumented_pool")
+LEARNER = Path(__file__).resolve().parent.parent / "grader" / "learner"
 
 
-def test_grader_modules_shipped_to_learners_hold_no_hidden_test_text():
-    from grader import course
+def test_the_package_shipped_to_learners_holds_no_hidden_test_text_or_solution_code():
+    from grader.course import bundle, nbgrader
 
-    bodies = course.reference_bodies()
-    for name in PUBLIC_MODULES:
-        text = (_repo_root() / "grader" / f"{name}.py").read_text()
-        assert course.hidden_test_leaks(text) == [], name
-        assert course.solution_code_leaks(text, bodies) == [], name
+    bodies = bundle.reference_bodies()
+    for path in LEARNER.glob("*.py"):
+        text = path.read_text()
+        assert nbgrader.hidden_test_leaks(text) == [], path.name
+        assert bundle.solution_code_leaks(text, bodies) == [], path.name
 
 
-def test_grader_modules_shipped_to_learners_never_import_solutions():
+def test_the_package_shipped_to_learners_never_imports_solutions_or_the_instructors_parts():
+    modules = [f"grader.learner.{path.stem}" for path in LEARNER.glob("*.py")]
     code = (
-        "import sys, grader.checks, grader.diagnose, grader.mistakes, grader.probe, "
-        "grader.instrumented_pool; assert not [m for m in sys.modules if m.startswith('solutions')]"
+        f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'solutions' or "
+        "m.startswith(('grader.judge', 'grader.sandbox', 'grader.course'))]\n"
+        "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_repo_root()))
-
-
-def _repo_root():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(LEARNER.parent.parent))

@@ -14,7 +14,7 @@ import ast
 
 import pytest
 
-from grader import course
+from grader.course import bundle
 
 # Calls and names that normalise scores into weights, or exponentiate them.
 SOFTMAX_LIKE = frozenset(
@@ -77,7 +77,7 @@ def softmax_like_uses(source: str) -> list[tuple[str, str, int]]:
 
 @pytest.fixture(scope="module")
 def shipped_python(tmp_path_factory) -> dict[str, str]:
-    folder, _ = course.build_student_bundle(tmp_path_factory.mktemp("bundle"))
+    folder, _ = bundle.build_student_bundle(tmp_path_factory.mktemp("bundle"))
     return {
         path.relative_to(folder).as_posix(): path.read_text()
         for path in sorted(folder.rglob("*.py"))
@@ -85,7 +85,7 @@ def shipped_python(tmp_path_factory) -> dict[str, str]:
 
 
 def test_the_scan_covers_former_grader_and_model(shipped_python):
-    assert {"former/attention.py", "grader/mistakes.py", "grader/diagnose.py", "model.py"} <= set(
+    assert {"former/attention.py", "grader/learner/mistakes.py", "model.py"} <= set(
         shipped_python
     )
 

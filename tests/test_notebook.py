@@ -20,10 +20,10 @@ import pytest
 from conftest import REPO_ROOT, shared_file
 from nbclient import NotebookClient
 
-from grader import course
+from grader.course import nbgrader, release
 
-MASTER = course.master_path()
-RELEASE = course.release_path()
+MASTER = nbgrader.master_path()
+RELEASE = nbgrader.release_path()
 VISIBLE_CHECKS = ("check_multihead_attention", "check_attention_function", "check_parallel")
 
 
@@ -84,13 +84,13 @@ def errors_of(cell) -> list:
 def test_master_solution_cells_hold_exactly_the_reference_solutions():
     from solutions import attention
 
-    cells = course.graded_cells(nbformat.read(MASTER, as_version=4))
-    for name in course.GRADED_FUNCTIONS:
+    cells = nbgrader.graded_cells(nbformat.read(MASTER, as_version=4))
+    for name in nbgrader.GRADED_FUNCTIONS:
         cell = cells[name]
-        assert cell.metadata.nbgrader == course.nbgrader_metadata(name, solution=True)
+        assert cell.metadata.nbgrader == nbgrader.nbgrader_metadata(name, solution=True)
         assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
         reference = inspect.getsource(getattr(attention, name)).rstrip("\n")
-        in_cell = course.solution_function(cell.source, name)
+        in_cell = release.solution_function(cell.source, name)
         assert in_cell == reference, (
             f"The master's solution cell {name!r} differs from solutions/attention.py. Copy the "
             "function into the cell, its body (after the docstring) between ### BEGIN SOLUTION "
@@ -103,7 +103,7 @@ def test_master_solution_cells_hold_exactly_the_reference_solutions():
         )
         # and nothing else defines behaviour in the cell: only imports besides the function
         code = "\n".join(
-            ln for ln in course.remove_solution_markers(cell.source).split("\n") if ln[:1] != "%"
+            ln for ln in nbgrader.remove_solution_markers(cell.source).split("\n") if ln[:1] != "%"
         )
         others = [
             node
@@ -115,8 +115,8 @@ def test_master_solution_cells_hold_exactly_the_reference_solutions():
 
 def hidden_region(source: str) -> str:
     """The code between a test cell's hidden-test markers (which must appear once each)."""
-    assert source.count(course.BEGIN_HIDDEN) == source.count(course.END_HIDDEN) == 1, source
-    return source.split(course.BEGIN_HIDDEN)[1].split(course.END_HIDDEN)[0]
+    assert source.count(nbgrader.BEGIN_HIDDEN) == source.count(nbgrader.END_HIDDEN) == 1, source
+    return source.split(nbgrader.BEGIN_HIDDEN)[1].split(nbgrader.END_HIDDEN)[0]
 
 
 def test_master_test_cells_run_their_own_hidden_group():
@@ -125,13 +125,13 @@ def test_master_test_cells_run_their_own_hidden_group():
     nb = nbformat.read(MASTER, as_version=4)
     tests = {
         grade_id: cell
-        for grade_id, cell in course.graded_cells(nb).items()
+        for grade_id, cell in nbgrader.graded_cells(nb).items()
         if cell.metadata.nbgrader.get("grade")
     }
     assert list(tests) == list(GROUPS), "one test cell per hidden group, in the groups' order"
     for grade_id, cell in tests.items():
         points = GROUPS[grade_id].points
-        assert cell.metadata.nbgrader == course.nbgrader_metadata(grade_id, points=points)
+        assert cell.metadata.nbgrader == nbgrader.nbgrader_metadata(grade_id, points=points)
         assert f"({points} points)" in cell.source.split("\n")[0], cell.source
         hidden = ast.parse(hidden_region(cell.source))
         imports = [

@@ -7,12 +7,11 @@ lines (``# %%`` alone for an ungraded cell). Graded cells it leaves out are take
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nbformat
 
-from grader import course as lab_course
+from grader.course import nbgrader
 from solutions.hidden_tests import GROUPS
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +59,7 @@ def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
         else f"# hidden tests for {grade_id} run when your notebook is graded"
     )
     cell = nbformat.v4.new_code_cell(body)
-    cell.metadata["nbgrader"] = lab_course.nbgrader_metadata(grade_id, points=TESTS[grade_id])
+    cell.metadata["nbgrader"] = nbgrader.nbgrader_metadata(grade_id, points=TESTS[grade_id])
     return cell
 
 
@@ -78,7 +77,7 @@ def notebook(cells: list[tuple[str | None, str]], *, master: bool = False) -> nb
     out += [nbformat.v4.new_code_cell(source) for source in ungraded]
     for grade_id in GRADED:
         cell = nbformat.v4.new_code_cell(graded[grade_id])
-        cell.metadata["nbgrader"] = lab_course.nbgrader_metadata(grade_id, solution=True)
+        cell.metadata["nbgrader"] = nbgrader.nbgrader_metadata(grade_id, solution=True)
         out.append(cell)
         tests = (
             TASK1_TESTS
@@ -104,29 +103,12 @@ def master_notebook() -> nbformat.NotebookNode:
 
 def nbgrader_env() -> dict:
     """nbgrader runs `alembic` from PATH and hidden cells import `solutions` from the repo."""
-    return lab_course.nbgrader_env(PYTHONPATH=str(REPO))
+    return nbgrader.nbgrader_env(PYTHONPATH=str(REPO))
 
 
 def make_course(root: Path) -> Path:
-    """An nbgrader course with the lab assignment generated (gradebook included)."""
-    root.mkdir(parents=True, exist_ok=True)
-    # The lab's own configuration (how plain nbgrader runs hidden cells, treats stderr, ...).
-    (root / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"load_subconfig({str(REPO / 'notebooks' / 'nbgrader_config.py')!r})\n"
-        "c.CourseDirectory.course_id = 'lab-course'\n"
-    )
-    source = root / "source" / ASSIGNMENT
-    source.mkdir(parents=True, exist_ok=True)
-    nbformat.write(master_notebook(), source / f"{NOTEBOOK}.ipynb")
-    done = lab_course.run_nbgrader(
-        ["generate_assignment", ASSIGNMENT, "--force", f"--CourseDirectory.root={root}"],
-        root,
-        PYTHONPATH=str(REPO),
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
-    return root
+    """A trial course with the corpus's master as the lab assignment (gradebook included)."""
+    return nbgrader.make_trial_course(root, master_notebook(), ASSIGNMENT)
 
 
 def is_attack(name: str) -> bool:
@@ -135,10 +117,4 @@ def is_attack(name: str) -> bool:
 
 
 def submit(course: Path, student: str, cells: list[tuple[str | None, str]]) -> Path:
-    folder = course / "submitted" / student / ASSIGNMENT
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    nbformat.write(notebook(cells), folder / f"{NOTEBOOK}.ipynb")
-    (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
-    return folder
+    return nbgrader.submit(course, ASSIGNMENT, student, notebook(cells))

@@ -26,7 +26,7 @@ Outputs (numpy arrays, float64 unless noted): ``out``; gradient cases add
 learner's code fails, ``error`` (str, "Type: message") and ``error_where`` (str,
 the line of their code) replace the missing arrays; ``grad_error`` says why a
 gradient is missing. :class:`ProbeResult` also lists the forbidden operators the call
-executed (:mod:`grader.forbidden`).
+executed (:mod:`grader.learner.forbidden`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from former.threads import torch_threads
-from grader.forbidden import Tripwires
-from grader.instrumented_pool import InstrumentedPool
+from grader.learner.forbidden import Tripwires
+from grader.learner.pool import InstrumentedPool
 
 # Private handles on the C implementations: a learner who monkeypatches torch.Tensor
 # methods in the kernel cannot change how outputs are read back.

@@ -1,6 +1,6 @@
 """Runs inside the sandbox: serves the judge's requests to run a submission's graded functions.
 
-``python -I -m grader.probe_server --limits ...`` starts once per submission (torch is
+``python -I -m grader.sandbox.server --limits ...`` starts once per submission (torch is
 imported once), switches to the sandbox's own user id when started as root, sets its
 limits, then serves requests, one line of JSON each on stdin::
 
@@ -13,9 +13,9 @@ limits, then serves requests, one line of JSON each on stdin::
 The arrays of case ``i`` are stored as ``i/<name>`` in the inputs file (plain .npz).
 
 For every request it forks a fresh child that has run no submission code yet. The child
-replays the function's program (``grader.program``: files, then statements in a fresh
+replays the function's program (``grader.judge.program``: files, then statements in a fresh
 ``__main__`` as a notebook kernel would, each within ``step_seconds``), then runs
-:func:`grader.probe.probe_case` once per case (its tripwires armed), and writes,
+:func:`grader.learner.probe.probe_case` once per case (its tripwires armed), and writes,
 after each case, the raw outputs to ``out-<token>-<i>.npz`` and one JSON line (forbidden
 calls recorded, the instrumented pool's log) to ``out-<token>.jsonl``. Plain data only: no
 pickle crosses the sandbox wall, and a hang in one case keeps the cases before it.
@@ -45,13 +45,13 @@ _PR_SET_NO_NEW_PRIVS = 38
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader.probe_server")
+    parser = argparse.ArgumentParser(prog="python -m grader.sandbox.server")
     parser.add_argument("--limits", required=True)
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--home", default=None)
     args = parser.parse_args(argv)
 
-    from grader.sandbox import SANDBOX_HOME, parse_limits_arg
+    from grader.sandbox.launch import SANDBOX_HOME, parse_limits_arg
 
     limits = parse_limits_arg(args.limits)
     home = os.path.abspath(args.home or SANDBOX_HOME)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy  # noqa: F401 - imported once here, inherited by every child
     import torch
 
-    import grader.probe  # noqa: F401
+    import grader.learner.probe  # noqa: F401
 
     # No operator profiling here: a child forked after a profiler ran in its parent hangs.
     torch.set_num_threads(1)
@@ -231,7 +231,7 @@ class _StepTooLong(BaseException):
 
 def _run_program(steps: list[dict], home: str, seconds: float) -> list[str]:
     """Replay the function's program in a fresh ``__main__``, as a notebook kernel would."""
-    from grader.probe import describe_exception, quiet
+    from grader.learner.probe import describe_exception, quiet
 
     main_module = types.ModuleType("__main__")
     main_module.__dict__["__builtins__"] = __builtins__
@@ -274,8 +274,8 @@ def _find_function(name: str):
 
 
 def _run_case(function, name: str, inputs: dict) -> tuple[dict, dict]:
-    """(plain-data outputs of grader.probe.probe_case, JSON record) for one case."""
-    from grader.probe import probe_case
+    """(plain-data outputs of grader.learner.probe.probe_case, JSON record) for one case."""
+    from grader.learner.probe import probe_case
 
     record: dict = {"forbidden": [], "pool_log": None}
     if not callable(function):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from grader.judge import SubmissionResult
+from grader.judge.verdicts import SubmissionResult
 
 STATUS_WORDS = {
     "ok": "graded",

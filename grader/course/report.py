@@ -18,8 +18,8 @@ import csv
 import sys
 from pathlib import Path
 
-from grader.gradebook import default_db_url
-from grader.results import load_results
+from grader.course.gradebook import default_db_url
+from grader.course.records import load_results
 
 COLUMNS = [
     "student_id",
@@ -38,7 +38,7 @@ def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[d
     """The report's rows, one per student with a submission, sorted by student id."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from grader.judge import hidden_tests
+    from grader.judge.grade import hidden_tests
 
     task_of = {grade_id: group.task for grade_id, group in hidden_tests().GROUPS.items()}
     verdicts = load_results(course_dir, assignment)

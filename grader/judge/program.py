@@ -1,7 +1,7 @@
 """What of a submitted notebook the grader runs for each graded function.
 
 Reads the notebook as data (nothing is executed here). For each graded function, the
-program is what :mod:`grader.replay` picks from the code cells above the function's first
+program is what :mod:`grader.learner.replay` picks from the code cells above the function's first
 test cell: the files of ``%%writefile`` cells and the statements that bind the names the
 function needs (its own ``def`` included), in notebook order. Tours, plots and training
 runs bind nothing a graded function needs, so they are not re-run for grading.
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.replay import Cell, plan_replay, read_cell
+from grader.learner.replay import Cell, plan_replay, read_cell
 
 GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
 

@@ -20,7 +20,11 @@ import shutil
 import warnings
 from pathlib import Path
 
-from grader.judge import SubmissionResult
+from grader.course.nbgrader import remove_hidden_tests
+from grader.judge.verdicts import SubmissionResult
+
+# What a learner's autograded notebook shows where the master's hidden tests were.
+HIDDEN_NOTE = "# (hidden tests, run by the grader)"
 
 
 class GradebookError(RuntimeError):
@@ -132,7 +136,7 @@ class GradebookWriter:
                 continue
             try:
                 master = self.gradebook.find_source_cell(grade_id, result.notebook, self.assignment)
-                cell["source"] = without_hidden_tests(master.source)
+                cell["source"] = remove_hidden_tests(master.source, HIDDEN_NOTE)
             except MissingEntry:
                 pass
             if cell.get("cell_type") == "code" and grade_id in tests:
@@ -144,23 +148,6 @@ class GradebookWriter:
         if (submitted / "timestamp.txt").exists():
             shutil.copyfile(submitted / "timestamp.txt", destination / "timestamp.txt")
         return path
-
-
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-
-
-def without_hidden_tests(source: str) -> str:
-    """A test cell's source with its hidden region replaced by a one-line note."""
-    lines, kept, hidden = source.split("\n"), [], False
-    for line in lines:
-        if line.strip() == HIDDEN_BEGIN:
-            hidden = True
-            kept.append("# (hidden tests, run by the grader)")
-        elif line.strip() == HIDDEN_END:
-            hidden = False
-        elif not hidden:
-            kept.append(line)
-    return "\n".join(kept)
 
 
 def _timestamp(submitted: Path) -> str | None:

@@ -3,7 +3,7 @@
 Graders and visible checks hand it to ``parallel_multihead_attention(..., pool=pool)``
 and then read ``pool.calls`` (or the plain-data ``pool.log()``): which function
 was mapped, whether worker processes could import it, and how many items of
-which shapes it received. :func:`grader.diagnose.diagnose_pool_usage` turns the
+which shapes it received. :func:`grader.learner.diagnose.diagnose_pool_usage` turns the
 log into a verdict.
 
 With ``result_scale`` the pool multiplies every tensor it returns by that number: a

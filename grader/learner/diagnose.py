@@ -4,7 +4,7 @@
 reference (``former.attention.sdpa_attention``), then with every catalogued
 mistake recomputed on the same inputs; when nothing matches it reports the
 largest error and where it is (batch, head, position, feature).
-:func:`diagnose_pool_usage` reads an :class:`~grader.instrumented_pool.InstrumentedPool`
+:func:`diagnose_pool_usage` reads an :class:`~grader.learner.pool.InstrumentedPool`
 log. Neither needs the instructor's solutions, so the notebook's visible checks,
 the sandbox and the judge share this code.
 
@@ -24,8 +24,8 @@ import torch
 
 from former.attention import sdpa_attention
 from former.threads import torch_threads
-from grader.instrumented_pool import PoolCall
-from grader.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
+from grader.learner.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
+from grader.learner.pool import PoolCall
 
 # Scaled scores beyond this overflow exp() in float32 (e^88 is float32's limit).
 LARGE_SCORE = 80.0

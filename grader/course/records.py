@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from grader.judge import SubmissionResult
+from grader.judge.verdicts import SubmissionResult
 
 
 def results_dir(course_dir: Path, assignment: str) -> Path:

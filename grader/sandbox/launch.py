@@ -109,7 +109,7 @@ def _python_roots() -> list[Path]:
 
 def _public_packages() -> list[Path]:
     """The repository's public packages, mounted where the installed finder expects them."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     return [path for path in (repo / "former", repo / "grader") if path.is_dir()]
 
 
@@ -167,7 +167,7 @@ def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
 def probe_command(limits: Limits, slot: int, *, sandboxed: bool) -> list[str]:
     """The probe's command line (``-I``: no environment variables, no cwd on sys.path)."""
     uid = sandbox_uid(slot) if sandboxed else None
-    command = [sys.executable, "-I", "-m", "grader.probe_server", "--limits", _limits_arg(limits)]
+    command = [sys.executable, "-I", "-m", "grader.sandbox.server", "--limits", _limits_arg(limits)]
     if uid is not None:
         command += ["--uid", str(uid)]
     if not sandboxed:
@@ -205,7 +205,7 @@ def prepare_scratch(scratch: Path, slot: int, *, sandboxed: bool) -> None:
 def start(scratch: Path, limits: Limits, slot: int, errors: Path) -> subprocess.Popen:
     """Start the probe for one submission in a sandbox whose only writable folder is ``scratch``.
 
-    The returned process talks line-delimited JSON over stdin/stdout (see grader.probe_server).
+    The returned process talks line-delimited JSON over stdin/stdout (see grader.sandbox.server).
     ``errors`` (outside the sandbox) receives what bwrap and the probe print before it starts.
     """
     sandboxed = bwrap_executable() is not None

@@ -4,13 +4,13 @@
         [--student ID ...] [--jobs 2] [--seed N] [--timeout 60] [--memory 4096]
 
 Reads nbgrader's ``submitted/<student>/<assignment>/`` folders. Every submission is probed in
-its own sandbox (``grader.sandbox``) and judged in this process (``grader.judge``); this
+its own sandbox (``grader.sandbox.launch``) and judged in this process (``grader.judge.grade``); this
 process alone writes the gradebook, the autograded notebooks, the feedback pages and the
 full verdicts (``grader_results/``), as each submission finishes. A submission that
 crashes, hangs or misbehaves is still recorded, with a score and a status.
 
 The hidden inputs come from one seed per assignment: ``--seed N``, else the seed an earlier
-run recorded (``grader.results``), else a new secret one, recorded for later runs. So a
+run recorded (``grader.course.records``), else a new secret one, recorded for later runs. So a
 regrade of one student, or of the class, gives the same scores and feedback.
 """
 
@@ -29,19 +29,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from grader import sandbox
-from grader.feedback import write_feedback
-from grader.gradebook import GradebookError, GradebookWriter
-from grader.judge import (
-    Plan,
-    SubmissionResult,
-    all_failed,
-    grade_submission,
-    hidden_tests,
-    make_plan,
-)
-from grader.results import record_seed, recorded_seed, save_result
-from grader.sandbox import Limits
+from grader.course.feedback import write_feedback
+from grader.course.gradebook import GradebookError, GradebookWriter
+from grader.course.records import record_seed, recorded_seed, save_result
+from grader.judge.grade import Plan, all_failed, grade_submission, hidden_tests, make_plan
+from grader.judge.verdicts import SubmissionResult
+from grader.sandbox import launch as sandbox
+from grader.sandbox.launch import Limits
 
 GradeOne = Callable[..., SubmissionResult]
 

@@ -1,0 +1,1 @@
+"""The instructor's nbgrader course: release, student bundle, autograde, gradebook, reports."""

@@ -1,0 +1,217 @@
+"""``python -m grader student-bundle [--out DIR] [--force]``: what a learner downloads.
+
+``student-bundle/transformers_from_scratch/`` and a zip of it: the student notebook,
+``former``, the ``grader.learner`` package (the visible checks and what they share with
+the grader, which never imports ``solutions``), ``model.py`` and a set-up README. It
+refuses to ship hidden test text or code from ``solutions/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import filecmp
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from grader.course.nbgrader import (
+    ASSIGNMENT,
+    COURSE_DIR,
+    NOTEBOOK,
+    REPO_ROOT,
+    CourseError,
+    hidden_test_leaks,
+    release_path,
+)
+
+BUNDLE_NAME = ASSIGNMENT
+BUNDLE_README = """\
+# Transformers from scratch: the lab
+
+You implement multi-head self-attention, plug it into `former` (a small
+Transformer package), train a sentiment classifier on IMDB reviews and run the
+attention heads in parallel processes.
+
+## Set up (once)
+
+Python 3.10 or newer. In this folder:
+
+```bash
+python3 -m venv .venv
+.venv/bin/pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/pip install -e ".[lab]"
+```
+
+(On Windows use `.venv\\Scripts\\pip`; on a Mac drop `--index-url ...`.)
+Add `,sagemaker` inside the brackets to try the optional SageMaker cell.
+
+## Work
+
+```bash
+.venv/bin/jupyter lab transformers_from_scratch.ipynb
+```
+
+Work through the notebook top to bottom. The visible checks under each task
+tell you what is right and what looks wrong; the **Validate** button runs the
+whole notebook the way the grader will. Submit the notebook when you are done.
+
+The first run downloads the IMDB reviews (84 MB) into `~/.cache/former`.
+Without network the notebook uses a small generated corpus and says so; if you
+already have the data, set `LAB_IMDB` to the `aclImdb_v1.tar.gz` archive, an
+extracted `aclImdb` folder or the `IMDB Dataset.csv` file.
+"""
+
+
+def _code_lines(source: str) -> list[str]:
+    """Non-blank, non-comment lines, whitespace-normalised."""
+    lines = []
+    for line in source.splitlines():
+        stripped = " ".join(line.split())
+        if stripped and not stripped.startswith("#"):
+            lines.append(stripped)
+    return lines
+
+
+def reference_bodies(repo_root: Path = REPO_ROOT) -> dict[str, list[str]]:
+    """function name -> code lines of its body (docstring left out) in solutions/attention.py."""
+    source = (repo_root / "solutions" / "attention.py").read_text()
+    lines = source.splitlines()
+    bodies = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]
+            if body:
+                segment = "\n".join(lines[body[0].lineno - 1 : node.end_lineno])
+                bodies[node.name] = _code_lines(segment)
+    return bodies
+
+
+def solution_code_leaks(text: str, bodies: dict[str, list[str]], window: int = 3) -> list[str]:
+    """Names of reference functions of which ``window`` consecutive code lines appear in ``text``."""
+    haystack = "\n".join(_code_lines(text))
+    found = []
+    for name, body in bodies.items():
+        runs = ["\n".join(body[i : i + window]) for i in range(max(1, len(body) - window + 1))]
+        if any(run and run in haystack for run in runs):
+            found.append(name)
+    return found
+
+
+def _package_files(directory: Path) -> Iterable[Path]:
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            yield path
+
+
+def bundle_files(repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR) -> dict[str, bytes]:
+    """Relative path in the bundle -> content."""
+    notebook = release_path(course_dir)
+    if not notebook.exists():
+        raise CourseError(
+            f"No student notebook at {notebook}; run `python -m grader release` first."
+        )
+    files = {NOTEBOOK: notebook.read_bytes(), "README.md": BUNDLE_README.encode()}
+    for path in _package_files(repo_root / "former"):
+        files[path.relative_to(repo_root).as_posix()] = path.read_bytes()
+    learner = [
+        repo_root / "grader" / "__init__.py",
+        *_package_files(repo_root / "grader" / "learner"),
+    ]
+    for path in learner:
+        files[path.relative_to(repo_root).as_posix()] = path.read_bytes()
+    for name in ("model.py", "pyproject.toml"):
+        if (repo_root / name).is_file():
+            files[name] = (repo_root / name).read_bytes()
+    return files
+
+
+def check_bundle(files: dict[str, bytes], repo_root: Path = REPO_ROOT) -> None:
+    """Raise unless no file holds hidden test text or code from solutions/."""
+    bodies = reference_bodies(repo_root)
+    problems = []
+    for name, content in files.items():
+        text = content.decode("utf-8", errors="replace")
+        if leaks := hidden_test_leaks(text):
+            problems.append(f"{name}: hidden test text {leaks}")
+        if leaks := solution_code_leaks(text, bodies):
+            problems.append(f"{name}: solution code of {leaks}")
+        if name.startswith("solutions/"):
+            problems.append(f"{name}: part of solutions/")
+    if problems:
+        raise CourseError("The student bundle would leak:\n  " + "\n  ".join(problems))
+
+
+def write_zip(files: dict[str, bytes], path: Path, root: str) -> None:
+    """A reproducible zip: sorted entries, fixed timestamps."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(f"{root}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    comparison = filecmp.dircmp(a, b, ignore=["__pycache__", ".ipynb_checkpoints"])
+    if comparison.left_only or comparison.right_only or comparison.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, comparison.common_files, shallow=False)
+    if mismatch or errors:
+        return False
+    return all(_same_tree(a / d, b / d) for d in comparison.common_dirs)
+
+
+def build_student_bundle(
+    out: Path, force: bool = False, repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR
+) -> tuple[Path, Path]:
+    """Write ``out/<bundle>/`` and ``out/<bundle>.zip``; return both paths."""
+    files = bundle_files(repo_root, course_dir)
+    check_bundle(files, repo_root)
+    folder, archive = out / BUNDLE_NAME, out / f"{BUNDLE_NAME}.zip"
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / BUNDLE_NAME
+        for name, content in files.items():
+            (staged / name).parent.mkdir(parents=True, exist_ok=True)
+            (staged / name).write_bytes(content)
+        staged_zip = Path(tmp) / archive.name
+        write_zip(files, staged_zip, BUNDLE_NAME)
+        if folder.exists():
+            if (
+                _same_tree(folder, staged)
+                and archive.exists()
+                and filecmp.cmp(archive, staged_zip, shallow=False)
+            ):
+                return folder, archive
+            if not force:
+                raise CourseError(
+                    f"{folder} exists and differs from the bundle built now (a learner's edits, "
+                    "or an older release). Move it away, or use --force to replace it."
+                )
+            shutil.rmtree(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staged, folder)
+        shutil.copyfile(staged_zip, archive)
+    return folder, archive
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader student-bundle")
+    parser.add_argument("--course-dir", type=Path, default=COURSE_DIR, help="nbgrader course root")
+    parser.add_argument("--out", type=Path, default=Path("student-bundle"))
+    parser.add_argument("--force", action="store_true", help="replace a different bundle")
+    args = parser.parse_args(argv[1:])
+    try:
+        folder, archive = build_student_bundle(
+            args.out.resolve(), args.force, course_dir=args.course_dir.resolve()
+        )
+    except CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"student bundle: {folder} and {archive}")
+    return 0

@@ -1,0 +1,175 @@
+"""The lab's nbgrader course: where its notebooks are, how nbgrader runs, and its cells.
+
+One place for what every course operation needs: the course's paths, running nbgrader
+from this environment, nbgrader cell metadata, the solution and hidden-test markers, and
+trial courses (a throwaway course with made-up submissions, for trying the grader: the
+tests and the grading benchmark build theirs here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COURSE_DIR = REPO_ROOT / "notebooks"
+ASSIGNMENT = "transformers_from_scratch"
+NOTEBOOK = f"{ASSIGNMENT}.ipynb"
+GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
+TRIAL_COURSE_ID = "trial"
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# Text that only hidden tests contain; none of it may reach a learner.
+HIDDEN_TEST_TEXT = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "hidden_tests", "run_group(")
+
+
+class CourseError(RuntimeError):
+    """A course command cannot do what was asked; the message says what to change."""
+
+
+def master_path(course_dir: Path = COURSE_DIR) -> Path:
+    return course_dir / "source" / ASSIGNMENT / NOTEBOOK
+
+
+def release_path(course_dir: Path = COURSE_DIR) -> Path:
+    return course_dir / "release" / ASSIGNMENT / NOTEBOOK
+
+
+# -- running nbgrader ---------------------------------------------------------------------
+
+
+def with_scripts_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's scripts first on PATH: nbgrader runs ``alembic`` and
+    ``jupyter`` by name, so an environment works without being activated."""
+    scripts = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        env = {**env, "PATH": os.pathsep.join(filter(None, [scripts, path]))}
+    return env
+
+
+def nbgrader_env(**extra: str) -> dict[str, str]:
+    """The environment for an nbgrader subprocess."""
+    return with_scripts_on_path(dict(os.environ, **extra))
+
+
+def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run ``nbgrader ARGS`` in ``course_dir`` (where its nbgrader_config.py is)."""
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course_dir,
+        capture_output=True,
+        text=True,
+        env=nbgrader_env(**env),
+    )
+
+
+# -- cells ------------------------------------------------------------------------------------
+
+
+def nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | None = None) -> dict:
+    """A cell's ``nbgrader`` metadata as JupyterLab's Create Assignment toolbar writes it: an
+    "Autograded answer" with ``solution=True``, an "Autograder tests" cell with ``points``."""
+    metadata = {
+        "grade": points is not None,
+        "grade_id": grade_id,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
+    if points is not None:
+        metadata["points"] = points
+    return metadata
+
+
+def graded_cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """grade_id -> cell, for every cell nbgrader grades or replaces (answers and tests)."""
+    return {
+        cell.metadata["nbgrader"]["grade_id"]: cell
+        for cell in nb.cells
+        if "grade_id" in cell.get("metadata", {}).get("nbgrader", {})
+    }
+
+
+def remove_hidden_tests(source: str, note: str | None = None) -> str:
+    """Drop every BEGIN/END HIDDEN TESTS region (markers included), or put ``note`` there."""
+    kept, hidden = [], False
+    for line in source.split("\n"):
+        if BEGIN_HIDDEN in line:
+            if hidden:
+                raise CourseError("Nested BEGIN HIDDEN TESTS in the master notebook.")
+            hidden = True
+            if note is not None:
+                kept.append(note)
+        elif END_HIDDEN in line:
+            if not hidden:
+                raise CourseError("END HIDDEN TESTS without BEGIN in the master notebook.")
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    if hidden:
+        raise CourseError("BEGIN HIDDEN TESTS without END in the master notebook.")
+    return "\n".join(kept).rstrip("\n")
+
+
+def remove_solution_markers(source: str) -> str:
+    """A solution cell's source as a learner hands it in: the BEGIN/END SOLUTION lines dropped."""
+    return "\n".join(
+        line for line in source.split("\n") if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)
+    )
+
+
+def hidden_test_leaks(text: str) -> list[str]:
+    """The pieces of hidden test text found in ``text`` (empty when clean)."""
+    return [marker for marker in HIDDEN_TEST_TEXT if marker in text]
+
+
+# -- trial courses --------------------------------------------------------------------------
+
+
+def make_trial_course(root: Path, master: nbformat.NotebookNode, assignment: str) -> Path:
+    """A course at ``root`` with the lab's nbgrader configuration, ``master`` as the source of
+    ``assignment``, and the assignment generated (its gradebook included)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nbgrader_config.py").write_text(
+        f"c = get_config()\nload_subconfig({str(COURSE_DIR / 'nbgrader_config.py')!r})\n"
+        f"c.CourseDirectory.course_id = {TRIAL_COURSE_ID!r}\n"
+    )
+    source = root / "source" / assignment
+    source.mkdir(parents=True, exist_ok=True)
+    nbformat.write(master, source / f"{assignment}.ipynb")
+    done = run_nbgrader(
+        ["generate_assignment", assignment, "--force", f"--CourseDirectory.root={root}"],
+        root,
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    if done.returncode != 0:
+        raise CourseError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
+    return root
+
+
+def submit(course: Path, assignment: str, student: str, notebook: nbformat.NotebookNode) -> Path:
+    """Put ``notebook`` where ``nbgrader collect`` would: submitted/<student>/<assignment>/."""
+    folder = course / "submitted" / student / assignment
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    nbformat.write(notebook, folder / f"{assignment}.ipynb")
+    (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
+    return folder
+
+
+def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """A copy of the student notebook with ``answers`` (grade_id -> source) filled in."""
+    notebook = nbformat.reads(nbformat.writes(release), as_version=4)
+    for grade_id, cell in graded_cells(notebook).items():
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return notebook

@@ -1,0 +1,250 @@
+"""The judge's end of the line to the sandboxed probe server (``grader.sandbox.server``).
+
+For each graded function it starts a sandbox when none is alive, sends the function's
+program and its cases' inputs as plain data, waits within the wall-clock limit while
+watching the sandbox's memory from outside, and reads back the raw outputs, trusting
+nothing but their shape. A function that crashes, hangs, runs out of memory or floods
+processes ends its sandbox; the next function gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.judge.program import GRADED_FUNCTIONS, Program
+from grader.sandbox import launch as sandbox
+from grader.sandbox.launch import Limits
+
+_POLL_SECONDS = 0.2
+_MEMORY_CHECK_SECONDS = 0.5
+_START_SECONDS = 120.0  # time the probe may take to start (torch import on a busy machine)
+_SIGXCPU = getattr(signal, "SIGXCPU", 24)
+
+
+@dataclass
+class FunctionRun:
+    """What came back for one function: per-case outputs, and how the probe ended."""
+
+    status: str = "ok"
+    message: str = ""
+    outputs: dict[str, dict] = field(default_factory=dict)
+    records: dict[str, dict] = field(default_factory=dict)
+    program_errors: list[str] = field(default_factory=list)
+
+
+class _Probe:
+    """A running sandbox with the probe server in it."""
+
+    def __init__(self, work_dir: Path, limits: Limits, slot: int) -> None:
+        self.scratch = work_dir / f"sandbox-{secrets.token_hex(4)}"
+        sandbox.prepare_scratch(
+            self.scratch, slot, sandboxed=sandbox.bwrap_executable() is not None
+        )
+        self.limits = limits
+        self.errors = work_dir / f"{self.scratch.name}.stderr"
+        self.process = sandbox.start(self.scratch, limits, slot, self.errors)
+        self.buffer = b""
+        self.alive = True
+
+    def read_line(self, timeout: float) -> tuple[dict | None, str]:
+        """(message, "") or (None, why: "timeout" | "memory" | "crashed")."""
+        deadline = time.monotonic() + timeout
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        fd = self.process.stdout.fileno()
+        next_check = 0.0
+        try:
+            while b"\n" not in self.buffer:
+                now = time.monotonic()
+                if now >= deadline:
+                    return None, "timeout"
+                if selector.select(min(_POLL_SECONDS, deadline - now)):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        return None, "crashed"
+                    self.buffer += chunk
+                    if len(self.buffer) > 2**20:
+                        return None, "crashed"
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + _MEMORY_CHECK_SECONDS
+                    if sandbox.memory_in_use(self.process.pid) > self.limits.memory_mb * 2**20:
+                        return None, "memory"
+        finally:
+            selector.close()
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            return json.loads(line), ""
+        except ValueError:
+            return None, "crashed"
+
+    def send(self, message: dict) -> bool:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        if self.alive:
+            self.send({"quit": True})
+        sandbox.kill(self.process)
+        self.alive = False
+
+
+def run_functions(
+    program: Program, plan: Any, limits: Limits, work_dir: Path, slot: int
+) -> dict[str, FunctionRun]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: dict[str, FunctionRun] = {}
+    probe: _Probe | None = None
+    try:
+        for function in GRADED_FUNCTIONS:
+            cases = plan.cases_of(function)
+            if not cases:
+                outcomes[function] = FunctionRun()
+                continue
+            if probe is None or not probe.alive:
+                probe = _Probe(work_dir, limits, slot)
+                ready, why = probe.read_line(_START_SECONDS)
+                if ready is None:
+                    probe.close()
+                    detail = probe.errors.read_text(errors="replace")[-600:].strip()
+                    outcomes[function] = FunctionRun(
+                        "crashed", f"the sandbox did not start ({why}): {detail}"
+                    )
+                    probe = None
+                    continue
+            outcome = _probe_function(probe, function, cases, program, plan)
+            outcomes[function] = outcome
+            if outcome.status != "ok":
+                probe.close()
+    finally:
+        if probe is not None:
+            probe.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return outcomes
+
+
+def _probe_function(
+    probe: _Probe, function: str, cases: list, program: Program, plan: Any
+) -> FunctionRun:
+    token = secrets.token_hex(8)
+    arrays, described = {}, []
+    for index, case in enumerate(cases):
+        scalars = {}
+        for key, value in plan.inputs[case.name].items():
+            if isinstance(value, np.ndarray):
+                arrays[f"{index}/{key}"] = value
+            else:
+                scalars[key] = value.item() if isinstance(value, np.generic) else value
+        described.append({"index": index, "scalars": scalars})
+    inputs_file = f"in-{token}.npz"
+    np.savez(probe.scratch / inputs_file, **arrays)
+    os.chmod(probe.scratch / inputs_file, 0o644)
+    request = {
+        "token": token,
+        "function": function,
+        "step_seconds": probe.limits.step_seconds,
+        "program": program.steps[function],
+        "inputs": inputs_file,
+        "cases": described,
+    }
+    outcome = FunctionRun()
+    if not probe.send(request):
+        reply, why = None, "crashed"
+    else:
+        reply, why = probe.read_line(probe.limits.wall_seconds)
+        if reply is not None and reply.get("token") != token:
+            reply, why = None, "crashed"
+    if reply is None:
+        probe.close()
+        outcome.status = why
+    elif reply.get("signal") == _SIGXCPU:
+        outcome.status = "timeout"
+    _collect(probe.scratch, token, cases, outcome)
+    if outcome.status == "ok" and len(outcome.outputs) < len(cases):
+        outcome.status = "crashed"
+    outcome.message = _explain(outcome.status, probe.limits, reply)
+    return outcome
+
+
+def _collect(scratch: Path, token: str, cases: list, outcome: FunctionRun) -> None:
+    """Read back what the child wrote, as plain data, trusting nothing but its shape."""
+    path = scratch / f"out-{token}.jsonl"
+    try:
+        if path.is_symlink() or path.stat().st_size > 2**22:
+            return
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "program_errors" in record:
+            outcome.program_errors = [str(e)[:600] for e in record["program_errors"] or []][:10]
+            continue
+        index = record.get("index")
+        if not isinstance(index, int) or not 0 <= index < len(cases):
+            continue
+        outputs = _read_outputs(scratch / f"out-{token}-{index}.npz")
+        if outputs is None:
+            continue
+        name = cases[index].name
+        outcome.outputs[name] = outputs
+        pool_log = record.get("pool_log")
+        forbidden = record.get("forbidden")
+        outcome.records[name] = {
+            "pool_log": pool_log if isinstance(pool_log, list) else None,
+            "forbidden": [str(f) for f in forbidden] if isinstance(forbidden, list) else [],
+        }
+
+
+def _read_outputs(path: Path) -> dict | None:
+    try:
+        if path.is_symlink() or path.stat().st_size > 2**28:
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            outputs = {}
+            for key in stored.files:
+                value = stored[key]
+                outputs[key] = str(value) if value.dtype.kind == "U" else value
+            return outputs
+    except Exception:  # noqa: BLE001 - a damaged file is no output, never a judge failure
+        return None
+
+
+def _explain(status: str, limits: Limits, reply: dict | None) -> str:
+    if status == "timeout":
+        return (
+            f"stopped: it ran longer than {limits.wall_seconds:g} s (wall clock) or "
+            f"{limits.cpu_seconds} s of CPU time. Look for an endless loop."
+        )
+    if status == "memory":
+        return f"stopped: it used more than {limits.memory_mb} MiB of memory."
+    if status == "crashed":
+        how = ""
+        if reply is not None and reply.get("signal"):
+            how = f" (signal {reply['signal']})"
+        elif reply is not None and reply.get("exitcode") not in (None, 0):
+            how = f" (exit code {reply['exitcode']})"
+        return (
+            f"the process running it ended before finishing its tests{how}: os._exit, "
+            "sys.exit in a child, a crash, or killing the grader's processes."
+        )
+    return ""

@@ -1,0 +1,1 @@
+"""What ships to learners: the visible checks and the rules they share with the grader."""

@@ -1,0 +1,140 @@
+"""What a visible check prints under the learner's cell, and the report it returns.
+
+One line per property, ``✓`` or ``✗``; a failed property says which known mistake it looks
+like and a hint (once per mistake). A stub that raises ``NotImplementedError`` reads "not
+implemented yet"; any other error shows its type, message and the line of the learner's
+code, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grader.learner.diagnose import Diagnosis
+from grader.learner.forbidden import explain as explain_forbidden
+from grader.learner.probe import describe_exception, tripwires, where_in_learner_code
+
+PASS, FAIL = "✓", "✗"
+NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
+MORE_WHEN_GRADED = (
+    "More cases run when your notebook is graded (other shapes, float64, long sequences, "
+    "gradients), so a pass here is not yet a promise of full marks."
+)
+
+
+@dataclass
+class CheckResult:
+    """One property: its name, whether it holds, and what to do when it does not."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    mistake: str | None = None
+
+
+@dataclass
+class CheckReport:
+    """All properties checked for one function; ``passed`` when every one holds."""
+
+    function: str
+    results: list[CheckResult] = field(default_factory=list)
+    not_implemented: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.not_implemented and bool(self.results) and all(r.passed for r in self.results)
+        )
+
+    @property
+    def mistakes(self) -> list[str]:
+        """Keys of the known mistakes recognised, in the order found."""
+        return list(dict.fromkeys(r.mistake for r in self.results if r.mistake))
+
+    def __repr__(self) -> str:
+        if self.not_implemented:
+            return f"<CheckReport {self.function}: not implemented yet>"
+        ok = sum(r.passed for r in self.results)
+        return f"<CheckReport {self.function}: {ok}/{len(self.results)} checks passed>"
+
+
+class NotImplementedYet(Exception):
+    """The learner's function raised NotImplementedError: the stub is not filled in yet."""
+
+
+class LearnerError(Exception):
+    """The learner's function raised something else; the message says what and where."""
+
+
+class Checker:
+    """Prints lines as properties are checked and collects them into a report."""
+
+    def __init__(self, function: str) -> None:
+        self.report = CheckReport(function)
+        self._explained: set[str] = set()
+        print(f"Checking {function}:")
+
+    def record(self, name: str, passed: bool, detail: str = "", mistake: str | None = None) -> bool:
+        self.report.results.append(CheckResult(name, passed, detail, mistake))
+        print(f"  {PASS if passed else FAIL} {name}")
+        if not passed and detail:
+            if mistake and mistake in self._explained:
+                print("      ↳ the same mistake as above")
+            else:
+                print(f"      ↳ {detail}")
+        if mistake:
+            self._explained.add(mistake)
+        return passed
+
+    def diagnosis(self, name: str, diagnosis: Diagnosis) -> bool:
+        return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
+
+    def not_implemented(self) -> CheckReport:
+        self.report.not_implemented = True
+        print(f"  {FAIL} {NOT_IMPLEMENTED}")
+        return self.report
+
+    def finish(self) -> CheckReport:
+        found = tripwires().take()
+        if found:
+            self.record("uses no built-in attention", False, explain_forbidden(found), "forbidden")
+        ok = sum(r.passed for r in self.report.results)
+        total = len(self.report.results)
+        if self.report.passed:
+            print(f"  all checks passed. {MORE_WHEN_GRADED}")
+        else:
+            print(f"  {ok}/{total} checks passed.")
+        return self.report
+
+
+def call_learner(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with the forbidden-operator tripwires armed; its errors become
+    NotImplementedYet or LearnerError (type, message and line of the learner's code)."""
+    try:
+        with tripwires().armed():
+            return fn(*args, **kwargs)
+    except NotImplementedError as error:
+        raise NotImplementedYet() from error
+    except Exception as error:  # noqa: BLE001 - learner code may raise anything; show it plainly
+        where = where_in_learner_code(error)
+        raise LearnerError(
+            f"raised {describe_exception(error)}" + (f" ({where})" if where else "")
+        ) from None
+
+
+def record_property(
+    checker: Checker, name: str, produce: Callable[[], Diagnosis | tuple[bool, str]]
+) -> bool:
+    """Record one property; a learner error in it becomes a ✗ line with the error."""
+    try:
+        outcome = produce()
+    except NotImplementedYet:
+        return checker.record(name, False, NOT_IMPLEMENTED, "not_implemented")
+    except LearnerError as failure:
+        return checker.record(name, False, str(failure))
+    if isinstance(outcome, Diagnosis):
+        return checker.diagnosis(name, outcome)
+    passed, detail = outcome
+    return checker.record(name, passed, detail)

@@ -1,0 +1,1 @@
+"""Running submitted code: the bubblewrap sandbox (launch) and what runs inside it (server)."""
