@@ -1,8 +1,7 @@
 """Fetch and prepare data ahead of time: ``python -m former.data [imdb|enwik8|all]``.
 
-Finds each data set (or downloads it into the per-user cache), encodes it,
-fills the cache and prints what was loaded and how long it took. Run it once
-while online, and later loads are fast and work offline.
+Finds or downloads each data set, fills the cache and says what was loaded and how fast:
+run it once online, and later loads are fast and work offline.
 """
 
 from __future__ import annotations
