@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import re
 import tarfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def load_imdb(
 
 
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
-    """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; None (with a notice) offline."""
+    """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; offline None, with a notice."""
     for folder in search_folders():
         if (found := find_source_in(folder)) is not None:
             return found
@@ -147,7 +148,7 @@ class ImdbSource:
 
 
 def identify_source(path: Path) -> ImdbSource:
-    """The IMDB data set at ``path``: an archive, an aclImdb folder, a CSV, or a folder holding one."""
+    """The IMDB data set at ``path``: an archive, aclImdb folder or CSV, or a folder holding one."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -247,40 +248,28 @@ def check_csv_header(path: Path) -> None:
 
 def read_tarball(path: Path) -> Reviews:
     """Stream the reviews out of an aclImdb archive without extracting it."""
-    found: list[tuple[int, int, int, str]] = []  # (split, label, id, text)
     progress = {"total": path.stat().st_size, "desc": f"reading {path.name}", "mininterval": 1.0}
     try:
         with (
             tqdm.wrapattr(open(path, "rb"), "read", **progress) as file,
             tarfile.open(fileobj=file, mode="r|*") as archive,
         ):
-            for member in archive:
-                match = _MEMBER.search(member.name) if member.isfile() else None
-                if match is not None:
-                    split, polarity, review_id = match.groups()
-                    text = archive.extractfile(member).read().decode("utf-8", errors="replace")
-                    found.append(
-                        (SPLITS.index(split), POLARITIES.index(polarity), int(review_id), text)
-                    )
+            members = ((m.name, archive.extractfile(m).read) for m in archive if m.isfile())
+            return _reviews(members, path, "members like aclImdb/train/pos/0_9.txt")
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ImdbFormatError(
             f"{path} could not be read as a tar archive ({error}); it may be truncated. "
             "Download it again or pass another copy."
         ) from error
-    return _in_fixed_order(found, path, "members like aclImdb/train/pos/0_9.txt")
 
 
 def read_folder(folder: Path) -> Reviews:
     """Read the reviews of an extracted aclImdb folder."""
-    found: list[tuple[int, int, int, str]] = []
-    for split_index, split in enumerate(SPLITS):
-        for label, polarity in enumerate(POLARITIES):
-            for file in (folder / split / polarity).iterdir():
-                match = _MEMBER.search(f"{split}/{polarity}/{file.name}")
-                if match is not None:
-                    text = file.read_bytes().decode("utf-8", errors="replace")
-                    found.append((split_index, label, int(match.group(3)), text))
-    return _in_fixed_order(found, folder, "files like train/pos/0_9.txt")
+    folders = [folder / split / polarity for split in SPLITS for polarity in POLARITIES]
+    files = (
+        (f"{d.parent.name}/{d.name}/{f.name}", f.read_bytes) for d in folders for f in d.iterdir()
+    )
+    return _reviews(files, folder, "files like train/pos/0_9.txt")
 
 
 def read_csv(path: Path) -> Reviews:
@@ -312,8 +301,15 @@ def read_csv(path: Path) -> Reviews:
     return Reviews(texts, labels, [index >= len(texts) - n_test for index in range(len(texts))])
 
 
-def _in_fixed_order(found: list[tuple[int, int, int, str]], path: Path, example: str) -> Reviews:
-    """(split, label, id, text) rows as :class:`Reviews`, sorted; both splits must be there."""
+def _reviews(files: Iterable[tuple[str, Callable[[], bytes]]], path: Path, example: str) -> Reviews:
+    """The reviews among (name, read) ``files``, in (split, label, id) order; both splits
+    must be there."""
+    found = []
+    for name, read in files:
+        if match := _MEMBER.search(name):
+            split, polarity, review_id = match.groups()
+            text = read().decode("utf-8", errors="replace")
+            found.append((SPLITS.index(split), POLARITIES.index(polarity), int(review_id), text))
     present = {split for split, *_ in found}
     missing = [split for index, split in enumerate(SPLITS) if index not in present]
     if missing:

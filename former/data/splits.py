@@ -26,6 +26,10 @@ class TextSplit:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def select(self, indices: torch.Tensor) -> TextSplit:
+        """The examples at ``indices``, in that order."""
+        return TextSplit([self.sequences[i] for i in indices.tolist()], self.labels[indices])
+
     def lengths(self) -> torch.Tensor:
         """(n,) LongTensor: the number of tokens in each sequence."""
         return torch.tensor([len(s) for s in self.sequences], dtype=torch.long)
