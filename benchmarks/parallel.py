@@ -277,8 +277,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         axes.bar_label(bars, fmt="%.2g", fontsize=7)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
-    axes.annotate(f"ideal for {PROCESSES} processes", (0.01, PROCESSES), fontsize=7,
-                  xycoords=("axes fraction", "data"), va="bottom")  # fmt: skip
+    ideal = f"ideal for {PROCESSES} processes"
+    axes.annotate(
+        ideal, (0.01, PROCESSES), xycoords=("axes fraction", "data"), va="bottom", fontsize=7
+    )
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
     axes.set_yscale("log", base=2)
@@ -331,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "start_method": start_method,
         "load_average_before": load_average,
     }
-    print(f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}, "
-          f"load average {load_average}")  # fmt: skip
+    print(f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}")
+    print(f"load average before: {load_average}")
     # The head pool's workers keep freed memory between calls; so does this process (the
     # serial, threads and SDPA baselines), or the baseline alone would pay page faults.
     keep_freed_memory()

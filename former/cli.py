@@ -16,9 +16,8 @@ from former.attention import resolve_attention
 from former.loop import LR_DECAYS, Log, pick_device
 from former.runs import MODEL_FILE, RunMismatchError, RunSettings, check_saved_model, holds_run
 
-Flags = tuple[
-    tuple[tuple[str, ...], str, dict[str, Any]], ...
-]  # (flags, help, add_argument kwargs)
+# A table of flags: (names, help, add_argument's keyword arguments) for each.
+Flags = tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...]
 
 
 class UsageError(Exception):

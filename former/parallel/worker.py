@@ -31,8 +31,12 @@ from former.parallel.errors import PoolTimeoutError
 STOP_TIMEOUT = 2.0  # seconds a worker gets to end after SIGTERM, then after SIGKILL
 
 
-def dumps(message: tuple) -> bytes:
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def dumps(obj: object) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def use_one_thread() -> None:
@@ -102,7 +106,7 @@ def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
         step = "items"
         items = unpack(items_bytes, arena, copy=False)
     except BaseException as error:
-        return dumps(("error", step, f"{type(error).__name__}: {error}"))
+        return dumps(("error", step, error_text(error)))
     results = []
     for index, item in enumerate(items):
         try:
@@ -119,7 +123,7 @@ def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
         data, placement = pack(results, align(out_start), limit=arena.nbytes)
         copy_in(arena, placement)
     except BaseException as error:
-        return dumps(("error", "result", f"{type(error).__name__}: {error}"))
+        return dumps(("error", "result", error_text(error)))
     return dumps(("done", data, placement.end - out_start + placement.spilled_bytes))
 
 
@@ -214,7 +218,7 @@ class Worker:
         try:
             return "done", unpack(results_bytes, self.arena, copy=True)
         except Exception as error:
-            return "error", "result", f"{type(error).__name__}: {error}"
+            return "error", "result", error_text(error)
 
     def stop(self) -> None:
         for end in (self.process.terminate, self.process.kill):
