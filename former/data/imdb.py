@@ -1,4 +1,4 @@
-"""IMDB movie reviews (Maas et al., 2011) for sentiment classification, from the files people have.
+"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have.
 
 Three layouts, or a folder holding one (what a SageMaker channel hands over): the official
 ``aclImdb_v1.tar.gz``, read in place as a stream; an extracted ``aclImdb`` folder,
