@@ -111,9 +111,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="fixed repeats per method")
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
     parser.add_argument("--start-method", default=None, help="for both pools")
-    parser.add_argument(
-        "--check", action="store_true", help="exit with status 1 when a target is missed"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
 
 
@@ -161,10 +159,10 @@ def cpu_bound_speedups(
 ) -> dict[str, float] | None:
     """Speed-up each pool would reach on an otherwise idle machine, from CPU time.
 
-    Wall-clock ratios on a shared machine depend on what other processes leave us; CPU
-    time much less. Per call, the serial loop's CPU time over the parent's plus the
-    busiest worker's (the larger of the two when the caller computes too) estimates the
-    idle-machine speed-up, wake-up latencies ignored. Medians over ``calls`` turns.
+    Wall-clock ratios on a shared machine depend on what other processes leave us; CPU time
+    much less. Per call, the serial loop's CPU time over the parent's plus the busiest
+    worker's (the larger of the two when the caller computes too) estimates the idle-machine
+    speed-up, wake-up latencies ignored. Medians over ``calls`` turns.
     """
     if process_cpu_seconds(os.getpid()) is None:
         return None
@@ -199,17 +197,6 @@ def plain_serial_seconds(shape: tuple[int, int, int, int], repeats: int) -> floa
     return statistics.median(timed["serial"])
 
 
-def measure_plain_serial(rows: list[dict[str, Any]]) -> None:
-    """Add ``serial_plain_seconds`` to each row, timed in one fresh spawned process."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
-        for row in rows:
-            shape = (row["b"], row["h"], row["t"], row["s"])
-            repeats = max(3, min(21, int(4.0 / max(row["seconds"]["serial"], 1e-3))))
-            row["serial_plain_seconds"] = fresh.submit(
-                plain_serial_seconds, shape, repeats
-            ).result()
-
-
 def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repeats: int | None):
     b, h, t, s = shape
     q, k, v = random_inputs(b, h, t, s)
@@ -239,8 +226,8 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
     }
 
 
-def shape_of(row: dict[str, Any]) -> str:
-    return f"({row['b']}, {row['h']}, {row['t']}, {row['s']})"
+def shape_of(row: dict[str, Any]) -> tuple[int, int, int, int]:
+    return row["b"], row["h"], row["t"], row["s"]
 
 
 def format_table(rows: list[dict[str, Any]], key: str = "speedup") -> str:
@@ -249,29 +236,28 @@ def format_table(rows: list[dict[str, Any]], key: str = "speedup") -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row[key][n]:>10.2f}x" for n in names)
-        lines.append(f"{shape_of(row):<18}{row['seconds']['serial'] * 1e3:>11.1f}{cells}")
+        lines.append(f"{shape_of(row)!s:<18}{row['seconds']['serial'] * 1e3:>11.1f}{cells}")
     return "\n".join(lines)
 
 
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """head_pool's speed-up at each target shape, beside what the second core adds over the
+    same pieces on one core (over_pieces) and the ceiling (no_traffic)."""
     results = []
-    for row in rows:
-        shape = (row["b"], row["h"], row["t"], row["s"])
-        if shape in TARGETS:
-            measured = row["speedup"]["head_pool"]
-            results.append(
-                {
-                    "shape": list(shape),
-                    "method": "head_pool",
-                    "min_speedup": TARGETS[shape],
-                    "measured": measured,
-                    "best": row["best_speedup"]["head_pool"],
-                    # The cutting into pieces helps one core too: this is the second core's share.
-                    "over_pieces": measured / row["speedup"]["pieces"],
-                    "ceiling": row["speedup"]["no_traffic"],
-                    "met": measured >= TARGETS[shape],
-                }
-            )
+    for row in (row for row in rows if shape_of(row) in TARGETS):
+        speedup, target = row["speedup"], TARGETS[shape_of(row)]
+        results.append(
+            {
+                "shape": list(shape_of(row)),
+                "method": "head_pool",
+                "min_speedup": target,
+                "measured": speedup["head_pool"],
+                "best": row["best_speedup"]["head_pool"],
+                "over_pieces": speedup["head_pool"] / speedup["pieces"],
+                "ceiling": speedup["no_traffic"],
+                "met": speedup["head_pool"] >= target,
+            }
+        )
     return results
 
 
@@ -285,30 +271,24 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
-        speedups = [row["speedup"][name] for row in rows]
-        bars = axes.bar(xs, speedups, width, label=f"{name}: {METHODS[name]}")
+        bars = axes.bar(
+            xs, [row["speedup"][name] for row in rows], width, label=f"{name}: {METHODS[name]}"
+        )
         axes.bar_label(bars, fmt="%.2g", fontsize=7)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
+    ideal = f"ideal for {PROCESSES} processes"
+    axes.annotate(
+        ideal, (0.01, PROCESSES), xycoords=("axes fraction", "data"), va="bottom", fontsize=7
+    )
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
-    axes.annotate(
-        f"ideal for {PROCESSES} processes",
-        (0.01, PROCESSES),
-        fontsize=7,
-        xycoords=("axes fraction", "data"),
-        va="bottom",
-    )
     axes.set_yscale("log", base=2)
     axes.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.2g}x"))
     axes.set_ylabel("speed-up over serial, 1 thread (log scale)")
     axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
     figure.legend(fontsize=7, loc="outside lower center", ncols=2)
     figure.savefig(path, dpi=120)
-
-
-def load_average() -> list[float] | None:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
@@ -323,10 +303,10 @@ def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> N
             print(f"{shape_of(row)}: " + ", ".join(f"{n} {x:.2f}x" for n, x in estimate))
     print("\nthe serial loop in a fresh process, default allocator (timed after the table):")
     for row in rows:
-        plain = row["serial_plain_seconds"]
+        plain, seconds = row["serial_plain_seconds"], row["seconds"]
         print(
-            f"{shape_of(row)}: {plain * 1e3:.1f} ms, {plain / row['seconds']['serial']:.2f}x the "
-            f"baseline's time; head_pool over it {plain / row['seconds']['head_pool']:.2f}x"
+            f"{shape_of(row)}: {plain * 1e3:.1f} ms, {plain / seconds['serial']:.2f}x the "
+            f"baseline's time; head_pool over it {plain / seconds['head_pool']:.2f}x"
         )
     print(
         "(the baseline keeps freed memory, as the pool's workers do; without that every "
@@ -344,26 +324,24 @@ def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> N
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start_method = args.start_method or default_start_method()
+    load_average = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     info = {
         "cpus": available_cpus(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "start_method": start_method,
-        "load_average_before": load_average(),
+        "load_average_before": load_average,
     }
-    print(
-        f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}, "
-        f"load average {info['load_average_before']}"
-    )
+    print(f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}")
+    print(f"load average before: {load_average}")
     # The head pool's workers keep freed memory between calls; so does this process (the
     # serial, threads and SDPA baselines), or the baseline alone would pay page faults.
     keep_freed_memory()
     rows = []
+    context = multiprocessing.get_context(start_method)
     with (
-        multiprocessing.get_context(start_method).Pool(
-            PROCESSES, initializer=use_one_thread
-        ) as pool_map,
+        context.Pool(PROCESSES, initializer=use_one_thread) as pool_map,
         make_pool(PROCESSES, start_method) as workers,
         make_pool(PROCESSES, start_method, include_caller=True) as head_pool,
     ):
@@ -371,18 +349,23 @@ def main(argv: list[str] | None = None) -> int:
         for shape in args.shapes:
             rows.append(measure_shape(shape, pools, args.repeats))
             print(f"measured {shape}: {rows[-1]['repeats']} repeats", flush=True)
-    measure_plain_serial(rows)
-    info["load_average_after"] = load_average()
+    # The serial baseline again, in one fresh spawned process with its default allocator.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+        for row in rows:
+            repeats = max(3, min(21, int(4.0 / max(row["seconds"]["serial"], 1e-3))))
+            row["serial_plain_seconds"] = fresh.submit(
+                plain_serial_seconds, shape_of(row), repeats
+            ).result()
+    info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     targets = check_targets(rows)
     print_report(rows, targets)
     print(f"load average after: {info['load_average_after']}")
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {"machine": info, "methods": METHODS, "shapes": rows, "targets": targets}
-    json_path = args.output_dir / "parallel.json"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    (args.output_dir / "parallel.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, args.output_dir / "parallel.png")
-    print(f"wrote {json_path} and {args.output_dir / 'parallel.png'}")
+    print(f"wrote {args.output_dir / 'parallel.json'} and {args.output_dir / 'parallel.png'}")
     return 1 if args.check and not all(t["met"] for t in targets) else 0
 
 

@@ -1,13 +1,11 @@
-"""Train a transformer to classify IMDB reviews, or classify texts with a trained one.
+"""Train a transformer to classify IMDB reviews, or classify texts with a trained one::
 
     python -m former.classify                          # train on IMDB (found or downloaded)
     python -m former.classify --data synthetic -e 1    # the built-in generated corpus, offline
     python -m former.classify --final --out runs/imdb  # report test accuracy, save the model
     python -m former.classify predict --model runs/imdb "A moving, clever film." "Dull."
 
-Training prints one metric line per evaluation on stdout, e.g.
-``epoch=2 step=782 train_loss=0.41 val_acc=0.873 ...``, and a progress bar on
-stderr when that is a terminal.
+Training prints a metric line per evaluation on stdout, a progress bar on a terminal.
 """
 
 from __future__ import annotations
@@ -19,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from former.cli import (
+    Flags,
     UsageError,
     add_data_and_output_arguments,
+    add_flags,
     add_runtime_arguments,
     add_setting,
     add_shared_settings,
@@ -44,6 +44,35 @@ from former.training import (
 
 PROG = "python -m former.classify"
 DEFAULTS = ClassifierConfig()
+MODEL_FLAGS: Flags = (
+    (("-M", "--max"), "reviews are cut to this many tokens", {"dest": "max_length", "type": int}),
+    (("-V", "--vocab-size"), "vocabulary size, <pad> and <unk> included", {"type": int}),
+)
+TRAINING_FLAGS: Flags = (
+    (("-e", "--num-epochs"), "epochs", {"dest": "epochs", "type": int}),
+    (("-f", "--final"), "validate on the test split", {"action": "store_true"}),
+    (("--evals-per-epoch",), "evaluations per epoch", {"type": int}),
+    (
+        ("--eval-subset",),
+        "validation examples per evaluation (0, and the last: all)",
+        {"type": int},
+    ),
+)
+PREDICT_FLAGS: Flags = (
+    (("texts",), "texts to classify ('-': lines of stdin)", {"nargs": "+", "metavar": "TEXT"}),
+    (("--model",), "model.pt or the --out folder holding it", {"required": True, "type": Path}),
+    (("--attention",), "override the saved attention function (e.g. sdpa)", {}),
+)
+
+
+def add_classifier_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag for every :class:`ClassifierConfig` setting, its default shown."""
+    model, training = add_shared_settings(parser, DEFAULTS)
+    add_flags(model, MODEL_FLAGS, DEFAULTS)
+    pooling = model.add_mutually_exclusive_group()
+    add_setting(pooling, DEFAULTS, "--max-pool", action="store_true", help="max-pool positions")
+    pooling.add_argument("--mean-pool", dest="max_pool", action="store_false", help="mean-pool")
+    add_flags(training, TRAINING_FLAGS, DEFAULTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,33 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a transformer classifier on IMDB (or the built-in generated corpus). "
         f"To classify texts with a saved model: {PROG} predict --model FOLDER TEXT...",
     )
-
-    model, training = add_shared_settings(parser, DEFAULTS)
-
-    def add(group, *flags: str, help: str, **kwargs) -> None:
-        add_setting(group, DEFAULTS, *flags, help=help, **kwargs)
-
-    add(
-        model,
-        "-M",
-        "--max",
-        dest="max_length",
-        type=int,
-        help="reviews are cut to this many tokens",
-    )
-    add(model, "-V", "--vocab-size", type=int, help="vocabulary size, <pad> and <unk> included")
-    pooling = model.add_mutually_exclusive_group()
-    add(pooling, "--max-pool", action="store_true", help="max-pool over positions, not mean-pool")
-    pooling.add_argument("--mean-pool", dest="max_pool", action="store_false", help="mean-pool")
-    add(training, "-e", "--num-epochs", dest="epochs", type=int, help="epochs")
-    add(training, "-f", "--final", action="store_true", help="validate on the test split")
-    add(training, "--evals-per-epoch", type=int, help="evaluations per epoch")
-    add(
-        training,
-        "--eval-subset",
-        type=int,
-        help="validation examples per evaluation during training (0: all); the last uses all",
-    )
+    add_classifier_settings(parser)
     add_data_and_output_arguments(
         parser,
         "IMDB: aclImdb_v1.tar.gz, an aclImdb folder, a review,sentiment CSV, a folder holding "
@@ -90,22 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} predict",
-        description="Classify texts with a model saved by training with --out.",
-    )
-    parser.add_argument(
-        "texts",
-        nargs="+",
-        metavar="TEXT",
-        help="texts to classify ('-' reads one per line from stdin)",
-    )
-    parser.add_argument(
-        "--model", required=True, type=Path, help="model.pt or the --out folder holding it"
-    )
-    parser.add_argument(
-        "--attention", default=None, help="override the saved attention function (e.g. sdpa)"
-    )
+    description = "Classify texts with a model saved by training with --out."
+    parser = argparse.ArgumentParser(prog=f"{PROG} predict", description=description)
+    add_flags(parser, PREDICT_FLAGS)
     return parser
 
 
@@ -127,13 +117,8 @@ def train(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     with tensorboard_writer(args.tb_dir) as tensorboard, as_usage_error(RunMismatchError):
-        metrics = fit_classifier(
-            model,
-            data,
-            config,
-            device=device,
-            **loop_options(args, log, tensorboard),
-        )
+        options = loop_options(args, log, tensorboard)
+        metrics = fit_classifier(model, data, config, device=device, **options)
     if args.out is not None:
         path = save_model(args.out, model, config, data.vocab, class_names=data.class_names)
         log(f"saved model to {path}")
@@ -153,9 +138,8 @@ def predict_texts(args: argparse.Namespace) -> int:
             "pass --attention sdpa or the function's module:function)"
         ) from None
     names = getattr(model, "class_names", ()) or ()
-    for text, (label, probability) in zip(
-        texts, predict(model, vocab, texts, config.max_length), strict=True
-    ):
+    results = predict(model, vocab, texts, config.max_length)
+    for text, (label, probability) in zip(texts, results, strict=True):
         name = names[label] if label < len(names) else str(label)
         print(
             f"label={name} probability={probability:.3f} text={json.dumps(text[:80])}", flush=True

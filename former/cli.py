@@ -1,4 +1,4 @@
-"""What the training command lines share: one-line usage errors, runtime flags, the metric log."""
+"""What the training command lines share: their flags, one-line usage errors, the metric log."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from tqdm.auto import tqdm
 
 from former.attention import resolve_attention
 from former.loop import LR_DECAYS, Log, pick_device
-from former.runs import MODEL_FILE, RunMismatchError, RunSettings, holds_run
+from former.runs import MODEL_FILE, RunMismatchError, RunSettings, check_saved_model, holds_run
+
+# A table of flags: (names, help, add_argument's keyword arguments) for each.
+Flags = tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...]
 
 
 class UsageError(Exception):
@@ -50,14 +53,7 @@ def as_usage_error(*kinds: type[BaseException]) -> Iterator[None]:
         raise UsageError(str(error)) from None
 
 
-def settings_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """A settings dataclass from the parsed flags named like its fields."""
-    names = [name for name in cls.__dataclass_fields__ if hasattr(args, name)]
-    with as_usage_error(ValueError):
-        return cls(**{name: getattr(args, name) for name in names})
-
-
-SHARED_MODEL_FLAGS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
+SHARED_MODEL_FLAGS: Flags = (
     (("-E", "--embedding"), "embedding size", {"dest": "emb", "type": int}),
     (("-H", "--heads"), "attention heads", {"type": int}),
     (("-d", "--depth"), "transformer blocks", {"type": int}),
@@ -70,7 +66,7 @@ SHARED_MODEL_FLAGS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         {},
     ),
 )
-SHARED_TRAINING_FLAGS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
+SHARED_TRAINING_FLAGS: Flags = (
     (("-b", "--batch-size"), "examples per batch", {"type": int}),
     (("-l", "--learn-rate"), "peak learning rate (AdamW)", {"dest": "lr", "type": float}),
     (("--lr-warmup",), "linear warm-up length, in training examples", {"type": int}),
@@ -79,6 +75,26 @@ SHARED_TRAINING_FLAGS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] =
     (("--gradient-clipping",), "clip the gradient norm to this (0: off)", {"type": float}),
     (("-r", "--random-seed"), "seed for weights and data order", {"dest": "seed", "type": int}),
 )
+OUTPUT_FLAGS: Flags = (
+    (("--out",), "folder for checkpoints and model.pt (default: not saved)", {"type": Path}),
+    (("--resume",), "continue the run saved in --out", {"action": "store_true"}),
+)
+RUNTIME_FLAGS: Flags = (
+    (("--device",), "auto (cuda, mps, then cpu), cpu, cuda, cuda:N or mps", {"default": "auto"}),
+    (("--threads",), "CPU threads for torch (default: torch's choice)", {"type": int}),
+    (("--no-progress",), "no progress bar (none without a terminal)", {"action": "store_true"}),
+    (("-T", "--tb-dir"), "write TensorBoard logs here (needs tensorboard)", {}),
+)
+
+
+def add_flags(group: Any, flags: Flags, defaults: Any = None) -> None:
+    """Add each flag of a table; with ``defaults``, its default is the settings field named
+    like its last flag (or ``dest``), shown in the help."""
+    for names, text, kwargs in flags:
+        if defaults is not None:
+            add_setting(group, defaults, *names, help=text, **kwargs)
+        else:
+            group.add_argument(*names, help=text, **kwargs)
 
 
 def add_setting(group: Any, defaults: Any, *flags: str, help: str, **kwargs: Any) -> None:
@@ -91,9 +107,8 @@ def add_setting(group: Any, defaults: Any, *flags: str, help: str, **kwargs: Any
 def add_shared_settings(parser: argparse.ArgumentParser, defaults: Any) -> tuple[Any, Any]:
     """The model and training flags both training CLIs have; returns those two groups."""
     groups = parser.add_argument_group("model"), parser.add_argument_group("training")
-    for group, table in zip(groups, (SHARED_MODEL_FLAGS, SHARED_TRAINING_FLAGS), strict=True):
-        for flags, text, kwargs in table:
-            add_setting(group, defaults, *flags, help=text, **kwargs)
+    add_flags(groups[0], SHARED_MODEL_FLAGS, defaults)
+    add_flags(groups[1], SHARED_TRAINING_FLAGS, defaults)
     return groups
 
 
@@ -101,14 +116,8 @@ def add_data_and_output_arguments(
     parser: argparse.ArgumentParser, data_help: str, checkpoint_every: int
 ) -> None:
     group = parser.add_argument_group("data and output")
-    group.add_argument("--data", default=None, help=data_help)
-    group.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for checkpoints and the trained model.pt (default: not saved)",
-    )
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    group.add_argument("--data", help=data_help)
+    add_flags(group, OUTPUT_FLAGS)
     group.add_argument(
         "--checkpoint-every",
         type=int,
@@ -120,30 +129,15 @@ def add_data_and_output_arguments(
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that say where and how a run executes."""
-    group = parser.add_argument_group("runtime")
-    group.add_argument(
-        "--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
-    )
-    group.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
-    )
-    group.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (it is off anyway when stderr is not a terminal)",
-    )
-    group.add_argument(
-        "-T", "--tb-dir", default=None, help="write TensorBoard logs here (needs tensorboard)"
-    )
+    add_flags(parser.add_argument_group("runtime"), RUNTIME_FLAGS)
 
 
 def start_run(cls: type, args: argparse.Namespace) -> tuple[Any, torch.device]:
-    """The run's settings and device, checked before any data load.
-
-    The attention must import and --out must hold no other run. Sets torch's
-    threads once for the whole run (``--threads``).
-    """
-    settings = settings_from_args(cls, args)
+    """The run's settings and device, checked before any data load: the attention imports,
+    --out holds no other run. Sets torch's threads for the whole run (``--threads``)."""
+    names = [name for name in cls.__dataclass_fields__ if hasattr(args, name)]
+    with as_usage_error(ValueError):
+        settings = cls(**{name: getattr(args, name) for name in names})
     with as_usage_error(ValueError, ImportError, TypeError):
         resolve_attention(settings.attention)
     check_output_folder(args.out, args.resume, settings)
@@ -178,10 +172,8 @@ def check_output_folder(out: Path | None, resume: bool, settings: RunSettings) -
             f"{out} already holds a training run; pass --resume to continue it, or choose "
             "another --out."
         )
-    if (out / MODEL_FILE).exists():
-        saved = torch.load(out / MODEL_FILE, map_location="cpu", weights_only=True)
-        with as_usage_error(RunMismatchError):
-            settings.check_same_run(saved.get("config", {}), out / MODEL_FILE)
+    with as_usage_error(RunMismatchError):
+        check_saved_model(out / MODEL_FILE, settings)
 
 
 def metric_logger() -> Log:

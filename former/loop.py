@@ -1,19 +1,8 @@
-"""The training loop: one for every task (classification, generation) and every run.
+"""The training loop, one for every task (classification, generation) and every run.
 
-A :class:`Task` says what differs between tasks: the batches of an epoch, the loss of
-a batch, the evaluation. :func:`train` does the rest, the same way for all of them:
-
-- AdamW (weight decay on matrices only) with a linear warm-up, then a cosine (or
-  linear) decay to zero over the whole run; gradients clipped by norm; bf16 autocast
-  on CUDA;
-- resume from the newest checkpoint in ``checkpoint_dir`` (model, optimizer, schedule
-  and step), and write one every ``checkpoint_every`` steps, at every evaluation and
-  at every epoch's end, so a spot instance or a closed laptop loses little;
-- a progress bar on stderr and one metric line per evaluation, e.g.
-  ``epoch=1 step=390 train_loss=0.27 val_acc=0.862 ...``;
-- data parallel when a process group is up (:func:`data_parallel`, under torchrun):
-  the model is wrapped in DistributedDataParallel, each rank trains on its own shard,
-  and rank 0 alone evaluates, logs and writes checkpoints.
+A :class:`Task` supplies what differs: an epoch's batches, a batch's loss, the evaluation.
+:func:`train` does the rest: AdamW with warm-up and decay, clipping, bf16 on CUDA, resume
+and checkpoints, a progress bar, metric lines, and data parallel under torchrun.
 """
 
 from __future__ import annotations
@@ -49,10 +38,11 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as error:
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for, but MPS is not available here.")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ValueError(
+            f"device {name!r} asked for, but {device.type.upper()} is not available here."
+        )
     return device
 
 
@@ -63,8 +53,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """The model inside any DDP wrapper, in eval mode and without gradients for the block;
-    its mode is restored afterwards."""
+    """The model inside any DDP wrapper, in eval mode and without gradients, for the block."""
     model = unwrap(model)
     was_training = model.training
     model.eval()
@@ -83,11 +72,8 @@ def autocast_for(device: torch.device):
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based).
-
-    Linear warm-up from 1/warmup_steps to 1 over ``warmup_steps`` steps, then
-    ``decay`` ("cosine", "linear" or "constant") towards zero at ``total_steps``.
-    """
+    """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up over
+    ``warmup_steps``, then ``decay`` ("cosine", "linear", "constant") to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if decay == "constant":
@@ -108,10 +94,8 @@ def check_schedule(lr: float, decay: str, warmup: int) -> None:
 def make_optimizer(
     model: nn.Module, config: Any, warmup_steps: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule.
-
-    config: settings with ``lr``, ``weight_decay`` and ``lr_decay``.
-    """
+    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule;
+    config has ``lr``, ``weight_decay`` and ``lr_decay``."""
     decayed, plain = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -129,11 +113,8 @@ def make_optimizer(
 
 
 def format_metrics(**metrics: Any) -> str:
-    """One ``key=value`` line: ``format_metrics(epoch=2, train_loss=0.41, val_acc=0.873)``.
-
-    Floats get four significant digits (large ones none after the point), so
-    SageMaker metric regexes such as ``val_acc=([0-9.]+)`` can read them.
-    """
+    """One ``key=value`` line, floats to four significant digits (large ones as integers),
+    so SageMaker metric regexes such as ``val_acc=([0-9.]+)`` can read them."""
     parts = []
     for key, value in metrics.items():
         if isinstance(value, float):
@@ -147,8 +128,11 @@ class Task(Protocol):
 
     config: settings with ``lr``, ``lr_warmup`` (in examples), ``lr_decay``,
     ``weight_decay``, ``batch_size``, ``gradient_clipping``, ``to_dict()`` and
-    ``check_same_run()`` (see :class:`former.runs.RunSettings`).
-    counts_epochs: whether metric lines start with ``epoch=``.
+    ``check_same_run()`` (:class:`former.runs.RunSettings`). counts_epochs: whether metric
+    lines start with ``epoch=``. batches: this rank's batches of ``epoch`` from position
+    ``start`` on, the same on a resume. loss: the loss of a batch and the tokens it holds.
+    evaluate: validation metrics (``last``: the final evaluation, on all held-out data).
+    report: lines to log after an evaluation's metric line (e.g. a sample).
     """
 
     config: Any
@@ -156,23 +140,12 @@ class Task(Protocol):
     epochs: int
     counts_epochs: bool
 
-    def steps_per_epoch(self, world_size: int) -> int:
-        """Optimizer steps each of ``world_size`` processes takes per epoch."""
-
-    def evaluation_steps(self, steps_per_epoch: int) -> set[int]:
-        """The steps after which to evaluate; must hold the last one."""
-
-    def batches(self, epoch: int, start: int, rank: int, world_size: int) -> Iterable[Any]:
-        """This rank's batches of ``epoch`` from position ``start`` on, the same on a resume."""
-
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        """The loss of ``batch`` and how many tokens it holds."""
-
-    def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
-        """Validation metrics; ``last``: the final evaluation, on all held-out data."""
-
-    def report(self, model: nn.Module, step: int) -> list[str]:
-        """Lines to log after an evaluation's metric line (e.g. a sample)."""
+    def steps_per_epoch(self, world_size: int) -> int: ...
+    def evaluation_steps(self, steps_per_epoch: int) -> set[int]: ...  # the last one included
+    def batches(self, epoch: int, start: int, rank: int, world_size: int) -> Iterable[Any]: ...
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
+    def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]: ...
+    def report(self, model: nn.Module, step: int) -> list[str]: ...
 
 
 def train(
@@ -188,9 +161,11 @@ def train(
 ) -> dict[str, Any]:
     """Train ``model`` on ``task``; rank 0 returns the last evaluation's metrics, others {}.
 
-    Rank 0 logs one metric line per evaluation and passes the same metrics to
-    ``on_eval``. progress: the bar on stderr (None: only when stderr is a terminal).
-    tensorboard: an optional SummaryWriter that receives every numeric metric.
+    Resumes from the newest checkpoint in ``checkpoint_dir`` and writes one every
+    ``checkpoint_every`` steps, at every evaluation and every epoch's end. Rank 0 alone
+    evaluates, logs a metric line and calls ``on_eval`` with the same metrics.
+    progress: the bar on stderr (None: when stderr is a terminal). tensorboard: a
+    SummaryWriter that receives every numeric metric.
     """
     started = time.perf_counter()
     config, device = task.config, task.device
@@ -205,14 +180,14 @@ def train(
     total_steps = steps_per_epoch * task.epochs
     warmup_steps = math.ceil(config.lr_warmup / (config.batch_size * world_size))
     optimizer, schedule = make_optimizer(model, config, warmup_steps, total_steps)
+    stateful = {"model": model, "optimizer": optimizer, "schedule": schedule}
 
     step = 0
     checkpoint = load_latest_checkpoint(checkpoint_dir)
     if checkpoint is not None:
         config.check_same_run(checkpoint["config"], Path(checkpoint_dir))
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
+        for name, part in stateful.items():
+            part.load_state_dict(checkpoint[name])
         step = checkpoint["step"]
         if is_main:
             log(f"resuming from step {step} of {total_steps} in {checkpoint_dir}")
@@ -223,14 +198,8 @@ def train(
 
     def write_checkpoint() -> None:
         if checkpoint_dir is not None and is_main:
-            state = {
-                "config": config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "step": step,
-                "epoch": step // steps_per_epoch,
-            }
+            state = {name: part.state_dict() for name, part in stateful.items()}
+            state |= {"config": config.to_dict(), "step": step, "epoch": step // steps_per_epoch}
             save_checkpoint(checkpoint_dir, state)
 
     def evaluate_and_report() -> dict[str, Any]:
@@ -254,15 +223,8 @@ def train(
 
     if progress is None:
         progress = sys.stderr.isatty()
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        desc="training",
-        unit="batch",
-        disable=not (is_main and progress),
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
+    show = is_main and progress
+    bar = tqdm(total=total_steps, initial=step, desc="training", unit="batch", disable=not show)
     with bar:
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
@@ -318,9 +280,6 @@ def evenly_spaced(steps_per_epoch: int, epochs: int, per_epoch: int) -> set[int]
     }
 
 
-# ---------------------------------------------------------------- data parallel
-
-
 def process_rank() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless a process group is up."""
     if dist.is_available() and dist.is_initialized():
@@ -332,10 +291,9 @@ def process_rank() -> tuple[int, int]:
 def data_parallel(device_name: str = "auto") -> Iterator[torch.device]:
     """Join the process group torchrun describes (``WORLD_SIZE > 1``); yield this rank's device.
 
-    nccl on GPUs (one per local rank), gloo on CPUs (MPS has no collective backend,
-    so off a GPU the ranks train on CPU). A single process just gets
-    :func:`pick_device`. On leaving, the ranks wait for each other only when the
-    block finished, so one that fails does not hang the rest.
+    nccl on GPUs (one per local rank), gloo on CPUs (MPS has no collective backend); a
+    single process gets :func:`pick_device`. The ranks wait for each other on leaving only
+    when the block finished, so one that fails does not hang the rest.
     """
     device = pick_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from former.attention import (
-    AttentionNotImplementedError,
-    AttentionSpec,
-    check_attention_output,
-    resolve_attention,
-)
+from former.attention import AttentionSpec, check_attention_output, resolve_attention
+
+
+def check_heads_divide(emb: int, heads: int, wide: bool) -> None:
+    """Narrow attention splits ``emb`` into ``heads`` equal parts: heads must divide it."""
+    if heads < 1:
+        raise ValueError(f"heads must be at least 1, got {heads}.")
+    if not wide and emb % heads != 0:
+        divisor = max(d for d in range(1, min(emb, heads) + 1) if emb % d == 0)
+        raise ValueError(
+            f"heads ({heads}) must divide the embedding size ({emb}) for narrow attention: "
+            f"pick e.g. {divisor} heads (-H {divisor}), or wide attention (wide=True, --wide)."
+        )
 
 
 class SelfAttention(nn.Module):
@@ -33,13 +40,7 @@ class SelfAttention(nn.Module):
         attention: AttentionSpec = None,
     ) -> None:
         super().__init__()
-        if heads < 1:
-            raise ValueError(f"heads must be at least 1, got {heads}.")
-        if not wide and emb % heads != 0:
-            raise ValueError(
-                f"Embedding dimension ({emb}) must be divisible by the number of heads "
-                f"({heads}) for narrow self-attention; change one or use wide=True."
-            )
+        check_heads_divide(emb, heads, wide)
         self.emb, self.heads, self.mask, self.wide = emb, heads, mask, wide
         self.head_size = emb if wide else emb // heads
         inner = heads * self.head_size
@@ -55,8 +56,6 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (b, t, emb) -> (b, t, emb)."""
-        if self.attention is None:  # pragma: no cover - resolve_attention already raised
-            raise AttentionNotImplementedError()
         queries = self.toqueries(x)
         keys = self.tokeys(x)
         values = self.tovalues(x)

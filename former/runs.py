@@ -1,8 +1,7 @@
 """Training runs on disk: the settings that identify a run, checkpoints and saved models.
 
-A run's folder holds ``checkpoints/checkpoint-<step>.pt`` (the newest few) while it
-trains and ``model.pt`` when it is done. Every file is written through a temporary
-file, so a crash never leaves half of one, and a run never resumes from, or
+A run's folder holds ``checkpoints/checkpoint-<step>.pt`` (the newest few) while it trains
+and ``model.pt`` when done; files are written atomically, and a run never resumes from, or
 overwrites, a run with different settings.
 """
 
@@ -17,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from former.modules import check_heads_divide as check_heads_divide  # settings check it too
+
 MODEL_FILE = "model.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 KEEP_CHECKPOINTS = 3
@@ -27,11 +28,9 @@ class RunMismatchError(ValueError):
 
 
 class RunSettings:
-    """Mixed into a settings dataclass: a dict round trip and the same-run check.
-
-    KIND names the settings in messages. REPORTING_ONLY names the settings that
-    change how a run reports, never what it learns: a run may resume with other values.
-    """
+    """Mixed into a settings dataclass: a dict round trip and the same-run check. KIND names
+    the settings in messages; REPORTING_ONLY settings change how a run reports, never what
+    it learns, so a run may resume with other values."""
 
     KIND: ClassVar[str] = "run"
     REPORTING_ONLY: ClassVar[tuple[str, ...]] = ()
@@ -49,10 +48,8 @@ class RunSettings:
         return cls(**data)
 
     def check_same_run(self, saved: dict[str, Any], where: Path) -> None:
-        """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's.
-
-        Settings missing from ``saved`` count as their defaults (they were added later).
-        """
+        """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's;
+        settings missing from ``saved`` count as their defaults (they were added later)."""
         current = self.to_dict()
         saved = {f.name: f.default for f in fields(self)} | saved
         names = sorted((set(saved) | set(current)) - set(self.REPORTING_ONLY))
@@ -73,16 +70,6 @@ def check_positive(settings: Any, *names: str) -> None:
     for name in names:
         if getattr(settings, name) < 1:
             raise ValueError(f"{name} must be at least 1; got {getattr(settings, name)}.")
-
-
-def check_heads_divide(emb: int, heads: int, wide: bool) -> None:
-    """Narrow attention splits ``emb`` into ``heads`` equal parts."""
-    if not wide and emb % heads != 0:
-        divisor = max(d for d in range(1, min(emb, heads) + 1) if emb % d == 0)
-        raise ValueError(
-            f"heads ({heads}) must divide the embedding size ({emb}) for narrow "
-            f"attention: pick e.g. -H {divisor}, or use --wide."
-        )
 
 
 def write_atomically(payload: Any, path: Path) -> Path:
@@ -133,18 +120,20 @@ def holds_run(folder: Path) -> bool:
 def save_model_file(
     directory: str | Path, model: nn.Module, settings: RunSettings, file_format: str, **extra: Any
 ) -> Path:
-    """Weights, settings and ``extra`` as one file, ``directory/model.pt``.
-
-    A model there from a run with other settings is never overwritten:
-    :class:`RunMismatchError` says so.
-    """
+    """Weights, settings and ``extra`` as one file, ``directory/model.pt``; a model there
+    from a run with other settings is never overwritten (:class:`RunMismatchError`)."""
     path = Path(directory) / MODEL_FILE
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        settings.check_same_run(saved.get("config", {}), path)
+    check_saved_model(path, settings)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": file_format, "config": settings.to_dict(), **extra, "state_dict": state}
     return write_atomically(payload, path)
+
+
+def check_saved_model(path: Path, settings: RunSettings) -> None:
+    """Raise :class:`RunMismatchError` if ``path`` holds a model saved with other settings."""
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        settings.check_same_run(saved.get("config", {}), path)
 
 
 def read_model_file(

@@ -1,17 +1,12 @@
 """Training former's classifier, and using it: config, fit, evaluate, save, load, predict.
 
-Used by ``python -m former.classify``, the SageMaker entry point (``model.py``) and
-the notebook::
+As ``python -m former.classify``, ``model.py`` and the notebook use it::
 
     config = ClassifierConfig(attention="sdpa")
     data = load_imdb(final=True, vocab_size=config.vocab_size)
     model = build_classifier(config, len(data.vocab), data.num_classes)
     metrics = fit_classifier(model, data, config, device=pick_device())
     save_model("runs/imdb", model, config, data.vocab)
-
-:func:`fit_classifier` runs the one training loop, :func:`former.loop.train`, on a
-:class:`ClassificationTask`: length-bucketed batches, a new order every epoch,
-accuracy as the evaluation.
 """
 
 from __future__ import annotations
@@ -30,17 +25,10 @@ from torch import nn
 
 from former.attention import AttentionSpec, describe_attention
 from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches
-from former.loop import (
-    autocast_for,
-    check_schedule,
-    evaluating,
-    evenly_spaced,
-    pick_device,
-    train,
-    unwrap,
-)
+from former.loop import autocast_for, check_schedule, evaluating, evenly_spaced, train, unwrap
+from former.loop import pick_device as pick_device  # part of this module's API
+from former.runs import RunMismatchError as RunMismatchError  # part of this module's API
 from former.runs import (
-    RunMismatchError,
     RunSettings,
     check_heads_divide,
     check_positive,
@@ -51,32 +39,17 @@ from former.transformers import CTransformer
 
 MODEL_FORMAT = "former-classifier/1"
 
-__all__ = [
-    "ClassificationTask",
-    "ClassifierConfig",
-    "RunMismatchError",
-    "build_classifier",
-    "evaluate",
-    "fit_classifier",
-    "load_model",
-    "pick_device",
-    "predict",
-    "save_model",
-]
-
 
 @dataclass
 class ClassifierConfig(RunSettings):
     """Everything that defines a classifier training run.
 
-    The defaults are tuned for a good IMDB accuracy in one short epoch on a laptop
-    CPU (``benchmarks/train.py`` measures it): a narrow, shallow model with mean
-    pooling, reviews cut to 256 tokens, and a high learning rate that warms up and
-    then decays to zero within the epoch.
-
+    The defaults aim at a good IMDB accuracy in one short epoch on a laptop CPU
+    (``benchmarks/train.py`` measures it): a narrow, shallow model with mean pooling,
+    reviews cut to 256 tokens, a high learning rate warmed up, then decayed to zero.
     lr_warmup counts training examples (as in the original former), not steps.
-    eval_subset: how many validation examples the evaluations during training
-    look at (0: all); the last evaluation always uses the whole split.
+    eval_subset: validation examples per evaluation during training (0: all); the last
+    evaluation always uses the whole split.
     """
 
     emb: int = 64
@@ -123,11 +96,8 @@ def build_classifier(
     num_classes: int,
     attention: AttentionSpec = None,
 ) -> CTransformer:
-    """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``.
-
-    attention: a callable, ``"sdpa"`` or ``"module:function"``; None means
-    ``config.attention``.
-    """
+    """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``;
+    attention (a callable, ``"sdpa"`` or ``"module:function"``) overrides ``config.attention``."""
     torch.manual_seed(config.seed)
     return CTransformer(
         emb=config.emb,
@@ -141,9 +111,6 @@ def build_classifier(
         wide=config.wide,
         attention=config.attention if attention is None else attention,
     )
-
-
-# ---------------------------------------------------------------- the task
 
 
 @dataclass
@@ -160,7 +127,7 @@ class ClassificationTask:
         return self.config.epochs
 
     def steps_per_epoch(self, world_size: int) -> int:
-        return batches_per_epoch(len(self.data.train), self.config.batch_size, world_size)
+        return math.ceil(math.ceil(len(self.data.train) / self.config.batch_size) / world_size)
 
     def evaluation_steps(self, steps_per_epoch: int) -> set[int]:
         return evenly_spaced(steps_per_epoch, self.config.epochs, self.config.evals_per_epoch)
@@ -177,7 +144,12 @@ class ClassificationTask:
 
     @cached_property
     def quick_val(self) -> TextSplit:
-        return subset(self.data.val, self.config.eval_subset, seed=self.config.seed)
+        """``eval_subset`` validation examples chosen by the seed (all when 0 or too many)."""
+        val, n = self.data.val, self.config.eval_subset
+        if n <= 0 or n >= len(val):
+            return val
+        chosen = torch.randperm(len(val), generator=torch.Generator().manual_seed(self.config.seed))
+        return val.select(chosen[:n].sort().values)
 
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
         split = self.data.val if last else self.quick_val
@@ -193,20 +165,8 @@ def shard_batches(
     split: TextSplit, config: ClassifierConfig, epoch: int, rank: int, world_size: int
 ) -> Iterator[Batch]:
     """This process's batches for ``epoch``: a new order per epoch, fixed by the seed."""
-    return batches(
-        split,
-        config.batch_size,
-        config.max_length,
-        shuffle=True,
-        seed=config.seed * 1_000 + epoch,
-        num_shards=world_size,
-        shard_index=rank,
-    )
-
-
-def batches_per_epoch(n: int, batch_size: int, world_size: int) -> int:
-    """How many batches each of ``world_size`` processes sees per epoch of ``n`` examples."""
-    return math.ceil(math.ceil(n / batch_size) / world_size)
+    seed, size, length = config.seed * 1_000 + epoch, config.batch_size, config.max_length
+    return batches(split, size, length, seed=seed, num_shards=world_size, shard_index=rank)
 
 
 def fit_classifier(
@@ -220,52 +180,30 @@ def fit_classifier(
 ) -> dict[str, Any]:
     """Train ``model`` on ``data.train``, evaluating on ``data.val``; returns the last metrics.
 
-    ``evals_per_epoch`` times per epoch (on ``eval_subset`` validation examples, the
-    last time on all of them) it logs a line such as
-    ``epoch=2 step=782 train_loss=0.41 val_acc=0.873 val_examples=2000 ...`` and
-    calls ``on_eval(metrics)``. options: ``checkpoint_dir``, ``checkpoint_every``,
-    ``log``, ``progress``, ``tensorboard``, as :func:`former.loop.train` takes them.
+    ``evals_per_epoch`` times per epoch it logs a line such as ``epoch=2 step=782
+    train_loss=0.41 val_acc=0.873 ...`` and calls ``on_eval(metrics)``. options:
+    ``checkpoint_dir``, ``checkpoint_every``, ``log``, ``progress``, ``tensorboard``, as
+    :func:`former.loop.train` takes them.
     """
     task = ClassificationTask(data, config, device)
     return train(model, task, on_eval=on_eval, **options)
 
 
-# ---------------------------------------------------------------- evaluation and prediction
-
-
 def evaluate(
-    model: nn.Module,
-    split: TextSplit,
-    batch_size: int,
-    max_length: int,
-    device: torch.device,
+    model: nn.Module, split: TextSplit, batch_size: int, max_length: int, device: torch.device
 ) -> float:
     """Classification accuracy of ``model`` on ``split`` (texts truncated to ``max_length``)."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split.")
     correct = 0
+    # Shortest first: batches carry almost no padding (faster, and kept out of attention).
+    by_length = split.select(torch.argsort(split.lengths(), stable=True))
     with evaluating(model) as model, autocast_for(device):
-        for batch in batches(by_length(split), batch_size, max_length, shuffle=False):
+        for batch in batches(by_length, batch_size, max_length, shuffle=False):
             batch = to_device(batch, device)
             predictions = model(batch.tokens, batch.padding_mask).argmax(dim=-1)
             correct += int((predictions == batch.labels).sum())
     return correct / len(split)
-
-
-def by_length(split: TextSplit) -> TextSplit:
-    """The same examples, shortest first: evaluation batches then carry almost no padding,
-    which saves time and keeps padding out of the attention of the real tokens."""
-    order = torch.argsort(split.lengths(), stable=True)
-    return TextSplit([split.sequences[i] for i in order.tolist()], split.labels[order])
-
-
-def subset(split: TextSplit, n: int, seed: int) -> TextSplit:
-    """``n`` examples of ``split`` chosen by ``seed`` (the whole split when n is 0 or too big)."""
-    if n <= 0 or n >= len(split):
-        return split
-    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
-    chosen = chosen.sort().values
-    return TextSplit([split.sequences[i] for i in chosen.tolist()], split.labels[chosen])
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -288,9 +226,6 @@ def predict(
     return results
 
 
-# ---------------------------------------------------------------- saving and loading
-
-
 def save_model(
     directory: str | Path,
     model: nn.Module,
@@ -298,11 +233,8 @@ def save_model(
     vocab: Vocabulary,
     class_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Save weights, config and vocabulary as one file, ``directory/model.pt``.
-
-    An existing model there from a run with a different config is not
-    overwritten: :class:`RunMismatchError` says so.
-    """
+    """Save weights, config and vocabulary as ``directory/model.pt``; a model there from a
+    run with another config is never overwritten (:class:`RunMismatchError`)."""
     model = unwrap(model)
     return save_model_file(
         directory,
@@ -322,11 +254,8 @@ def load_model(
     attention: AttentionSpec = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[CTransformer, ClassifierConfig, Vocabulary]:
-    """Load what :func:`save_model` wrote (the file or its folder), ready for :func:`predict`.
-
-    attention: overrides the saved ``config.attention`` (needed when the model
-    was trained with a function that cannot be imported here).
-    """
+    """Load what :func:`save_model` wrote (the file or its folder), ready for :func:`predict`;
+    attention overrides the saved one (a function that cannot be imported here)."""
     payload = read_model_file(path, MODEL_FORMAT, map_location)
     config = ClassifierConfig.from_dict(payload["config"])
     model = build_classifier(

@@ -19,7 +19,7 @@ import torch
 import former.data.imdb as imdb
 from former.data import ClassificationData, ImdbFormatError, load_imdb
 from former.data.corpus import TokenizedCorpus
-from former.data.imdb_files import ImdbSource
+from former.data.imdb import ImdbSource
 from former.data.synthetic import NOUNS
 
 POSITIVE = ["A great film<br /><br />I loved it!", "Wonderful, moving and funny.", "great great"]

@@ -8,7 +8,7 @@ from conftest import shared_file
 
 from former.data import batches, load_enwik8, load_imdb, load_text
 from former.data.corpus import TokenizedCorpus
-from former.data.imdb_files import ImdbSource
+from former.data.imdb import ImdbSource
 
 
 @pytest.fixture(scope="module")

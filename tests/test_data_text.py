@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from former.data import Vocabulary, tokenize
-from former.data.corpus import TokenizedCorpus, classification_data_from_payload
-from former.data.imdb_files import Reviews
+from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
 from former.data.splits import validation_indices
 
 

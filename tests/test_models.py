@@ -155,7 +155,9 @@ def test_bad_attention_specs(spec, error, match):
 
 
 def test_narrow_needs_divisible_heads():
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(
+        ValueError, match=r"heads \(3\) must divide the embedding size \(10\).*-H 2"
+    ):
         SelfAttention(10, heads=3, attention="sdpa")
 
 

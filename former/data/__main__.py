@@ -1,8 +1,7 @@
 """Fetch and prepare data ahead of time: ``python -m former.data [imdb|enwik8|all]``.
 
-Finds each data set (or downloads it into the per-user cache), encodes it,
-fills the cache and prints what was loaded and how long it took. Run it once
-while online, and later loads are fast and work offline.
+Finds or downloads each data set, fills the cache and says what was loaded and how fast:
+run it once online, and later loads are fast and work offline.
 """
 
 from __future__ import annotations
@@ -24,23 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-r", "--random-seed", type=int, default=0)
     parser.add_argument("--no-download", action="store_true", help="never use the network")
     args = parser.parse_args(argv)
+    download = not args.no_download
 
     print(f"cache: {cache_dir()}")
+    start = time.perf_counter()
     if args.which in ("imdb", "all"):
-        start = time.perf_counter()
-        data = load_imdb(
-            args.data,
-            final=args.final,
-            vocab_size=args.vocab_size,
-            seed=args.random_seed,
-            download=not args.no_download,
-        )
+        settings = {"final": args.final, "vocab_size": args.vocab_size, "seed": args.random_seed}
+        data = load_imdb(args.data, **settings, download=download)
         print(f"imdb: {data.source} (loaded in {time.perf_counter() - start:.2f} s)")
+    start = time.perf_counter()
     if args.which in ("enwik8", "all"):
-        start = time.perf_counter()
-        splits = load_enwik8(
-            args.data if args.which == "enwik8" else None, download=not args.no_download
-        )
+        splits = load_enwik8(args.data if args.which == "enwik8" else None, download=download)
         sizes = " / ".join(f"{len(part):,}" for part in splits)
         print(f"enwik8: {sizes} bytes (loaded in {time.perf_counter() - start:.2f} s)")
     return 0

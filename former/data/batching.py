@@ -9,17 +9,14 @@ import torch
 
 from former.data.splits import TextSplit
 
-# Sequences are sorted by length within chunks of this many batches: big enough that
-# batches hold texts of similar length (little padding), small enough to stay random.
+# Texts are sorted by length within chunks of this many batches: big enough that a batch
+# holds texts of similar length (little padding), small enough to stay random.
 BUCKET_BATCHES = 50
 
 
 class Batch(NamedTuple):
-    """A padded batch.
-
-    tokens: (b, t) long token ids, padded with 0; padding_mask: (b, t) bool,
-    True at real tokens; labels: (b,) long.
-    """
+    """tokens: (b, t) long ids padded with 0; padding_mask: (b, t) bool, True at real tokens;
+    labels: (b,) long."""
 
     tokens: torch.Tensor
     padding_mask: torch.Tensor
@@ -36,18 +33,12 @@ def batches(
     num_shards: int = 1,
     shard_index: int = 0,
 ) -> Iterator[Batch]:
-    """One epoch of batches over ``split``.
+    """One epoch of batches over ``split``, texts cut to their first ``max_length`` tokens.
 
-    Texts are truncated to their first ``max_length`` tokens. With
-    ``shuffle``, the texts are shuffled by ``seed`` (pass e.g. ``seed + epoch``
-    for a new order each epoch), sorted by length within chunks of
-    ``50 * batch_size`` so that a batch needs little padding, and the batches
-    come in random order. Without it, the order is the split's own.
-
-    With ``num_shards > 1`` (one shard per data-parallel process) shard
-    ``shard_index`` gets every ``num_shards``-th batch; all shards get the
-    same number of batches, the last ones wrapping around to the start when
-    the batches do not divide evenly, so no process waits for another.
+    shuffle: a new order per ``seed`` (pass e.g. ``seed + epoch``), texts of similar length
+    batched together, batches in random order; else the split's own order. Shard
+    ``shard_index`` of ``num_shards`` (one per data-parallel process) gets every
+    ``num_shards``-th batch; all get as many, wrapping around, so no process waits.
     """
     if batch_size < 1 or max_length < 1:
         raise ValueError(
@@ -66,10 +57,7 @@ def batches(
 def batch_plan(
     lengths: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int
 ) -> list[torch.Tensor]:
-    """Which examples go in which batch: a list of index tensors covering each index once.
-
-    lengths: (n,) long, the (truncated) length of each example.
-    """
+    """Index tensors, one per batch, covering each of the (n,) ``lengths`` once."""
     n = len(lengths)
     if n == 0:
         return []
@@ -86,7 +74,7 @@ def batch_plan(
 
 
 def make_batch(split: TextSplit, indices: torch.Tensor, max_length: int) -> Batch:
-    """Pad the texts at ``indices`` (truncated to ``max_length``) into one :class:`Batch`."""
+    """Pad the texts at ``indices`` (cut to ``max_length``) into one :class:`Batch`."""
     rows = [split.sequences[i][:max_length] for i in indices.tolist()]
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
     tokens = torch.zeros(len(rows), max(1, int(lengths.max())), dtype=torch.long)

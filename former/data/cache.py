@@ -1,11 +1,8 @@
 """Encoded data sets kept on disk, so that loading them a second time is fast.
 
-A cache file is a ``torch.save`` of plain tensors, strings and numbers, named
-by a hash of everything its content depends on: the identity of the source
-(path, size, modification time), the loader's settings, and
-:data:`CACHE_FORMAT_VERSION`. Change any of them and a new file is built; the
-old one is simply never read again. Files are written atomically, and one that
-cannot be read is rebuilt, with a notice.
+A cache file is a ``torch.save`` of plain tensors and strings, named by a hash of all its
+content depends on (source identity, settings, :data:`CACHE_FORMAT_VERSION`); written
+atomically, rebuilt with a notice when unreadable, the least recently used pruned.
 """
 
 from __future__ import annotations
@@ -19,13 +16,10 @@ from typing import Any
 import torch
 
 from former.data.locate import cache_dir, notice
-from former.data.tokenizer import TOKENIZER_VERSION
+from former.data.vocabulary import TOKENIZER_VERSION
 
-# Bumped whenever the layout of cache files changes.
-CACHE_FORMAT_VERSION = 2
-# Each entry of full IMDB takes about 55 MB; beyond this many of one kind, the
-# least recently used are deleted (trying many seeds must not fill the disk).
-MAX_ENTRIES_PER_KIND = 6
+CACHE_FORMAT_VERSION = 2  # bumped whenever the layout of cache files changes
+MAX_ENTRIES_PER_KIND = 6  # ~55 MB each for full IMDB: many seeds must not fill the disk
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -53,12 +47,15 @@ def load_cached(path: Path) -> dict[str, Any] | None:
         notice(f"cache file {path} is unreadable ({error}); rebuilding it.")
         path.unlink(missing_ok=True)
         return None
-    _mark_used(path)
+    try:
+        os.utime(path)  # marks it used, for the pruning
+    except OSError:
+        pass  # a read-only cache still works, it just is not pruned by use
     return payload
 
 
 def save_cached(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically; a cache that cannot be written is only a notice."""
+    """Write ``payload`` atomically, then keep the newest MAX_ENTRIES_PER_KIND of its kind."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,23 +66,11 @@ def save_cached(path: Path, payload: dict[str, Any]) -> None:
         return
     finally:
         partial.unlink(missing_ok=True)
-    _forget_least_recently_used(path)
-
-
-def _mark_used(path: Path) -> None:
-    try:
-        os.utime(path)
-    except OSError:  # a read-only cache still works, it just is not pruned by use
-        pass
-
-
-def _forget_least_recently_used(newest: Path) -> None:
-    """Keep at most MAX_ENTRIES_PER_KIND cache files of ``newest``'s kind."""
-    kind = newest.name.rsplit("-", 1)[0]
-    same_kind = [p for p in newest.parent.glob(f"{kind}-*.pt") if p.name.rsplit("-", 1)[0] == kind]
+    kind = path.name.rsplit("-", 1)[0]
+    same_kind = [p for p in path.parent.glob(f"{kind}-*.pt") if p.name.rsplit("-", 1)[0] == kind]
     same_kind.sort(key=_last_used, reverse=True)
     for stale in same_kind[MAX_ENTRIES_PER_KIND:]:
-        if stale != newest:
+        if stale != path:
             stale.unlink(missing_ok=True)
 
 

@@ -1,11 +1,9 @@
 """A tokenized corpus, and the classification data sets made from it.
 
-Tokenizing the 50,000 IMDB reviews is the slow part of loading them, and it
-does not depend on the vocabulary size, the seed or the split. So the tokens
-are stored once, as ids into the corpus's own alphabetical word list; turning
-them into a :class:`ClassificationData` for given settings (choose the
-validation reviews, count words in the training split, rank them, remap the
-ids) is then a few array operations.
+Tokenizing 50,000 reviews is the slow part of loading IMDB and depends on no setting, so
+the tokens are stored once, as ids into the corpus's alphabetical word list; choosing the
+validation reviews, ranking the words of the training split and remapping the ids for
+given settings is then a few array operations.
 """
 
 from __future__ import annotations
@@ -18,10 +16,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from former.data.imdb_files import Reviews
 from former.data.splits import ClassificationData, TextSplit, validation_indices
-from former.data.tokenizer import tokenize
-from former.data.vocabulary import PAD, UNK, Vocabulary
+from former.data.vocabulary import PAD, UNK, Vocabulary, tokenize
+
+ARRAYS = ("ids", "offsets", "labels", "is_test")
+
+
+@dataclass
+class Reviews:
+    """Raw reviews in a fixed order (split, label, id), whatever the layout they came from."""
+
+    texts: list[str]
+    labels: list[int]
+    is_test: list[bool]
 
 
 @dataclass
@@ -48,8 +55,7 @@ class TokenizedCorpus:
         ):
             flat.extend([index_of.setdefault(token, len(index_of)) for token in tokenize(text)])
             offsets.append(len(flat))
-        # Renumber so that ids follow alphabetical order: ties in frequency then rank
-        # alphabetically, exactly as Vocabulary.build ranks them.
+        # Ids in alphabetical order: frequency ties then rank as Vocabulary.build ranks them.
         words = sorted(index_of)
         renumber = np.empty(len(words), dtype=np.int32)
         renumber[[index_of[word] for word in words]] = np.arange(len(words), dtype=np.int32)
@@ -62,30 +68,18 @@ class TokenizedCorpus:
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "words": _join(self.words),
-            "ids": torch.from_numpy(self.ids),
-            "offsets": torch.from_numpy(self.offsets),
-            "labels": torch.from_numpy(self.labels),
-            "is_test": torch.from_numpy(self.is_test),
-        }
+        arrays = {name: torch.from_numpy(getattr(self, name)) for name in ARRAYS}
+        return {"words": _join(self.words), **arrays}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> TokenizedCorpus:
-        return cls(
-            words=_split(payload["words"]),
-            ids=payload["ids"].numpy(),
-            offsets=payload["offsets"].numpy(),
-            labels=payload["labels"].numpy(),
-            is_test=payload["is_test"].numpy(),
-        )
+        return cls(_split(payload["words"]), *(payload[name].numpy() for name in ARRAYS))
 
     def encode(self, *, vocab_size: int, seed: int, final: bool) -> dict[str, Any]:
         """The encoded data set for these settings, as a cacheable payload.
 
-        final=False: validation is 20% of the training reviews, chosen by seed;
-        final=True: validation is the test split. The vocabulary counts the
-        training split only.
+        final=False: validation is a fifth of the training reviews, chosen by seed;
+        final=True: the test split. The vocabulary counts the training split only.
         """
         if vocab_size < 2:
             raise ValueError(f"vocab_size must leave room for {PAD} and {UNK}; got {vocab_size}.")
@@ -100,24 +94,26 @@ class TokenizedCorpus:
 
         lengths = np.diff(self.offsets)
         review_of_token = np.repeat(np.arange(len(lengths)), lengths)
-        in_train = np.zeros(len(lengths), dtype=bool)
-        in_train[train_rows] = True
-        counts = np.bincount(self.ids[in_train[review_of_token]], minlength=len(self.words))
+
+        def tokens_of(rows: np.ndarray) -> np.ndarray:
+            chosen = np.zeros(len(lengths), dtype=bool)
+            chosen[rows] = True
+            return self.ids[chosen[review_of_token]]
+
+        counts = np.bincount(tokens_of(train_rows), minlength=len(self.words))
         ranked = np.argsort(-counts, kind="stable")[: vocab_size - 2]
         ranked = ranked[counts[ranked] > 0]
         new_id = np.full(len(self.words), Vocabulary.unk_index, dtype=np.int32)
         new_id[ranked] = np.arange(2, len(ranked) + 2, dtype=np.int32)
-        itos = [PAD, UNK, *(self.words[i] for i in ranked)]
 
         def split_payload(rows: np.ndarray) -> dict[str, torch.Tensor]:
-            chosen = np.zeros(len(lengths), dtype=bool)
-            chosen[rows] = True
             return {
-                "ids": torch.from_numpy(new_id[self.ids[chosen[review_of_token]]]),
+                "ids": torch.from_numpy(new_id[tokens_of(rows)]),
                 "lengths": torch.from_numpy(lengths[rows]),
                 "labels": torch.from_numpy(self.labels[rows]),
             }
 
+        itos = [PAD, UNK, *(self.words[i] for i in ranked)]
         return {
             "itos": _join(itos),
             "train": split_payload(train_rows),
@@ -131,22 +127,16 @@ def classification_data_from_payload(
     """Unpack :meth:`TokenizedCorpus.encode`'s payload into tensors, one per review."""
 
     def split(part: dict[str, torch.Tensor]) -> TextSplit:
-        flat = part["ids"].long()
-        sequences = list(torch.split(flat, part["lengths"].tolist()))
+        sequences = list(torch.split(part["ids"].long(), part["lengths"].tolist()))
         return TextSplit(sequences, part["labels"].long())
 
-    return ClassificationData(
-        train=split(payload["train"]),
-        val=split(payload["val"]),
-        vocab=Vocabulary(_split(payload["itos"])),
-        num_classes=len(class_names),
-        source=source,
-        class_names=class_names,
-    )
+    vocab = Vocabulary(_split(payload["itos"]))
+    train, val = split(payload["train"]), split(payload["val"])
+    return ClassificationData(train, val, vocab, len(class_names), source, class_names)
 
 
-# Word lists are stored as one newline-joined string: unpickling one string is
-# much faster than unpickling 50,000 (tokens never contain whitespace).
+# Word lists are stored as one newline-joined string: unpickling one string is much faster
+# than unpickling 50,000 (tokens never contain whitespace).
 def _join(words: list[str]) -> str:
     return "\n".join(words)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-# Short, so that a machine without a network falls back to generated data quickly.
-DEFAULT_TIMEOUT_S = 10.0
-_CHUNK = 1 << 20
+DEFAULT_TIMEOUT_S = 10.0  # short, so that a machine without a network falls back quickly
+BYTES_BAR = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "mininterval": 1.0}
+RETRY = "Nothing was kept: try again, or download it yourself and pass its path."
 
 
 class DownloadError(RuntimeError):
@@ -33,22 +33,28 @@ def download_file(
     verify: Callable[[Path], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
-    """Fetch ``url`` into ``destination`` and return ``destination``.
+    """Fetch ``url`` into ``destination`` through a temporary file, renamed only once
+    ``size``, ``sha256`` and ``verify(path)`` (raising :class:`ChecksumError`) all hold.
 
-    The bytes go to a temporary file beside ``destination`` that is renamed
-    only once ``size``, ``sha256`` and ``verify(temporary_path)`` (which raises
-    :class:`ChecksumError` to reject it) are all satisfied, so an interrupted
-    or corrupt download never looks like a finished one.
-
-    Raises :class:`DownloadError` when the network fails and
-    :class:`ChecksumError` when the content is wrong.
+    Raises :class:`DownloadError` when the network fails, :class:`ChecksumError` when the
+    content is wrong.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.part")
     try:
         digest = _fetch(url, partial, size, timeout)
-        _check(partial, url, digest, sha256=sha256, size=size)
+        actual_size = partial.stat().st_size
+        if size is not None and actual_size != size:
+            raise ChecksumError(
+                f"{url} gave {actual_size:,} bytes, expected {size:,}; the download was cut "
+                f"short or the server sent something else. {RETRY}"
+            )
+        if sha256 is not None and digest != sha256.lower():
+            raise ChecksumError(
+                f"{url} has sha256 {digest}, expected {sha256}; the file is corrupt or not the "
+                f"official one. {RETRY}"
+            )
         if verify is not None:
             verify(partial)
         os.replace(partial, destination)
@@ -63,33 +69,11 @@ def _fetch(url: str, partial: Path, size: int | None, timeout: float) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or size
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=Path(url).name,
-                mininterval=1.0,
-            ) as bar:
-                while chunk := response.read(_CHUNK):
+            with tqdm(total=total, desc=Path(url).name, **BYTES_BAR) as bar:
+                while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
     except (OSError, http.client.HTTPException) as error:
         raise DownloadError(f"could not download {url}: {error}") from error
     return digest.hexdigest()
-
-
-def _check(path: Path, url: str, digest: str, *, sha256: str | None, size: int | None) -> None:
-    actual_size = path.stat().st_size
-    if size is not None and actual_size != size:
-        raise ChecksumError(
-            f"{url} gave {actual_size:,} bytes, expected {size:,}; the download was cut short "
-            "or the server sent something else. Nothing was kept: try again, or download it "
-            "yourself and pass its path."
-        )
-    if sha256 is not None and digest != sha256.lower():
-        raise ChecksumError(
-            f"{url} has sha256 {digest}, expected {sha256}; the file is corrupt or not the "
-            "official one. Nothing was kept: try again, or download it yourself and pass its path."
-        )

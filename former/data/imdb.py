@@ -1,28 +1,43 @@
-"""Loading IMDB movie reviews (Maas et al., 2011) for sentiment classification."""
+"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have.
+
+Three layouts, or a folder holding one (what a SageMaker channel hands over): the official
+``aclImdb_v1.tar.gz``, read in place as a stream; an extracted ``aclImdb`` folder,
+``{train,test}/{pos,neg}/<id>_<rating>.txt``; the CSV ``review,sentiment``, whose last 20%
+of rows serve as its test split. ``train/unsup`` and the rest of the archive are ignored.
+"""
 
 from __future__ import annotations
 
+import csv
+import re
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from former.data.cache import cache_file, load_cached, save_cached
-from former.data.corpus import TokenizedCorpus, classification_data_from_payload
+from tqdm.auto import tqdm
+
+from former.data.cache import cache_file, file_identity, load_cached, save_cached
+from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
 from former.data.download import DownloadError, download_file
-from former.data.imdb_files import (
-    CLASS_NAMES,
-    OFFICIAL_ARCHIVE,
-    ImdbSource,
-    find_source_in,
-    identify_source,
-)
 from former.data.locate import cache_dir, notice, offline_forced, search_folders
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-IMDB_ARCHIVE = OFFICIAL_ARCHIVE
+IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 IMDB_SIZE = 84_125_825
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
-SYNTHETIC = "synthetic"
+CLASS_NAMES = ("negative", "positive")
+SPLITS, POLARITIES = ("train", "test"), ("neg", "pos")  # folder names, in label order
+CSV_HEADER = ["review", "sentiment"]
+LAYOUTS = "Pass the official aclImdb_v1.tar.gz, an extracted aclImdb folder, a review,sentiment CSV"
+_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_\d+\.txt$")
+
+
+class ImdbFormatError(ValueError):
+    """A path that should hold IMDB reviews does not, or holds them in an unknown layout."""
 
 
 def load_imdb(
@@ -36,21 +51,14 @@ def load_imdb(
 ) -> ClassificationData:
     """IMDB reviews, tokenized and encoded, ready for :func:`former.data.batches`.
 
-    path: the official ``aclImdb_v1.tar.gz`` (read in place), an extracted
-    ``aclImdb`` folder, a ``review,sentiment`` CSV, a folder holding one of
-    them, or ``"synthetic"`` for the built-in generated corpus. With None, the
-    data are looked for in ``$FORMER_DATA_DIR``, then in the per-user cache,
-    then downloaded (``download=True`` and ``$FORMER_OFFLINE`` unset); when
-    that fails too, a one-line notice on stderr says so and the generated
-    corpus is used instead.
-
-    final=False: validation is 20% of the training reviews, chosen by ``seed``;
-    final=True: validation is the test split. The vocabulary (``<pad>`` = 0,
-    ``<unk>`` = 1, then the ``vocab_size - 2`` most frequent tokens) counts the
-    training split only. With ``cache=True`` the encoded data are kept in the
-    per-user cache, so the second load takes a second or two.
+    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None looks
+    in ``$FORMER_DATA_DIR``, the per-user cache, then downloads (unless ``download=False`` or
+    ``$FORMER_OFFLINE``), and falls back on the generated corpus with a notice.
+    final: validation is the test split instead of 20% of the training reviews (by ``seed``).
+    The vocabulary (``<pad>``, ``<unk>``, then the most frequent) counts the training split
+    only. cache: keep the encoded data in the per-user cache, for fast later loads.
     """
-    if isinstance(path, str) and path.strip().lower() == SYNTHETIC:
+    if isinstance(path, str) and path.strip().lower() == "synthetic":
         return load_synthetic(seed=seed, vocab_size=vocab_size)
     source = identify_source(Path(path)) if path is not None else locate_imdb(download)
     if source is None:
@@ -59,10 +67,9 @@ def load_imdb(
 
 
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
-    """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; None (with a notice) offline."""
+    """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; offline None, with a notice."""
     for folder in search_folders():
-        found = find_source_in(folder)
-        if found is not None:
+        if (found := find_source_in(folder)) is not None:
             return found
     if offline_forced():
         reason = "$FORMER_OFFLINE is set"
@@ -95,13 +102,18 @@ def load_imdb_source(
     encoded_file = cache_file("imdb-encoded", {"source": source.identity(), **settings})
     payload = load_cached(encoded_file) if cache else None
     if payload is None:
-        corpus = _tokenized_corpus(source, cache)
+        corpus_file = cache_file("imdb-corpus", {"source": source.identity()})
+        corpus_payload = load_cached(corpus_file) if cache else None
+        if corpus_payload is not None:
+            corpus = TokenizedCorpus.from_payload(corpus_payload)
+        else:
+            corpus = TokenizedCorpus.from_reviews(source.read(), description=source.path.name)
+            if cache:
+                save_cached(corpus_file, corpus.to_payload())
         payload = corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
         if cache:
             save_cached(encoded_file, payload)
-    data = classification_data_from_payload(
-        payload, source=source.describe(), class_names=CLASS_NAMES
-    )
+    data = classification_data_from_payload(payload, source="", class_names=CLASS_NAMES)
     data.source = (
         f"{source.describe()}: {len(data.train):,} train / {len(data.val):,} "
         f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
@@ -109,12 +121,205 @@ def load_imdb_source(
     return data
 
 
-def _tokenized_corpus(source: ImdbSource, cache: bool) -> TokenizedCorpus:
-    corpus_file = cache_file("imdb-corpus", {"source": source.identity()})
-    payload = load_cached(corpus_file) if cache else None
-    if payload is not None:
-        return TokenizedCorpus.from_payload(payload)
-    corpus = TokenizedCorpus.from_reviews(source.read(), description=source.path.name)
-    if cache:
-        save_cached(corpus_file, corpus.to_payload())
-    return corpus
+# ---------------------------------------------------------------- finding the files
+
+
+@dataclass(frozen=True)
+class ImdbSource:
+    """A located IMDB data set: ``kind`` is "tarball", "folder" or "csv"."""
+
+    kind: str
+    path: Path
+
+    def describe(self) -> str:
+        names = {"tarball": "aclImdb archive", "folder": "aclImdb folder", "csv": "IMDB CSV"}
+        return f"IMDB ({names[self.kind]} {self.path})"
+
+    def identity(self) -> dict[str, Any]:
+        """What the cache key needs: the file, or for a folder its four review folders."""
+        if self.kind != "folder":
+            return {"kind": self.kind, **file_identity(self.path)}
+        folders = [self.path / s / p for s in SPLITS for p in POLARITIES]
+        return {"kind": self.kind, "folders": [file_identity(f) for f in folders]}
+
+    def read(self) -> Reviews:
+        readers = {"tarball": read_tarball, "folder": read_folder, "csv": read_csv}
+        return readers[self.kind](self.path)
+
+
+def identify_source(path: Path) -> ImdbSource:
+    """The IMDB data set at ``path``: an archive, aclImdb folder or CSV, or a folder holding one."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no IMDB data at {path}: the path does not exist. {LAYOUTS}, a folder holding "
+            "one of them, or 'synthetic'."
+        )
+    if path.is_dir():
+        found = find_source_in(path)
+        if found is None:
+            raise ImdbFormatError(
+                f"{path} is a folder, but neither an aclImdb folder (train/ and test/ with "
+                "pos/ and neg/ inside) nor a folder holding aclImdb_v1.tar.gz, an aclImdb "
+                "folder or a review,sentiment CSV."
+            )
+        return found
+    if tarfile.is_tarfile(path):
+        return ImdbSource("tarball", path)
+    if path.suffix.lower() == ".csv" or _csv_header(path) == CSV_HEADER:
+        check_csv_header(path)
+        return ImdbSource("csv", path)
+    raise ImdbFormatError(
+        f"{path} is neither a tar archive in the aclImdb layout nor a CSV with the header "
+        f"'review,sentiment'. {LAYOUTS}."
+    )
+
+
+def find_source_in(folder: Path) -> ImdbSource | None:
+    """The IMDB data set in ``folder`` (the folder itself, or one entry inside it), or None.
+
+    An extracted aclImdb folder first, then an archive (the official one first), then a
+    CSV; two other candidates of one kind are ambiguous, and raise.
+    """
+    if is_aclimdb_folder(folder):
+        return ImdbSource("folder", folder)
+    entries = sorted(folder.iterdir())
+    candidates = [
+        [ImdbSource("folder", e) for e in entries if e.is_dir() and is_aclimdb_folder(e)],
+        [ImdbSource("tarball", e) for e in entries if _looks_like_imdb_tarball(e)],
+        [ImdbSource("csv", e) for e in entries if _looks_like_imdb_csv(e)],
+    ]
+    for of_one_kind in candidates:
+        official = [source for source in of_one_kind if source.path.name == IMDB_ARCHIVE]
+        if official or len(of_one_kind) == 1:
+            return (official or of_one_kind)[0]
+        if of_one_kind:
+            names = ", ".join(source.path.name for source in of_one_kind)
+            raise ImdbFormatError(
+                f"{folder} holds more than one IMDB data set ({names}); pass the one you "
+                "mean as an explicit path."
+            )
+    return None
+
+
+def is_aclimdb_folder(folder: Path) -> bool:
+    return all((folder / split / polarity).is_dir() for split in SPLITS for polarity in POLARITIES)
+
+
+def _looks_like_imdb_tarball(path: Path) -> bool:
+    if not (path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz", ".tar"))):
+        return False
+    if "imdb" in path.name.lower():
+        return True
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            first = next(iter(archive), None)
+        return first is not None and first.name.lstrip("./").startswith("aclImdb")
+    except (tarfile.TarError, OSError):
+        return False
+
+
+def _looks_like_imdb_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv" and _csv_header(path) == CSV_HEADER
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The first CSV row, lower-cased and stripped, or None when the file is not text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            row = next(csv.reader([file.readline()]), [])
+    except (UnicodeDecodeError, OSError, csv.Error):
+        return None
+    return [cell.strip().lower() for cell in row]
+
+
+def check_csv_header(path: Path) -> None:
+    header = _csv_header(path)
+    if header != CSV_HEADER:
+        shown = "unreadable (not UTF-8 text)" if header is None else repr(",".join(header))
+        raise ImdbFormatError(
+            f"{path}: the CSV header is {shown}, expected 'review,sentiment' (one review and "
+            "its label, positive or negative, per row)."
+        )
+
+
+# ---------------------------------------------------------------- reading the reviews
+
+
+def read_tarball(path: Path) -> Reviews:
+    """Stream the reviews out of an aclImdb archive without extracting it."""
+    progress = {"total": path.stat().st_size, "desc": f"reading {path.name}", "mininterval": 1.0}
+    try:
+        with (
+            tqdm.wrapattr(open(path, "rb"), "read", **progress) as file,
+            tarfile.open(fileobj=file, mode="r|*") as archive,
+        ):
+            members = ((m.name, archive.extractfile(m).read) for m in archive if m.isfile())
+            return _reviews(members, path, "members like aclImdb/train/pos/0_9.txt")
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ImdbFormatError(
+            f"{path} could not be read as a tar archive ({error}); it may be truncated. "
+            "Download it again or pass another copy."
+        ) from error
+
+
+def read_folder(folder: Path) -> Reviews:
+    """Read the reviews of an extracted aclImdb folder."""
+    folders = [folder / split / polarity for split in SPLITS for polarity in POLARITIES]
+    files = (
+        (f"{d.parent.name}/{d.name}/{f.name}", f.read_bytes) for d in folders for f in d.iterdir()
+    )
+    return _reviews(files, folder, "files like train/pos/0_9.txt")
+
+
+def read_csv(path: Path) -> Reviews:
+    """Read a ``review,sentiment`` CSV; its last 20% of rows become the test split."""
+    check_csv_header(path)
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        rows = csv.reader(file)
+        next(rows)
+        for line_number, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            if len(row) != 2:
+                raise ImdbFormatError(
+                    f"{path}, row {line_number}: expected 2 columns (review,sentiment), got "
+                    f"{len(row)}. Quote reviews that contain commas."
+                )
+            sentiment = row[1].strip().lower()
+            if sentiment not in CLASS_NAMES:
+                raise ImdbFormatError(
+                    f"{path}, row {line_number}: sentiment {row[1]!r} is neither 'positive' "
+                    "nor 'negative'."
+                )
+            texts.append(row[0])
+            labels.append(CLASS_NAMES.index(sentiment))
+    if len(texts) < 2:
+        raise ImdbFormatError(f"{path} holds {len(texts)} reviews; at least 2 are needed.")
+    n_test = max(1, round(len(texts) * 0.2))
+    return Reviews(texts, labels, [index >= len(texts) - n_test for index in range(len(texts))])
+
+
+def _reviews(files: Iterable[tuple[str, Callable[[], bytes]]], path: Path, example: str) -> Reviews:
+    """The reviews among (name, read) ``files``, in (split, label, id) order; both splits
+    must be there."""
+    found = []
+    for name, read in files:
+        if match := _MEMBER.search(name):
+            split, polarity, review_id = match.groups()
+            text = read().decode("utf-8", errors="replace")
+            found.append((SPLITS.index(split), POLARITIES.index(polarity), int(review_id), text))
+    present = {split for split, *_ in found}
+    missing = [split for index, split in enumerate(SPLITS) if index not in present]
+    if missing:
+        raise ImdbFormatError(
+            f"{path} holds no IMDB reviews for {' and '.join(missing)} (expected {example}). "
+            f"{LAYOUTS}."
+        )
+    found.sort(key=lambda item: item[:3])
+    return Reviews(
+        texts=[text for *_, text in found],
+        labels=[label for _, label, _, _ in found],
+        is_test=[split == 1 for split, *_ in found],
+    )

@@ -1,13 +1,5 @@
-"""Where data are looked for, in order, and how the loaders talk about it.
-
-1. an explicit path given by the caller;
-2. ``$FORMER_DATA_DIR`` (a folder: the loaders look inside it);
-3. the per-user cache, ``$XDG_CACHE_HOME/former`` or ``~/.cache/former``
-   (downloads land there, and so do encoded data sets);
-4. a download of the official archive, unless ``download=False`` or
-   ``$FORMER_OFFLINE`` is set;
-5. a built-in generated corpus, announced by a one-line notice on stderr.
-"""
+"""Where data are looked for: an explicit path, ``$FORMER_DATA_DIR``, the per-user cache,
+a download (unless ``$FORMER_OFFLINE``), and last the generated corpus, with a notice."""
 
 from __future__ import annotations
 
@@ -15,39 +7,28 @@ import os
 import sys
 from pathlib import Path
 
-DATA_DIR_VARIABLE = "FORMER_DATA_DIR"
-OFFLINE_VARIABLE = "FORMER_OFFLINE"
-
 
 def cache_dir() -> Path:
-    """The per-user cache folder (not created here)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "former"
-
-
-def data_dir_from_env() -> Path | None:
-    """The folder named by ``$FORMER_DATA_DIR``, or None when it is not set."""
-    value = os.environ.get(DATA_DIR_VARIABLE)
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise NotADirectoryError(
-            f"${DATA_DIR_VARIABLE} is set to {value!r}, which is not a folder; point it at "
-            "the folder holding your data files, or unset it."
-        )
-    return path
+    """The per-user cache folder, ``$XDG_CACHE_HOME/former`` or ``~/.cache/former``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "former"
 
 
 def search_folders() -> list[Path]:
     """The folders searched when no path is given: ``$FORMER_DATA_DIR``, then the cache."""
-    folders = [folder for folder in (data_dir_from_env(), cache_dir()) if folder is not None]
+    folders = [cache_dir()]
+    if value := os.environ.get("FORMER_DATA_DIR"):
+        if not Path(value).expanduser().is_dir():
+            raise NotADirectoryError(
+                f"$FORMER_DATA_DIR is set to {value!r}, which is not a folder; point it at "
+                "the folder holding your data files, or unset it."
+            )
+        folders.insert(0, Path(value).expanduser())
     return [folder for folder in folders if folder.is_dir()]
 
 
 def offline_forced() -> bool:
     """True when ``$FORMER_OFFLINE`` asks the loaders never to touch the network."""
-    return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get("FORMER_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def notice(message: str) -> None:

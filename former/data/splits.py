@@ -8,16 +8,10 @@ import torch
 
 from former.data.vocabulary import Vocabulary
 
-VALIDATION_FRACTION = 0.2
-
 
 @dataclass
 class TextSplit:
-    """Encoded texts and their labels.
-
-    sequences: n 1-D LongTensors of token ids, each as long as its text.
-    labels: (n,) LongTensor of class indices.
-    """
+    """sequences: n 1-D LongTensors of token ids, each as long as its text; labels: (n,) long."""
 
     sequences: list[torch.Tensor]
     labels: torch.Tensor
@@ -32,6 +26,10 @@ class TextSplit:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def select(self, indices: torch.Tensor) -> TextSplit:
+        """The examples at ``indices``, in that order."""
+        return TextSplit([self.sequences[i] for i in indices.tolist()], self.labels[indices])
+
     def lengths(self) -> torch.Tensor:
         """(n,) LongTensor: the number of tokens in each sequence."""
         return torch.tensor([len(s) for s in self.sequences], dtype=torch.long)
@@ -39,12 +37,8 @@ class TextSplit:
 
 @dataclass
 class ClassificationData:
-    """Everything a classifier trains on.
-
-    ``val`` is 20% of the training reviews (by seed) while developing, and the
-    test split with ``final=True``. ``source`` says in words where the data
-    came from, for logs and saved models.
-    """
+    """Everything a classifier trains on. ``val`` is 20% of the training reviews (by seed),
+    or the test split with ``final=True``; ``source`` says where the data came from."""
 
     train: TextSplit
     val: TextSplit
@@ -55,11 +49,7 @@ class ClassificationData:
 
 
 def validation_indices(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split ``range(n)`` into (train, val) index tensors, val being 20%, chosen by ``seed``.
-
-    Both come back sorted, so the examples keep their original order.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)
-    n_val = round(n * VALIDATION_FRACTION)
+    """``range(n)`` split into sorted (train, val) index tensors, val a fifth chosen by ``seed``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = round(n * 0.2)
     return order[n_val:].sort().values, order[:n_val].sort().values

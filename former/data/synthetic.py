@@ -1,16 +1,9 @@
 """A built-in corpus of short generated reviews whose label depends on word order.
 
-Every review is one clause, ``the plot was not very good .``, or two clauses
-joined by a contrast, ``the acting was good but the plot was boring .``. A
-clause is positive when its adjective is positive, flipped by ``not``; a
-contrast review takes the sentiment of the clause after ``but``, and its two
-clauses always disagree. So "good but boring" is negative and "boring but
-good" positive: the same bag of words with opposite labels, and every
-contrast review comes with its mirror image. A bag-of-words model cannot do
-better than chance on the contrast reviews (about 65% overall), while a small
-transformer, which sees where ``but`` and ``not`` stand, learns them all.
-
-It runs offline, in a fraction of a second, and is the same for the same seed.
+A review is one clause (``the plot was not very good .``) or two that disagree, joined by
+``but`` and taking the sentiment of the second; every contrast review comes with its mirror
+image ("good but boring" negative, "boring but good" positive). So a bag of words cannot
+solve it and a small transformer can. Offline, instant, and fixed by the seed.
 """
 
 from __future__ import annotations
@@ -20,53 +13,29 @@ import random
 import torch
 
 from former.data.splits import ClassificationData, TextSplit
-from former.data.tokenizer import tokenize
-from former.data.vocabulary import Vocabulary
+from former.data.vocabulary import Vocabulary, tokenize
 
-NOUNS = (
-    "movie",
-    "film",
-    "plot",
-    "acting",
-    "story",
-    "cast",
-    "ending",
-    "music",
-    "script",
-    "dialogue",
-)
+NOUNS = tuple("movie film plot acting story cast ending music script dialogue".split())
 VERBS = ("was", "is", "felt", "seemed")
 INTENSIFIERS = ("", "", "very", "really", "quite", "truly")
 OPENERS = ("", "", "", "honestly ,", "overall", "i think")
 POSITIVE = ("good", "great", "brilliant", "fun", "moving", "charming", "clever", "beautiful")
 NEGATIVE = ("bad", "boring", "dull", "awful", "weak", "silly", "slow", "bland")
-CLASS_NAMES = ("negative", "positive")
 
 
 def _clause(rng: random.Random, positive: bool) -> str:
     """One clause whose sentiment is ``positive``; half the time reached through "not"."""
     negated = rng.random() < 0.5
-    adjectives = NEGATIVE if positive == negated else POSITIVE
-    words = [
-        "the",
-        rng.choice(NOUNS),
-        rng.choice(VERBS),
-        "not" if negated else "",
-        rng.choice(INTENSIFIERS),
-        rng.choice(adjectives),
-    ]
+    words = ["the", rng.choice(NOUNS), rng.choice(VERBS), "not" if negated else ""]
+    words += [rng.choice(INTENSIFIERS), rng.choice(NEGATIVE if positive == negated else POSITIVE)]
     return " ".join(word for word in words if word)
 
 
 def generate_reviews(
     n: int, seed: int = 0, contrast_fraction: float = 0.7
 ) -> tuple[list[str], list[int]]:
-    """``n`` generated reviews and their labels (0 negative, 1 positive), fixed by ``seed``.
-
-    Contrast reviews come in mirrored pairs, "A but B" and "B but A": the same
-    words with opposite labels, so word counts alone cannot separate them.
-    About ``contrast_fraction`` of the reviews are contrasts.
-    """
+    """``n`` reviews and their labels (0 negative, 1 positive), fixed by ``seed``; about
+    ``contrast_fraction`` of them are contrasts, in mirrored pairs."""
     rng = random.Random(seed)
     # a pair adds two contrast reviews, a single clause one review
     pair_probability = contrast_fraction / (2 - contrast_fraction)
@@ -93,10 +62,8 @@ def load_synthetic(
     contrast_fraction: float = 0.7,
     vocab_size: int = 50_000,
 ) -> ClassificationData:
-    """The generated corpus as a :class:`ClassificationData` (train and val drawn together by seed).
-
-    Reviews are 5 to 16 tokens long over a vocabulary of about 50 words.
-    """
+    """The generated corpus as :class:`ClassificationData`: reviews of 5 to 16 tokens over
+    about 50 words, train and val drawn together by ``seed``."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f"n_train and n_val must be positive; got {n_train} and {n_val}.")
     texts, labels = generate_reviews(n_train + n_val, seed, contrast_fraction)
@@ -113,7 +80,6 @@ def load_synthetic(
         vocab=vocab,
         num_classes=2,
         source=f"generated reviews (seed {seed}, {n_train:,} train / {n_val:,} val)",
-        class_names=CLASS_NAMES,
     )
 
 

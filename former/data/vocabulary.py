@@ -1,24 +1,36 @@
-"""The vocabulary: which token gets which integer id."""
+"""Text to token ids: the tokenizer, and the vocabulary that numbers the tokens."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from former.data.tokenizer import tokenize
+PAD, UNK = "<pad>", "<unk>"
+TOKENIZER_VERSION = 1  # bumped whenever tokenize() changes, so cached encodings are rebuilt
+_LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TOKEN = re.compile(r"\w+(?:'\w+)*|\.+|!+|\?+|-+|[^\w\s]")
 
-PAD = "<pad>"
-UNK = "<unk>"
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word and punctuation tokens, as a reader would split them by hand.
+
+    IMDB's ``<br />`` line breaks go, words keep their apostrophes, punctuation is split
+    off (``good.`` and ``good`` are one word), and runs of ``.!?-`` stay together (tone).
+
+    >>> tokenize("Not GOOD.<br /><br />Didn't like it!!!")
+    ['not', 'good', '.', "didn't", 'like', 'it', '!!!']
+    """
+    return _TOKEN.findall(_LINE_BREAK.sub(" ", text.lower()))
 
 
 @dataclass
 class Vocabulary:
     """A list of tokens; a token's position in ``itos`` is its id.
 
-    ``<pad>`` is always id 0 and ``<unk>`` (any token not in the list) id 1;
-    after them come the tokens, most frequent first (ties in alphabetical
-    order, so a vocabulary is the same however its data was ordered).
+    ``<pad>`` is id 0 and ``<unk>`` (any token not in the list) id 1; then the tokens, most
+    frequent first, ties alphabetical (the same however the data were ordered).
     """
 
     itos: list[str]
@@ -38,12 +50,10 @@ class Vocabulary:
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], max_size: int) -> Vocabulary:
-        """The ``max_size`` most useful ids for these token lists (``<pad>`` and ``<unk>`` included)."""
+        """The ``max_size`` most frequent tokens, ``<pad>`` and ``<unk>`` included."""
         if max_size < 2:
             raise ValueError(f"max_size must leave room for {PAD} and {UNK}; got {max_size}.")
-        counts: Counter[str] = Counter()
-        for tokens in token_lists:
-            counts.update(tokens)
+        counts = Counter(token for tokens in token_lists for token in tokens)
         counts.pop(PAD, None)
         counts.pop(UNK, None)
         ranked = sorted(counts, key=lambda token: (-counts[token], token))
@@ -58,11 +68,10 @@ class Vocabulary:
         return [lookup(token, unk) for token in tokens]
 
     def encode_text(self, text: str) -> list[int]:
-        """Token ids of raw text, tokenized with :func:`former.data.tokenize`."""
+        """Token ids of raw text, tokenized with :func:`tokenize`."""
         return self.encode(tokenize(text))
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        """Tokens of these ids (the inverse of :meth:`encode` for known tokens)."""
         return [self.itos[int(index)] for index in ids]
 
     def to_dict(self) -> dict:
@@ -71,7 +80,6 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        """The vocabulary :meth:`to_dict` described."""
         if "itos" not in data:
             raise ValueError("not a saved vocabulary: the dictionary has no 'itos' entry.")
         return cls(list(data["itos"]))

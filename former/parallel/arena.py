@@ -1,11 +1,10 @@
 """Shared-memory arenas: how tensors cross process boundaries without being pickled.
 
-Each worker owns an arena, memory mapped by the parent and the worker, allocated once and
-grown when a call needs more. A tensor is copied in (one memcpy) and only its offset,
-dtype and shape are pickled; pickling its bytes through a pipe would cost more than the
-attention. The memory is a ``memfd`` on Linux (not limited by Docker's small
-``/dev/shm``, freed with its last user even after a crash), an unlinked POSIX
-shared-memory object on other POSIX systems, a named block on Windows.
+Each worker owns an arena, mapped by the parent and the worker, grown when a call needs
+more. A tensor is copied in (one memcpy) and only its offset, dtype and shape are pickled:
+its bytes through a pipe would cost more than the attention. The memory is a ``memfd`` on
+Linux (not limited by Docker's small ``/dev/shm``, freed with its last user even after a
+crash), an unlinked POSIX shared-memory object elsewhere, a named block on Windows.
 """
 
 from __future__ import annotations
@@ -52,11 +51,8 @@ def _anonymous_shared_memory(nbytes: int) -> int:
 
 
 class Arena:
-    """A block of shared memory seen as a flat ``uint8`` tensor.
-
-    The parent makes one with :meth:`create` and hands it over with :meth:`send`; the
-    worker opens it with :meth:`receive`.
-    """
+    """A block of shared memory seen as a flat ``uint8`` tensor: the parent makes one with
+    :meth:`create` and hands it over with :meth:`send`, the worker opens it with :meth:`receive`."""
 
     def __init__(self, nbytes: int, buffer: Any, fd: int | None, name: str | None) -> None:
         self.nbytes, self.name = nbytes, name
@@ -68,11 +64,8 @@ class Arena:
         self._typed: dict[torch.dtype, torch.Tensor] = {}
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-        """The contiguous tensor of ``dtype`` and ``shape`` stored at byte ``offset``.
-
-        One ``as_strided`` on a typed view of the whole arena, the cheapest way to
-        rebuild the dozen tensors a call brings.
-        """
+        """The contiguous tensor of ``dtype`` and ``shape`` at byte ``offset``: one ``as_strided``
+        of a typed view of the arena, the cheapest way to rebuild a call's tensors."""
         typed = self._typed.get(dtype)
         if typed is None:
             typed = self._typed[dtype] = self.tensor.view(dtype)
@@ -84,7 +77,7 @@ class Arena:
 
     @classmethod
     def create(cls, nbytes: int) -> Arena:
-        """Allocate a new arena of at least ``nbytes`` bytes (whole MiB)."""
+        """A new arena of at least ``nbytes`` bytes (whole MiB)."""
         nbytes = max(GROWTH_GRANULE, -(-nbytes // GROWTH_GRANULE) * GROWTH_GRANULE)
         if sys.platform == "win32":
             from multiprocessing.shared_memory import SharedMemory
@@ -135,46 +128,38 @@ class Placement:
     spilled_bytes: int = 0  # tensors past the limit, pickled inline
 
 
-class TensorPacker(pickle.Pickler):
-    """Pickles an object with each CPU tensor replaced by its place in an arena."""
+def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Placement]:
+    """Pickle ``obj``, its CPU tensors replaced by places in an arena from byte ``start``.
 
-    def __init__(self, file: io.BytesIO, start: int, limit: int | None) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.placement = Placement(end=start)
-        self._limit = limit
-        self._seen: dict[int, tuple] = {}
+    A tensor that would end beyond ``limit`` is pickled inline (``spilled_bytes``): an arena
+    too small costs speed, never correctness. Nothing is copied: see :func:`copy_in`.
+    """
+    placement, seen = Placement(end=start), {}
 
-    def persistent_id(self, obj: object) -> tuple | None:
+    def persistent_id(obj: object) -> tuple | None:
         # Called for every object pickled (ints, tuples...): rule those out first, cheaply.
         if type(obj) is not torch.Tensor:
             return None
         if obj.device.type != "cpu" or obj.layout != torch.strided or obj.is_quantized:
             return None
-        known = self._seen.get(id(obj))
+        known = seen.get(id(obj))
         if known is not None:
             return known
         nbytes = obj.numel() * obj.dtype.itemsize
-        offset = align(self.placement.end)
-        if self._limit is not None and offset + nbytes > self._limit:
-            self.placement.spilled_bytes += align(nbytes)
+        offset = align(placement.end)
+        if limit is not None and offset + nbytes > limit:
+            placement.spilled_bytes += align(nbytes)
             return None
-        self.placement.end = offset + nbytes
-        self.placement.tensors.append((offset, obj))
-        descriptor = self._seen[id(obj)] = (offset, obj.dtype, tuple(obj.shape), obj.requires_grad)
-        return descriptor
+        placement.end = offset + nbytes
+        placement.tensors.append((offset, obj))
+        seen[id(obj)] = (offset, obj.dtype, tuple(obj.shape), obj.requires_grad)
+        return seen[id(obj)]
 
-
-def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Placement]:
-    """Pickle ``obj``, placing its tensors from byte ``start`` of an arena.
-
-    A tensor that would end beyond ``limit`` is pickled inline instead (counted in
-    ``spilled_bytes``): an arena too small costs speed, never correctness. Nothing is
-    copied yet: call :func:`copy_in` once the arena is big enough.
-    """
     file = io.BytesIO()
-    packer = TensorPacker(file, start, limit)
-    packer.dump(obj)
-    return file.getvalue(), packer.placement
+    pickler = pickle.Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.persistent_id = persistent_id
+    pickler.dump(obj)
+    return file.getvalue(), placement
 
 
 def copy_in(arena: Arena, placement: Placement) -> None:
@@ -191,29 +176,20 @@ def copy_in(arena: Arena, placement: Placement) -> None:
             arena.view(offset, tensor.dtype, tuple(tensor.shape)).copy_(tensor)
 
 
-class TensorUnpacker(pickle.Unpickler):
-    """Reverses :class:`TensorPacker`; see :func:`unpack`."""
+def unpack(data: bytes, arena: Arena, copy: bool) -> Any:
+    """Unpickle what :func:`pack` made: views of the arena, valid until its next use
+    (``copy=False``, worker side), or tensors the caller may keep (``copy=True``)."""
 
-    def __init__(self, file: io.BytesIO, arena: Arena, copy: bool) -> None:
-        super().__init__(file)
-        self._arena, self._copy = arena, copy
-
-    def persistent_load(self, descriptor: tuple) -> torch.Tensor:
+    def persistent_load(descriptor: tuple) -> torch.Tensor:
         offset, dtype, shape, requires_grad = descriptor
-        if self._copy:
+        if copy:
             tensor = torch.empty(shape, dtype=dtype)
-            nbytes = tensor.numel() * dtype.itemsize
-            if nbytes:
-                ctypes.memmove(tensor.data_ptr(), self._arena.address + offset, nbytes)
+            if nbytes := tensor.numel() * dtype.itemsize:
+                ctypes.memmove(tensor.data_ptr(), arena.address + offset, nbytes)
         else:
-            tensor = self._arena.view(offset, dtype, shape)
+            tensor = arena.view(offset, dtype, shape)
         return tensor.requires_grad_() if requires_grad else tensor
 
-
-def unpack(data: bytes, arena: Arena, copy: bool) -> Any:
-    """Unpickle what :func:`pack` made.
-
-    ``copy=False`` (worker side) gives views of the arena, valid until the next call
-    reuses it; ``copy=True`` (parent side) gives tensors the caller may keep.
-    """
-    return TensorUnpacker(io.BytesIO(data), arena, copy).load()
+    unpickler = pickle.Unpickler(io.BytesIO(data))
+    unpickler.persistent_load = persistent_load
+    return unpickler.load()

@@ -1,7 +1,7 @@
-"""Run a model's attention heads on a pool: ``CTransformer(..., attention=PoolAttention(pool))``.
+"""A model's attention heads on a pool: ``CTransformer(..., attention=PoolAttention(pool))``.
 
-Gradients do not cross process boundaries, so training goes through
-:class:`PooledHeads`, whose backward pass is mapped over the pool too.
+Gradients do not cross process boundaries, so training goes through :class:`PooledHeads`,
+whose backward pass is mapped over the pool too.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from former.parallel.pool import HeadPool
 
 HeadFunction = Callable[[tuple[Tensor, Tensor, Tensor, bool]], Tensor]
 MapPool = Any  # anything with multiprocessing.Pool's map(fn, iterable)
+# A piece's (rows, t, t) float32 scores stay within this many bytes, so that they stay in a
+# core's L2 cache (1 MiB or more on current CPUs) rather than stream through shared memory.
+PIECE_SCORE_BYTES = 1 << 20
 
 
 class SerialPool:
@@ -29,43 +32,30 @@ class SerialPool:
 
 
 def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
-    """One head of attention: args = (q, k, v, mask), each (b, t, s), mask=True causal.
-    Returns (b, t, s)."""
+    """One head: args = (q, k, v, mask), each (b, t, s), mask=True causal; (b, t, s) out."""
     q, k, v, mask = args
     return sdpa_attention(q, k, v, 1, mask)
 
 
-def head_gradients(
-    args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tensor],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of one head with respect to its inputs, recomputing its forward pass.
+def head_gradients(args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tensor]) -> tuple:
+    """(grad_q, grad_k, grad_v) of one head, recomputing its forward pass.
 
-    args = (head_function, q, k, v, mask, grad_output), tensors of shape (b, t, s).
-    Returns (grad_q, grad_k, grad_v), each (b, t, s).
+    args = (head_function, q, k, v, mask, grad_output), tensors (b, t, s).
     """
     head_function, q, k, v, mask, grad_output = args
     with torch.enable_grad():
         q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
         out = head_function((q, k, v, mask))
         grads = torch.autograd.grad(out, (q, k, v), grad_output, allow_unused=True)
-    return tuple(
-        torch.zeros_like(x) if g is None else g for x, g in zip((q, k, v), grads, strict=True)
-    )
-
-
-# A piece's (rows, t, t) float32 scores stay within this many bytes, so that they stay in a
-# core's L2 cache (1 MiB or more on current CPUs) rather than stream through shared memory.
-PIECE_SCORE_BYTES = 1 << 20
+    pairs = zip((q, k, v), grads, strict=True)
+    return tuple(torch.zeros_like(x) if g is None else g for x, g in pairs)
 
 
 class InPieces:
-    """A head function applied to ``rows`` batch entries at a time; same output.
-
-    Each piece's scores stay in cache, which matters most when cores compete for
-    memory. Pieces are cut inside the worker, so the pool still moves one item per
-    head. It carries the wrapped function's name and module, so error messages name
-    it and workers reload its module when its file changes.
-    """
+    """A head function applied to ``rows`` batch entries at a time, so that each piece's
+    scores stay in cache; same output. Pieces are cut inside the worker (one pool item per
+    head still), and it carries the wrapped function's name and module, for error messages
+    and for reloading an edited module."""
 
     def __init__(self, head_function: HeadFunction, rows: int) -> None:
         functools.update_wrapper(self, head_function)
@@ -87,28 +77,20 @@ def rows_per_piece(t: int) -> int:
 
 
 def head_slices(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
-    """(b, t, heads * s) -> a list of heads (b, t, s) tensors, head i = features [i*s:(i+1)*s].
-
-    Views for a :class:`HeadPool`, which copies them into shared memory itself; compact
-    copies for other pools, which would pickle a view's whole storage.
-    """
+    """(b, t, heads * s) -> heads tensors (b, t, s), head i = features [i*s:(i+1)*s]: views
+    for a :class:`HeadPool`, which copies them itself, compact copies for other pools
+    (which would pickle a view's whole storage)."""
     s = x.size(-1) // heads
     views = [x[:, :, i * s : (i + 1) * s] for i in range(heads)]
-    if isinstance(pool, HeadPool):
-        return views
-    return [view.contiguous() for view in views]
+    return views if isinstance(pool, HeadPool) else [view.contiguous() for view in views]
 
 
-def map_heads(
-    pool: MapPool,
-    head_function: HeadFunction,
-    queries: Tensor,
-    keys: Tensor,
-    values: Tensor,
-    heads: int,
-    mask: bool,
-) -> Tensor:
-    """Multi-head attention, one pool item per head: (b, t, heads * s) in and out."""
+def map_heads(queries: Tensor, keys: Tensor, values: Tensor, plan: tuple) -> Tensor:
+    """Multi-head attention, one pool item per head: (b, t, heads * s) in and out.
+
+    plan: (pool, head_function, heads, mask).
+    """
+    pool, head_function, heads, mask = plan
     slices = (head_slices(x, heads, pool) for x in (queries, keys, values))
     items = [(q, k, v, mask) for q, k, v in zip(*slices, strict=True)]
     return torch.cat(pool.map(head_function, items), dim=2)
@@ -119,42 +101,31 @@ class PooledHeads(torch.autograd.Function):
     so backward maps :func:`head_gradients` over the pool, recomputing each head there."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        queries: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        heads: int,
-        mask: bool,
-        pool: MapPool,
-        head_function: HeadFunction,
-    ) -> Tensor:
+    def forward(ctx: Any, queries: Tensor, keys: Tensor, values: Tensor, plan: tuple) -> Tensor:
         ctx.save_for_backward(queries, keys, values)
-        ctx.heads, ctx.mask, ctx.pool, ctx.head_function = heads, mask, pool, head_function
-        return map_heads(pool, head_function, queries, keys, values, heads, mask)
+        ctx.plan = plan
+        return map_heads(queries, keys, values, plan)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        tensors = (*ctx.saved_tensors, grad_output)
-        slices = (head_slices(x, ctx.heads, ctx.pool) for x in tensors)
-        items = [
-            (ctx.head_function, q, k, v, ctx.mask, g) for q, k, v, g in zip(*slices, strict=True)
-        ]
-        grads = ctx.pool.map(head_gradients, items)
+        pool, head_function, heads, mask = ctx.plan
+        slices = (head_slices(x, heads, pool) for x in (*ctx.saved_tensors, grad_output))
+        items = [(head_function, q, k, v, mask, g) for q, k, v, g in zip(*slices, strict=True)]
+        grads = pool.map(head_gradients, items)
         grad_q, grad_k, grad_v = (torch.cat([g[i] for g in grads], dim=2) for i in range(3))
-        return grad_q, grad_k, grad_v, None, None, None, None
+        return grad_q, grad_k, grad_v, None
 
 
 class PoolAttention:
     """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models.
 
-    pool: a :class:`HeadPool` (from :func:`make_pool`), a ``multiprocessing.Pool`` or a
-    :class:`SerialPool`. head_function: the one-head function to map, ``(q, k, v, mask)
-    -> out`` on (b, t, s) tensors, such as Task 2's ``attention_function`` (it must live
-    in a module); by default former's. split_batch: workers compute their heads a few
-    batch entries at a time (see :class:`InPieces`); False computes whole heads.
+    pool: a :class:`HeadPool` (:func:`make_pool`), a ``multiprocessing.Pool`` or a
+    :class:`SerialPool`. head_function: the one-head function to map, ``(q, k, v, mask) ->
+    out`` on (b, t, s) tensors, such as Task 2's ``attention_function`` (it must live in a
+    module); by default former's. split_batch: workers compute their heads a few batch
+    entries at a time (:class:`InPieces`); False computes whole heads.
 
-    Called as the learner contract: ``(queries, keys, values, heads, mask=False)`` on
+    Called as the learner contract, ``(queries, keys, values, heads, mask=False)`` on
     (b, t, heads * s) tensors returns (b, t, heads * s), and trains when they require grad.
     """
 
@@ -186,10 +157,11 @@ class PoolAttention:
         head_function, rows = self.head_function, rows_per_piece(queries.size(1))
         if self.split_batch and queries.size(0) > rows:
             head_function = InPieces(head_function, rows)
+        plan = (self.pool, head_function, heads, mask)
         if torch.is_grad_enabled() and any(x.requires_grad for x in (queries, keys, values)):
-            return PooledHeads.apply(queries, keys, values, heads, mask, self.pool, head_function)
+            return PooledHeads.apply(queries, keys, values, plan)
         # No gradients: skip autograd.Function, whose overhead shows in small heads' timings.
-        return map_heads(self.pool, head_function, queries, keys, values, heads, mask)
+        return map_heads(queries, keys, values, plan)
 
     def __deepcopy__(self, memo: dict) -> PoolAttention:
         return self  # copies of a model share the pool (a pool cannot be copied)

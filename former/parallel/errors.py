@@ -1,7 +1,7 @@
 """What can go wrong when work is mapped over a pool, each as its own exception.
 
-Every message says what happened and what to do, because its reader is usually in a
-notebook, looking at a cell that would otherwise hang.
+Every message says what happened and what to do: its reader is usually in a notebook,
+looking at a cell that would otherwise hang.
 """
 
 from __future__ import annotations
@@ -43,10 +43,9 @@ class RemoteTraceback(Exception):
 
 def function_name(fn: object) -> str:
     """``module.qualname`` of a function, or its repr for other callables."""
-    qualname = getattr(fn, "__qualname__", None)
+    qualname, module = getattr(fn, "__qualname__", None), getattr(fn, "__module__", None)
     if qualname is None:
         return repr(fn)
-    module = getattr(fn, "__module__", None)
     return f"{module}.{qualname}" if module else qualname
 
 
@@ -56,49 +55,43 @@ def add_note(error: BaseException, note: str) -> None:
         error.add_note(note)
 
 
-MODULE_ADVICE = (
-    "Define the function with `def` at the top level of a module file and import it from "
-    "there. In a notebook, write that file from a cell that starts with "
-    "`%%writefile my_transformer_model.py`, then "
-    "`from my_transformer_model import attention_function`."
-)
-
-
-def unpicklable_function_message(fn: object, error: BaseException) -> str:
-    """The parent could not pickle ``fn`` (a lambda, a nested function, a bound object...)."""
-    return (
-        f"Cannot send function {function_name(fn)} to the worker processes: {error}. "
-        "Workers receive a function by its module and name, so lambdas, functions defined "
-        "inside other functions, and functions that were redefined after being imported cannot "
-        f"be sent. {MODULE_ADVICE}"
-    )
-
-
-def unimportable_function_message(fn: object, start_method: str, error_text: str) -> str:
-    """A worker could not find (or import) the function the parent sent it."""
+def function_error(fn: object, problem: str, start_method: str | None) -> UnpicklableFunctionError:
+    """``fn`` cannot reach the workers: pickling failed here (``start_method`` None) or the
+    workers, started with ``start_method``, could not import it."""
     name, module = function_name(fn), getattr(fn, "__module__", "?")
-    if module not in {"__main__", "__mp_main__"}:
-        return (
+    advice = (
+        "Define the function with `def` at the top level of a module file and import it from "
+        "there. In a notebook, write that file from a cell that starts with `%%writefile "
+        "my_transformer_model.py`, then `from my_transformer_model import attention_function`."
+    )
+    if start_method is None:
+        why = (
+            f"Cannot send function {name} to the worker processes: {problem}. Workers receive "
+            "a function by its module and name, so lambdas, functions defined inside other "
+            "functions, and functions redefined after being imported cannot be sent."
+        )
+    elif module not in {"__main__", "__mp_main__"}:
+        return UnpicklableFunctionError(
             f"The worker processes cannot import function {name} from module {module!r}: "
-            f"{error_text}. Make sure the module's file is in the folder the pool was created "
+            f"{problem}. Make sure the module's file is in the folder the pool was created "
             "in or on PYTHONPATH, and that importing it works in a fresh Python."
         )
-    if start_method == "fork":
+    elif start_method == "fork":
         why = (
-            f"{name} is defined in the notebook or session itself (`__main__`). Workers "
-            "started with 'fork' are copies of this process taken when the pool was "
-            "created, so they do not know functions defined after that. Create the pool "
-            "after defining the function, or, better, "
+            f"The worker processes cannot find function {name}: {problem}. It is defined in "
+            "the notebook or session itself (`__main__`), and workers started with 'fork' are "
+            "copies of this process taken when the pool was created: create the pool after "
+            "defining the function. Better:"
         )
     else:
         why = (
-            f"{name} is defined in the notebook or interactive session itself "
-            f"(`__main__`). Worker processes started with '{start_method}' start from a fresh "
-            "Python process that never ran your notebook, so they cannot find it "
-            "(from a script it works only when the function is defined at the top level, "
-            "outside `if __name__ == '__main__':`). "
+            f"The worker processes cannot find function {name}: {problem}. It is defined in "
+            f"the notebook or session itself (`__main__`), and workers started with "
+            f"'{start_method}' are fresh Python processes that never ran your notebook (from a "
+            "script it works only for functions defined at the top level, outside "
+            "`if __name__ == '__main__':`)."
         )
-    return f"The worker processes cannot find function {name}: {error_text}. {why}{MODULE_ADVICE}"
+    return UnpicklableFunctionError(f"{why} {advice}")
 
 
 def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
@@ -119,22 +112,17 @@ def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
             "killer does this when memory runs out, so try smaller inputs or fewer processes"
         )
     if number == getattr(signal, "SIGSEGV", None):
-        return (
-            f"it crashed with a segmentation fault ({name}, {number}), a bug in native code "
-            "or memory exhaustion"
-        )
+        return f"it crashed with a segmentation fault ({name}, {number}), a bug in native code"
     return f"it was killed by {name} ({number})"
 
 
 def error_from_worker(
     kind: str, details: object, fn: object, worker: int, first_item: int, start_method: str
 ) -> BaseException:
-    """The exception to raise for a worker's ``("error", kind, details)`` reply.
-
-    ``first_item`` is the index, in the whole ``map``, of the worker's first item.
-    """
+    """The exception to raise for a worker's ``("error", kind, details)`` reply; ``first_item``
+    is the index, in the whole ``map``, of the worker's first item."""
     if kind == "function":
-        return UnpicklableFunctionError(unimportable_function_message(fn, start_method, details))
+        return function_error(fn, details, start_method)
     if kind == "items":
         return UnpicklableItemError(
             f"Worker process {worker} could not read its items: {details}. Items holding "
@@ -154,8 +142,6 @@ def error_from_worker(
     if not isinstance(error, Exception):
         error = WorkerError(f"{type_name}: {message}")
     error.__cause__ = RemoteTraceback(traceback_text)
-    add_note(
-        error,
-        f"(raised by {function_name(fn)} on item {first_item + index}, in worker process {worker})",
-    )
+    where = f"on item {first_item + index}, in worker process {worker}"
+    add_note(error, f"(raised by {function_name(fn)} {where})")
     return error

@@ -1,11 +1,9 @@
 """``make_pool``: a process pool for attention heads that is safe, fast and never hangs.
 
-Use it where you would use ``multiprocessing.Pool``: ``pool.map(attention_function, items)``.
-Unlike it, the start method is a safe one (never ``fork`` on macOS, ``forkserver`` by
-default on Linux, so workers never inherit a kernel's threads), each worker runs one torch
-thread, workers persist between calls and receive tensors through shared memory, each
-worker gets one contiguous batch of items per call (one message each way), the caller may
-compute a share itself (``include_caller=True``), and every failure is an exception.
+Use it as ``multiprocessing.Pool``: ``pool.map(attention_function, items)``. Unlike it, the
+start method is a safe one, each worker runs one torch thread, persists between calls and
+receives tensors through shared memory, one contiguous batch of items per worker and call;
+the caller may compute a share itself (``include_caller=True``); every failure raises.
 """
 
 from __future__ import annotations
@@ -24,19 +22,17 @@ from typing import Any
 from former.parallel.arena import pack
 from former.parallel.errors import (
     PoolError,
-    UnpicklableFunctionError,
     UnpicklableItemError,
     WorkerDiedError,
     add_note,
     describe_exit,
     error_from_worker,
+    function_error,
     function_name,
-    unpicklable_function_message,
 )
 from former.parallel.worker import STOP_TIMEOUT, Traffic, Worker, next_messages, stop_all
 from former.threads import torch_threads
 
-START_METHODS = ("fork", "forkserver", "spawn")
 STARTUP_TIMEOUT = 120.0  # seconds; spawn imports torch in every worker, slow on a busy laptop
 
 
@@ -48,11 +44,8 @@ def available_cpus() -> int:
 
 
 def default_start_method() -> str:
-    """``forkserver`` where it exists, except on macOS and Windows: ``spawn`` there.
-
-    ``fork`` copies the parent's threads and locks; ``forkserver`` forks workers from a
-    small single-threaded server, which is Python's own default from 3.14.
-    """
+    """``spawn`` on macOS and Windows, else ``forkserver`` where it exists: workers forked
+    from a small single-threaded server, not copies of a parent's threads and locks."""
     if sys.platform in {"darwin", "win32"}:
         return "spawn"
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -60,23 +53,19 @@ def default_start_method() -> str:
 
 def check_start_method(start_method: str | None) -> str:
     """Validate a requested start method; ``None`` means :func:`default_start_method`."""
+    available = multiprocessing.get_all_start_methods()
     if start_method is None:
         return default_start_method()
-    if start_method not in START_METHODS:
-        raise ValueError(
-            f"Unknown start method {start_method!r}; use one of {', '.join(START_METHODS)} "
-            "or None for the platform's safe default."
-        )
     if start_method == "fork" and sys.platform == "darwin":
         raise ValueError(
-            "start_method='fork' is not safe on macOS: system libraries used by torch "
-            "crash or hang in forked children. Use 'spawn' (the default) and put the "
-            "mapped function in a module (%%writefile my_transformer_model.py)."
+            "start_method='fork' is not safe on macOS: system libraries used by torch crash "
+            "or hang in forked children. Use 'spawn' (the default) and put the mapped "
+            "function in a module (%%writefile my_transformer_model.py)."
         )
-    if start_method not in multiprocessing.get_all_start_methods():
+    if start_method not in available:
         raise ValueError(
-            f"start method {start_method!r} is not available on {sys.platform}; "
-            f"available: {', '.join(multiprocessing.get_all_start_methods())}."
+            f"Unknown start method {start_method!r} on {sys.platform}: use one of "
+            f"{', '.join(available)}, or None for the platform's safe default."
         )
     return start_method
 
@@ -91,8 +80,8 @@ def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
 class HeadPool:
     """Persistent worker processes with a ``multiprocessing.Pool``-like ``map``.
 
-    Make one with :func:`make_pool`. Use it as a context manager, or call :meth:`close`;
-    a pool that is garbage-collected stops its workers.
+    Make one with :func:`make_pool`; use it as a context manager or :meth:`close` it (a
+    pool that is garbage-collected stops its workers).
     """
 
     def __init__(
@@ -112,32 +101,28 @@ class HeadPool:
         self._finalizer = weakref.finalize(self, stop_all, self._workers)
         self._start_workers()
 
-    # -- life cycle ----------------------------------------------------------------------
-
     def _start_workers(self) -> None:
         if self.worker_count == 0:
             return  # make_pool(1, include_caller=True): the caller computes everything
         if self.start_method == "forkserver":
             # The server imports torch once; every worker forked from it starts warm.
             self._context.set_forkserver_preload(["__main__", "former.parallel.worker"])
+        late = (
+            f"worker processes did not start within {STARTUP_TIMEOUT:.0f} s (start method "
+            f"{self.start_method!r}); the machine may be overloaded: try fewer processes."
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
-            for index in range(self.worker_count):
-                self._workers.append(Worker.start(self._context, index))
-            late = (
-                f"worker processes did not start within {STARTUP_TIMEOUT:.0f} s (start method "
-                f"{self.start_method!r}); the machine may be overloaded: try fewer processes."
-            )
-            deadline = time.monotonic() + STARTUP_TIMEOUT
+            self._workers.extend(Worker.start(self._context, i) for i in range(self.worker_count))
             for worker, message in next_messages(self._workers, deadline, late):
                 if message is None:
                     raise PoolError(
                         f"Worker process {worker.index} failed to start: "
-                        f"{describe_exit(worker.process.exitcode, during_call=False)}. Its "
-                        "error message is printed where this Python process writes its "
-                        "standard error (for a notebook: the terminal that runs Jupyter). With "
-                        f"start method {self.start_method!r} a worker imports the main script "
-                        "again, so scripts must keep their work under "
-                        "`if __name__ == '__main__':`."
+                        f"{describe_exit(worker.process.exitcode, during_call=False)}. Its error "
+                        "is printed on this process's standard error (for a notebook: the "
+                        f"terminal that runs Jupyter). With start method {self.start_method!r} a "
+                        "worker imports the main script again, so scripts must keep their work "
+                        "under `if __name__ == '__main__':`."
                     )
         except BaseException:
             stop_all(self._workers)
@@ -173,17 +158,14 @@ class HeadPool:
 
     def __repr__(self) -> str:
         caller = ", include_caller=True" if self.include_caller else ""
-        return (
-            f"HeadPool(processes={self.processes}{caller}, start_method={self.start_method!r}, "
-            f"{'closed' if self._closed else 'running'})"
-        )
+        state = "closed" if self._closed else "running"
+        method = f"start_method={self.start_method!r}"
+        return f"HeadPool(processes={self.processes}{caller}, {method}, {state})"
 
     @property
     def pids(self) -> list[int]:
         """Process ids of the current workers."""
         return [worker.process.pid for worker in self._workers]
-
-    # -- map -----------------------------------------------------------------------------
 
     def map(
         self,
@@ -194,10 +176,9 @@ class HeadPool:
     ) -> list[Any]:
         """``[fn(item) for item in iterable]``, computed by the workers, in order.
 
-        Each worker gets one contiguous batch of items; with ``include_caller`` the
-        caller computes the last batch (``chunksize`` is accepted for compatibility and
-        ignored). Past ``timeout`` seconds, :class:`PoolTimeoutError` is raised and the
-        workers are replaced; so are workers that died.
+        Each worker gets one contiguous batch of items; with ``include_caller`` the caller
+        computes the last (``chunksize`` is accepted for compatibility and ignored). Past
+        ``timeout`` seconds, :class:`PoolTimeoutError`; timed-out or dead workers are replaced.
         """
         items = list(iterable)
         if self._closed:
@@ -209,18 +190,21 @@ class HeadPool:
         try:
             function_bytes = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
-            raise UnpicklableFunctionError(unpicklable_function_message(fn, error)) from error
+            raise function_error(fn, str(error), start_method=None) from error
         module = getattr(fn, "__module__", None)
         with self._lock:
             if len(self._workers) < self.worker_count:
                 self._start_workers()
             ranges = split_evenly(len(items), len(self._workers) + self.include_caller)
-            # The caller's batch is the last, never larger than the others: it also hands
-            # out the work and gathers it.
+            # The caller's batch is the last and never the largest: it also hands out the work.
             own_range = ranges.pop() if self.include_caller else None
             busy = self._workers[: len(ranges)]
             batches = [self._pack_batch(items, start, stop) for start, stop in ranges]
             deadline = None if timeout is None else time.monotonic() + timeout
+            late = (
+                f"{function_name(fn)} did not finish within the timeout; the workers were "
+                "stopped and new ones start with the next call."
+            )
             try:
                 for worker, batch, item_range in zip(busy, batches, ranges, strict=True):
                     try:
@@ -228,10 +212,6 @@ class HeadPool:
                     except OSError:  # the worker died between calls
                         raise self._death(worker, item_range, fn) from None
                 own_results, own_error = self._run_here(fn, items, own_range)
-                late = (
-                    f"{function_name(fn)} did not finish within the timeout; the workers were "
-                    "stopped and new ones start with the next call."
-                )
                 replies = {}
                 for worker, data in next_messages(busy, deadline, late):
                     if data is None:
@@ -239,8 +219,7 @@ class HeadPool:
                     # Results are copied out now, while the other workers still compute.
                     replies[worker.index] = worker.read_reply(data, self.traffic)
             except BaseException:
-                # A worker may still be computing or be gone: start afresh next time.
-                stop_all(self._workers)
+                stop_all(self._workers)  # a worker may still compute or be gone: start afresh
                 raise
             self.traffic.calls += 1
             results = []
@@ -256,17 +235,13 @@ class HeadPool:
     def _run_here(
         self, fn: Callable[[Any], Any], items: list[Any], item_range: tuple[int, int] | None
     ) -> tuple[list[Any], Exception | None]:
-        """The caller's share: its results, or the exception that stopped it.
-
-        The exception is returned, not raised, so that the workers' replies are still
-        read and the workers stay in step for the next call.
-        """
+        """The caller's share: its results, or the exception that stopped it, returned so that
+        the workers' replies are still read and the workers stay in step."""
         if item_range is None:
             return [], None
         index = item_range[0]
         try:
-            # One thread, as each worker has: more would compete with them for the cores.
-            with torch_threads(1):
+            with torch_threads(1):  # as each worker: more would compete with them for cores
                 results = []
                 for index in range(*item_range):
                     results.append(fn(items[index]))
@@ -292,9 +267,7 @@ class HeadPool:
                 "in a notebook cannot be sent."
             ) from error
 
-    def _death(
-        self, worker: Worker, item_range: tuple[int, int], fn: Callable[[Any], Any]
-    ) -> WorkerDiedError:
+    def _death(self, worker: Worker, item_range: tuple[int, int], fn: Callable) -> WorkerDiedError:
         worker.process.join(STOP_TIMEOUT)
         start, stop = item_range
         items = f"item {start}" if stop - start == 1 else f"items {start}-{stop - 1}"
@@ -310,13 +283,11 @@ def make_pool(
 ) -> HeadPool:
     """A ready-to-use :class:`HeadPool` (its workers have started when this returns).
 
-    processes: processes that compute; ``None`` means one per available core.
-    include_caller: the calling process computes one share of every ``map`` itself (one
-    torch thread) and ``processes - 1`` workers the rest: only their share is copied and
-    one wake-up fewer is paid per call, but a crash in the caller's share is a crash of
-    your process, and ``timeout`` cannot interrupt it.
-    start_method: ``"fork"``, ``"forkserver"``, ``"spawn"``, or ``None`` for the platform's
-    safe default (see :func:`default_start_method`). Under spawn and forkserver a mapped
-    function must live in a module.
+    processes: processes that compute; None: one per available core. include_caller: this
+    process computes one share of every ``map`` (one torch thread) and ``processes - 1``
+    workers the rest, so only their share is copied and one wake-up fewer is paid, but a
+    crash in that share is a crash of your process and ``timeout`` cannot interrupt it.
+    start_method: "fork", "forkserver", "spawn", or None for :func:`default_start_method`;
+    under spawn and forkserver a mapped function must live in a module.
     """
     return HeadPool(processes, start_method, include_caller)

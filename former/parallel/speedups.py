@@ -1,8 +1,7 @@
-"""When do processes pay off? Time multi-head attention serially, on threads and on pools.
+"""When do processes pay off? Multi-head attention timed serially, on threads and on pools.
 
-In the notebook: ``plot_speedups(measure_speedups(parallel_multihead_attention))``.
-Every speed-up is over the same heads computed one after the other in this process on
-one thread.
+In the notebook: ``plot_speedups(measure_speedups(parallel_multihead_attention))``. Every
+speed-up is over the same heads computed one after the other in this process, one thread.
 """
 
 from __future__ import annotations
@@ -29,19 +28,18 @@ def interleaved_timings(
 ) -> dict[Hashable, list[float]]:
     """Seconds per call of each method, ``repeats`` samples each, the methods taking turns.
 
-    methods: name -> (torch threads, zero-argument call). Each repeat runs the methods
-    in a new random order, so that a burst of load on a shared machine, or a pool still
-    tidying up after its call, does not always hit the same method.
+    methods: name -> (torch threads, zero-argument call). Each repeat runs them in a new
+    random order, so that a burst of load on a shared machine (or a pool still tidying up
+    after its call) does not always hit the same method.
     """
     for threads, fn in methods.values():
         with torch_threads(threads):
             for _ in range(warmup):
                 fn()
-    names = list(methods)
     order = random.Random(0)
-    samples: dict[Hashable, list[float]] = {name: [] for name in names}
+    samples: dict[Hashable, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        for name in order.sample(names, len(names)):
+        for name in order.sample(list(methods), len(methods)):
             threads, fn = methods[name]
             with torch_threads(threads):
                 start = time.perf_counter()
@@ -60,17 +58,7 @@ def pool_attention(
 def random_inputs(batch: int, heads: int, t: int, head_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Queries, keys and values of shape (batch, t, heads * head_size), always the same."""
     generator = torch.Generator().manual_seed(0)
-    shape = (batch, t, heads * head_size)
-    return tuple(torch.randn(shape, generator=generator) for _ in range(3))
-
-
-def describe_method(method: str, workers: int) -> str:
-    """A legend label such as ``"2 processes"`` or ``"torch, 2 threads"``."""
-    if method == "serial":
-        return "serial, 1 thread"
-    if method == "threads":
-        return f"torch, {workers} thread{'s' if workers > 1 else ''}"
-    return f"{workers} process{'es' if workers > 1 else ''}"
+    return tuple(torch.randn(batch, t, heads * head_size, generator=generator) for _ in range(3))
 
 
 def measure_speedups(
@@ -89,16 +77,19 @@ def measure_speedups(
     """Speed-up of pools and of torch threads over one thread, for each sequence length.
 
     parallel_attention: ``(queries, keys, values, heads, mask, pool) -> output``, such as
-    your ``parallel_multihead_attention`` (its head function must live in a module); by
-    default former's own. It is timed on a :class:`SerialPool` with one thread (the
-    baseline) and with each count in ``threads``, and on a pool per count in
-    ``processes``. Inputs are (batch, t, heads * head_size); timings are medians.
-
-    Returns one row per (length, method): ``{"method": "serial" | "threads" |
-    "processes", "workers", "label", "t", "batch", "heads", "head_size", "mask",
-    "seconds", "speedup"}``. Pass it to :func:`plot_speedups`.
+    your ``parallel_multihead_attention`` (its head function in a module); by default
+    former's. It is timed on a :class:`SerialPool` with one thread (the baseline) and with
+    each count of ``threads``, and on a pool per count of ``processes``. Inputs are (batch,
+    t, heads * head_size); timings are medians. Returns one row per (length, method),
+    ``{"method": "serial" | "threads" | "processes", "workers", "label", "t", "batch",
+    "heads", "head_size", "mask", "seconds", "speedup"}``, for :func:`plot_speedups`.
     """
     attend = parallel_attention or pool_attention
+    labels = {
+        "serial": "serial, 1 thread",
+        "threads": "torch, {} thread",
+        "processes": "{} process",
+    }
     pools = {}
     try:
         for count in processes:
@@ -110,8 +101,8 @@ def measure_speedups(
             def run(pool: Any, q: Tensor = q, k: Tensor = k, v: Tensor = v) -> Callable[[], Any]:
                 return lambda: attend(q, k, v, heads, mask, pool)
 
-            # A pool's caller only hands out work and gathers it: one thread for it
-            # leaves the cores to the workers.
+            # A pool's caller only hands out work and gathers it: one thread for it leaves
+            # the cores to the workers.
             methods = {("serial", 1): (1, run(SerialPool()))}
             methods.update({("threads", n): (n, run(SerialPool())) for n in threads})
             methods.update({("processes", n): (1, run(pool)) for n, pool in pools.items()})
@@ -119,8 +110,10 @@ def measure_speedups(
             baseline = statistics.median(samples["serial", 1])
             shape = {"t": t, "batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
             for method, workers in methods:
+                label = labels[method].format(workers)
+                if workers > 1:
+                    label += "es" if method == "processes" else "s"
                 seconds = statistics.median(samples[method, workers])
-                label = describe_method(method, workers)
                 row = {"method": method, "workers": workers, "label": label, **shape}
                 rows.append({**row, "seconds": seconds, "speedup": baseline / seconds})
         return rows
@@ -130,10 +123,8 @@ def measure_speedups(
 
 
 def plot_speedups(results: Sequence[dict[str, Any]]):
-    """Speed-up against sequence length, one line per method; returns a matplotlib Figure.
-
-    results: rows from :func:`measure_speedups`.
-    """
+    """Speed-up against sequence length, one line per method, from :func:`measure_speedups`'
+    rows; a matplotlib Figure, shown as an image when a notebook cell ends with it."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -141,9 +132,8 @@ def plot_speedups(results: Sequence[dict[str, Any]]):
     for label in dict.fromkeys(row["label"] for row in results):
         rows = sorted((r for r in results if r["label"] == label), key=lambda r: r["t"])
         style = "--" if rows[0]["method"] == "serial" else "-"
-        axes.plot(
-            [r["t"] for r in rows], [r["speedup"] for r in rows], style, marker="o", label=label
-        )
+        ts, speedups = [r["t"] for r in rows], [r["speedup"] for r in rows]
+        axes.plot(ts, speedups, style, marker="o", label=label)
     most = max((r["workers"] for r in results if r["method"] != "serial"), default=1)
     axes.axhline(most, color="grey", linewidth=0.8, linestyle=":")
     axes.annotate(f"ideal for {most} cores", (0.01, most), xycoords=("axes fraction", "data"))
@@ -157,13 +147,11 @@ def plot_speedups(results: Sequence[dict[str, Any]]):
             f"of size {first['head_size']}"
         )
     axes.legend()
-    # Shown as an image when a notebook cell ends with it, even if pyplot was never imported.
-    figure._repr_png_ = lambda: figure_png(figure)
+
+    def png() -> bytes:  # even if pyplot was never imported
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    figure._repr_png_ = png
     return figure
-
-
-def figure_png(figure: Any) -> bytes:
-    """The figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()

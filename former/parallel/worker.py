@@ -1,11 +1,10 @@
 """A worker process, both ends: the loop it runs, and the parent's handle on it.
 
-Messages are pickled tuples over the worker's own socket. Parent to worker: ``("arena",
-nbytes, name)`` then the arena's descriptor; ``("task", module, function_bytes,
-items_bytes, out_start)``. Worker to parent: ``b"ready"`` once, then per
-task ``("done", results_bytes, out_needed)`` or ``("error", kind, details)``, kind being
-``"function"``, ``"items"``, ``"raised"`` or ``"result"``. Tensors are not in these
-bytes: they live in the worker's arena.
+Messages are pickled tuples over the worker's socket. To the worker: ``("arena", nbytes,
+name)`` then the arena's descriptor, or ``("task", module, function_bytes, items_bytes,
+out_start)``. Back: ``b"ready"`` once, then per task ``("done", results_bytes, out_needed)``
+or ``("error", kind, details)``, kind being "function", "items", "raised" or "result".
+Tensors travel in the worker's arena, not in these bytes.
 """
 
 from __future__ import annotations
@@ -32,16 +31,19 @@ from former.parallel.errors import PoolTimeoutError
 STOP_TIMEOUT = 2.0  # seconds a worker gets to end after SIGTERM, then after SIGKILL
 
 
-def dumps(message: tuple) -> bytes:
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def dumps(obj: object) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def use_one_thread() -> None:
     """One intra-op thread for the rest of this process, in torch and any BLAS loaded later.
 
-    For worker processes (a pool ``initializer``): they already run side by side, so
-    more threads only oversubscribe the cores. It also makes ``fork`` safe: a forked
-    child deadlocks on its first OpenMP parallel region with several threads.
+    For worker processes (a pool ``initializer``): they already run side by side, and a
+    forked child deadlocks in its first OpenMP region with several threads.
     """
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
@@ -55,10 +57,9 @@ def use_one_thread() -> None:
 def keep_freed_memory() -> None:
     """Keep memory this process frees for its next use instead of returning it to the OS.
 
-    Attention allocates score matrices of several MiB per head; by default glibc gives
-    such blocks back when freed, and every call pays page faults to get them again. A
-    persistent worker keeps them (its memory stays at its largest call's peak). Only
-    glibc has these knobs; elsewhere nothing changes.
+    glibc gives freed blocks of several MiB (a head's score matrices) back at once, and every
+    call pays page faults to get them again; a persistent worker keeps its largest call's
+    peak instead. Nothing changes off glibc.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -83,11 +84,8 @@ def file_version(module_name: str | None) -> int | None:
 
 
 def load_function(module_name: str | None, function_bytes: bytes, versions: dict) -> Callable:
-    """Unpickle the mapped function, reloading its module first if its file changed.
-
-    Workers persist, so without the reload a function fixed with ``%%writefile`` would
-    keep running its old version. ``versions``: module name -> file version last seen.
-    """
+    """Unpickle the mapped function, reloading its module first if its file changed since
+    (``versions``: module -> file version), so a ``%%writefile`` fix reaches the workers."""
     if module_name in versions:
         version = file_version(module_name)
         if version is not None and version != versions[module_name]:
@@ -99,54 +97,40 @@ def load_function(module_name: str | None, function_bytes: bytes, versions: dict
     return fn
 
 
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _exception_bytes(error: BaseException) -> bytes | None:
-    try:
-        return pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return None  # the parent reports it by type name and message
-
-
 def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
     """Apply the function of a ``task`` message to its items; the reply message."""
     _, module_name, function_bytes, items_bytes, out_start = message
+    step = "function"
     try:
         fn = load_function(module_name, function_bytes, versions)
-    except BaseException as error:
-        return dumps(("error", "function", _error_text(error)))
-    try:
+        step = "items"
         items = unpack(items_bytes, arena, copy=False)
     except BaseException as error:
-        return dumps(("error", "items", _error_text(error)))
+        return dumps(("error", step, error_text(error)))
     results = []
     for index, item in enumerate(items):
         try:
             results.append(fn(item))
         except BaseException as error:
-            details = (
-                index,
-                _exception_bytes(error),
-                type(error).__name__,
-                str(error),
-                traceback.format_exc(),
-            )
+            try:
+                error_bytes = dumps(error)
+            except Exception:
+                error_bytes = None  # the parent reports it by type name and message
+            details = (index, error_bytes, type(error).__name__, str(error), traceback.format_exc())
             return dumps(("error", "raised", details))
     del items  # views of the arena; results are written after the inputs, not over them
     try:
         data, placement = pack(results, align(out_start), limit=arena.nbytes)
         copy_in(arena, placement)
     except BaseException as error:
-        return dumps(("error", "result", _error_text(error)))
+        return dumps(("error", "result", error_text(error)))
     return dumps(("done", data, placement.end - out_start + placement.spilled_bytes))
 
 
 def serve(conn: Connection) -> None:
     """Entry point of a worker process."""
-    # Ctrl-C (or a notebook's interrupt button) reaches the whole process group; the
-    # parent handles it and replaces its workers, so workers keep quiet.
+    # Ctrl-C (a notebook's interrupt button) reaches the whole process group; the parent
+    # handles it and replaces its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_one_thread()
     keep_freed_memory()
@@ -203,11 +187,7 @@ class Worker:
         return cls(index, process, parent_end)
 
     def send_task(
-        self,
-        module: str | None,
-        function_bytes: bytes,
-        batch: tuple[bytes, Placement],
-        traffic: Traffic,
+        self, module: str | None, fn_bytes: bytes, batch: tuple[bytes, Placement], traffic: Traffic
     ) -> None:
         """Copy a packed batch into the arena (grown first if need be) and send the task."""
         items_bytes, placement = batch
@@ -221,7 +201,7 @@ class Worker:
             self.conn.send_bytes(dumps(("arena", self.arena.nbytes, self.arena.name)))
             self.arena.send(self.conn, self.process.pid)
         copy_in(self.arena, placement)
-        message = dumps(("task", module, function_bytes, items_bytes, out_start))
+        message = dumps(("task", module, fn_bytes, items_bytes, out_start))
         self.conn.send_bytes(message)
         traffic.pipe_bytes += len(message)
         traffic.shared_bytes += placement.end
@@ -238,7 +218,7 @@ class Worker:
         try:
             return "done", unpack(results_bytes, self.arena, copy=True)
         except Exception as error:
-            return "error", "result", _error_text(error)
+            return "error", "result", error_text(error)
 
     def stop(self) -> None:
         for end in (self.process.terminate, self.process.kill):
@@ -262,10 +242,8 @@ def stop_all(workers: list[Worker]) -> None:
 def next_messages(
     workers: list[Worker], deadline: float | None, late: str
 ) -> Iterator[tuple[Worker, bytes | None]]:
-    """The next message of each worker as it arrives; None from a worker that died.
-
-    Past ``deadline`` (``time.monotonic()``), raises :class:`PoolTimeoutError` saying ``late``.
-    """
+    """The next message of each worker as it arrives, None from one that died; past
+    ``deadline`` (``time.monotonic()``), :class:`PoolTimeoutError` saying ``late``."""
     waiting = {worker.conn: worker for worker in workers}
     while waiting:
         sentinels = {worker.process.sentinel: worker for worker in waiting.values()}
