@@ -27,7 +27,7 @@ from grader.course.records import load_results, recorded_seed
 from grader.course.report import main as report_main
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
-from solutions.hidden_tests import NOTEBOOK_SEED
+from solutions.hidden_cases import NOTEBOOK_SEED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submissions import corpus  # noqa: E402

@@ -24,17 +24,15 @@ from learner_code import (
 from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY
 from grader.learner.probe import probe_case
 from solutions import attention as solution
-from solutions.hidden_tests import (
+from solutions.hidden_cases import (
     CASES,
     GENERATION_CONTEXT,
     GROUPS,
     TRAINING_LENGTH,
-    HiddenTestFailure,
     case_inputs,
     expected_outputs,
-    judge_case,
-    run_group,
 )
+from solutions.hidden_tests import HiddenTestFailure, judge_case, run_group
 
 TASK1 = [g for g in GROUPS if g.startswith("test_task1")]
 

@@ -120,7 +120,7 @@ def hidden_region(source: str) -> str:
 
 
 def test_master_test_cells_run_their_own_hidden_group():
-    from solutions.hidden_tests import GROUPS
+    from solutions.hidden_cases import GROUPS
 
     nb = nbformat.read(MASTER, as_version=4)
     tests = {

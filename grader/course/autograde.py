@@ -32,7 +32,7 @@ from tqdm import tqdm
 from grader.course.feedback import write_feedback
 from grader.course.gradebook import GradebookError, GradebookWriter
 from grader.course.records import record_seed, recorded_seed, save_result
-from grader.judge.grade import Plan, all_failed, grade_submission, hidden_tests, make_plan
+from grader.judge.grade import Plan, all_failed, grade_submission, instructor_module, make_plan
 from grader.judge.verdicts import SubmissionResult
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
@@ -166,7 +166,7 @@ def autograde(
     import torch
 
     torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
-    groups = hidden_tests().GROUPS
+    groups = instructor_module("hidden_cases").GROUPS
     results: list[SubmissionResult] = []
     with GradebookWriter(course_dir, assignment, db_url) as writer:
         notebook = writer.graded_notebook(set(groups))

@@ -38,9 +38,11 @@ def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[d
     """The report's rows, one per student with a submission, sorted by student id."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from grader.judge.grade import hidden_tests
+    from grader.judge.grade import instructor_module
 
-    task_of = {grade_id: group.task for grade_id, group in hidden_tests().GROUPS.items()}
+    task_of = {
+        grade_id: group.task for grade_id, group in instructor_module("hidden_cases").GROUPS.items()
+    }
     verdicts = load_results(course_dir, assignment)
     table = []
     with Gradebook(db_url or default_db_url(course_dir)) as gradebook:

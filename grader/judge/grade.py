@@ -13,6 +13,7 @@ inputs were drawn from, so a regrade with that seed gives the same scores and fe
 
 from __future__ import annotations
 
+import importlib
 import secrets
 import sys
 import time
@@ -66,7 +67,7 @@ def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Pl
     """
     seed = new_seed() if seed is None else int(seed)
     groups = {}
-    tests = hidden_tests()
+    tests = instructor_module("hidden_cases")
     for grade_id, group in tests.GROUPS.items():
         cases = group.cases[:cases_per_group] if cases_per_group else group.cases
         groups[grade_id] = type(group)(
@@ -80,24 +81,19 @@ def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Pl
     return Plan(groups, inputs, expected, seed)
 
 
-def hidden_tests():
-    """``solutions.hidden_tests``, from the repository this grader belongs to.
-
-    Instructor-side only: the judge and the report import it; nothing that runs in the
-    sandbox does (``solutions/`` is not even mounted there).
-    """
-    try:
-        from solutions import hidden_tests as module
-    except ModuleNotFoundError:
-        repo = Path(__file__).resolve().parents[2]
-        if not (repo / "solutions" / "hidden_tests.py").is_file():
-            raise RuntimeError(
-                f"the hidden tests (solutions/hidden_tests.py) are not in {repo}: grade from "
-                "the instructor's copy of the repository"
-            ) from None
+def instructor_module(name: str):
+    """``solutions.<name>`` (``hidden_cases``, ``hidden_tests``) from the repository this
+    grader belongs to. Instructor-side only: nothing that runs in the sandbox imports it
+    (``solutions/`` is not even mounted there)."""
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "solutions" / f"{name}.py").is_file():
+        raise RuntimeError(
+            f"solutions/{name}.py is not in {repo}: grade from the instructor's copy of the "
+            "repository"
+        )
+    if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
-        from solutions import hidden_tests as module
-    return module
+    return importlib.import_module(f"solutions.{name}")
 
 
 # -- one submission -------------------------------------------------------------------------
@@ -165,7 +161,7 @@ def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
 
 
 def _judge(plan: Plan, outcomes: dict[str, FunctionRun]) -> list[TestResult]:
-    judge_case = hidden_tests().judge_case
+    judge_case = instructor_module("hidden_tests").judge_case
     forbidden = _forbidden_functions(outcomes)
     tests = []
     for group in plan.groups.values():

@@ -193,50 +193,29 @@ class InstrumentedPool:
             self._owned = context.Pool(self.processes, initializer=_fresh_worker)
         return self._owned if self._owned is not None else self._wrapped
 
-    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        items = list(iterable)
-        self._record("map", func, items)
+    def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
+        self._record(method, func, items)
         runner = self._runner(func)
         if runner is None:
-            return self._scaled([func(item) for item in items])
-        if runner is self._owned:
-            return self._scaled(self._wait(runner.map_async(func, items, chunksize)))
-        if chunksize is None:  # pools other than multiprocessing's may not take it
-            return self._scaled(runner.map(func, items))
-        return self._scaled(runner.map(func, items, chunksize))
+            results = [func(*item) if star else func(item) for item in items]
+        elif runner is self._owned:
+            results = self._wait((runner.starmap_async if star else runner.map_async)(func, items))
+        else:
+            results = list((runner.starmap if star else runner.map)(func, items))
+        return self._scaled(results)
 
-    def map_async(
-        self, func: Callable, iterable: Iterable, chunksize: int | None = None
-    ) -> _Finished:
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self._run("map", func, list(iterable))
+
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
         """Like ``map`` (recorded as one call), but returns an object with ``.get()``."""
-        items = list(iterable)
-        self._record("map_async", func, items)
-        runner = self._runner(func)
-        if runner is None:
-            return _Finished(self._scaled([func(item) for item in items]))
-        if runner is self._owned:
-            return _Finished(self._scaled(self._wait(runner.map_async(func, items, chunksize))))
-        return _Finished(self._scaled(runner.map(func, items)))
+        return _Finished(self._run("map_async", func, list(iterable)))
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
-        items = list(iterable)
-        self._record("imap", func, items)
-        runner = self._runner(func)
-        if runner is None:
-            return iter(self._scaled([func(item) for item in items]))
-        if runner is self._owned:
-            return iter(self._scaled(self._wait(runner.map_async(func, items, chunksize))))
-        return iter(self._scaled(list(runner.imap(func, items, chunksize))))
+        return iter(self._run("imap", func, list(iterable)))
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        items = [tuple(item) for item in iterable]
-        self._record("starmap", func, items)
-        runner = self._runner(func)
-        if runner is None:
-            return self._scaled([func(*item) for item in items])
-        if runner is self._owned:
-            return self._scaled(self._wait(runner.starmap_async(func, items, chunksize)))
-        return self._scaled(runner.starmap(func, items, chunksize))
+        return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
 
     def _scaled(self, results: list) -> list:
         if self.result_scale == 1.0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 from grader.course import nbgrader
-from solutions.hidden_tests import GROUPS
+from solutions.hidden_cases import GROUPS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
