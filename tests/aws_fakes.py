@@ -129,8 +129,9 @@ def put_log_lines(session, stream: str, lines: list[str]) -> None:
 class JobTimeline:
     """SageMaker's states for one moto job, one step per poll (pass ``advance`` as ``sleep``).
 
-    The log lines arrive in two halves (during Training and Uploading), the model
-    during Uploading; elapsed times are those of a short real job.
+    The log lines arrive in two parts (up to the first evaluation during Training,
+    the rest during Uploading), the model during Uploading; elapsed times are those
+    of a short real job.
     """
 
     STEPS = (  # (seconds since creation, status, secondary status, message)
@@ -168,7 +169,8 @@ class JobTimeline:
         self.job.secondary_status_transitions.append(
             {"Status": secondary, "StartTime": now, "StatusMessage": message}
         )
-        half = len(self.log_lines) // 2
+        first_metric = next((i for i, ln in enumerate(self.log_lines) if "val_acc=" in ln), 0)
+        half = first_metric + 1  # the first evaluation arrives while training
         if secondary == "Training":
             put_log_lines(self.session, self.stream, self.log_lines[:half])
         if secondary in ("Uploading", "Failed"):

@@ -106,7 +106,7 @@ def follow(
     on_metrics: Callable[[dict[str, float]], None] | None = None,
     poll_seconds: float = 15,
     out: Callable[[str], None] = print,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Print the job's progress until it ends; return its final description.
 
@@ -138,7 +138,7 @@ def follow(
                             on_metrics(metrics)
                 if job["TrainingJobStatus"] in FINAL_STATES:
                     break
-                sleep(poll_seconds)
+                (sleep or time.sleep)(poll_seconds)
         except KeyboardInterrupt:
             raise SageMakerError(
                 f"Stopped following {job_name}; the job goes on (and bills) until it ends: "
