@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 lab: $(LAB_STAMP)
-	cd $(dir $(RELEASE_NB)) && ../../../$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(RELEASE_NB))
+	cd $(dir $(RELEASE_NB)) && $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(RELEASE_NB))
 
 bench: bench-train bench-parallel bench-grade
 

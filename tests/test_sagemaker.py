@@ -200,17 +200,28 @@ def test_without_credentials_the_notebook_call_falls_back_to_a_dry_run(
     assert "No AWS credentials found, so this is a dry run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"region": REGION}, "SAGEMAKER_ROLE"),
-        ({"role": "SageMakerRole", "region": REGION}, "not an IAM role ARN"),
-        ({"role": ROLE}, "AWS_DEFAULT_REGION"),
-    ],
-)
-def test_missing_role_or_region_is_a_clear_error(workdir: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(launcher.SageMakerError, match=message):
-        launcher.launch_training_job(workdir / "reviews.csv", dry_run=True, **kwargs)
+def test_a_role_that_is_no_arn_is_a_clear_error(workdir: Path) -> None:
+    with pytest.raises(launcher.SageMakerError, match="not an IAM role ARN"):
+        launcher.launch_training_job(workdir / "reviews.csv", role="SageMakerRole", dry_run=True)
+
+
+def test_without_a_role_or_region_only_a_dry_run_goes_ahead(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys, no_telemetry: list
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(launcher.SageMakerError, match="^No AWS region: .*AWS_DEFAULT_REGION"):
+        launcher.launch_training_job(workdir / "reviews.csv", dry_run=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with pytest.raises(launcher.SageMakerError, match="^No IAM execution role .* SAGEMAKER_ROLE"):
+        launcher.launch_training_job(workdir / "reviews.csv", dry_run=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    result = launcher.launch_training_job(workdir / "reviews.csv", dry_run=True)
+    assert result.request["RoleArn"] == "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
+    assert result.region == "us-east-1"
+    err = capsys.readouterr().err
+    assert "No AWS region configured: the dry run shows us-east-1." in err
+    assert "No role configured: the dry run shows arn:aws:iam::" in err
 
 
 def test_region_comes_from_the_argument_the_environment_then_the_profile(

@@ -9,6 +9,8 @@ step downloads and tests here.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,8 +30,13 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def run_as_container(session, request: dict, root: Path) -> subprocess.CompletedProcess:
-    """Fill an /opt/ml tree from the job's S3 channels and run model.py as the SDK's driver does."""
+def run_as_container(
+    session, request: dict, root: Path, *extra: str
+) -> subprocess.CompletedProcess:
+    """Fill an /opt/ml tree from the job's S3 channels and run model.py as the SDK's driver does.
+
+    ``extra`` arguments follow the job's hyperparameters (and so override them).
+    """
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
     job = OptMl(root, data=None)
@@ -38,7 +45,7 @@ def run_as_container(session, request: dict, root: Path) -> subprocess.Completed
     assert "model.py" in shipped and "my_transformer_model.py" in shipped
     job.channel.mkdir(parents=True)
     download_prefix(session, channel(request, "training"), job.channel)
-    return job.run(*hyperparameters_to_cli_args(request["HyperParameters"]), timeout=300)
+    return job.run(*hyperparameters_to_cli_args(request["HyperParameters"]), *extra, timeout=300)
 
 
 def test_launch_follow_fetch_and_test_the_model_locally(
@@ -155,3 +162,48 @@ def test_the_cli_follows_a_job_to_its_end(aws, workdir: Path, monkeypatch, capsy
     assert main(["logs", launched.job_name, "--follow"]) == 0
     out = capsys.readouterr().out
     assert "epoch=1 train_loss=0.5 val_acc=0.6" in out and "Completed after 425 s" in out
+
+
+def test_the_notebook_cell_runs_the_round_trip(
+    aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The master notebook's SageMaker cell, as a learner with AWS credentials runs it."""
+    import json
+
+    from grader import course
+
+    cells = json.loads(course.master_path().read_text())["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
+    imdb = shared_file("imdb_sample.csv")
+    for name, value in {"LAB_IMDB": str(imdb), "SAGEMAKER_ROLE": ROLE}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(workdir))
+    launch = sagemaker.launch_training_job
+
+    def launch_and_run_the_job(*args, **kwargs):
+        """The service's half starts once the job exists: the container runs, moto's job moves."""
+        launched = launch(*args, **kwargs)
+        # A smaller model than the cell asks for keeps the container's run short.
+        ran = run_as_container(aws, launched.request, workdir / "container", *SMALL_MODEL)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        timeline = JobTimeline(
+            aws, launched.job_name, ran.stdout.splitlines(), workdir / "container/opt/ml/model"
+        )
+        monkeypatch.setattr("time.sleep", timeline.advance)
+        return launched
+
+    monkeypatch.setattr(sagemaker, "launch_training_job", launch_and_run_the_job)
+    curve: list[dict] = []
+    namespace = {
+        "os": os, "GRADING": False, "QUICK": True, "MODULE": Path("my_transformer_model.py"),
+        "LivePlot": lambda: curve.append,
+    }  # fmt: skip
+    exec(compile(source, "sagemaker-code", "exec"), namespace)
+    out = capsys.readouterr().out
+    print(out)
+    assert "submitted former-classify-" in out and "After a kernel restart, set JOB_NAME" in out
+    assert "] Training: " in out and "val_acc=" in out and "spot saved" in out
+    accuracy = float(re.search(r"accuracy ([0-9.]+) on 500 IMDB test reviews", out).group(1))
+    assert 0.5 < accuracy <= 1 and len(curve) >= 2  # the job's curve reached the live plot
+    assert "'A wonderful film: the acting is superb and the story moving.': " in out
+    assert "SageMaker: " not in out and "Traceback" not in out

@@ -96,7 +96,7 @@ def explain_client_error(error, region: str | None) -> str:
         return access_denied(operation, message)
     if code == "ResourceLimitExceeded":
         return quota_exceeded(message, region)
-    if code in ("ValidationException", "ValidationError") and "not find" in message.lower():
+    if code in ("ValidationException", "ValidationError") and re.search(r"not f(ind|ound)", message):
         return f"{message} Check the job name and the region ({region}): `status` lists jobs."
     if code in ("ValidationException", "ValidationError"):
         return (

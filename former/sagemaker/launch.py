@@ -39,6 +39,8 @@ from former.sagemaker.job import (
 )
 
 SDK_REQUIREMENT = "sagemaker-train>=1.27,<2"  # the [sagemaker] extra of pyproject.toml
+EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
+EXAMPLE_REGION = "us-east-1"
 
 # The SDK's settings in a dry run: no telemetry, nothing read from the user's SDK config files.
 DRY_RUN_SDK_CONFIG = {
@@ -155,6 +157,17 @@ def _sdk_boto_session(session: Any, region: str, account: str) -> Any:
     return sdk
 
 
+def _or_example(resolve: Any, dry_run: bool, example: str, what: str) -> str:
+    """``resolve()``; in a dry run, when nothing is configured, an example instead, with a notice."""
+    try:
+        return resolve()
+    except SageMakerError:
+        if not dry_run:
+            raise
+        print(f"No {what} configured: the dry run shows {example}.", file=sys.stderr)
+        return example
+
+
 def training_data_uri(job: JobSettings, sdk: Any, s3: Any, region: str) -> str | None:
     """The training channel's S3 URI: the given one (checked), or the local file uploaded once."""
     if job.data is None and str(job.hyperparameters.get("download", "")).lower() == "true":
@@ -194,8 +207,6 @@ def launch_training_job(
     job = JobSettings(data, role, region, instance_type, instance_count, **settings)
     job.hyperparameters = {"attention": DEFAULT_ATTENTION, **dict(hyperparameters or {})}
     with aws_errors(region):
-        region = resolve_region(job.region, boto_session)
-    with aws_errors(region):
         if dry_run is None:
             dry_run = not credentials_configured(boto_session)
             if dry_run:
@@ -206,8 +217,14 @@ def launch_training_job(
                 )
         elif not dry_run and not credentials_configured(boto_session):
             raise SageMakerError(f"No AWS credentials found: {CREDENTIALS_HELP}.")
+        region = _or_example(
+            lambda: resolve_region(job.region, boto_session), dry_run, EXAMPLE_REGION, "AWS region"
+        )
+    with aws_errors(region):
         session = None if dry_run else aws_session(region, boto_session)
-        role = resolve_role(job.role, session)
+        role = _or_example(
+            lambda: resolve_role(job.role, session), dry_run and not job.role, EXAMPLE_ROLE, "role"
+        )
         learner = learner_module_path(job.learner_module, str(job.hyperparameters["attention"]))
         if not sdk_installed():
             raise SageMakerError(sdk_missing())
