@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -104,18 +105,14 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
 
 
 def test_launching_twice_on_one_session_submits_two_jobs_and_uploads_the_data_once(
-    aws, workdir: Path
+    aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    first, second = (
-        launcher.launch_training_job(
-            workdir / "reviews.csv",
-            role=ROLE,
-            dry_run=False,
-            boto_session=aws,
-            hyperparameters={"attention": "sdpa"},
-        )  # fmt: skip
-        for _ in range(2)
-    )
+    """The second launch finds the same file itself ($FORMER_DATA_DIR) and reuses its upload."""
+    options = {"role": ROLE, "dry_run": False, "boto_session": aws}
+    first = launcher.launch_training_job(workdir / "reviews.csv", **options)
+    monkeypatch.setenv("FORMER_DATA_DIR", str(workdir))
+    second = launcher.launch_training_job(**options)
+    assert capsys.readouterr().out.count("uploading reviews.csv") == 1
     assert first.submitted and second.submitted and first.job_name != second.job_name
     sagemaker = aws.client("sagemaker")
     for result in (first, second):
@@ -319,3 +316,27 @@ def test_the_sdk_the_launcher_names_is_the_sagemaker_extra() -> None:
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     assert f'sagemaker = [\n    "{launcher.SDK_REQUIREMENT}",\n]' in pyproject
     assert launcher.SDK_REQUIREMENT in launcher.sdk_missing()
+
+
+def test_without_credentials_the_notebook_cell_shows_the_job_it_would_submit(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys, no_telemetry: list
+) -> None:
+    from grader import course
+
+    cells = json.loads(course.master_path().read_text())["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
+    monkeypatch.setenv("LAB_IMDB", str(workdir / "reviews.csv"))
+    namespace = {
+        "os": os,
+        "GRADING": False,
+        "QUICK": True,
+        "MODULE": Path("my_transformer_model.py"),
+    }
+    exec(compile(source, "sagemaker-code", "exec"), namespace)
+    out = capsys.readouterr()
+    assert re.fullmatch(
+        r"dry run, nothing sent: former-classify-[0-9-]+, 1 x ml\.g5\.xlarge, hyperparameters "
+        r"\{'attention': 'my_transformer_model:multihead_attention', 'epochs': '1'\}\n",
+        out.out,
+    )
+    assert "No AWS credentials found, so this is a dry run" in out.err

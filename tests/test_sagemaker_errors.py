@@ -168,3 +168,26 @@ def test_an_unknown_job_name_is_one_line_on_the_command_line(aws, capsys) -> Non
     err = capsys.readouterr().err
     assert err.startswith("error: Could not find training job") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_without_the_sdk_every_call_says_how_to_add_it(monkeypatch, capsys) -> None:
+    """A `make lab` environment has neither the SDK nor boto3: one line, and the cell says it too."""
+    import json
+    import sys
+
+    from grader import course
+
+    for name in ("boto3", "botocore", "sagemaker"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import boto3` now fails, as without it
+    monkeypatch.setattr(sagemaker, "sdk_installed", lambda: False)
+    with pytest.raises(sagemaker.SageMakerError) as raised:
+        sagemaker.job_status("former-classify-1", region=REGION)
+    assert str(raised.value) == sagemaker.sdk_missing()
+    assert "pip install 'sagemaker-train>=1.27,<2'" in str(raised.value)
+
+    cells = json.loads(course.master_path().read_text())["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
+    exec(compile(source, "sagemaker-code", "exec"), {"GRADING": False})
+    assert capsys.readouterr().out == (
+        f"{sagemaker.sdk_missing()} Or set INSTALL_SAGEMAKER_SDK = True in this cell.\n"
+    )

@@ -12,7 +12,7 @@ extra, with boto3); nothing here imports it before then.
 """
 
 from former.sagemaker.account import credentials_configured, resolve_region, resolve_role
-from former.sagemaker.errors import JobFailedError, SageMakerError
+from former.sagemaker.errors import SDK_REQUIREMENT, JobFailedError, SageMakerError, sdk_missing
 from former.sagemaker.fetch import accuracy_on_test_reviews, fetch_model, load_fetched_model
 from former.sagemaker.job import (
     ENTRY_SCRIPT_SOURCE,
@@ -22,12 +22,10 @@ from former.sagemaker.job import (
     stage_source,
 )
 from former.sagemaker.launch import (
-    SDK_REQUIREMENT,
     LaunchResult,
     install_sdk,
     launch_training_job,
     sdk_installed,
-    sdk_missing,
 )
 from former.sagemaker.progress import (
     METRIC_DEFINITIONS,

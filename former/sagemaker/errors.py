@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+SDK_REQUIREMENT = "sagemaker-train>=1.27,<2"  # the [sagemaker] extra of pyproject.toml
 CREDENTIALS_HELP = (
     "run `aws configure` (access keys) or `aws sso login --profile NAME` and set AWS_PROFILE=NAME"
 )
@@ -49,6 +50,10 @@ def aws_errors(region: str | None = None) -> Iterator[None]:
         yield
     except SageMakerError:
         raise
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in ("boto3", "botocore", "sagemaker"):
+            raise
+        raise SageMakerError(sdk_missing()) from error
     except Exception as error:
         message = explain(error, region)
         if message is None:
@@ -58,7 +63,10 @@ def aws_errors(region: str | None = None) -> Iterator[None]:
 
 def explain(error: BaseException, region: str | None = None) -> str | None:
     """One actionable line for an AWS error (or one it wraps); None when it is not AWS's."""
-    from botocore import exceptions as aws
+    try:
+        from botocore import exceptions as aws
+    except ModuleNotFoundError:
+        return None  # no boto, so no AWS error either
 
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, (aws.ClientError, aws.BotoCoreError)):
@@ -96,7 +104,9 @@ def explain_client_error(error, region: str | None) -> str:
         return access_denied(operation, message)
     if code == "ResourceLimitExceeded":
         return quota_exceeded(message, region)
-    if code in ("ValidationException", "ValidationError") and re.search(r"not f(ind|ound)", message):
+    if code in ("ValidationException", "ValidationError") and re.search(
+        r"not f(ind|ound)", message
+    ):
         return f"{message} Check the job name and the region ({region}): `status` lists jobs."
     if code in ("ValidationException", "ValidationError"):
         return (
@@ -107,6 +117,13 @@ def explain_client_error(error, region: str | None) -> str:
         what = f"bucket {info['BucketName']}" if info.get("BucketName") else "the object"
         return f"S3 has no {what} ({operation}: {code}): check the s3:// URI and its region."
     return f"AWS {operation} failed: {code}: {message}"
+
+
+def sdk_missing() -> str:
+    return (
+        f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
+        "(in the notebook `%pip install ...`, or `make install`), then run this again."
+    )
 
 
 def expired() -> str:

@@ -27,7 +27,13 @@ from former.sagemaker.account import (
     resolve_role,
     upload_once,
 )
-from former.sagemaker.errors import CREDENTIALS_HELP, SageMakerError, aws_errors
+from former.sagemaker.errors import (
+    CREDENTIALS_HELP,
+    SDK_REQUIREMENT,
+    SageMakerError,
+    aws_errors,
+    sdk_missing,
+)
 from former.sagemaker.job import (
     DEFAULT_ATTENTION,
     DEFAULT_INSTANCE_TYPE,
@@ -38,7 +44,6 @@ from former.sagemaker.job import (
     stage_source,
 )
 
-SDK_REQUIREMENT = "sagemaker-train>=1.27,<2"  # the [sagemaker] extra of pyproject.toml
 EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 EXAMPLE_REGION = "us-east-1"
 
@@ -75,7 +80,7 @@ def sdk_installed() -> bool:
     """Whether the SageMaker SDK (the ``[sagemaker]`` extra) can be imported."""
     import importlib.util
 
-    return importlib.util.find_spec("sagemaker.train") is not None
+    return all(importlib.util.find_spec(name) for name in ("sagemaker", "sagemaker.train"))
 
 
 def install_sdk() -> str:
@@ -92,13 +97,6 @@ def install_sdk() -> str:
         )
     importlib.invalidate_caches()
     return done.stdout.strip().splitlines()[-1]
-
-
-def sdk_missing() -> str:
-    return (
-        f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
-        "(in the notebook `%pip install ...`, or `make install`), then run this again."
-    )
 
 
 class _RequestCaptured(Exception):
