@@ -154,10 +154,8 @@ def job_metrics(
     job_name: str, *, region: str | None = None, boto_session: Any = None
 ) -> list[dict[str, float]]:
     """Every metric line the job logged so far, as values: the job's training curve."""
-    with aws_errors(region):
-        _, session = clients(region, boto_session)
-        lines = JobLogs(session.client("logs"), job_name).new_lines()
-        return [metrics for metrics in map(parse_metrics, lines) if metrics]
+    lines = job_log_lines(job_name, region=region, boto_session=boto_session)
+    return [metrics for metrics in map(parse_metrics, lines) if metrics]
 
 
 def job_log_lines(
