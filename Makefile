@@ -1,21 +1,34 @@
 # Every target bootstraps .venv itself: on a fresh machine `make lab` and `make test`
-# are the only commands needed.
+# are the only commands needed. `make lab` installs what the notebook needs; `make test`
+# and `make install` add the test tools and the SageMaker SDK.
 PYTHON3 ?= python3
 TORCH_VERSION ?= 2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
+LAB_STAMP := $(VENV)/.installed-lab
 STAMP := $(VENV)/.installed
 RELEASE_NB := notebooks/release/transformers_from_scratch/transformers_from_scratch.ipynb
+# As root (containers, cloud VMs) pip only warns, and JupyterLab starts when told it may.
+export PIP_ROOT_USER_ACTION := ignore
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# --no-compile: bytecode is written for the modules a run imports, not for all of torch.
+PIP_INSTALL := $(PY) -m pip install --no-compile
 
 .PHONY: install test lint lab bench bench-train bench-parallel bench-grade release release-solutions student-bundle clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-	$(PY) -m pip install "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -e ".[lab,dev,sagemaker]"
-	touch $(STAMP)
+	$(PIP_INSTALL) "torch==$(TORCH_VERSION)"
+
+$(LAB_STAMP): pyproject.toml | $(PY)
+	$(PIP_INSTALL) -e ".[lab]"
+	touch $(LAB_STAMP)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP_INSTALL) -e ".[lab,dev,sagemaker]"
+	touch $(STAMP) $(LAB_STAMP)
 
 install: $(STAMP)
 
@@ -25,8 +38,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-lab: $(STAMP)
-	cd $(dir $(RELEASE_NB)) && ../../../$(VENV)/bin/jupyter lab $(notdir $(RELEASE_NB))
+lab: $(LAB_STAMP)
+	cd $(dir $(RELEASE_NB)) && $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(RELEASE_NB))
 
 bench: bench-train bench-parallel bench-grade
 

@@ -1,0 +1,182 @@
+"""AWS failures as one line that says what to do, never a traceback.
+
+Every public call of :mod:`former.sagemaker` runs inside :func:`aws_errors`, so
+a learner sees :class:`SageMakerError` with a message such as "Your AWS
+credentials have expired: run `aws sso login` ..." instead of botocore's stack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+SDK_REQUIREMENT = "sagemaker-train>=1.27,<2"  # the [sagemaker] extra of pyproject.toml
+CREDENTIALS_HELP = (
+    "run `aws configure` (access keys) or `aws sso login --profile NAME` and set AWS_PROFILE=NAME"
+)
+EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
+UNKNOWN_KEY_CODES = {
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+}
+DENIED_CODES = {"AccessDenied", "AccessDeniedException", "403", "Forbidden"}
+# "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0 Instances"
+QUOTA = re.compile(r"service limit '([^']+)' is (\d+)")
+
+
+class SageMakerError(RuntimeError):
+    """A SageMaker job could not be launched, followed or fetched; the message says what to do."""
+
+
+class JobFailedError(SageMakerError):
+    """The training job ended as Failed: its FailureReason and the last lines it logged."""
+
+    def __init__(self, job_name: str, reason: str, last_lines: Sequence[str]) -> None:
+        self.job_name, self.reason, self.last_lines = job_name, reason, list(last_lines)
+        tail = "".join(f"\n    {line}" for line in self.last_lines)
+        super().__init__(
+            f"Training job {job_name} failed: {reason}. Fix what it names and launch again"
+            + (f"; its last log lines:{tail}" if tail else ".")
+        )
+
+
+@contextmanager
+def aws_errors(region: str | None = None) -> Iterator[None]:
+    """Turn botocore's and boto3's exceptions raised inside the block into SageMakerError."""
+    try:
+        yield
+    except SageMakerError:
+        raise
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in ("boto3", "botocore", "sagemaker"):
+            raise
+        raise SageMakerError(sdk_missing()) from error
+    except Exception as error:
+        message = explain(error, region)
+        if message is None:
+            raise
+        raise SageMakerError(message) from error
+
+
+def explain(error: BaseException, region: str | None = None) -> str | None:
+    """One actionable line for an AWS error (or one it wraps); None when it is not AWS's."""
+    try:
+        from botocore import exceptions as aws
+    except ModuleNotFoundError:
+        return None  # no boto, so no AWS error either
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, (aws.ClientError, aws.BotoCoreError)):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, aws.ClientError):
+        return explain_client_error(cause, region)
+    if isinstance(cause, (aws.NoCredentialsError, aws.PartialCredentialsError)):
+        return f"No AWS credentials found: {CREDENTIALS_HELP}, then run this again."
+    if isinstance(cause, (aws.TokenRetrievalError, aws.SSOError, aws.CredentialRetrievalError)):
+        return expired()
+    if isinstance(cause, aws.ProfileNotFound):
+        return f"{cause}: check AWS_PROFILE against the profiles in ~/.aws/config."
+    if isinstance(cause, aws.NoRegionError):
+        return no_region()
+    if isinstance(cause, aws.EndpointConnectionError):
+        return f"Cannot reach AWS ({cause}): check your network and the region name {region!r}."
+    if isinstance(cause, aws.BotoCoreError):
+        return f"AWS call failed: {cause}"
+    return None
+
+
+def explain_client_error(error, region: str | None) -> str:
+    """The line for an error the service answered: by its code, naming what to change."""
+    info = error.response.get("Error", {})
+    code, message = str(info.get("Code", "")), " ".join(str(info.get("Message", "")).split())
+    operation = error.operation_name
+    if code in EXPIRED_CODES:
+        return expired()
+    if code in UNKNOWN_KEY_CODES:
+        return (
+            f"AWS does not accept these credentials ({code}): the key or its secret is wrong "
+            f"or was deleted; {CREDENTIALS_HELP}."
+        )
+    if code in DENIED_CODES:
+        return access_denied(operation, message)
+    if code == "ResourceLimitExceeded":
+        return quota_exceeded(message, region)
+    if code in ("ValidationException", "ValidationError") and re.search(
+        r"not f(ind|ound)", message
+    ):
+        return f"{message} Check the job name and the region ({region}): `status` lists jobs."
+    if code in ("ValidationException", "ValidationError"):
+        return (
+            f"SageMaker rejected {operation}: {message} Change the setting it names "
+            "(python -m former.sagemaker launch --help) and try again."
+        )
+    if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound"):
+        what = f"bucket {info['BucketName']}" if info.get("BucketName") else "the object"
+        return f"S3 has no {what} ({operation}: {code}): check the s3:// URI and its region."
+    return f"AWS {operation} failed: {code}: {message}"
+
+
+def sdk_missing() -> str:
+    return (
+        f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
+        "(in the notebook `%pip install ...`, or `make install`), then run this again."
+    )
+
+
+def expired() -> str:
+    return (
+        "Your AWS credentials have expired: run `aws sso login` (or fetch new temporary keys "
+        "for AWS_SESSION_TOKEN) and run this again."
+    )
+
+
+def no_region() -> str:
+    return (
+        "No AWS region: pass region='us-east-1' (--region us-east-1), set AWS_DEFAULT_REGION, "
+        "or add 'region = ...' to your profile in ~/.aws/config."
+    )
+
+
+def access_denied(operation: str, message: str) -> str:
+    """Name the action AWS refused (its message says it for most services, not for S3)."""
+    action = re.search(r"perform: ([\w-]+:\w+)", message)
+    who = re.search(r"User: (\S+)", message)
+    denied = action.group(1) if action else _s3_action(operation)
+    return (
+        f"AWS denied {denied}" + (f" to {who.group(1)}" if who else "") + ": ask your account "
+        f"administrator to allow {denied} for your user or role (the SageMaker execution role "
+        "needs its own S3 access too), then run this again."
+    )
+
+
+def _s3_action(operation: str) -> str:
+    return {"HeadObject": "s3:GetObject", "HeadBucket": "s3:ListBucket"}.get(
+        operation, f"s3:{operation}" if operation.endswith(("Object", "Bucket")) else operation
+    )
+
+
+def quota_exceeded(message: str, region: str | None) -> str:
+    """Which quota, spot or on-demand, and where to ask for more."""
+    found = QUOTA.search(message)
+    if not found:
+        return f"A SageMaker quota is too low: {message} Ask for more in Service Quotas."
+    quota, limit = found.group(1), int(found.group(2))
+    if "spot" in quota:
+        switch = (
+            f"This is the spot quota: launch with spot=False (--no-spot) to use the on-demand "
+            f"quota '{quota.replace('spot training job', 'training job')}' instead, or ask for more"
+        )
+    else:
+        switch = "This is the on-demand quota: try spot=True (the default), or ask for more"
+    console = (
+        f"https://{region or 'us-east-1'}.console.aws.amazon.com/servicequotas/home/services/"
+        "sagemaker/quotas"
+    )
+    return (
+        f"Your account may run {limit} instance(s) under the SageMaker quota '{quota}' in "
+        f"{region}, too few for this job. {switch} in Service Quotas ({console}, search for "
+        f"'{quota}'); increases can take a day, a smaller instance type may already be allowed."
+    )
