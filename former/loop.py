@@ -314,10 +314,12 @@ def data_parallel(device_name: str = "auto") -> Iterator[torch.device]:
 
 @contextmanager
 def main_process_first() -> Iterator[None]:
-    """Rank 0 runs the block before the others (e.g. so they read the cache it writes)."""
-    rank, world_size = process_rank()
-    if world_size > 1 and rank != 0:
+    """The first process of each host runs the block before the others on that host (so they
+    read the cache it writes: every host has its own disk)."""
+    _, world_size = process_rank()
+    first_on_host = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if world_size > 1 and not first_on_host:
         dist.barrier()
     yield
-    if world_size > 1 and rank == 0:
+    if world_size > 1 and first_on_host:
         dist.barrier()
