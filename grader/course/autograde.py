@@ -40,6 +40,19 @@ from grader.sandbox.launch import Limits
 GradeOne = Callable[..., SubmissionResult]
 
 
+# Sandbox limits on the command line: option -> (Limits field, help).
+LIMIT_OPTIONS = {
+    "--timeout": ("wall_seconds", "wall-clock seconds per graded function"),
+    "--memory": ("memory_mb", "memory bound of a sandbox, MiB"),
+    "--cpu-seconds": ("cpu_seconds", "CPU seconds per process"),
+    "--processes": ("processes", "processes per sandbox"),
+    "--step-seconds": (
+        "step_seconds",
+        "seconds for each notebook statement re-run to recreate a name a graded function uses",
+    ),
+}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     defaults = Limits()
     parser = argparse.ArgumentParser(
@@ -56,39 +69,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="seed of the hidden inputs (default: the one recorded by the last run, else new)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=defaults.wall_seconds,
-        help=f"wall-clock seconds per graded function ({defaults.wall_seconds:g})",
-    )
-    parser.add_argument(
-        "--memory",
-        type=int,
-        default=defaults.memory_mb,
-        help=f"memory bound of a sandbox, MiB ({defaults.memory_mb})",
-    )
-    parser.add_argument(
-        "--cpu-seconds",
-        type=int,
-        default=defaults.cpu_seconds,
-        help=f"CPU seconds per process ({defaults.cpu_seconds})",
-    )
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=defaults.processes,
-        help=f"processes per sandbox ({defaults.processes})",
-    )
-    parser.add_argument(
-        "--step-seconds",
-        type=float,
-        default=defaults.step_seconds,
-        help=(
-            "seconds for each notebook statement re-run to recreate a name a graded function "
-            f"uses ({defaults.step_seconds:g})"
-        ),
-    )
+    for option, (field, text) in LIMIT_OPTIONS.items():
+        default = getattr(defaults, field)
+        parser.add_argument(
+            option, dest=field, type=type(default), default=default, help=f"{text} ({default:g})"
+        )
     parser.add_argument("--db-url", default=None, help="gradebook URL (course's gradebook.db)")
     parser.add_argument(
         "--cases-per-test",
@@ -108,13 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "autograde":
         argv = argv[1:]
     args = parse_args(argv)
-    limits = Limits(
-        memory_mb=args.memory,
-        cpu_seconds=args.cpu_seconds,
-        processes=args.processes,
-        wall_seconds=args.timeout,
-        step_seconds=args.step_seconds,
-    )
+    limits = Limits(**{field: getattr(args, field) for field, _ in LIMIT_OPTIONS.values()})
     try:
         results = autograde(
             args.course_dir,
