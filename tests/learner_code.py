@@ -151,6 +151,21 @@ def float32_softmax_style(queries, keys, values, heads, mask=False):
     return torch.matmul(weights, v).permute(0, 2, 1, 3).reshape(b, t, e)
 
 
+def fixed_table_style(size: int):
+    """A causal mask cut from a fixed size x size table: right up to ``size`` positions only."""
+    table = torch.ones(size, size, dtype=torch.bool).triu(1)
+
+    def multihead_attention(queries, keys, values, heads, mask=False):
+        b, t, e = queries.shape
+        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(e // heads)
+        if mask:
+            scores = scores.masked_fill(table[:t, :t], float("-inf"))
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+
+    return multihead_attention
+
+
 STYLES = [
     bmm_style,
     einsum_style,

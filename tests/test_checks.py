@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style
+from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style, fixed_table_style
 
 from grader.learner.checks import (
     check_attention_function,
@@ -203,17 +201,7 @@ def test_checks_and_hidden_cases_draw_the_line_at_the_same_error(error, passes, 
 
 
 def test_a_fixed_size_causal_table_fails_the_long_sequence_line(capsys):
-    table = torch.ones(64, 64, dtype=torch.bool).triu(1)
-
-    def fixed(queries, keys, values, heads, mask=False):
-        b, t, e = queries.shape
-        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(e // heads)
-        if mask:
-            scores = scores.masked_fill(table[:t, :t], float("-inf"))
-        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
-
-    report = check_multihead_attention(fixed)
+    report = check_multihead_attention(fixed_table_style(64))
     assert [r.name for r in report.results if not r.passed] == [
         "long sequences (t = 256, the training length, with mask)"
     ]

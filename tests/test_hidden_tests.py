@@ -17,6 +17,7 @@ from learner_code import (
     STYLES,
     bmm_style,
     einsum_style,
+    fixed_table_style,
     head_by_einsum,
     parallel_with,
 )
@@ -234,16 +235,7 @@ def test_the_forbidden_rule_applies_in_the_notebooks_hidden_cells_too():
 
 @pytest.mark.parametrize("size", [64, 128, 200])
 def test_a_causal_table_of_fixed_size_fails_on_what_the_lab_runs(size):
-    table = torch.ones(size, size, dtype=torch.bool).triu(1)
-
-    def fixed(queries, keys, values, heads, mask=False):
-        b, t, e = queries.shape
-        q, k, v = (x.view(b, t, heads, e // heads).transpose(1, 2) for x in (queries, keys, values))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(e // heads)
-        if mask:
-            scores = scores.masked_fill(table[:t, :t], float("-inf"))
-        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
-
+    fixed = fixed_table_style(size)
     run_group("test_task1_values", namespace_for(fixed))
     with pytest.raises(HiddenTestFailure, match="masked_training_length"):
         run_group("test_task1_mask", namespace_for(fixed))
