@@ -5,6 +5,7 @@
         logits = model(batch.tokens, batch.padding_mask)
 
     train, val, test = load_enwik8()        # uint8 tensors, bytes as tokens
+    train, val, test = load_shakespeare()   # the same, from tiny Shakespeare
     inputs, targets = random_windows(train, batch_size=32, length=256)
 
 Without a path, data are looked for in $FORMER_DATA_DIR, then the per-user
@@ -17,6 +18,7 @@ from former.data.download import ChecksumError, DownloadError
 from former.data.enwik8 import load_enwik8, load_text
 from former.data.imdb import load_imdb
 from former.data.imdb_files import ImdbFormatError
+from former.data.shakespeare import load_shakespeare
 from former.data.splits import ClassificationData, TextSplit
 from former.data.synthetic import load_synthetic
 from former.data.tokenizer import tokenize
@@ -33,6 +35,7 @@ __all__ = [
     "batches",
     "load_enwik8",
     "load_imdb",
+    "load_shakespeare",
     "load_synthetic",
     "load_text",
     "random_windows",

@@ -14,7 +14,7 @@ from former.data.imdb_files import (
     find_source_in,
     identify_source,
 )
-from former.data.locate import cache_dir, notice, offline_forced, search_folders
+from former.data.locate import cache_dir, notice, offline_reason, search_folders
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
@@ -64,11 +64,8 @@ def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
         found = find_source_in(folder)
         if found is not None:
             return found
-    if offline_forced():
-        reason = "$FORMER_OFFLINE is set"
-    elif not allow_download:
-        reason = "downloading is switched off"
-    else:
+    reason = offline_reason(allow_download)
+    if reason is None:
         try:
             return ImdbSource("tarball", download_imdb())
         except DownloadError as error:
