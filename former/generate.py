@@ -1,9 +1,9 @@
-"""Train a causal transformer on bytes (enwik8 or any text file) and sample from it.
+"""Train a causal transformer on bytes (enwik8, tiny Shakespeare, any text) and sample from it.
 
     python -m former.generate                                   # enwik8, found or downloaded
-    python -m former.generate --data ../shared/data/tinyshakespeare.txt -N 2000
-    python -m former.generate --data tinyshakespeare.txt --prompt "ROMEO:" --temperature 0.8
-    python -m former.generate --data tinyshakespeare.txt --no-mask   # a model that sees the future
+    python -m former.generate --data shakespeare -N 2000        # tiny Shakespeare, likewise
+    python -m former.generate --data shakespeare --prompt "ROMEO:" --temperature 0.8
+    python -m former.generate --data my_text.txt --no-mask      # a model that sees the future
 
 Every ``--test-every`` batches it prints one metric line on stdout,
 ``step=400 train_loss=1.92 val_bpb=2.71 ...`` (bits per byte on held-out windows),
@@ -48,7 +48,8 @@ from former.cli import (
     start_run,
     tensorboard_writer,
 )
-from former.data import random_windows
+from former.data import load_enwik8, load_shakespeare, load_text, random_windows
+from former.data.shakespeare import SHAKESPEARE
 from former.loop import autocast_for, check_schedule, evaluating, unwrap
 from former.runs import (
     RunMismatchError,
@@ -313,7 +314,7 @@ DEFAULTS = GeneratorConfig()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train a byte-level transformer on enwik8 or any text file and sample from it.",
+        description="Train a byte-level transformer on enwik8, tiny Shakespeare or any text; sample.",
     )
     model, training = add_shared_settings(parser, DEFAULTS)
 
@@ -348,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(sampling, "--temperature", type=float, help="below 1: likelier bytes; above 1: more varied")
     add_data_and_output_arguments(
         parser,
-        "enwik8 (raw, .gz or .zip) or any text file (default: $FORMER_DATA_DIR, the per-user "
-        "cache, then download)",
+        f"enwik8 (raw, .gz or .zip), any text file, or {SHAKESPEARE!r} for tiny Shakespeare "
+        "(enwik8 and tiny Shakespeare: $FORMER_DATA_DIR, the per-user cache, then download)",
         checkpoint_every=0,
     )
     add_runtime_arguments(parser)
@@ -362,11 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prompt == "":
         raise UsageError("--prompt must hold at least one character.")
     config, device = start_run(GeneratorConfig, args)
-
-    from former.data import load_enwik8, load_text
-
     with as_usage_error(FileNotFoundError, ValueError):
-        if args.data is None or Path(args.data).is_dir():
+        if args.data == SHAKESPEARE:
+            train, val, test = load_shakespeare()
+        elif args.data is None or Path(args.data).is_dir():
             train, val, test = load_enwik8(args.data)
         else:
             train, val, test = load_text(args.data)

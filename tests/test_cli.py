@@ -100,9 +100,11 @@ def test_generate_cli_trains_on_tiny_shakespeare():
 
 
 def test_generate_without_the_mask_trains_a_model_that_sees_the_future(tmp_path, capsys):
+    """As the notebook's command line does it: a learner's function, called with mask=False."""
     out = tmp_path / "leaky"
     tiny = ["-N", "2", "--test-every", "2", "-C", "16", "-E", "16", "-H", "2", "-d", "1"]
     arguments = [*tiny, "--test-batches", "1", "--sample-length", "4", "--threads", "1"]
+    arguments += ["--attention", "solutions.attention:multihead_attention"]
     data = ["--data", str(shared_file("tinyshakespeare.txt")), "--out", str(out)]
     assert generate.main([*data, *arguments, "--no-mask"]) == 0
     assert "sample: [" in capsys.readouterr().out
@@ -115,6 +117,24 @@ def test_generate_without_the_mask_trains_a_model_that_sees_the_future(tmp_path,
     expect_usage_error(
         generate.main, [*data, *arguments, "--resume"], capsys, "mask: False -> True"
     )
+
+
+def test_generate_finds_tiny_shakespeare_by_name_and_samples_at_the_temperature_given(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("FORMER_DATA_DIR", str(shared_file("tinyshakespeare.txt").parent))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tiny = ["-N", "1", "--test-every", "1", "-C", "16", "-E", "16", "-H", "2", "-d", "1"]
+    arguments = [*tiny, "--test-batches", "1", "--sample-length", "64", "--threads", "1"]
+    samples = {}
+    for temperature in ("0.05", "50"):
+        command = ["--data", "shakespeare", *arguments, "--prompt", "ROMEO:"]
+        assert generate.main([*command, "--temperature", temperature]) == 0
+        out = capsys.readouterr().out
+        assert "data: 1,003,854 train / 55,769 validation / 55,771 test bytes" in out
+        samples[temperature] = out.split("sample: [ROMEO:]")[1].split("\n")[0]
+    # near 0 the likeliest byte nearly always wins; at 50 every byte is about as likely
+    assert len(set(samples["50"])) > 2 * len(set(samples["0.05"])), samples
 
 
 def test_train_save_resume_and_predict(tmp_path, capsys):

@@ -26,4 +26,5 @@ def test_offline_without_data_reports_the_generated_fallbacks(tmp_path, monkeypa
     assert main(["all", "--no-download"]) == 0
     captured = capsys.readouterr()
     assert "imdb: generated reviews" in captured.out and "enwik8: " in captured.out
-    assert captured.err.count("downloading is switched off") == 2
+    assert "tiny Shakespeare: " in captured.out
+    assert captured.err.count("downloading is switched off") == 3

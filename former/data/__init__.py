@@ -8,6 +8,7 @@ from former.data.batching import Batch, batches, random_windows
 from former.data.download import ChecksumError, DownloadError
 from former.data.enwik8 import load_enwik8, load_text
 from former.data.imdb import ImdbFormatError, load_imdb
+from former.data.shakespeare import load_shakespeare
 from former.data.splits import ClassificationData, TextSplit
 from former.data.synthetic import load_synthetic
 from former.data.vocabulary import Vocabulary, tokenize
@@ -23,6 +24,7 @@ __all__ = [
     "batches",
     "load_enwik8",
     "load_imdb",
+    "load_shakespeare",
     "load_synthetic",
     "load_text",
     "random_windows",

@@ -1,4 +1,4 @@
-"""Fetch and prepare data ahead of time: ``python -m former.data [imdb|enwik8|all]``.
+"""Fetch and prepare data ahead of time: ``python -m former.data [imdb|enwik8|shakespeare|all]``.
 
 Finds or downloads each data set, fills the cache and says what was loaded and how fast:
 run it once online, and later loads are fast and work offline.
@@ -12,11 +12,14 @@ import time
 from former.data.enwik8 import load_enwik8
 from former.data.imdb import load_imdb
 from former.data.locate import cache_dir
+from former.data.shakespeare import load_shakespeare
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m former.data", description=__doc__)
-    parser.add_argument("which", nargs="?", choices=("imdb", "enwik8", "all"), default="all")
+    parser.add_argument(
+        "which", nargs="?", choices=("imdb", "enwik8", "shakespeare", "all"), default="all"
+    )
     parser.add_argument("--data", help="explicit path (default: look up, then download)")
     parser.add_argument("-f", "--final", action="store_true", help="IMDB test split as val")
     parser.add_argument("-V", "--vocab-size", type=int, default=50_000)
@@ -36,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_enwik8(args.data if args.which == "enwik8" else None, download=download)
         sizes = " / ".join(f"{len(part):,}" for part in splits)
         print(f"enwik8: {sizes} bytes (loaded in {time.perf_counter() - start:.2f} s)")
+    if args.which in ("shakespeare", "all"):
+        start = time.perf_counter()
+        splits = load_shakespeare(
+            args.data if args.which == "shakespeare" else None, download=not args.no_download
+        )
+        sizes = " / ".join(f"{len(part):,}" for part in splits)
+        print(f"tiny Shakespeare: {sizes} bytes (loaded in {time.perf_counter() - start:.2f} s)")
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from former.data.download import ChecksumError, DownloadError, download_file
-from former.data.locate import cache_dir, notice, offline_forced, search_folders
+from former.data.locate import cache_dir, notice, offline_reason, search_folders
 from former.data.synthetic import generated_text
 
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -50,11 +50,8 @@ def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> Byt
         found = find_enwik8_in(folder)
         if found is not None:
             return load_text(found)
-    if offline_forced():
-        reason = "$FORMER_OFFLINE is set"
-    elif not download:
-        reason = "downloading is switched off"
-    else:
+    reason = offline_reason(download)
+    if reason is None:
         try:
             return load_text(download_enwik8())
         except DownloadError as error:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from former.data.cache import cache_file, file_identity, load_cached, save_cached
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
 from former.data.download import DownloadError, download_file
-from former.data.locate import cache_dir, notice, offline_forced, search_folders
+from former.data.locate import cache_dir, notice, offline_reason, search_folders
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
@@ -71,11 +71,8 @@ def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
     for folder in search_folders():
         if (found := find_source_in(folder)) is not None:
             return found
-    if offline_forced():
-        reason = "$FORMER_OFFLINE is set"
-    elif not allow_download:
-        reason = "downloading is switched off"
-    else:
+    reason = offline_reason(allow_download)
+    if reason is None:
         try:
             return ImdbSource("tarball", download_imdb())
         except DownloadError as error:

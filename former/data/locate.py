@@ -31,6 +31,13 @@ def offline_forced() -> bool:
     return os.environ.get("FORMER_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def offline_reason(allow_download: bool) -> str | None:
+    """Why a loader must not download now, in words for its notice; None when it may."""
+    if offline_forced():
+        return "$FORMER_OFFLINE is set"
+    return None if allow_download else "downloading is switched off"
+
+
 def notice(message: str) -> None:
     """Tell the user, in one line on stderr, something they should know about their data."""
     print(f"former.data: {message}", file=sys.stderr, flush=True)
