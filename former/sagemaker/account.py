@@ -155,8 +155,7 @@ def file_digest(path: Path) -> str:
 
 def local_training_file(data: str | Path | None) -> Path:
     """The one local file to upload: the given IMDB file, or the one ``former`` finds itself."""
-    from former.data.imdb import locate_imdb
-    from former.data.imdb_files import ImdbFormatError, identify_source
+    from former.data.imdb import ImdbFormatError, identify_source, locate_imdb
 
     try:
         source = identify_source(Path(data).expanduser()) if data else locate_imdb()

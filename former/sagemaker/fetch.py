@@ -82,8 +82,7 @@ def encoded_test_reviews(vocab: Any, data: str | Path | None = None, limit: int 
     ``limit`` keeps that many, spread evenly over the split (it is ordered by label).
     """
     from former.data import TextSplit
-    from former.data.imdb import locate_imdb
-    from former.data.imdb_files import identify_source
+    from former.data.imdb import identify_source, locate_imdb
 
     source = identify_source(Path(data)) if data else locate_imdb()
     if source is None:
