@@ -4,14 +4,11 @@
     follow(job.job_name, on_metrics=plot)                      # status, metric lines, cost
     path = fetch_model(job.job_name)                           # model.tar.gz -> model.pt
 
-The same from a shell: ``python -m former.sagemaker launch | status | logs |
-fetch | stop``. Every call takes the job's name, so a restarted notebook
-reattaches with ``follow(name)``. AWS failures arrive as :class:`SageMakerError`,
-one line that says what to do. Launching needs the SDK (the ``[sagemaker]``
-extra, with boto3); nothing here imports it before then.
+Every call takes the job's name, so a restarted notebook reattaches with ``follow(name)``; AWS
+failures raise :class:`SageMakerError`, one line that says what to do. Nothing imports the SDK
+(the ``[sagemaker]`` extra) before a job is launched.
 """
 
-from former.sagemaker.account import credentials_configured, resolve_region, resolve_role
 from former.sagemaker.errors import SDK_REQUIREMENT, JobFailedError, SageMakerError, sdk_missing
 from former.sagemaker.fetch import accuracy_on_test_reviews, fetch_model, load_fetched_model
 from former.sagemaker.job import (
@@ -21,22 +18,15 @@ from former.sagemaker.job import (
     normalise_hyperparameters,
     stage_source,
 )
-from former.sagemaker.launch import (
-    LaunchResult,
-    install_sdk,
-    launch_training_job,
-    sdk_installed,
-)
+from former.sagemaker.launch import LaunchResult, install_sdk, launch_training_job, sdk_installed
 from former.sagemaker.progress import (
     METRIC_DEFINITIONS,
     follow,
     job_log_lines,
     job_metrics,
     job_status,
-    parse_metrics,
     recent_jobs,
     stop_job,
-    summary,
 )
 
 __all__ = [
@@ -48,7 +38,6 @@ __all__ = [
     "LaunchResult",
     "SageMakerError",
     "accuracy_on_test_reviews",
-    "credentials_configured",
     "fetch_model",
     "follow",
     "gpus_per_instance",
@@ -59,13 +48,9 @@ __all__ = [
     "launch_training_job",
     "load_fetched_model",
     "normalise_hyperparameters",
-    "parse_metrics",
     "recent_jobs",
-    "resolve_region",
-    "resolve_role",
     "sdk_installed",
     "sdk_missing",
     "stage_source",
     "stop_job",
-    "summary",
 ]

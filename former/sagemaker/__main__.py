@@ -6,20 +6,57 @@
     python -m former.sagemaker fetch JOB [--text "..."]        # download, test locally, classify
     python -m former.sagemaker stop JOB
 
-Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``)
-become hyperparameters of ``model.py``. Errors are one line and exit status 1.
+Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``) become
+hyperparameters of ``model.py``. Errors are one line and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 
-from former.sagemaker import fetch, job, launch, progress
 from former.sagemaker.errors import SageMakerError
+from former.sagemaker.fetch import accuracy_on_test_reviews, fetch_model, load_fetched_model
+from former.sagemaker.job import JobSettings
+from former.sagemaker.launch import launch_training_job
+from former.sagemaker.progress import (
+    follow,
+    job_log_lines,
+    job_status,
+    recent_jobs,
+    stop_job,
+    summary,
+)
 
 EXAMPLE_REVIEW = "A wonderful film: the acting is superb and the story moving."
+REGION_HELP = "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's"
+# launch's options, one per JobSettings field (flag: the field's name, or as FLAG_NAMES says).
+LAUNCH_OPTIONS = {
+    "data": "IMDB tarball or CSV (uploaded once), or an s3:// URI",
+    "role": "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)",
+    "region": REGION_HELP,
+    "instance_type": "default: %(default)s",
+    "instance_count": "default: %(default)s",
+    "gpus_per_instance": "for instance types not in the table",
+    "spot": "managed spot training (default: %(default)s)",
+    "max_run_seconds": "seconds (default: %(default)s)",
+    "max_wait_seconds": "seconds, spot only (default: 2 x max run)",
+    "checkpoint_s3_uri": "default: the SDK's, next to the job's output",
+    "output_s3_uri": "where model.tar.gz goes",
+    "bucket": "S3 bucket for code and data (default: the SDK's)",
+    "framework_version": "default: %(default)s",
+    "image_uri": "training image; overrides --framework-version",
+    "learner_module": "default: ./my_transformer_model.py",
+    "base_job_name": "default: %(default)s",
+}
+FLAG_NAMES = {
+    "max_run_seconds": "max-run",
+    "max_wait_seconds": "max-wait",
+    "base_job_name": "job-name",
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,39 +66,36 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("launch", help="submit model.py as a training job")
-    run.add_argument("--data", help="IMDB tarball or CSV (uploaded once), or an s3:// URI")
-    run.add_argument("--role", help="execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)")
-    run.add_argument("--instance-type", default=job.DEFAULT_INSTANCE_TYPE)
-    run.add_argument("--instance-count", type=int, default=1)
-    run.add_argument("--gpus-per-instance", type=int, help="for instance types not in the table")
-    run.add_argument("--spot", action=argparse.BooleanOptionalAction, default=True)
-    run.add_argument("--max-run", type=int, default=job.DEFAULT_MAX_RUN_SECONDS, help="seconds")
-    run.add_argument("--max-wait", type=int, help="seconds, spot only (default: 2 x max run)")
-    run.add_argument("--checkpoint-s3-uri", help="default: the SDK's, next to the job's output")
-    run.add_argument("--output-s3-uri", help="where model.tar.gz goes")
-    run.add_argument("--bucket", help="S3 bucket for code and data (default: the SDK's)")
-    run.add_argument("--framework-version", default=job.DEFAULT_FRAMEWORK_VERSION)
-    run.add_argument("--image-uri", help="training image; overrides --framework-version")
-    run.add_argument("--learner-module", help="default: ./my_transformer_model.py")
-    run.add_argument("--job-name", dest="base_job_name", default=job.DEFAULT_BASE_JOB_NAME)
-    run.add_argument("--follow", action="store_true", help="follow the job until it ends")
-    run.add_argument("--dry-run", action="store_true", help="print the request; send nothing")
-    status = commands.add_parser("status", help="a job's state, or the latest jobs")
-    status.add_argument("job", nargs="?")
-    logs = commands.add_parser("logs", help="a job's log lines")
-    logs.add_argument("job")
-    logs.add_argument("--follow", action="store_true", help="follow the job until it ends")
-    get = commands.add_parser("fetch", help="download the model, test it here, classify a text")
-    get.add_argument("job")
-    get.add_argument("--out", default="sagemaker-models", help="default: %(default)s")
-    get.add_argument("--data", help="local IMDB data to test on (default: former's own lookup)")
-    get.add_argument("--limit", type=int, help="test on this many reviews (default: all)")
-    get.add_argument("--text", default=EXAMPLE_REVIEW, help="a review to classify")
-    stop = commands.add_parser("stop", help="stop a running job")
-    stop.add_argument("job")
-    for command in (run, status, logs, get, stop):
-        command.add_argument("--region", help="default: $AWS_REGION, $AWS_DEFAULT_REGION, profile")
+    sub: dict[str, argparse.ArgumentParser] = {}
+    for name, text, run in (
+        ("launch", "submit model.py as a training job", run_launch),
+        ("status", "a job's state, or the latest jobs", run_status),
+        ("logs", "a job's log lines", run_logs),
+        ("fetch", "download the model, test it here, classify a text", run_fetch),
+        ("stop", "stop a running job", run_stop),
+    ):
+        sub[name] = commands.add_parser(name, help=text)
+        sub[name].set_defaults(run=run)
+    for name in ("status", "logs", "fetch", "stop"):
+        sub[name].add_argument("job", nargs="?" if name == "status" else None)
+        sub[name].add_argument("--region", help=REGION_HELP)
+    for name in ("launch", "logs"):
+        sub[name].add_argument("--follow", action="store_true", help="follow the job to its end")
+    defaults, fields = JobSettings(), {f.name: f for f in dataclasses.fields(JobSettings)}
+    for name, text in LAUNCH_OPTIONS.items():
+        kind = fields[name].type
+        how = {"type": int if kind.startswith("int") else str}
+        if kind == "bool":
+            how = {"action": argparse.BooleanOptionalAction}
+        flag = "--" + FLAG_NAMES.get(name, name.replace("_", "-"))
+        sub["launch"].add_argument(
+            flag, dest=name, default=getattr(defaults, name), help=text, **how
+        )
+    sub["launch"].add_argument("--dry-run", action="store_true", help="print it; send nothing")
+    sub["fetch"].add_argument("--out", default="sagemaker-models", help="default: %(default)s")
+    sub["fetch"].add_argument("--data", help="local IMDB data to test on (default: former's)")
+    sub["fetch"].add_argument("--limit", type=int, help="test on this many reviews (default: all)")
+    sub["fetch"].add_argument("--text", default=EXAMPLE_REVIEW, help="a review to classify")
     return top
 
 
@@ -85,51 +119,54 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
 
 
 def run_launch(args: argparse.Namespace, extra: list[str]) -> None:
-    options = dict(vars(args))
-    for name in ("command", "follow", "dry_run"):
-        options.pop(name)
-    result = launch.launch_training_job(
-        hyperparameters=parse_hyperparameter_args(extra),
-        dry_run=args.dry_run or None,
-        max_run_seconds=options.pop("max_run"),
-        max_wait_seconds=options.pop("max_wait"),
-        **options,
+    settings = {name: getattr(args, name) for name in LAUNCH_OPTIONS}
+    hyperparameters = parse_hyperparameter_args(extra)
+    job = launch_training_job(
+        hyperparameters=hyperparameters, dry_run=args.dry_run or None, **settings
     )
-    how = "torchrun" if result.processes_per_instance > 1 else "python"
-    if not result.submitted:
-        print(result.to_json())
+    if not job.submitted:
+        print(json.dumps(job.request, indent=2, sort_keys=True, default=str))
         print(
-            f"Dry run: nothing was sent. model.py would run as {result.processes_per_instance} "
-            f"process(es) per instance; code shipped: {', '.join(result.shipped_files)}",
+            f"Dry run: nothing was sent. model.py would run as {job.processes_per_instance} "
+            f"process(es) per instance; code shipped: {', '.join(job.shipped_files)}",
             file=sys.stderr,
         )
         return
-    print(f"Submitted training job {result.job_name} ({how}, {result.region})")
-    print(f"  console: {result.console_url}")
+    how = "torchrun" if job.processes_per_instance > 1 else "python"
+    console = f"https://{job.region}.console.aws.amazon.com/sagemaker/home?region={job.region}"
+    print(f"Submitted training job {job.job_name} ({how}, {job.region})")
+    print(f"  console: {console}#/jobs/{job.job_name}")
     if args.follow:
-        progress.follow(result.job_name, region=result.region)
+        follow(job.job_name, region=job.region)
     else:
-        print(f"  follow:  python -m former.sagemaker logs {result.job_name} --follow")
+        print(f"  follow:  python -m former.sagemaker logs {job.job_name} --follow")
 
 
-def run_status(args: argparse.Namespace) -> None:
+def run_status(args: argparse.Namespace, extra: list[str]) -> None:
     if args.job is None:
-        for job in progress.recent_jobs(region=args.region):
+        for job in recent_jobs(region=args.region):
             print(f"{job['TrainingJobName']}  {job['TrainingJobStatus']}  {job['CreationTime']}")
         return
-    job = progress.job_status(args.job, region=args.region)
+    job = job_status(args.job, region=args.region)
     print(f"{args.job}: {job['TrainingJobStatus']} ({job.get('SecondaryStatus', '')})")
-    print(f"  {progress.summary(job)}")
+    print(f"  {summary(job)}")
     if job.get("FailureReason"):
         print(f"  failure: {job['FailureReason']}")
 
 
-def run_fetch(args: argparse.Namespace) -> None:
+def run_logs(args: argparse.Namespace, extra: list[str]) -> None:
+    if args.follow:
+        follow(args.job, region=args.region)
+    else:
+        print("\n".join(job_log_lines(args.job, region=args.region)))
+
+
+def run_fetch(args: argparse.Namespace, extra: list[str]) -> None:
     from former.training import predict
 
-    path = fetch.fetch_model(args.job, args.out, region=args.region)
-    model, config, vocab = fetch.load_fetched_model(path)
-    accuracy, n = fetch.accuracy_on_test_reviews(model, config, vocab, args.data, args.limit)
+    path = fetch_model(args.job, args.out, region=args.region)
+    model, config, vocab = load_fetched_model(path)
+    accuracy, n = accuracy_on_test_reviews(model, config, vocab, args.data, args.limit)
     print(f"model: {path}")
     print(f"test accuracy here: {accuracy:.3f} on {n:,} IMDB test reviews")
     label, probability = predict(model, vocab, [args.text], config.max_length)[0]
@@ -137,24 +174,17 @@ def run_fetch(args: argparse.Namespace) -> None:
     print(f"{args.text!r}: {names[label]} ({probability:.2f})")
 
 
+def run_stop(args: argparse.Namespace, extra: list[str]) -> None:
+    stop_job(args.job, region=args.region)
+    print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     try:
         if extra and args.command != "launch":
             raise SageMakerError(f"Unexpected arguments {' '.join(extra)} for {args.command}.")
-        if args.command == "launch":
-            run_launch(args, extra)
-        elif args.command == "status":
-            run_status(args)
-        elif args.command == "logs" and args.follow:
-            progress.follow(args.job, region=args.region)
-        elif args.command == "logs":
-            print("\n".join(progress.job_log_lines(args.job, region=args.region)))
-        elif args.command == "fetch":
-            run_fetch(args)
-        elif args.command == "stop":
-            progress.stop_job(args.job, region=args.region)
-            print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
+        args.run(args, extra)
     except SageMakerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
