@@ -13,50 +13,15 @@ hyperparameters of ``model.py``. Errors are one line and exit status 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 
+from former.sagemaker import fetch, job, launch, progress
 from former.sagemaker.errors import SageMakerError
-from former.sagemaker.fetch import accuracy_on_test_reviews, fetch_model, load_fetched_model
-from former.sagemaker.job import JobSettings
-from former.sagemaker.launch import launch_training_job
-from former.sagemaker.progress import (
-    follow,
-    job_log_lines,
-    job_status,
-    recent_jobs,
-    stop_job,
-    summary,
-)
 
 EXAMPLE_REVIEW = "A wonderful film: the acting is superb and the story moving."
 REGION_HELP = "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's"
-# launch's options, one per JobSettings field (flag: the field's name, or as FLAG_NAMES says).
-LAUNCH_OPTIONS = {
-    "data": "IMDB tarball or CSV (uploaded once), or an s3:// URI",
-    "role": "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)",
-    "region": REGION_HELP,
-    "instance_type": "default: %(default)s",
-    "instance_count": "default: %(default)s",
-    "gpus_per_instance": "for instance types not in the table",
-    "spot": "managed spot training (default: %(default)s)",
-    "max_run_seconds": "seconds (default: %(default)s)",
-    "max_wait_seconds": "seconds, spot only (default: 2 x max run)",
-    "checkpoint_s3_uri": "default: the SDK's, next to the job's output",
-    "output_s3_uri": "where model.tar.gz goes",
-    "bucket": "S3 bucket for code and data (default: the SDK's)",
-    "framework_version": "default: %(default)s",
-    "image_uri": "training image; overrides --framework-version",
-    "learner_module": "default: ./my_transformer_model.py",
-    "base_job_name": "default: %(default)s",
-}
-FLAG_NAMES = {
-    "max_run_seconds": "max-run",
-    "max_wait_seconds": "max-wait",
-    "base_job_name": "job-name",
-}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,23 +39,35 @@ def parser() -> argparse.ArgumentParser:
         ("fetch", "download the model, test it here, classify a text", run_fetch),
         ("stop", "stop a running job", run_stop),
     ):
-        sub[name] = commands.add_parser(name, help=text)
-        sub[name].set_defaults(run=run)
-    for name in ("status", "logs", "fetch", "stop"):
-        sub[name].add_argument("job", nargs="?" if name == "status" else None)
-        sub[name].add_argument("--region", help=REGION_HELP)
-    for name in ("launch", "logs"):
-        sub[name].add_argument("--follow", action="store_true", help="follow the job to its end")
-    defaults, fields = JobSettings(), {f.name: f for f in dataclasses.fields(JobSettings)}
-    for name, text in LAUNCH_OPTIONS.items():
-        kind = fields[name].type
-        how = {"type": int if kind.startswith("int") else str}
-        if kind == "bool":
-            how = {"action": argparse.BooleanOptionalAction}
-        flag = "--" + FLAG_NAMES.get(name, name.replace("_", "-"))
-        sub["launch"].add_argument(
-            flag, dest=name, default=getattr(defaults, name), help=text, **how
-        )
+        # launch passes on only the options given: JobSettings has the defaults.
+        default = argparse.SUPPRESS if name == "launch" else None
+        sub[name] = commands.add_parser(name, help=text, argument_default=default)
+        sub[name].set_defaults(run=run, follow=False, dry_run=False)
+        if name != "launch":
+            sub[name].add_argument("job", nargs="?" if name == "status" else None)
+            sub[name].add_argument("--region", help=REGION_HELP)
+        if name in ("launch", "logs"):
+            sub[name].add_argument("--follow", action="store_true", help="follow it to its end")
+    for flags, text, kind in (
+        (("--data",), "IMDB tarball or CSV (uploaded once), or an s3:// URI", str),
+        (("--role",), "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)", str),
+        (("--region",), REGION_HELP, str),
+        (("--instance-type",), f"default: {job.DEFAULT_INSTANCE_TYPE}", str),
+        (("--instance-count",), "default: 1", int),
+        (("--gpus-per-instance",), "for instance types not in the table", int),
+        (("--max-run-seconds", "--max-run"), "seconds (default: 3 hours)", int),
+        (("--max-wait-seconds", "--max-wait"), "seconds, spot only (default: 2 x max run)", int),
+        (("--checkpoint-s3-uri",), "default: the SDK's, next to the job's output", str),
+        (("--output-s3-uri",), "where model.tar.gz goes (default: the SDK's)", str),
+        (("--bucket",), "S3 bucket for code and data (default: the SDK's)", str),
+        (("--framework-version",), "PyTorch version of the training image", str),
+        (("--image-uri",), "training image; overrides --framework-version", str),
+        (("--learner-module",), "default: ./my_transformer_model.py", str),
+        (("--base-job-name", "--job-name"), "job name prefix (default: former-classify)", str),
+        (("--volume-size-gb",), "disk per instance (default: 30)", int),
+    ):
+        sub["launch"].add_argument(*flags, type=kind, help=text)
+    sub["launch"].add_argument("--spot", action=argparse.BooleanOptionalAction, help="default: on")
     sub["launch"].add_argument("--dry-run", action="store_true", help="print it; send nothing")
     sub["fetch"].add_argument("--out", default="sagemaker-models", help="default: %(default)s")
     sub["fetch"].add_argument("--data", help="local IMDB data to test on (default: former's)")
@@ -118,55 +95,54 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
     return hyperparameters
 
 
-def run_launch(args: argparse.Namespace, extra: list[str]) -> None:
-    settings = {name: getattr(args, name) for name in LAUNCH_OPTIONS}
-    hyperparameters = parse_hyperparameter_args(extra)
-    job = launch_training_job(
-        hyperparameters=hyperparameters, dry_run=args.dry_run or None, **settings
-    )
-    if not job.submitted:
-        print(json.dumps(job.request, indent=2, sort_keys=True, default=str))
+def run_launch(args: argparse.Namespace) -> None:
+    options = dict(vars(args))
+    for name in ("command", "run", "follow", "dry_run"):
+        del options[name]
+    result = launch.launch_training_job(dry_run=args.dry_run or None, **options)
+    name, region, processes = result.job_name, result.region, result.processes_per_instance
+    if not result.submitted:
+        print(json.dumps(result.request, indent=2, sort_keys=True, default=str))
         print(
-            f"Dry run: nothing was sent. model.py would run as {job.processes_per_instance} "
-            f"process(es) per instance; code shipped: {', '.join(job.shipped_files)}",
+            f"Dry run: nothing was sent. model.py would run as {processes} process(es) per "
+            f"instance; code shipped: {', '.join(result.shipped_files)}",
             file=sys.stderr,
         )
         return
-    how = "torchrun" if job.processes_per_instance > 1 else "python"
-    console = f"https://{job.region}.console.aws.amazon.com/sagemaker/home?region={job.region}"
-    print(f"Submitted training job {job.job_name} ({how}, {job.region})")
-    print(f"  console: {console}#/jobs/{job.job_name}")
+    console = f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
+    print(f"Submitted training job {name} ({'torchrun' if processes > 1 else 'python'}, {region})")
+    print(f"  console: {console}#/jobs/{name}")
     if args.follow:
-        follow(job.job_name, region=job.region)
+        progress.follow(name, region=region)
     else:
-        print(f"  follow:  python -m former.sagemaker logs {job.job_name} --follow")
+        print(f"  follow:  python -m former.sagemaker logs {name} --follow")
 
 
-def run_status(args: argparse.Namespace, extra: list[str]) -> None:
+def run_status(args: argparse.Namespace) -> None:
     if args.job is None:
-        for job in recent_jobs(region=args.region):
-            print(f"{job['TrainingJobName']}  {job['TrainingJobStatus']}  {job['CreationTime']}")
+        for row in progress.recent_jobs(region=args.region):
+            print(f"{row['TrainingJobName']}  {row['TrainingJobStatus']}  {row['CreationTime']}")
         return
-    job = job_status(args.job, region=args.region)
-    print(f"{args.job}: {job['TrainingJobStatus']} ({job.get('SecondaryStatus', '')})")
-    print(f"  {summary(job)}")
-    if job.get("FailureReason"):
-        print(f"  failure: {job['FailureReason']}")
+    state = progress.job_status(args.job, region=args.region)
+    print(f"{args.job}: {state['TrainingJobStatus']} ({state.get('SecondaryStatus', '')})")
+    print(f"  {progress.summary(state)}")
+    if state.get("FailureReason"):
+        print(f"  failure: {state['FailureReason']}")
 
 
-def run_logs(args: argparse.Namespace, extra: list[str]) -> None:
+def run_logs(args: argparse.Namespace) -> None:
     if args.follow:
-        follow(args.job, region=args.region)
+        progress.follow(args.job, region=args.region)
     else:
-        print("\n".join(job_log_lines(args.job, region=args.region)))
+        print("\n".join(progress.job_log_lines(args.job, region=args.region)))
 
 
-def run_fetch(args: argparse.Namespace, extra: list[str]) -> None:
+def run_fetch(args: argparse.Namespace) -> None:
     from former.training import predict
 
-    path = fetch_model(args.job, args.out, region=args.region)
-    model, config, vocab = load_fetched_model(path)
-    accuracy, n = accuracy_on_test_reviews(model, config, vocab, args.data, args.limit)
+    path = fetch.fetch_model(args.job, args.out, region=args.region)
+    model, config, vocab = fetch.load_fetched_model(path)
+    accuracy, n = fetch.accuracy_on_test_reviews(model, config, vocab, args.data, args.limit)
     print(f"model: {path}")
     print(f"test accuracy here: {accuracy:.3f} on {n:,} IMDB test reviews")
     label, probability = predict(model, vocab, [args.text], config.max_length)[0]
@@ -174,8 +150,8 @@ def run_fetch(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"{args.text!r}: {names[label]} ({probability:.2f})")
 
 
-def run_stop(args: argparse.Namespace, extra: list[str]) -> None:
-    stop_job(args.job, region=args.region)
+def run_stop(args: argparse.Namespace) -> None:
+    progress.stop_job(args.job, region=args.region)
     print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
 
 
@@ -184,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if extra and args.command != "launch":
             raise SageMakerError(f"Unexpected arguments {' '.join(extra)} for {args.command}.")
-        args.run(args, extra)
+        args.hyperparameters = parse_hyperparameter_args(extra)
+        args.run(args)
     except SageMakerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
