@@ -29,7 +29,6 @@ if __name__ == "__main__":
 """
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 PY_VERSION = "py312"
-DEFAULT_ATTENTION = "my_transformer_model:multihead_attention"
 # GPUs per instance for the types a course is likely to use (the SDK's table misses some).
 _SIZES = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
 _EIGHT_GPUS = ("p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge")

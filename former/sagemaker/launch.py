@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from former.container import DEFAULT_ATTENTION
 from former.sagemaker import account, errors, job
 from former.sagemaker.errors import SageMakerError, aws_errors
 
@@ -163,7 +164,7 @@ def launch_training_job(
     keyword arguments are fields of :class:`JobSettings`. Each call submits at most one job.
     """
     settings = job.JobSettings(data, role, region, instance_type, instance_count, **options)
-    settings.hyperparameters = {"attention": job.DEFAULT_ATTENTION, **(hyperparameters or {})}
+    settings.hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
     with aws_errors(region):
         if not dry_run and not account.credentials_configured(boto_session):
             if dry_run is not None:
