@@ -105,12 +105,7 @@ def training_image_uri(region: str, framework_version: str, instance_type: str) 
 
     try:
         return image_uris.retrieve(
-            "pytorch",
-            region=region,
-            version=framework_version,
-            py_version=PY_VERSION,
-            instance_type=instance_type,
-            image_scope="training",
+            "pytorch", region, framework_version, PY_VERSION, instance_type, image_scope="training"
         )
     except ValueError as error:
         raise SageMakerError(

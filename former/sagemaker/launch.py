@@ -70,11 +70,7 @@ def install_sdk() -> str:
 
 
 class _RequestCaptured(Exception):
-    """Raised where the SDK would send CreateTrainingJob; carries the request."""
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        super().__init__("CreateTrainingJob captured")
-        self.request = request
+    """Raised where the SDK would send CreateTrainingJob; its argument is the request."""
 
 
 def _capture_request(params: dict[str, Any], **_: Any) -> None:
@@ -207,7 +203,7 @@ def launch_training_job(
                 trainer.train(input_data_config=inputs or None, wait=False, logs=False)
                 raise SageMakerError("The SageMaker SDK built no CreateTrainingJob request.")
             except _RequestCaptured as captured:
-                request = captured.request
+                request = captured.args[0]
         if not dry_run:
             session.client("sagemaker").create_training_job(**request)
     name, processes = request["TrainingJobName"], settings.processes_per_instance
