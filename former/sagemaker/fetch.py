@@ -49,11 +49,8 @@ def fetch_model(
 
 
 def load_fetched_model(path: Path) -> tuple[nn.Module, Any, Any]:
-    """:func:`former.training.load_model`, with PyTorch's attention if the job's cannot be imported.
-
-    Away from the learner's ``my_transformer_model.py`` the model still loads with ``sdpa``,
-    which computes the same function as a correct ``multihead_attention``.
-    """
+    """:func:`former.training.load_model`; away from the learner's module, with ``sdpa`` (the
+    same function as a correct ``multihead_attention``)."""
     from former.training import load_model
 
     try:
@@ -70,10 +67,8 @@ def accuracy_on_test_reviews(
     data: str | Path | None = None,
     limit: int | None = None,
 ) -> tuple[float, int]:
-    """(accuracy, number of reviews) of a fetched model on the local IMDB test split.
-
-    ``limit`` keeps that many reviews, spread evenly over the split (it is ordered by label).
-    """
+    """(accuracy, number of reviews) of a model on the local IMDB test split, or on ``limit``
+    reviews spread evenly over it (it is ordered by label)."""
     from former.data import TextSplit
     from former.training import evaluate, pick_device
 

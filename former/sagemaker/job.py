@@ -46,11 +46,8 @@ RUNTIME_REQUIREMENTS = "tqdm>=4.60\n"
 
 @dataclass
 class JobSettings:
-    """One training job, with the launcher's defaults.
-
-    ``data``: a local IMDB tarball or CSV (uploaded once to the default bucket of the job's
-    region), an ``s3://`` URI in that region, or None for the IMDB archive ``former`` finds.
-    """
+    """One training job. ``data``: a local IMDB tarball or CSV (uploaded once), an ``s3://``
+    URI in the job's region, or None for the IMDB archive ``former`` finds itself."""
 
     data: str | Path | None = None
     role: str | None = None

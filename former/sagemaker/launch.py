@@ -1,8 +1,7 @@
 """Submit a training job: stage the data and code, build the request with the SDK, send it once.
 
-The SDK builds the request on a private session and hands it over instead of sending it; it is
-sent here, once, so what is reported is what AWS accepted. A dry run answers every AWS call
-locally and sends nothing.
+The SDK hands the request over instead of sending it; it is sent here, once, so what is
+reported is what AWS accepted. A dry run answers every AWS call locally.
 """
 
 from __future__ import annotations
@@ -77,11 +76,9 @@ def _capture_request(params: dict[str, Any], **_: Any) -> None:
     raise _RequestCaptured(copy.deepcopy(params))
 
 
-def _sdk_boto_session(session: Any, region: str, account: str) -> Any:
-    """A boto3 session of the SDK's own (``session`` None: a dry run's, answered offline).
-
-    A fresh one per launch, so no client of an earlier launch, with its handlers, is reused.
-    """
+def _sdk_boto_session(session: Any, region: str, account_id: str) -> Any:
+    """A fresh boto3 session for the SDK (``session`` None: a dry run's, answered offline), so
+    no client of an earlier launch, with its event handlers, is ever reused."""
     import boto3
     from botocore.awsrequest import AWSResponse
 
@@ -90,10 +87,8 @@ def _sdk_boto_session(session: Any, region: str, account: str) -> Any:
         keys = session.get_credentials().get_frozen_credentials()[:3]
     sdk = boto3.Session(*keys, region_name=region)
     if session is None:
-        answers = {
-            **DRY_RUN_ANSWERS,
-            "GetCallerIdentity": {"Account": account, "Arn": f"arn:aws:sts::{account}:dry-run"},
-        }
+        identity = {"Account": account_id, "Arn": f"arn:aws:sts::{account_id}:dry-run"}
+        answers = {**DRY_RUN_ANSWERS, "GetCallerIdentity": identity}
 
         def answer(model: Any, **_: Any) -> tuple[Any, dict[str, Any]]:
             parsed = {**answers.get(model.name, {}), "ResponseMetadata": {"HTTPStatusCode": 200}}

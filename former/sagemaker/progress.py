@@ -96,10 +96,8 @@ def follow(
     sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Print each status change and metric line until the job ends; return its description.
-
-    ``on_metrics`` gets each metric line's values (e.g. a live plot). A failed job raises
-    :class:`JobFailedError` with its reason and last log lines.
-    """
+    ``on_metrics`` gets each metric line's values (a live plot); a failed job raises
+    :class:`JobFailedError` with its reason and last log lines."""
     with aws_errors(region):
         session = aws_session(region, boto_session)
         sagemaker, logs = session.client("sagemaker"), JobLogs(session.client("logs"), job_name)
