@@ -85,6 +85,17 @@ def aws(workdir: Path, monkeypatch: pytest.MonkeyPatch, no_telemetry: list):
         yield boto3.Session(region_name=REGION)
 
 
+def run_notebook_sagemaker_cell(namespace: dict) -> None:
+    """Run the master notebook's SageMaker cell in ``namespace``, as the notebook's kernel would."""
+    import json
+
+    from grader.course.nbgrader import master_path
+
+    cells = json.loads(master_path().read_text())["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
+    exec(compile(source, "sagemaker-code", "exec"), namespace)
+
+
 def channel(request: dict, name: str) -> str:
     found = next(c for c in request["InputDataConfig"] if c["ChannelName"] == name)
     return found["DataSource"]["S3DataSource"]["S3Uri"]

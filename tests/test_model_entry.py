@@ -316,6 +316,7 @@ def run_in_process(
     status = container.main(
         [*args, "--checkpoint-dir", str(job.checkpoints), "--failure-file", str(job.failure)]
     )
+    sys.modules.pop("my_transformer_model", None)  # a later test imports its own learner module
     return status, capsys.readouterr().err
 
 

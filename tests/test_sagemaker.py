@@ -8,7 +8,15 @@ import re
 from pathlib import Path
 
 import pytest
-from aws_fakes import REGION, ROLE, aws, channel, no_telemetry, workdir  # noqa: F401
+from aws_fakes import (  # noqa: F401
+    REGION,
+    ROLE,
+    aws,
+    channel,
+    no_telemetry,
+    run_notebook_sagemaker_cell,
+    workdir,
+)
 from conftest import REPO_ROOT
 
 pytest.importorskip("sagemaker.train")
@@ -321,10 +329,6 @@ def test_the_sdk_the_launcher_names_is_the_sagemaker_extra() -> None:
 def test_without_credentials_the_notebook_cell_shows_the_job_it_would_submit(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys, no_telemetry: list
 ) -> None:
-    from grader import course
-
-    cells = json.loads(course.master_path().read_text())["cells"]
-    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
     monkeypatch.setenv("LAB_IMDB", str(workdir / "reviews.csv"))
     namespace = {
         "os": os,
@@ -332,7 +336,7 @@ def test_without_credentials_the_notebook_cell_shows_the_job_it_would_submit(
         "QUICK": True,
         "MODULE": Path("my_transformer_model.py"),
     }
-    exec(compile(source, "sagemaker-code", "exec"), namespace)
+    run_notebook_sagemaker_cell(namespace)
     out = capsys.readouterr()
     assert re.fullmatch(
         r"dry run, nothing sent: former-classify-[0-9-]+, 1 x ml\.g5\.xlarge, hyperparameters "

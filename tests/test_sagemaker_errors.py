@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aws_fakes import REGION, ROLE, JobTimeline, aws, no_telemetry, workdir  # noqa: F401
+from aws_fakes import (  # noqa: F401
+    REGION,
+    ROLE,
+    JobTimeline,
+    aws,
+    no_telemetry,
+    run_notebook_sagemaker_cell,
+    workdir,
+)
 
 pytest.importorskip("sagemaker.train")
 
@@ -172,10 +180,7 @@ def test_an_unknown_job_name_is_one_line_on_the_command_line(aws, capsys) -> Non
 
 def test_without_the_sdk_every_call_says_how_to_add_it(monkeypatch, capsys) -> None:
     """A `make lab` environment has neither the SDK nor boto3: one line, and the cell says it too."""
-    import json
     import sys
-
-    from grader import course
 
     for name in ("boto3", "botocore", "sagemaker"):
         monkeypatch.setitem(sys.modules, name, None)  # `import boto3` now fails, as without it
@@ -185,9 +190,7 @@ def test_without_the_sdk_every_call_says_how_to_add_it(monkeypatch, capsys) -> N
     assert str(raised.value) == sagemaker.sdk_missing()
     assert "pip install 'sagemaker-train>=1.27,<2'" in str(raised.value)
 
-    cells = json.loads(course.master_path().read_text())["cells"]
-    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
-    exec(compile(source, "sagemaker-code", "exec"), {"GRADING": False})
+    run_notebook_sagemaker_cell({"GRADING": False})
     assert capsys.readouterr().out == (
         f"{sagemaker.sdk_missing()} Or set INSTALL_SAGEMAKER_SDK = True in this cell.\n"
     )

@@ -16,7 +16,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aws_fakes import ROLE, JobTimeline, aws, channel, download_prefix, no_telemetry, workdir  # noqa: F401
+from aws_fakes import (  # noqa: F401
+    ROLE,
+    JobTimeline,
+    aws,
+    channel,
+    download_prefix,
+    no_telemetry,
+    run_notebook_sagemaker_cell,
+    workdir,
+)
 from conftest import shared_file
 from test_model_entry import SMALL_MODEL, OptMl
 
@@ -168,12 +177,6 @@ def test_the_notebook_cell_runs_the_round_trip(
     aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """The master notebook's SageMaker cell, as a learner with AWS credentials runs it."""
-    import json
-
-    from grader import course
-
-    cells = json.loads(course.master_path().read_text())["cells"]
-    source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
     imdb = shared_file("imdb_sample.csv")
     for name, value in {"LAB_IMDB": str(imdb), "SAGEMAKER_ROLE": ROLE}.items():
         monkeypatch.setenv(name, value)
@@ -198,7 +201,7 @@ def test_the_notebook_cell_runs_the_round_trip(
         "os": os, "GRADING": False, "QUICK": True, "MODULE": Path("my_transformer_model.py"),
         "LivePlot": lambda: curve.append,
     }  # fmt: skip
-    exec(compile(source, "sagemaker-code", "exec"), namespace)
+    run_notebook_sagemaker_cell(namespace)
     out = capsys.readouterr().out
     print(out)
     assert "submitted former-classify-" in out and "After a kernel restart, set JOB_NAME" in out

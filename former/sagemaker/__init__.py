@@ -4,68 +4,31 @@
     follow(job.job_name, on_metrics=plot)                      # status, metric lines, cost
     path = fetch_model(job.job_name)                           # model.tar.gz -> model.pt
 
-The same from a shell: ``python -m former.sagemaker launch | status | logs |
-fetch | stop``. Every call takes the job's name, so a restarted notebook
-reattaches with ``follow(name)``. AWS failures arrive as :class:`SageMakerError`,
-one line that says what to do. Launching needs the SDK (the ``[sagemaker]``
-extra, with boto3); nothing here imports it before then.
+Every call takes the job's name, so a restarted notebook reattaches with ``follow(name)``; AWS
+failures raise :class:`SageMakerError`, one line that says what to do. Nothing imports the SDK
+(the ``[sagemaker]`` extra) before a job is launched.
 """
 
-from former.sagemaker.account import credentials_configured, resolve_region, resolve_role
-from former.sagemaker.errors import SDK_REQUIREMENT, JobFailedError, SageMakerError, sdk_missing
-from former.sagemaker.fetch import accuracy_on_test_reviews, fetch_model, load_fetched_model
-from former.sagemaker.job import (
-    ENTRY_SCRIPT_SOURCE,
-    JobSettings,
-    gpus_per_instance,
-    normalise_hyperparameters,
-    stage_source,
-)
-from former.sagemaker.launch import (
-    LaunchResult,
-    install_sdk,
-    launch_training_job,
-    sdk_installed,
-)
-from former.sagemaker.progress import (
-    METRIC_DEFINITIONS,
-    follow,
-    job_log_lines,
-    job_metrics,
-    job_status,
-    parse_metrics,
-    recent_jobs,
-    stop_job,
-    summary,
-)
-
-__all__ = [
-    "ENTRY_SCRIPT_SOURCE",
-    "METRIC_DEFINITIONS",
-    "SDK_REQUIREMENT",
-    "JobFailedError",
-    "JobSettings",
-    "LaunchResult",
-    "SageMakerError",
-    "accuracy_on_test_reviews",
-    "credentials_configured",
-    "fetch_model",
-    "follow",
-    "gpus_per_instance",
-    "install_sdk",
-    "job_log_lines",
-    "job_metrics",
-    "job_status",
-    "launch_training_job",
-    "load_fetched_model",
-    "normalise_hyperparameters",
-    "parse_metrics",
-    "recent_jobs",
-    "resolve_region",
-    "resolve_role",
-    "sdk_installed",
-    "sdk_missing",
-    "stage_source",
-    "stop_job",
-    "summary",
-]
+from former.sagemaker.errors import SDK_REQUIREMENT as SDK_REQUIREMENT
+from former.sagemaker.errors import JobFailedError as JobFailedError
+from former.sagemaker.errors import SageMakerError as SageMakerError
+from former.sagemaker.errors import sdk_missing as sdk_missing
+from former.sagemaker.fetch import accuracy_on_test_reviews as accuracy_on_test_reviews
+from former.sagemaker.fetch import fetch_model as fetch_model
+from former.sagemaker.fetch import load_fetched_model as load_fetched_model
+from former.sagemaker.job import ENTRY_SCRIPT_SOURCE as ENTRY_SCRIPT_SOURCE
+from former.sagemaker.job import JobSettings as JobSettings
+from former.sagemaker.job import gpus_per_instance as gpus_per_instance
+from former.sagemaker.job import normalise_hyperparameters as normalise_hyperparameters
+from former.sagemaker.job import stage_source as stage_source
+from former.sagemaker.launch import LaunchResult as LaunchResult
+from former.sagemaker.launch import install_sdk as install_sdk
+from former.sagemaker.launch import launch_training_job as launch_training_job
+from former.sagemaker.launch import sdk_installed as sdk_installed
+from former.sagemaker.progress import METRIC_DEFINITIONS as METRIC_DEFINITIONS
+from former.sagemaker.progress import follow as follow
+from former.sagemaker.progress import job_log_lines as job_log_lines
+from former.sagemaker.progress import job_metrics as job_metrics
+from former.sagemaker.progress import job_status as job_status
+from former.sagemaker.progress import recent_jobs as recent_jobs
+from former.sagemaker.progress import stop_job as stop_job

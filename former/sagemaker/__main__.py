@@ -6,13 +6,14 @@
     python -m former.sagemaker fetch JOB [--text "..."]        # download, test locally, classify
     python -m former.sagemaker stop JOB
 
-Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``)
-become hyperparameters of ``model.py``. Errors are one line and exit status 1.
+Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``) become
+hyperparameters of ``model.py``. Errors are one line and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from former.sagemaker import fetch, job, launch, progress
 from former.sagemaker.errors import SageMakerError
 
 EXAMPLE_REVIEW = "A wonderful film: the acting is superb and the story moving."
+REGION_HELP = "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,39 +31,48 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("launch", help="submit model.py as a training job")
-    run.add_argument("--data", help="IMDB tarball or CSV (uploaded once), or an s3:// URI")
-    run.add_argument("--role", help="execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)")
-    run.add_argument("--instance-type", default=job.DEFAULT_INSTANCE_TYPE)
-    run.add_argument("--instance-count", type=int, default=1)
-    run.add_argument("--gpus-per-instance", type=int, help="for instance types not in the table")
-    run.add_argument("--spot", action=argparse.BooleanOptionalAction, default=True)
-    run.add_argument("--max-run", type=int, default=job.DEFAULT_MAX_RUN_SECONDS, help="seconds")
-    run.add_argument("--max-wait", type=int, help="seconds, spot only (default: 2 x max run)")
-    run.add_argument("--checkpoint-s3-uri", help="default: the SDK's, next to the job's output")
-    run.add_argument("--output-s3-uri", help="where model.tar.gz goes")
-    run.add_argument("--bucket", help="S3 bucket for code and data (default: the SDK's)")
-    run.add_argument("--framework-version", default=job.DEFAULT_FRAMEWORK_VERSION)
-    run.add_argument("--image-uri", help="training image; overrides --framework-version")
-    run.add_argument("--learner-module", help="default: ./my_transformer_model.py")
-    run.add_argument("--job-name", dest="base_job_name", default=job.DEFAULT_BASE_JOB_NAME)
-    run.add_argument("--follow", action="store_true", help="follow the job until it ends")
-    run.add_argument("--dry-run", action="store_true", help="print the request; send nothing")
-    status = commands.add_parser("status", help="a job's state, or the latest jobs")
-    status.add_argument("job", nargs="?")
-    logs = commands.add_parser("logs", help="a job's log lines")
-    logs.add_argument("job")
-    logs.add_argument("--follow", action="store_true", help="follow the job until it ends")
-    get = commands.add_parser("fetch", help="download the model, test it here, classify a text")
-    get.add_argument("job")
-    get.add_argument("--out", default="sagemaker-models", help="default: %(default)s")
-    get.add_argument("--data", help="local IMDB data to test on (default: former's own lookup)")
-    get.add_argument("--limit", type=int, help="test on this many reviews (default: all)")
-    get.add_argument("--text", default=EXAMPLE_REVIEW, help="a review to classify")
-    stop = commands.add_parser("stop", help="stop a running job")
-    stop.add_argument("job")
-    for command in (run, status, logs, get, stop):
-        command.add_argument("--region", help="default: $AWS_REGION, $AWS_DEFAULT_REGION, profile")
+    sub: dict[str, argparse.ArgumentParser] = {}
+    for name, text, run in (
+        ("launch", "submit model.py as a training job", run_launch),
+        ("status", "a job's state, or the latest jobs", run_status),
+        ("logs", "a job's log lines", run_logs),
+        ("fetch", "download the model, test it here, classify a text", run_fetch),
+        ("stop", "stop a running job", run_stop),
+    ):
+        # launch passes on only the options given: JobSettings has the defaults.
+        default = argparse.SUPPRESS if name == "launch" else None
+        sub[name] = commands.add_parser(name, help=text, argument_default=default)
+        sub[name].set_defaults(run=run, follow=False, dry_run=False)
+        if name != "launch":
+            sub[name].add_argument("job", nargs="?" if name == "status" else None)
+            sub[name].add_argument("--region", help=REGION_HELP)
+        if name in ("launch", "logs"):
+            sub[name].add_argument("--follow", action="store_true", help="follow it to its end")
+    for flags, text, kind in (
+        (("--data",), "IMDB tarball or CSV (uploaded once), or an s3:// URI", str),
+        (("--role",), "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)", str),
+        (("--region",), REGION_HELP, str),
+        (("--instance-type",), f"default: {job.DEFAULT_INSTANCE_TYPE}", str),
+        (("--instance-count",), "default: 1", int),
+        (("--gpus-per-instance",), "for instance types not in the table", int),
+        (("--max-run-seconds", "--max-run"), "seconds (default: 3 hours)", int),
+        (("--max-wait-seconds", "--max-wait"), "seconds, spot only (default: 2 x max run)", int),
+        (("--checkpoint-s3-uri",), "default: the SDK's, next to the job's output", str),
+        (("--output-s3-uri",), "where model.tar.gz goes (default: the SDK's)", str),
+        (("--bucket",), "S3 bucket for code and data (default: the SDK's)", str),
+        (("--framework-version",), "PyTorch version of the training image", str),
+        (("--image-uri",), "training image; overrides --framework-version", str),
+        (("--learner-module",), "default: ./my_transformer_model.py", str),
+        (("--base-job-name", "--job-name"), "job name prefix (default: former-classify)", str),
+        (("--volume-size-gb",), "disk per instance (default: 30)", int),
+    ):
+        sub["launch"].add_argument(*flags, type=kind, help=text)
+    sub["launch"].add_argument("--spot", action=argparse.BooleanOptionalAction, help="default: on")
+    sub["launch"].add_argument("--dry-run", action="store_true", help="print it; send nothing")
+    sub["fetch"].add_argument("--out", default="sagemaker-models", help="default: %(default)s")
+    sub["fetch"].add_argument("--data", help="local IMDB data to test on (default: former's)")
+    sub["fetch"].add_argument("--limit", type=int, help="test on this many reviews (default: all)")
+    sub["fetch"].add_argument("--text", default=EXAMPLE_REVIEW, help="a review to classify")
     return top
 
 
@@ -84,44 +95,46 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
     return hyperparameters
 
 
-def run_launch(args: argparse.Namespace, extra: list[str]) -> None:
+def run_launch(args: argparse.Namespace) -> None:
     options = dict(vars(args))
-    for name in ("command", "follow", "dry_run"):
-        options.pop(name)
-    result = launch.launch_training_job(
-        hyperparameters=parse_hyperparameter_args(extra),
-        dry_run=args.dry_run or None,
-        max_run_seconds=options.pop("max_run"),
-        max_wait_seconds=options.pop("max_wait"),
-        **options,
-    )
-    how = "torchrun" if result.processes_per_instance > 1 else "python"
+    for name in ("command", "run", "follow", "dry_run"):
+        del options[name]
+    result = launch.launch_training_job(dry_run=args.dry_run or None, **options)
+    name, region, processes = result.job_name, result.region, result.processes_per_instance
     if not result.submitted:
-        print(result.to_json())
+        print(json.dumps(result.request, indent=2, sort_keys=True, default=str))
         print(
-            f"Dry run: nothing was sent. model.py would run as {result.processes_per_instance} "
-            f"process(es) per instance; code shipped: {', '.join(result.shipped_files)}",
+            f"Dry run: nothing was sent. model.py would run as {processes} process(es) per "
+            f"instance; code shipped: {', '.join(result.shipped_files)}",
             file=sys.stderr,
         )
         return
-    print(f"Submitted training job {result.job_name} ({how}, {result.region})")
-    print(f"  console: {result.console_url}")
+    console = f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
+    print(f"Submitted training job {name} ({'torchrun' if processes > 1 else 'python'}, {region})")
+    print(f"  console: {console}#/jobs/{name}")
     if args.follow:
-        progress.follow(result.job_name, region=result.region)
+        progress.follow(name, region=region)
     else:
-        print(f"  follow:  python -m former.sagemaker logs {result.job_name} --follow")
+        print(f"  follow:  python -m former.sagemaker logs {name} --follow")
 
 
 def run_status(args: argparse.Namespace) -> None:
     if args.job is None:
-        for job in progress.recent_jobs(region=args.region):
-            print(f"{job['TrainingJobName']}  {job['TrainingJobStatus']}  {job['CreationTime']}")
+        for row in progress.recent_jobs(region=args.region):
+            print(f"{row['TrainingJobName']}  {row['TrainingJobStatus']}  {row['CreationTime']}")
         return
-    job = progress.job_status(args.job, region=args.region)
-    print(f"{args.job}: {job['TrainingJobStatus']} ({job.get('SecondaryStatus', '')})")
-    print(f"  {progress.summary(job)}")
-    if job.get("FailureReason"):
-        print(f"  failure: {job['FailureReason']}")
+    state = progress.job_status(args.job, region=args.region)
+    print(f"{args.job}: {state['TrainingJobStatus']} ({state.get('SecondaryStatus', '')})")
+    print(f"  {progress.summary(state)}")
+    if state.get("FailureReason"):
+        print(f"  failure: {state['FailureReason']}")
+
+
+def run_logs(args: argparse.Namespace) -> None:
+    if args.follow:
+        progress.follow(args.job, region=args.region)
+    else:
+        print("\n".join(progress.job_log_lines(args.job, region=args.region)))
 
 
 def run_fetch(args: argparse.Namespace) -> None:
@@ -137,24 +150,18 @@ def run_fetch(args: argparse.Namespace) -> None:
     print(f"{args.text!r}: {names[label]} ({probability:.2f})")
 
 
+def run_stop(args: argparse.Namespace) -> None:
+    progress.stop_job(args.job, region=args.region)
+    print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     try:
         if extra and args.command != "launch":
             raise SageMakerError(f"Unexpected arguments {' '.join(extra)} for {args.command}.")
-        if args.command == "launch":
-            run_launch(args, extra)
-        elif args.command == "status":
-            run_status(args)
-        elif args.command == "logs" and args.follow:
-            progress.follow(args.job, region=args.region)
-        elif args.command == "logs":
-            print("\n".join(progress.job_log_lines(args.job, region=args.region)))
-        elif args.command == "fetch":
-            run_fetch(args)
-        elif args.command == "stop":
-            progress.stop_job(args.job, region=args.region)
-            print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
+        args.hyperparameters = parse_hyperparameter_args(extra)
+        args.run(args)
     except SageMakerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

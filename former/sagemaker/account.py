@@ -1,11 +1,4 @@
-"""Which AWS region, session, execution role and S3 data a job uses: one answer for every command.
-
-Region: the argument, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``, else the
-profile's (``$AWS_PROFILE`` or default, ``~/.aws/config``). Role: the argument,
-else ``$SAGEMAKER_ROLE``, else inside SageMaker Studio or a notebook instance the
-execution role of the space. Local training data go once to the session's
-default bucket in the job's region; data already in S3 must be in that region.
-"""
+"""Which AWS region, session, execution role and S3 data a job uses: one answer for every command."""
 
 from __future__ import annotations
 
@@ -16,19 +9,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from former.sagemaker.errors import SageMakerError, no_region
+from former.sagemaker.errors import NO_REGION, SageMakerError
 
-ROLE_ENV_VARS = ("SAGEMAKER_ROLE", "SAGEMAKER_ROLE_ARN")
-REGION_ENV_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 # Written by SageMaker Studio and notebook instances; absent everywhere else.
 SAGEMAKER_METADATA_FILE = Path("/opt/ml/metadata/resource-metadata.json")
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/.+")
 DATA_PREFIX = "former/data"
 
 
+def first_set(*variables: str) -> str | None:
+    return next((os.environ[v] for v in variables if os.environ.get(v)), None)
+
+
 def resolve_region(region: str | None = None, boto_session: Any = None) -> str:
     """The job's region: argument, environment, the given session's, the profile's."""
-    region = region or next((os.environ[v] for v in REGION_ENV_VARS if os.environ.get(v)), None)
+    region = region or first_set("AWS_REGION", "AWS_DEFAULT_REGION")
     if not region and boto_session is not None:
         region = boto_session.region_name
     if not region:
@@ -36,14 +31,15 @@ def resolve_region(region: str | None = None, boto_session: Any = None) -> str:
 
         region = boto3.Session().region_name
     if not region:
-        raise SageMakerError(no_region())
+        raise SageMakerError(NO_REGION)
     return region
 
 
-def aws_session(region: str, boto_session: Any = None) -> Any:
-    """A boto3 session for ``region``: the caller's (which must be for that region) or a new one."""
+def aws_session(region: str | None, boto_session: Any = None) -> Any:
+    """A boto3 session for ``region`` (resolved): the caller's, which must be for it, or a new one."""
     import boto3
 
+    region = resolve_region(region, boto_session)
     if boto_session is None:
         return boto3.Session(region_name=region)
     if boto_session.region_name != region:
@@ -63,7 +59,7 @@ def credentials_configured(boto_session: Any = None) -> bool:
 
 def resolve_role(role: str | None = None, boto_session: Any = None) -> str:
     """The execution role ARN: argument, ``$SAGEMAKER_ROLE``, else the one SageMaker runs us as."""
-    role = role or next((os.environ[v] for v in ROLE_ENV_VARS if os.environ.get(v)), None)
+    role = role or first_set("SAGEMAKER_ROLE", "SAGEMAKER_ROLE_ARN")
     if not role and SAGEMAKER_METADATA_FILE.exists() and boto_session is not None:
         role = studio_execution_role(boto_session)
     if not role:
@@ -89,17 +85,10 @@ def studio_execution_role(boto_session: Any) -> str | None:
     if not metadata.get("DomainId"):
         name = metadata["ResourceName"]
         return client.describe_notebook_instance(NotebookInstanceName=name)["RoleArn"]
-    profile = client.describe_user_profile(
-        DomainId=metadata["DomainId"], UserProfileName=metadata["UserProfileName"]
-    )
+    domain, user = metadata["DomainId"], metadata["UserProfileName"]
+    profile = client.describe_user_profile(DomainId=domain, UserProfileName=user)
     role = profile.get("UserSettings", {}).get("ExecutionRole")
-    if role:
-        return role
-    domain = client.describe_domain(DomainId=metadata["DomainId"])
-    return domain["DefaultUserSettings"]["ExecutionRole"]
-
-
-# --------------------------------------------------------------------------- S3 data
+    return role or client.describe_domain(DomainId=domain)["DefaultUserSettings"]["ExecutionRole"]
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -108,15 +97,11 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def bucket_region(s3: Any, bucket: str) -> str:
-    """Where ``bucket`` lives (S3 answers None for us-east-1, "EU" for the oldest eu-west-1)."""
-    location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
-
-
 def check_same_region(s3: Any, uri: str, region: str, what: str = "The training data") -> None:
     """Refuse an S3 URI in another region than the job's: SageMaker cannot read across."""
-    found = bucket_region(s3, split_s3_uri(uri)[0])
+    location = s3.get_bucket_location(Bucket=split_s3_uri(uri)[0]).get("LocationConstraint")
+    # S3 answers None for us-east-1, "EU" for the oldest eu-west-1 buckets.
+    found = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
     if found != region:
         raise SageMakerError(
             f"{what} {uri} is in region {found}, the job in {region}: launch with "
@@ -125,51 +110,41 @@ def check_same_region(s3: Any, uri: str, region: str, what: str = "The training 
         )
 
 
-def upload_once(s3: Any, path: Path, bucket: str) -> str:
-    """Upload ``path`` to ``s3://bucket/former/data/<sha256>/<name>`` unless it is there already.
-
-    The key holds the file's digest, so the same archive is sent once per
-    bucket, and a changed file never reuses a stale copy.
-    """
-    key = f"{DATA_PREFIX}/{file_digest(path)[:16]}/{path.name}"
-    from botocore.exceptions import ClientError
-
-    try:
-        if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == path.stat().st_size:
-            return f"s3://{bucket}/{key}"
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-    print(f"uploading {path.name} ({path.stat().st_size / 2**20:.0f} MiB) to s3://{bucket}/{key}")
-    s3.upload_file(str(path), bucket, key)
-    return f"s3://{bucket}/{key}"
-
-
-def file_digest(path: Path) -> str:
+def data_uri(path: Path, bucket: str) -> str:
+    """Where ``path`` goes in ``bucket``: under its digest, so a changed file is sent again."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(2**20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return f"s3://{bucket}/{DATA_PREFIX}/{digest.hexdigest()[:16]}/{path.name}"
 
 
-def local_training_file(data: str | Path | None) -> Path:
-    """The one local file to upload: the given IMDB file, or the one ``former`` finds itself."""
-    from former.data.imdb import locate_imdb
-    from former.data.imdb_files import ImdbFormatError, identify_source
+def upload_once(s3: Any, path: Path, bucket: str) -> str:
+    """Upload ``path`` to :func:`data_uri` unless it is there already; return that URI."""
+    from botocore.exceptions import ClientError
+
+    uri = data_uri(path, bucket)
+    key, size = split_s3_uri(uri)[1], path.stat().st_size
+    try:
+        if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size:
+            return uri
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    print(f"uploading {path.name} ({size / 2**20:.0f} MiB) to {uri}")
+    s3.upload_file(str(path), bucket, key)
+    return uri
+
+
+def local_imdb(data: str | Path | None, missing: str) -> Any:
+    """The IMDB data set (``former.data.imdb.ImdbSource``) at ``data``, else the one ``former``
+    finds itself; ``missing`` is the error when there is none."""
+    from former.data.imdb import ImdbFormatError, identify_source, locate_imdb
 
     try:
-        source = identify_source(Path(data).expanduser()) if data else locate_imdb()
+        source = identify_source(Path(data)) if data else locate_imdb()
     except (ImdbFormatError, OSError) as error:
-        raise SageMakerError(f"Training data {str(data)!r}: {error}") from error
+        raise SageMakerError(f"IMDB data {str(data)!r}: {error}") from error
     if source is None:
-        raise SageMakerError(
-            "No local IMDB data to upload: pass data='aclImdb_v1.tar.gz' (--data), an s3:// URI, "
-            "or set FORMER_DATA_DIR to the folder holding the archive."
-        )
-    if source.kind == "folder":
-        raise SageMakerError(
-            f"{source.path} is an extracted aclImdb folder (50,000 small uploads): pass the "
-            "aclImdb_v1.tar.gz archive or the CSV instead, or an s3:// URI."
-        )
-    return source.path
+        raise SageMakerError(missing)
+    return source

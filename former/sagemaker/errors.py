@@ -1,9 +1,4 @@
-"""AWS failures as one line that says what to do, never a traceback.
-
-Every public call of :mod:`former.sagemaker` runs inside :func:`aws_errors`, so
-a learner sees :class:`SageMakerError` with a message such as "Your AWS
-credentials have expired: run `aws sso login` ..." instead of botocore's stack.
-"""
+"""AWS failures as one line that says what to do: every public call runs inside aws_errors."""
 
 from __future__ import annotations
 
@@ -15,6 +10,14 @@ SDK_REQUIREMENT = "sagemaker-train>=1.27,<2"  # the [sagemaker] extra of pyproje
 CREDENTIALS_HELP = (
     "run `aws configure` (access keys) or `aws sso login --profile NAME` and set AWS_PROFILE=NAME"
 )
+EXPIRED = (
+    "Your AWS credentials have expired: run `aws sso login` (or fetch new temporary keys "
+    "for AWS_SESSION_TOKEN) and run this again."
+)
+NO_REGION = (
+    "No AWS region: pass region='us-east-1' (--region us-east-1), set AWS_DEFAULT_REGION, "
+    "or add 'region = ...' to your profile in ~/.aws/config."
+)
 EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 UNKNOWN_KEY_CODES = {
     "InvalidClientTokenId",
@@ -23,6 +26,7 @@ UNKNOWN_KEY_CODES = {
     "SignatureDoesNotMatch",
 }
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "403", "Forbidden"}
+VALIDATION_CODES = {"ValidationException", "ValidationError"}
 # "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0 Instances"
 QUOTA = re.compile(r"service limit '([^']+)' is (\d+)")
 
@@ -43,9 +47,17 @@ class JobFailedError(SageMakerError):
         )
 
 
+def sdk_missing() -> str:
+    """The line that says how to add the SDK (a ``make lab`` environment has none)."""
+    return (
+        f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
+        "(in the notebook `%pip install ...`, or `make install`), then run this again."
+    )
+
+
 @contextmanager
 def aws_errors(region: str | None = None) -> Iterator[None]:
-    """Turn botocore's and boto3's exceptions raised inside the block into SageMakerError."""
+    """Turn the AWS SDKs' exceptions raised inside the block into SageMakerError."""
     try:
         yield
     except SageMakerError:
@@ -67,7 +79,6 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
         from botocore import exceptions as aws
     except ModuleNotFoundError:
         return None  # no boto, so no AWS error either
-
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, (aws.ClientError, aws.BotoCoreError)):
         cause = cause.__cause__ or cause.__context__
@@ -76,25 +87,23 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
     if isinstance(cause, (aws.NoCredentialsError, aws.PartialCredentialsError)):
         return f"No AWS credentials found: {CREDENTIALS_HELP}, then run this again."
     if isinstance(cause, (aws.TokenRetrievalError, aws.SSOError, aws.CredentialRetrievalError)):
-        return expired()
+        return EXPIRED
     if isinstance(cause, aws.ProfileNotFound):
         return f"{cause}: check AWS_PROFILE against the profiles in ~/.aws/config."
     if isinstance(cause, aws.NoRegionError):
-        return no_region()
+        return NO_REGION
     if isinstance(cause, aws.EndpointConnectionError):
         return f"Cannot reach AWS ({cause}): check your network and the region name {region!r}."
-    if isinstance(cause, aws.BotoCoreError):
-        return f"AWS call failed: {cause}"
-    return None
+    return f"AWS call failed: {cause}" if isinstance(cause, aws.BotoCoreError) else None
 
 
 def explain_client_error(error, region: str | None) -> str:
-    """The line for an error the service answered: by its code, naming what to change."""
+    """The line for an error the service answered, by its code."""
     info = error.response.get("Error", {})
     code, message = str(info.get("Code", "")), " ".join(str(info.get("Message", "")).split())
     operation = error.operation_name
     if code in EXPIRED_CODES:
-        return expired()
+        return EXPIRED
     if code in UNKNOWN_KEY_CODES:
         return (
             f"AWS does not accept these credentials ({code}): the key or its secret is wrong "
@@ -104,11 +113,9 @@ def explain_client_error(error, region: str | None) -> str:
         return access_denied(operation, message)
     if code == "ResourceLimitExceeded":
         return quota_exceeded(message, region)
-    if code in ("ValidationException", "ValidationError") and re.search(
-        r"not f(ind|ound)", message
-    ):
+    if code in VALIDATION_CODES and re.search(r"not f(ind|ound)", message):
         return f"{message} Check the job name and the region ({region}): `status` lists jobs."
-    if code in ("ValidationException", "ValidationError"):
+    if code in VALIDATION_CODES:
         return (
             f"SageMaker rejected {operation}: {message} Change the setting it names "
             "(python -m former.sagemaker launch --help) and try again."
@@ -119,42 +126,17 @@ def explain_client_error(error, region: str | None) -> str:
     return f"AWS {operation} failed: {code}: {message}"
 
 
-def sdk_missing() -> str:
-    return (
-        f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
-        "(in the notebook `%pip install ...`, or `make install`), then run this again."
-    )
-
-
-def expired() -> str:
-    return (
-        "Your AWS credentials have expired: run `aws sso login` (or fetch new temporary keys "
-        "for AWS_SESSION_TOKEN) and run this again."
-    )
-
-
-def no_region() -> str:
-    return (
-        "No AWS region: pass region='us-east-1' (--region us-east-1), set AWS_DEFAULT_REGION, "
-        "or add 'region = ...' to your profile in ~/.aws/config."
-    )
-
-
 def access_denied(operation: str, message: str) -> str:
-    """Name the action AWS refused (its message says it for most services, not for S3)."""
+    """Name the action AWS refused: its message says it for most services; S3's does not."""
     action = re.search(r"perform: ([\w-]+:\w+)", message)
     who = re.search(r"User: (\S+)", message)
-    denied = action.group(1) if action else _s3_action(operation)
+    s3_actions = {"HeadObject": "s3:GetObject", "HeadBucket": "s3:ListBucket"}
+    s3_action = f"s3:{operation}" if operation.endswith(("Object", "Bucket")) else operation
+    denied = action.group(1) if action else s3_actions.get(operation, s3_action)
     return (
         f"AWS denied {denied}" + (f" to {who.group(1)}" if who else "") + ": ask your account "
         f"administrator to allow {denied} for your user or role (the SageMaker execution role "
         "needs its own S3 access too), then run this again."
-    )
-
-
-def _s3_action(operation: str) -> str:
-    return {"HeadObject": "s3:GetObject", "HeadBucket": "s3:ListBucket"}.get(
-        operation, f"s3:{operation}" if operation.endswith(("Object", "Bucket")) else operation
     )
 
 
@@ -171,12 +153,10 @@ def quota_exceeded(message: str, region: str | None) -> str:
         )
     else:
         switch = "This is the on-demand quota: try spot=True (the default), or ask for more"
-    console = (
-        f"https://{region or 'us-east-1'}.console.aws.amazon.com/servicequotas/home/services/"
-        "sagemaker/quotas"
-    )
+    console = f"https://{region or 'us-east-1'}.console.aws.amazon.com/servicequotas/home"
     return (
         f"Your account may run {limit} instance(s) under the SageMaker quota '{quota}' in "
-        f"{region}, too few for this job. {switch} in Service Quotas ({console}, search for "
-        f"'{quota}'); increases can take a day, a smaller instance type may already be allowed."
+        f"{region}, too few for this job. {switch} in Service Quotas ({console}/services/"
+        f"sagemaker/quotas, search for '{quota}'); increases can take a day, a smaller "
+        "instance type may already be allowed."
     )

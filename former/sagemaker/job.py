@@ -1,12 +1,8 @@
 """What a training job is: its image, instances, processes, code, hyperparameters, ModelTrainer.
 
-The PyTorch 2.x training image for the region (py312), ``ml.g5.xlarge`` by
-default, managed spot training with checkpoints in S3, metric definitions that
-match the lines ``model.py`` prints, and ``Torchrun`` whenever the job has more
-than one process in all (one per GPU, one per CPU instance), so several
-instances always train one model together. The code shipped is ``model.py``
-(an adapter over :mod:`former.container`), the installed ``former`` package and
-the learner's ``my_transformer_model.py``, nothing else.
+Every job with more than one process in all (one per GPU, one per CPU instance) runs under
+torchrun, so several instances always train one model together. It ships only ``model.py``,
+the installed ``former`` package and the learner's ``my_transformer_model.py``.
 """
 
 from __future__ import annotations
@@ -31,14 +27,8 @@ from former.container import main
 if __name__ == "__main__":
     sys.exit(main())
 """
-TRAINING_CHANNEL = "training"
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
-DEFAULT_FRAMEWORK_VERSION = "2.8"
 PY_VERSION = "py312"
-DEFAULT_ATTENTION = "my_transformer_model:multihead_attention"
-DEFAULT_BASE_JOB_NAME = "former-classify"
-DEFAULT_MAX_RUN_SECONDS = 3 * 3600
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # GPUs per instance for the types a course is likely to use (the SDK's table misses some).
 _SIZES = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
 _EIGHT_GPUS = ("p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge")
@@ -51,19 +41,13 @@ GPUS_PER_INSTANCE: dict[str, int] = {
 }
 CPU_INSTANCE_FAMILIES = ("ml.m", "ml.c", "ml.r", "ml.t")
 # What model.py needs beyond the training image (which brings torch and numpy).
-RUNTIME_REQUIREMENTS = ("tqdm>=4.60",)
-REQUIREMENTS_FILE = "requirements.txt"
-_IGNORED_IN_SOURCE = ("__pycache__", "*.pyc", ".ipynb_checkpoints", ".DS_Store")
+RUNTIME_REQUIREMENTS = "tqdm>=4.60\n"
 
 
 @dataclass
 class JobSettings:
-    """Everything that describes one training job, with the launcher's defaults.
-
-    ``data``: a local IMDB tarball or CSV (uploaded once to the default bucket of
-    the job's region), an ``s3://`` URI in that region, or None for the IMDB
-    archive ``former`` finds itself (``$FORMER_DATA_DIR``, the cache).
-    """
+    """One training job. ``data``: a local IMDB tarball or CSV (uploaded once), an ``s3://``
+    URI in the job's region, or None for the IMDB archive ``former`` finds itself."""
 
     data: str | Path | None = None
     role: str | None = None
@@ -72,17 +56,23 @@ class JobSettings:
     instance_count: int = 1
     gpus_per_instance: int | None = None
     spot: bool = True
-    max_run_seconds: int = DEFAULT_MAX_RUN_SECONDS
+    max_run_seconds: int = 3 * 3600
     max_wait_seconds: int | None = None
     checkpoint_s3_uri: str | None = None
     output_s3_uri: str | None = None
     bucket: str | None = None
-    framework_version: str = DEFAULT_FRAMEWORK_VERSION
+    framework_version: str = "2.8"
     image_uri: str | None = None
     learner_module: str | Path | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    base_job_name: str = DEFAULT_BASE_JOB_NAME
+    base_job_name: str = "former-classify"
     volume_size_gb: int = 30
+
+    @property
+    def processes_per_instance(self) -> int:
+        """One process per GPU, or one per CPU instance."""
+        gpus = self.gpus_per_instance
+        return max(gpus if gpus is not None else gpus_per_instance(self.instance_type), 1)
 
 
 def gpus_per_instance(instance_type: str) -> int:
@@ -93,12 +83,13 @@ def gpus_per_instance(instance_type: str) -> int:
         return 0
     try:
         from sagemaker.core import instance_types_gpu_info
+
+        for region in ("us-east-1", "us-west-2", "eu-west-1"):
+            table = instance_types_gpu_info.retrieve(region)
+            if instance_type in table:
+                return int(table[instance_type]["Count"])
     except ImportError:
-        instance_types_gpu_info = None
-    for region in ("us-east-1", "us-west-2", "eu-west-1") if instance_types_gpu_info else ():
-        table = instance_types_gpu_info.retrieve(region)
-        if instance_type in table:
-            return int(table[instance_type]["Count"])
+        pass
     raise SageMakerError(
         f"Unknown instance type {instance_type!r}: pass --gpus-per-instance N so the launcher "
         "knows how many processes to start per instance."
@@ -111,12 +102,7 @@ def training_image_uri(region: str, framework_version: str, instance_type: str) 
 
     try:
         return image_uris.retrieve(
-            "pytorch",
-            region=region,
-            version=framework_version,
-            py_version=PY_VERSION,
-            instance_type=instance_type,
-            image_scope="training",
+            "pytorch", region, framework_version, PY_VERSION, instance_type, image_scope="training"
         )
     except ValueError as error:
         raise SageMakerError(
@@ -127,25 +113,23 @@ def training_image_uri(region: str, framework_version: str, instance_type: str) 
 
 def normalise_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
     """``model.py`` flags: keys as ``batch-size``, booleans as ``true``/``false``, all strings."""
-    normalised = {}
-    for key, value in hyperparameters.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        normalised[key.lstrip("-").replace("_", "-")] = str(value)
-    return normalised
+    return {
+        key.lstrip("-").replace("_", "-"): str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+        for key, value in hyperparameters.items()
+        if value is not None
+    }
 
 
 def learner_module_path(learner_module: str | Path | None, attention: str) -> Path | None:
     """The learner's attention module to ship, checked against the attention string."""
-    module_name = attention.partition(":")[0] if ":" in attention else None
-    path = Path(learner_module) if learner_module else Path.cwd() / "my_transformer_model.py"
-    if not module_name or module_name.split(".")[0] in ("former", "torch"):
+    module = attention.partition(":")[0] if ":" in attention else ""
+    if not module or module.split(".")[0] in ("former", "torch"):
+        path = Path.cwd() / (learner_module or "my_transformer_model.py")
         return path if path.is_file() else None
-    expected = module_name.replace(".", "/") + ".py"
-    if learner_module is None:
-        path = Path.cwd() / expected
+    expected = module.replace(".", "/") + ".py"
+    path = Path.cwd() / (learner_module or expected)
     if not path.is_file():
         raise SageMakerError(
             f"attention {attention!r} needs {expected}, but {str(path)!r} does not exist: run "
@@ -154,7 +138,7 @@ def learner_module_path(learner_module: str | Path | None, attention: str) -> Pa
         )
     if path.name != Path(expected).name:
         raise SageMakerError(
-            f"attention {attention!r} imports module {module_name!r}, but the learner module "
+            f"attention {attention!r} imports module {module!r}, but the learner module "
             f"is {path.name!r}: name the file {Path(expected).name} or change --attention."
         )
     return path
@@ -166,22 +150,13 @@ def stage_source(destination: Path, learner_module: Path | None) -> Path:
 
     destination.mkdir(parents=True, exist_ok=True)
     (destination / ENTRY_SCRIPT).write_text(ENTRY_SCRIPT_SOURCE)
-    shutil.copytree(
-        Path(former.__file__).resolve().parent,
-        destination / "former",
-        ignore=shutil.ignore_patterns(*_IGNORED_IN_SOURCE),
-        dirs_exist_ok=True,
-    )
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", ".DS_Store")
+    package = Path(former.__file__).resolve().parent
+    shutil.copytree(package, destination / "former", ignore=ignored, dirs_exist_ok=True)
     if learner_module is not None:
         shutil.copy2(learner_module, destination / learner_module.name)
-    (destination / REQUIREMENTS_FILE).write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n")
+    (destination / "requirements.txt").write_text(RUNTIME_REQUIREMENTS)
     return destination
-
-
-def processes_per_instance(settings: JobSettings) -> int:
-    """One process per GPU, or one per CPU instance."""
-    gpus = settings.gpus_per_instance
-    return max(gpus if gpus is not None else gpus_per_instance(settings.instance_type), 1)
 
 
 def build_model_trainer(
@@ -189,67 +164,54 @@ def build_model_trainer(
 ) -> tuple[Any, list[Any]]:
     """A v3 ``ModelTrainer`` for ``settings``, and the input channels to train it with."""
     from sagemaker.core.shapes import MetricDefinition
-    from sagemaker.core.training.configs import (
-        CheckpointConfig,
-        Compute,
-        InputData,
-        OutputDataConfig,
-        SourceCode,
-        StoppingCondition,
-    )
+    from sagemaker.core.training import configs
     from sagemaker.train import ModelTrainer
     from sagemaker.train.distributed import Torchrun
 
     if settings.instance_count < 1:
         raise SageMakerError(f"instance count must be at least 1, got {settings.instance_count}.")
-    max_wait = None
+    max_run, max_wait = settings.max_run_seconds, None
     if settings.spot:
-        max_wait = settings.max_wait_seconds or 2 * settings.max_run_seconds
-        if max_wait < settings.max_run_seconds:
+        max_wait = settings.max_wait_seconds or 2 * max_run
+        if max_wait < max_run:
             raise SageMakerError(
-                f"max wait ({max_wait}s) must be at least the max run time "
-                f"({settings.max_run_seconds}s) for managed spot training."
+                f"max wait ({max_wait}s) must be at least the max run time ({max_run}s) for "
+                "managed spot training."
             )
-    processes = processes_per_instance(settings)
+    processes = settings.processes_per_instance
     # torchrun joins every process on every host into one job (gloo on CPU, nccl on GPU).
-    distributed = (
-        Torchrun(process_count_per_node=processes)
-        if processes * settings.instance_count > 1
-        else None
+    several = processes * settings.instance_count > 1
+    image = settings.image_uri or training_image_uri(
+        sagemaker_session.boto_region_name, settings.framework_version, settings.instance_type
     )
-    region = sagemaker_session.boto_region_name
+    output = settings.output_s3_uri
     trainer = ModelTrainer(
         sagemaker_session=sagemaker_session,
         role=role,
         base_job_name=settings.base_job_name,
-        training_image=settings.image_uri
-        or training_image_uri(region, settings.framework_version, settings.instance_type),
-        source_code=SourceCode(
-            source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements=REQUIREMENTS_FILE
+        training_image=image,
+        source_code=configs.SourceCode(
+            source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements="requirements.txt"
         ),
-        distributed=distributed,
-        compute=Compute(
+        distributed=Torchrun(process_count_per_node=processes) if several else None,
+        compute=configs.Compute(
             instance_type=settings.instance_type,
             instance_count=settings.instance_count,
             volume_size_in_gb=settings.volume_size_gb,
             enable_managed_spot_training=settings.spot,
         ),
-        stopping_condition=StoppingCondition(
-            max_runtime_in_seconds=settings.max_run_seconds, max_wait_time_in_seconds=max_wait
+        stopping_condition=configs.StoppingCondition(
+            max_runtime_in_seconds=max_run, max_wait_time_in_seconds=max_wait
         ),
-        checkpoint_config=CheckpointConfig(
-            s3_uri=settings.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH
+        checkpoint_config=configs.CheckpointConfig(
+            s3_uri=settings.checkpoint_s3_uri, local_path="/opt/ml/checkpoints"
         ),
-        output_data_config=(
-            OutputDataConfig(s3_output_path=settings.output_s3_uri)
-            if settings.output_s3_uri
-            else None
-        ),
+        output_data_config=configs.OutputDataConfig(s3_output_path=output) if output else None,
         hyperparameters=normalise_hyperparameters(settings.hyperparameters),
         # Unbuffered output, so metric lines reach CloudWatch (and the metric regexes) at once.
         environment={"PYTHONUNBUFFERED": "1"},
     ).with_metric_definitions(
         [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
     )
-    inputs = [InputData(channel_name=TRAINING_CHANNEL, data_source=data_uri)] if data_uri else []
-    return trainer, inputs
+    channel = configs.InputData(channel_name="training", data_source=data_uri)
+    return trainer, [channel] if data_uri else []

@@ -1,9 +1,7 @@
-"""Follow a training job: its status, the metric lines it logs, its time and cost; stop it.
+"""Follow a training job from its name alone (a restarted notebook reattaches); stop it.
 
-Everything here works from the job's name alone, so a notebook whose kernel
-restarted reattaches with ``follow("former-classify-...")``. The metric lines
-are read from the job's CloudWatch logs with the same regexes SageMaker uses
-for the job's metric definitions, so the curve drawn here is the job's own.
+Metric lines are read from the job's CloudWatch logs with the regexes of its metric
+definitions, so the curve drawn here is the job's own.
 """
 
 from __future__ import annotations
@@ -15,19 +13,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from former.sagemaker.account import aws_session, resolve_region
+from former.sagemaker.account import aws_session
 from former.sagemaker.errors import JobFailedError, SageMakerError, aws_errors
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 FINAL_STATES = ("Completed", "Failed", "Stopped")
-FAILURE_LOG_LINES = 10
-# Regexes over the lines model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873"
-# (evaluations within an epoch print fractional epochs: "epoch=1.25 step=...").
+# What model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873" ("epoch=1.25" within one).
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"Name": "epoch", "Regex": r"\bepoch=" + _NUMBER},
-    {"Name": "train_loss", "Regex": r"\btrain_loss=" + _NUMBER},
-    {"Name": "val_acc", "Regex": r"\bval_acc=" + _NUMBER},
+METRIC_DEFINITIONS: tuple[dict[str, str], ...] = tuple(
+    {"Name": name, "Regex": rf"\b{name}=" + _NUMBER} for name in ("epoch", "train_loss", "val_acc")
 )
 
 
@@ -37,26 +31,20 @@ def parse_metrics(line: str) -> dict[str, float]:
     return {name: float(match.group(1)) for name, match in found.items() if match}
 
 
-def clients(region: str | None, boto_session: Any) -> tuple[str, Any]:
-    region = resolve_region(region, boto_session)
-    return region, aws_session(region, boto_session)
-
-
-def describe_job(sagemaker: Any, job_name: str) -> dict[str, Any]:
-    return sagemaker.describe_training_job(TrainingJobName=job_name)
+def client(service: str, region: str | None, boto_session: Any) -> Any:
+    return aws_session(region, boto_session).client(service)
 
 
 class JobLogs:
     """The job's log lines (every host's stream), each returned once, in order per stream."""
 
     def __init__(self, logs: Any, job_name: str) -> None:
-        self.logs, self.job_name = logs, job_name
-        self.tokens: dict[str, str | None] = {}
+        self.logs, self.job_name, self.tokens = logs, job_name, {}
 
     def new_lines(self) -> Iterator[str]:
-        for stream in self._streams():
-            token = self.tokens.get(stream)
+        for stream in self.streams():
             while True:
+                token = self.tokens.get(stream)
                 page = self.logs.get_log_events(
                     logGroupName=LOG_GROUP,
                     logStreamName=stream,
@@ -64,16 +52,15 @@ class JobLogs:
                     **({"nextToken": token} if token else {}),
                 )
                 yield from (event["message"].rstrip("\n") for event in page["events"])
-                done = not page["events"] or page.get("nextForwardToken") == token
-                token = page.get("nextForwardToken", token)
-                if done:
+                self.tokens[stream] = page.get("nextForwardToken", token)
+                if not page["events"] or self.tokens[stream] == token:
                     break
-            self.tokens[stream] = token
 
-    def _streams(self) -> list[str]:
+    def streams(self) -> list[str]:
+        prefix = f"{self.job_name}/"
         try:
             pages = self.logs.get_paginator("describe_log_streams").paginate(
-                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.job_name}/"
+                logGroupName=LOG_GROUP, logStreamNamePrefix=prefix
             )
             return sorted(s["logStreamName"] for page in pages for s in page["logStreams"])
         except self.logs.exceptions.ResourceNotFoundException:
@@ -108,22 +95,17 @@ def follow(
     out: Callable[[str], None] = print,
     sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Print the job's progress until it ends; return its final description.
-
-    Each status change and each metric line as it arrives, with the seconds
-    since the job was created; at the end, billable time and spot savings.
-    ``on_metrics`` gets each metric line's values (e.g. a live plot). A
-    failed job raises :class:`JobFailedError` with its reason and last lines.
-    """
+    """Print each status change and metric line until the job ends; return its description.
+    ``on_metrics`` gets each metric line's values (a live plot); a failed job raises
+    :class:`JobFailedError` with its reason and last log lines."""
     with aws_errors(region):
-        region, session = clients(region, boto_session)
-        sagemaker = session.client("sagemaker")
-        logs = JobLogs(session.client("logs"), job_name)
-        recent: deque[str] = deque(maxlen=FAILURE_LOG_LINES)
-        shown, job = 0, {}
+        session = aws_session(region, boto_session)
+        sagemaker, logs = session.client("sagemaker"), JobLogs(session.client("logs"), job_name)
+        recent: deque[str] = deque(maxlen=10)
+        shown = 0
         try:
             while True:
-                job = describe_job(sagemaker, job_name)
+                job = sagemaker.describe_training_job(TrainingJobName=job_name)
                 transitions = job.get("SecondaryStatusTransitions", [])
                 for step in transitions[shown:]:
                     message = step.get("StatusMessage", "")
@@ -150,6 +132,14 @@ def follow(
     return job
 
 
+def job_log_lines(
+    job_name: str, *, region: str | None = None, boto_session: Any = None
+) -> list[str]:
+    """Everything the job logged so far (all hosts)."""
+    with aws_errors(region):
+        return list(JobLogs(client("logs", region, boto_session), job_name).new_lines())
+
+
 def job_metrics(
     job_name: str, *, region: str | None = None, boto_session: Any = None
 ) -> list[dict[str, float]]:
@@ -158,22 +148,13 @@ def job_metrics(
     return [metrics for metrics in map(parse_metrics, lines) if metrics]
 
 
-def job_log_lines(
-    job_name: str, *, region: str | None = None, boto_session: Any = None
-) -> list[str]:
-    """Everything the job logged so far (all hosts)."""
-    with aws_errors(region):
-        _, session = clients(region, boto_session)
-        return list(JobLogs(session.client("logs"), job_name).new_lines())
-
-
 def job_status(
     job_name: str, *, region: str | None = None, boto_session: Any = None
 ) -> dict[str, Any]:
     """The job's description (``TrainingJobStatus``, ``SecondaryStatus``, times, artifacts)."""
     with aws_errors(region):
-        _, session = clients(region, boto_session)
-        return describe_job(session.client("sagemaker"), job_name)
+        sagemaker = client("sagemaker", region, boto_session)
+        return sagemaker.describe_training_job(TrainingJobName=job_name)
 
 
 def recent_jobs(
@@ -181,8 +162,7 @@ def recent_jobs(
 ) -> list[dict[str, Any]]:
     """The latest training jobs whose names contain ``name_contains``, newest first."""
     with aws_errors(region):
-        _, session = clients(region, boto_session)
-        found = session.client("sagemaker").list_training_jobs(
+        found = client("sagemaker", region, boto_session).list_training_jobs(
             NameContains=name_contains, SortBy="CreationTime", SortOrder="Descending", MaxResults=10
         )
         return found["TrainingJobSummaries"]
@@ -191,5 +171,4 @@ def recent_jobs(
 def stop_job(job_name: str, *, region: str | None = None, boto_session: Any = None) -> None:
     """Ask SageMaker to stop the job (it uploads what the job saved, then ends as Stopped)."""
     with aws_errors(region):
-        _, session = clients(region, boto_session)
-        session.client("sagemaker").stop_training_job(TrainingJobName=job_name)
+        client("sagemaker", region, boto_session).stop_training_job(TrainingJobName=job_name)
