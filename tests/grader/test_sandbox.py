@@ -19,7 +19,7 @@ if sandbox.bwrap_executable() is None:
         pytest.fail("bubblewrap (bwrap) is required in CI", pytrace=False)
     pytest.skip("bubblewrap (bwrap) is not installed", allow_module_level=True)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SLOT = 7  # a parallel-job slot no other test uses
 
 

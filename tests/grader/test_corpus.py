@@ -1,6 +1,6 @@
 """The sample-submission corpus graded as a class, through the real sandbox and plain nbgrader.
 
-Every entry of ``tests/submissions/`` is submitted to one nbgrader course and graded by
+Every entry of ``tests/grader/submissions/`` is submitted to one nbgrader course and graded by
 ``python -m grader autograde`` with every hidden case, on the seed the notebook's hidden
 cells use. Plain ``nbgrader autograde`` then grades every entry that is not an attack, and
 the two graders must agree on every test cell. Attacks that probe the sandbox's walls

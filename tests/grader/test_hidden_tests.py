@@ -420,7 +420,7 @@ def test_judge_reads_errors_that_came_back_as_numpy_strings():
     assert judge_case(case, inputs, good, None).passed
 
 
-LEARNER = Path(__file__).resolve().parent.parent / "grader" / "learner"
+LEARNER = Path(__file__).resolve().parents[2] / "grader" / "learner"
 
 
 def test_the_package_shipped_to_learners_holds_no_hidden_test_text_or_solution_code():

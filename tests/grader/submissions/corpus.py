@@ -15,7 +15,7 @@ from grader.course import nbgrader
 from solutions.hidden_cases import GROUPS
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parents[2]
 ASSIGNMENT = "lab"
 NOTEBOOK = "lab"
 GRADED = ("multihead_attention", "attention_function", "parallel_multihead_attention")
