@@ -1,8 +1,9 @@
 """Build nbgrader courses and submitted notebooks from the sample-submission corpus.
 
-A corpus entry is ``<name>.nbpy`` in this folder: cells separated by ``# %% <grade_id>``
-lines (``# %%`` alone for an ungraded cell). Graded cells it leaves out are taken from
-``correct_bmm.nbpy``, so an entry only holds what makes it special.
+A corpus entry is ``<name>.ipynb`` in this folder, a notebook like the ones learners hand
+in: its answer cells carry nbgrader metadata with their grade id (JupyterLab's Create
+Assignment panel writes the same), other cells none. Graded cells it leaves out are taken
+from ``correct_bmm.ipynb``, so an entry only holds what makes it special.
 """
 
 from __future__ import annotations
@@ -26,27 +27,26 @@ TASK2_TESTS = [grade_id for grade_id, group in GROUPS.items() if group.task == 2
 
 
 def entries() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.nbpy"))
+    return sorted(p.stem for p in HERE.glob("*.ipynb"))
 
 
 def read_cells(name: str) -> list[tuple[str | None, str]]:
     """[(grade_id or None, source)] of a corpus entry, completed from correct_bmm."""
-    cells = _parse(HERE / f"{name}.nbpy")
+    cells = _read(HERE / f"{name}.ipynb")
     present = {grade_id for grade_id, _ in cells}
     if name != "correct_bmm":
-        base = dict((g, s) for g, s in _parse(HERE / "correct_bmm.nbpy") if g)
+        base = dict((g, s) for g, s in _read(HERE / "correct_bmm.ipynb") if g)
         cells += [(g, base[g]) for g in GRADED if g not in present]
     return cells
 
 
-def _parse(path: Path) -> list[tuple[str | None, str]]:
-    cells: list[tuple[str | None, list[str]]] = []
-    for line in path.read_text().splitlines():
-        if line.startswith("# %%"):
-            cells.append((line[4:].strip() or None, []))
-        elif cells:
-            cells[-1][1].append(line)
-    return [(grade_id, "\n".join(lines).strip() + "\n") for grade_id, lines in cells]
+def _read(path: Path) -> list[tuple[str | None, str]]:
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        (cell.metadata.get("nbgrader", {}).get("grade_id"), cell.source + "\n")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+    ]
 
 
 def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
