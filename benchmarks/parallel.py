@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import platform
@@ -27,7 +26,7 @@ import torch
 
 from former.attention import sdpa_attention
 from former.parallel import PoolAttention, SerialPool, available_cpus, make_pool, use_one_thread
-from former.parallel.attention import InPieces, rows_per_piece
+from former.parallel.attention import InPieces, head_slices, rows_per_piece
 from former.parallel.pool import default_start_method
 from former.parallel.speedups import interleaved_timings, random_inputs
 from former.parallel.worker import keep_freed_memory
@@ -55,10 +54,10 @@ Method = tuple[int, Callable[[], Any]]  # (torch threads, zero-argument call)
 # no_traffic: the caller and one worker each compute half the heads, in head_pool's pieces,
 # from copies they already hold, and nothing comes back. A pool computing the same pieces
 # cannot beat it: it is what two processes get out of this machine's cores.
-_HELD: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+_HELD: dict[str, list[tuple[torch.Tensor, ...]]] = {}
 
 
-def stash_heads(args: tuple[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]) -> None:
+def stash_heads(args: tuple[str, list[tuple[torch.Tensor, ...]]]) -> None:
     """Keep private copies of some heads' (q, k, v), each (b, t, s), in this process."""
     key, heads = args
     _HELD[key] = [tuple(x.clone() for x in head) for head in heads]
@@ -67,30 +66,22 @@ def stash_heads(args: tuple[str, list[tuple[torch.Tensor, torch.Tensor, torch.Te
 def compute_held(args: tuple[str, bool]) -> torch.Tensor | None:
     """Attention of the heads held under ``key``, in pieces; (b, t, heads * s) if asked for."""
     key, give_back = args
-    heads = _HELD[key]
-    head = InPieces(attention_function, rows_per_piece(heads[0][0].size(1)))
-    outputs = [head((q, k, v, False)) for q, k, v in heads]
+    head = InPieces(attention_function, rows_per_piece(_HELD[key][0][0].size(1)))
+    outputs = [head((q, k, v, False)) for q, k, v in _HELD[key]]
     return torch.cat(outputs, dim=2) if give_back else None
 
 
 def no_traffic(q, k, v, heads: int, pool: Any) -> tuple[Method, Method]:
-    """The no_traffic method on a caller-plus-one-worker pool: (timed call, checked output).
-
-    q, k, v: (b, t, heads * s); the worker is handed the first half of the heads once.
-    """
-    s = q.size(-1) // heads
-    per_head = [tuple(x[:, :, i * s : (i + 1) * s] for x in (q, k, v)) for i in range(heads)]
+    """no_traffic on a caller-plus-one-worker pool, which sends the first item to the worker
+    and keeps the last: (timed call, checked output). q, k, v: (b, t, heads * s)."""
+    per_head = list(zip(*(head_slices(x, heads, SerialPool()) for x in (q, k, v)), strict=True))
     half = (heads + 1) // 2
-    # A caller-plus-one-worker pool sends the first item to the worker, keeps the last.
     pool.map(stash_heads, [("worker", per_head[:half]), ("caller", per_head[half:])])
 
-    def timed() -> None:
-        pool.map(compute_held, [("worker", False), ("caller", False)])
+    def run(give_back: bool) -> list[torch.Tensor | None]:
+        return pool.map(compute_held, [("worker", give_back), ("caller", give_back)])
 
-    def output() -> torch.Tensor:
-        return torch.cat(pool.map(compute_held, [("worker", True), ("caller", True)]), dim=2)
-
-    return (1, timed), (1, output)
+    return (1, lambda: run(False)), (1, lambda: torch.cat(run(True), dim=2))
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -110,13 +101,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=None, help="fixed repeats per method")
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
-    parser.add_argument("--start-method", default=None, help="for both pools")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
 
 
 def methods_for(q, k, v, heads: int, pools: dict[str, Any]) -> tuple[dict, dict]:
-    """The timed methods, and the same returning their (b, t, h*s) output to check."""
+    """The timed methods, and the same returning their (b, t, h*s) output to check. A pool's
+    caller only hands out work and gathers it: one thread leaves the cores to the workers."""
     cores = available_cpus()
     held, held_output = no_traffic(q, k, v, heads, pools["head_pool"])
 
@@ -124,8 +114,6 @@ def methods_for(q, k, v, heads: int, pools: dict[str, Any]) -> tuple[dict, dict]
         attention = PoolAttention(pool, attention_function, split_batch=split_batch)
         return lambda: attention(q, k, v, heads, False)
 
-    # A pool's caller only hands out work and gathers it: one thread leaves the cores
-    # to the workers.
     methods = {
         "serial": (1, on(SerialPool(), split_batch=False)),
         "pool_map": (1, on(pools["pool_map"], split_batch=False)),
@@ -144,46 +132,6 @@ def call(method: Method) -> Any:
     threads, fn = method
     with torch_threads(threads):
         return fn()
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds a single-threaded process has run (ns in /proc/PID/schedstat); None if absent."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def cpu_bound_speedups(
-    methods: dict[str, Method], pools: dict[str, Any], calls: int
-) -> dict[str, float] | None:
-    """Speed-up each pool would reach on an otherwise idle machine, from CPU time.
-
-    Wall-clock ratios on a shared machine depend on what other processes leave us; CPU time
-    much less. Per call, the serial loop's CPU time over the parent's plus the busiest
-    worker's (the larger of the two when the caller computes too) estimates the idle-machine
-    speed-up, wake-up latencies ignored. Medians over ``calls`` turns.
-    """
-    if process_cpu_seconds(os.getpid()) is None:
-        return None
-    samples: dict[str, list[float]] = {"serial": [], **{name: [] for name in pools}}
-    for _ in range(calls):
-        start = time.process_time()
-        call(methods["serial"])
-        samples["serial"].append(time.process_time() - start)
-        for name, pool in pools.items():
-            # multiprocessing.Pool keeps its processes in _pool
-            pids = pool.pids if hasattr(pool, "pids") else [p.pid for p in pool._pool]
-            before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
-            start = time.process_time()
-            call(methods[name])
-            parent = time.process_time() - start
-            after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
-            busiest = max(b - a for a, b in zip(before, after, strict=True))
-            together = getattr(pool, "include_caller", False)
-            samples[name].append(max(parent, busiest) if together else parent + busiest)
-    serial = statistics.median(samples["serial"])
-    return {name: serial / statistics.median(samples[name]) for name in pools}
 
 
 def plain_serial_seconds(shape: tuple[int, int, int, int], repeats: int) -> float:
@@ -210,8 +158,6 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         if repeats is None:
             repeats = int(min(61, max(5, TIME_PER_SHAPE / max(serial_seconds, 1e-4) / 3)))
         samples = interleaved_timings(methods, repeats=repeats, warmup=0)  # warmed above
-        cpu_calls = max(5, min(25, math.ceil(0.5 / max(serial_seconds, 1e-3))))
-        cpu_estimates = cpu_bound_speedups(methods, pools, cpu_calls)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}
     return {
@@ -219,7 +165,6 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         "repeats": repeats,
         "seconds": seconds,
         "speedup": {name: seconds["serial"] / value for name, value in seconds.items()},
-        "idle_machine_estimate": cpu_estimates,
         "best_seconds": best,
         "best_speedup": {name: best["serial"] / value for name, value in best.items()},
         "max_abs_error": errors,
@@ -230,7 +175,7 @@ def shape_of(row: dict[str, Any]) -> tuple[int, int, int, int]:
     return row["b"], row["h"], row["t"], row["s"]
 
 
-def format_table(rows: list[dict[str, Any]], key: str = "speedup") -> str:
+def format_table(rows: list[dict[str, Any]], key: str) -> str:
     names = list(METHODS)[1:]
     header = f"{'(b, h, t, s)':<18}{'serial ms':>11}" + "".join(f"{n:>11}" for n in names)
     lines = [header, "-" * len(header)]
@@ -243,27 +188,24 @@ def format_table(rows: list[dict[str, Any]], key: str = "speedup") -> str:
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """head_pool's speed-up at each target shape, beside what the second core adds over the
     same pieces on one core (over_pieces) and the ceiling (no_traffic)."""
-    results = []
-    for row in (row for row in rows if shape_of(row) in TARGETS):
-        speedup, target = row["speedup"], TARGETS[shape_of(row)]
-        results.append(
-            {
-                "shape": list(shape_of(row)),
-                "method": "head_pool",
-                "min_speedup": target,
-                "measured": speedup["head_pool"],
-                "best": row["best_speedup"]["head_pool"],
-                "over_pieces": speedup["head_pool"] / speedup["pieces"],
-                "ceiling": speedup["no_traffic"],
-                "met": speedup["head_pool"] >= target,
-            }
-        )
-    return results
+    return [
+        {
+            "shape": list(shape_of(row)),
+            "method": "head_pool",
+            "min_speedup": TARGETS[shape_of(row)],
+            "measured": row["speedup"]["head_pool"],
+            "best": row["best_speedup"]["head_pool"],
+            "over_pieces": row["speedup"]["head_pool"] / row["speedup"]["pieces"],
+            "ceiling": row["speedup"]["no_traffic"],
+            "met": row["speedup"]["head_pool"] >= TARGETS[shape_of(row)],
+        }
+        for row in rows
+        if shape_of(row) in TARGETS
+    ]
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
     names = list(METHODS)[1:]
     figure = Figure(figsize=(10, 6), layout="constrained")
@@ -271,21 +213,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
-        bars = axes.bar(
-            xs, [row["speedup"][name] for row in rows], width, label=f"{name}: {METHODS[name]}"
-        )
-        axes.bar_label(bars, fmt="%.2g", fontsize=7)
+        speedups = [row["speedup"][name] for row in rows]
+        bars = axes.bar(xs, speedups, width, label=f"{name}: {METHODS[name]}")
+        axes.bar_label(bars, fmt="%.2gx", fontsize=7)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
-    ideal = f"ideal for {PROCESSES} processes"
-    axes.annotate(
-        ideal, (0.01, PROCESSES), xycoords=("axes fraction", "data"), va="bottom", fontsize=7
-    )
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
     axes.set_yscale("log", base=2)
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.2g}x"))
-    axes.set_ylabel("speed-up over serial, 1 thread (log scale)")
+    axes.set_ylabel(f"speed-up over serial, 1 thread (log scale; dotted: {PROCESSES}x, ideal)")
     axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
     figure.legend(fontsize=7, loc="outside lower center", ncols=2)
     figure.savefig(path, dpi=120)
@@ -293,14 +229,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
     print("\nspeed-up over serial (1 thread), medians; serial in milliseconds")
-    print(format_table(rows))
+    print(format_table(rows, "speedup"))
     print("\nthe same from the fastest repeat of each method (less sensitive to other load)")
-    print(format_table(rows, key="best_speedup"))
-    if all(row["idle_machine_estimate"] for row in rows):
-        print("\npool speed-ups estimated for an idle machine from CPU time (cpu_bound_speedups)")
-        for row in rows:
-            estimate = row["idle_machine_estimate"].items()
-            print(f"{shape_of(row)}: " + ", ".join(f"{n} {x:.2f}x" for n, x in estimate))
+    print(format_table(rows, "best_speedup"))
     print("\nthe serial loop in a fresh process, default allocator (timed after the table):")
     for row in rows:
         plain, seconds = row["serial_plain_seconds"], row["seconds"]
@@ -323,18 +254,17 @@ def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    start_method = args.start_method or default_start_method()
-    load_average = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    start_method = default_start_method()
     info = {
         "cpus": available_cpus(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "start_method": start_method,
-        "load_average_before": load_average,
+        "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     print(f"{info['cpus']} cores, torch {info['torch']}, start method {start_method}")
-    print(f"load average before: {load_average}")
+    print(f"load average before: {info['load_average_before']}")
     # The head pool's workers keep freed memory between calls; so does this process (the
     # serial, threads and SDPA baselines), or the baseline alone would pay page faults.
     keep_freed_memory()
@@ -342,20 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     context = multiprocessing.get_context(start_method)
     with (
         context.Pool(PROCESSES, initializer=use_one_thread) as pool_map,
-        make_pool(PROCESSES, start_method) as workers,
-        make_pool(PROCESSES, start_method, include_caller=True) as head_pool,
+        make_pool(PROCESSES) as workers,
+        make_pool(PROCESSES, include_caller=True) as head_pool,
     ):
         pools = {"pool_map": pool_map, "workers": workers, "head_pool": head_pool}
         for shape in args.shapes:
             rows.append(measure_shape(shape, pools, args.repeats))
             print(f"measured {shape}: {rows[-1]['repeats']} repeats", flush=True)
-    # The serial baseline again, in one fresh spawned process with its default allocator.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         for row in rows:
             repeats = max(3, min(21, int(4.0 / max(row["seconds"]["serial"], 1e-3))))
-            row["serial_plain_seconds"] = fresh.submit(
-                plain_serial_seconds, shape_of(row), repeats
-            ).result()
+            timing = fresh.submit(plain_serial_seconds, shape_of(row), repeats)
+            row["serial_plain_seconds"] = timing.result()
     info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     targets = check_targets(rows)
     print_report(rows, targets)
@@ -366,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.output_dir / "parallel.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, args.output_dir / "parallel.png")
     print(f"wrote {args.output_dir / 'parallel.json'} and {args.output_dir / 'parallel.png'}")
-    return 1 if args.check and not all(t["met"] for t in targets) else 0
+    return 0
 
 
 if __name__ == "__main__":

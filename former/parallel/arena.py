@@ -1,16 +1,17 @@
 """Shared-memory arenas: how tensors cross process boundaries without being pickled.
 
-Each worker owns an arena, mapped by the parent and the worker, grown when a call needs
-more. A tensor is copied in (one memcpy) and only its offset, dtype and shape are pickled:
-its bytes through a pipe would cost more than the attention. The memory is a ``memfd`` on
-Linux (not limited by Docker's small ``/dev/shm``, freed with its last user even after a
-crash), an unlinked POSIX shared-memory object elsewhere, a named block on Windows.
+Each worker owns an arena, mapped by the parent and the worker, grown when a call needs more.
+A tensor is copied in (one memcpy) and only its offset, dtype and shape are pickled: its bytes
+through a pipe would cost more than the attention. The memory is a ``memfd`` on Linux (not
+limited by Docker's small ``/dev/shm``, freed with its last user even after a crash), an
+unlinked POSIX shared-memory object elsewhere, a named block on Windows.
 """
 
 from __future__ import annotations
 
 import ctypes
 import io
+import math
 import mmap
 import os
 import pickle
@@ -19,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import torch
@@ -29,10 +31,10 @@ GROWTH_GRANULE = 1 << 20  # arenas grow in whole MiB
 
 def align(offset: int) -> int:
     """Round ``offset`` up to the next multiple of :data:`ALIGNMENT`."""
-    return (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+    return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
-def _anonymous_shared_memory(nbytes: int) -> int:
+def anonymous_shared_memory(nbytes: int) -> int:
     """A file descriptor for ``nbytes`` of shared memory that has no name (POSIX)."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("former-parallel-arena", os.MFD_CLOEXEC)
@@ -51,14 +53,12 @@ def _anonymous_shared_memory(nbytes: int) -> int:
 
 
 class Arena:
-    """A block of shared memory seen as a flat ``uint8`` tensor: the parent makes one with
-    :meth:`create` and hands it over with :meth:`send`, the worker opens it with :meth:`receive`."""
+    """Shared memory seen as a flat ``uint8`` tensor: the parent makes one with :meth:`create`
+    and hands it over with :meth:`send`, the worker opens it with :meth:`receive`."""
 
     def __init__(self, nbytes: int, buffer: Any, fd: int | None, name: str | None) -> None:
-        self.nbytes, self.name = nbytes, name
-        self._buffer = buffer  # an mmap (POSIX) or a SharedMemory (Windows)
-        self._fd = fd
-        view = buffer if isinstance(buffer, mmap.mmap) else buffer.buf
+        self.nbytes, self.name, self._buffer, self._fd = nbytes, name, buffer, fd
+        view = buffer if isinstance(buffer, mmap.mmap) else buffer.buf  # POSIX, or Windows
         self.tensor = torch.frombuffer(view, dtype=torch.uint8)
         self.address = self.tensor.data_ptr()
         self._typed: dict[torch.dtype, torch.Tensor] = {}
@@ -69,22 +69,17 @@ class Arena:
         typed = self._typed.get(dtype)
         if typed is None:
             typed = self._typed[dtype] = self.tensor.view(dtype)
-        strides, step = [], 1
-        for size in reversed(shape):
-            strides.append(step)
-            step *= size
-        return typed.as_strided(shape, strides[::-1], offset // dtype.itemsize)
+        strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+        return typed.as_strided(shape, strides, offset // dtype.itemsize)
 
     @classmethod
     def create(cls, nbytes: int) -> Arena:
         """A new arena of at least ``nbytes`` bytes (whole MiB)."""
         nbytes = max(GROWTH_GRANULE, -(-nbytes // GROWTH_GRANULE) * GROWTH_GRANULE)
         if sys.platform == "win32":
-            from multiprocessing.shared_memory import SharedMemory
-
             shm = SharedMemory(create=True, size=nbytes)
             return cls(nbytes, shm, None, shm.name)
-        fd = _anonymous_shared_memory(nbytes)
+        fd = anonymous_shared_memory(nbytes)
         return cls(nbytes, mmap.mmap(fd, nbytes), fd, None)
 
     def send(self, conn: Connection, pid: int) -> None:
@@ -96,15 +91,12 @@ class Arena:
     def receive(cls, conn: Connection, nbytes: int, name: str | None) -> Arena:
         """Open an arena announced by the parent (worker side)."""
         if name is not None:
-            from multiprocessing.shared_memory import SharedMemory
-
             return cls(nbytes, SharedMemory(name=name), None, name)
         fd = reduction.recv_handle(conn)
         try:
-            buffer = mmap.mmap(fd, nbytes)
+            return cls(nbytes, mmap.mmap(fd, nbytes), None, None)
         finally:
             os.close(fd)
-        return cls(nbytes, buffer, None, None)
 
     def close(self) -> None:
         """Release this process's hold on the arena."""
@@ -142,9 +134,8 @@ def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Plac
             return None
         if obj.device.type != "cpu" or obj.layout != torch.strided or obj.is_quantized:
             return None
-        known = seen.get(id(obj))
-        if known is not None:
-            return known
+        if id(obj) in seen:
+            return seen[id(obj)]
         nbytes = obj.numel() * obj.dtype.itemsize
         offset = align(placement.end)
         if limit is not None and offset + nbytes > limit:
@@ -165,12 +156,10 @@ def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Plac
 def copy_in(arena: Arena, placement: Placement) -> None:
     """Copy the tensors of ``placement`` into ``arena`` at their offsets."""
     for offset, tensor in placement.tensors:
-        nbytes = tensor.numel() * tensor.dtype.itemsize
-        if nbytes == 0:
-            continue
         if tensor.is_contiguous() and not tensor.is_conj() and not tensor.is_neg():
             # A plain memcpy on this thread: torch's copy_ would wake the intra-op
             # thread pool, whose spinning threads steal cores from the workers.
+            nbytes = tensor.numel() * tensor.dtype.itemsize
             ctypes.memmove(arena.address + offset, tensor.data_ptr(), nbytes)
         else:
             arena.view(offset, tensor.dtype, tuple(tensor.shape)).copy_(tensor)
@@ -184,8 +173,8 @@ def unpack(data: bytes, arena: Arena, copy: bool) -> Any:
         offset, dtype, shape, requires_grad = descriptor
         if copy:
             tensor = torch.empty(shape, dtype=dtype)
-            if nbytes := tensor.numel() * dtype.itemsize:
-                ctypes.memmove(tensor.data_ptr(), arena.address + offset, nbytes)
+            nbytes = tensor.numel() * dtype.itemsize
+            ctypes.memmove(tensor.data_ptr(), arena.address + offset, nbytes)
         else:
             tensor = arena.view(offset, dtype, shape)
         return tensor.requires_grad_() if requires_grad else tensor

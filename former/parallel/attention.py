@@ -1,8 +1,5 @@
 """A model's attention heads on a pool: ``CTransformer(..., attention=PoolAttention(pool))``.
-
-Gradients do not cross process boundaries, so training goes through :class:`PooledHeads`,
-whose backward pass is mapped over the pool too.
-"""
+Gradients do not cross process boundaries, so backward is mapped over the pool too."""
 
 from __future__ import annotations
 
@@ -39,9 +36,7 @@ def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
 
 def head_gradients(args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tensor]) -> tuple:
     """(grad_q, grad_k, grad_v) of one head, recomputing its forward pass.
-
-    args = (head_function, q, k, v, mask, grad_output), tensors (b, t, s).
-    """
+    args = (head_function, q, k, v, mask, grad_output), tensors (b, t, s)."""
     head_function, q, k, v, mask, grad_output = args
     with torch.enable_grad():
         q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
@@ -53,9 +48,8 @@ def head_gradients(args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tenso
 
 class InPieces:
     """A head function applied to ``rows`` batch entries at a time, so that each piece's
-    scores stay in cache; same output. Pieces are cut inside the worker (one pool item per
-    head still), and it carries the wrapped function's name and module, for error messages
-    and for reloading an edited module."""
+    scores stay in cache; same output. Pieces are cut inside the worker (still one pool item
+    per head); it keeps the wrapped function's name and module, for errors and reloading."""
 
     def __init__(self, head_function: HeadFunction, rows: int) -> None:
         functools.update_wrapper(self, head_function)
@@ -86,10 +80,8 @@ def head_slices(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
 
 
 def map_heads(queries: Tensor, keys: Tensor, values: Tensor, plan: tuple) -> Tensor:
-    """Multi-head attention, one pool item per head: (b, t, heads * s) in and out.
-
-    plan: (pool, head_function, heads, mask).
-    """
+    """Multi-head attention, one pool item per head, (b, t, heads * s) in and out;
+    plan = (pool, head_function, heads, mask)."""
     pool, head_function, heads, mask = plan
     slices = (head_slices(x, heads, pool) for x in (queries, keys, values))
     items = [(q, k, v, mask) for q, k, v in zip(*slices, strict=True)]
@@ -117,16 +109,14 @@ class PooledHeads(torch.autograd.Function):
 
 
 class PoolAttention:
-    """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models.
+    """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models:
+    the learner contract, ``(queries, keys, values, heads, mask=False)`` on (b, t, heads * s)
+    tensors, trainable when they require grad.
 
     pool: a :class:`HeadPool` (:func:`make_pool`), a ``multiprocessing.Pool`` or a
-    :class:`SerialPool`. head_function: the one-head function to map, ``(q, k, v, mask) ->
-    out`` on (b, t, s) tensors, such as Task 2's ``attention_function`` (it must live in a
-    module); by default former's. split_batch: workers compute their heads a few batch
-    entries at a time (:class:`InPieces`); False computes whole heads.
-
-    Called as the learner contract, ``(queries, keys, values, heads, mask=False)`` on
-    (b, t, heads * s) tensors returns (b, t, heads * s), and trains when they require grad.
+    :class:`SerialPool`. head_function: ``(q, k, v, mask) -> out`` on (b, t, s), in a module,
+    such as Task 2's ``attention_function``; by default former's. split_batch: each head a few
+    batch entries at a time (:class:`InPieces`); False computes whole heads.
     """
 
     def __init__(

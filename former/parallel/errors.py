@@ -1,8 +1,5 @@
-"""What can go wrong when work is mapped over a pool, each as its own exception.
-
-Every message says what happened and what to do: its reader is usually in a notebook,
-looking at a cell that would otherwise hang.
-"""
+"""What can go wrong when work is mapped over a pool, each as its own exception whose message
+says what happened and what to do (its reader is usually in a notebook)."""
 
 from __future__ import annotations
 
@@ -59,11 +56,6 @@ def function_error(fn: object, problem: str, start_method: str | None) -> Unpick
     """``fn`` cannot reach the workers: pickling failed here (``start_method`` None) or the
     workers, started with ``start_method``, could not import it."""
     name, module = function_name(fn), getattr(fn, "__module__", "?")
-    advice = (
-        "Define the function with `def` at the top level of a module file and import it from "
-        "there. In a notebook, write that file from a cell that starts with `%%writefile "
-        "my_transformer_model.py`, then `from my_transformer_model import attention_function`."
-    )
     if start_method is None:
         why = (
             f"Cannot send function {name} to the worker processes: {problem}. Workers receive "
@@ -91,7 +83,18 @@ def function_error(fn: object, problem: str, start_method: str | None) -> Unpick
             "script it works only for functions defined at the top level, outside "
             "`if __name__ == '__main__':`)."
         )
-    return UnpicklableFunctionError(f"{why} {advice}")
+    return UnpicklableFunctionError(
+        f"{why} Define the function with `def` at the top level of a module file and import it "
+        "from there. In a notebook, write that file from a cell that starts with `%%writefile "
+        "my_transformer_model.py`, then `from my_transformer_model import attention_function`."
+    )
+
+
+SIGNAL_HINTS = {
+    "SIGKILL": "; the operating system's out-of-memory killer does this when memory runs out, "
+    "so try smaller inputs or fewer processes",
+    "SIGSEGV": ", a segmentation fault: a bug in native code",
+}
 
 
 def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
@@ -101,19 +104,11 @@ def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
     if exitcode >= 0:
         hint = " (something in the worker called os._exit() or it was shut down from outside)"
         return f"it exited with code {exitcode}{hint if during_call else ''}"
-    number = -exitcode
     try:
-        name = signal.Signals(number).name
+        name = signal.Signals(-exitcode).name
     except ValueError:
         name = "a signal"
-    if number == getattr(signal, "SIGKILL", None):
-        return (
-            f"it was killed by {name} ({number}); the operating system's out-of-memory "
-            "killer does this when memory runs out, so try smaller inputs or fewer processes"
-        )
-    if number == getattr(signal, "SIGSEGV", None):
-        return f"it crashed with a segmentation fault ({name}, {number}), a bug in native code"
-    return f"it was killed by {name} ({number})"
+    return f"it was killed by {name} ({-exitcode}){SIGNAL_HINTS.get(name, '')}"
 
 
 def error_from_worker(
@@ -142,6 +137,8 @@ def error_from_worker(
     if not isinstance(error, Exception):
         error = WorkerError(f"{type_name}: {message}")
     error.__cause__ = RemoteTraceback(traceback_text)
-    where = f"on item {first_item + index}, in worker process {worker}"
-    add_note(error, f"(raised by {function_name(fn)} {where})")
+    add_note(
+        error,
+        f"(raised by {function_name(fn)} on item {first_item + index}, in worker process {worker})",
+    )
     return error

@@ -1,9 +1,9 @@
 """``make_pool``: a process pool for attention heads that is safe, fast and never hangs.
 
-Use it as ``multiprocessing.Pool``: ``pool.map(attention_function, items)``. Unlike it, the
-start method is a safe one, each worker runs one torch thread, persists between calls and
-receives tensors through shared memory, one contiguous batch of items per worker and call;
-the caller may compute a share itself (``include_caller=True``); every failure raises.
+Used as ``multiprocessing.Pool``: ``pool.map(attention_function, items)``. Unlike it, the start
+method is a safe one, each worker runs one torch thread, persists between calls and receives
+tensors through shared memory, one contiguous batch of items per worker and call; the caller
+may compute a share itself (``include_caller=True``); every failure raises.
 """
 
 from __future__ import annotations
@@ -78,11 +78,9 @@ def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 class HeadPool:
-    """Persistent worker processes with a ``multiprocessing.Pool``-like ``map``.
-
-    Make one with :func:`make_pool`; use it as a context manager or :meth:`close` it (a
-    pool that is garbage-collected stops its workers).
-    """
+    """Persistent worker processes with a ``multiprocessing.Pool``-like ``map``; made by
+    :func:`make_pool`. Close it, or use it as a context manager (garbage collection also
+    stops its workers)."""
 
     def __init__(
         self, processes: int | None, start_method: str | None, include_caller: bool
@@ -111,9 +109,9 @@ class HeadPool:
             f"worker processes did not start within {STARTUP_TIMEOUT:.0f} s (start method "
             f"{self.start_method!r}); the machine may be overloaded: try fewer processes."
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             self._workers.extend(Worker.start(self._context, i) for i in range(self.worker_count))
+            deadline = time.monotonic() + STARTUP_TIMEOUT
             for worker, message in next_messages(self._workers, deadline, late):
                 if message is None:
                     raise PoolError(
@@ -159,8 +157,7 @@ class HeadPool:
     def __repr__(self) -> str:
         caller = ", include_caller=True" if self.include_caller else ""
         state = "closed" if self._closed else "running"
-        method = f"start_method={self.start_method!r}"
-        return f"HeadPool(processes={self.processes}{caller}, {method}, {state})"
+        return f"HeadPool(processes={self.processes}{caller}, {self.start_method!r}, {state})"
 
     @property
     def pids(self) -> list[int]:
@@ -174,12 +171,10 @@ class HeadPool:
         chunksize: int | None = None,
         timeout: float | None = None,
     ) -> list[Any]:
-        """``[fn(item) for item in iterable]``, computed by the workers, in order.
-
-        Each worker gets one contiguous batch of items; with ``include_caller`` the caller
-        computes the last (``chunksize`` is accepted for compatibility and ignored). Past
-        ``timeout`` seconds, :class:`PoolTimeoutError`; timed-out or dead workers are replaced.
-        """
+        """``[fn(item) for item in iterable]``, in order: one contiguous batch of items per
+        worker, the last one computed here with ``include_caller`` (``chunksize`` is ignored).
+        Past ``timeout`` seconds, :class:`PoolTimeoutError`; timed-out or dead workers are
+        replaced."""
         items = list(iterable)
         if self._closed:
             raise ValueError("Pool not running: it was closed or terminated.")
@@ -197,7 +192,7 @@ class HeadPool:
                 self._start_workers()
             ranges = split_evenly(len(items), len(self._workers) + self.include_caller)
             # The caller's batch is the last and never the largest: it also hands out the work.
-            own_range = ranges.pop() if self.include_caller else None
+            own_range = ranges.pop() if self.include_caller else (0, 0)
             busy = self._workers[: len(ranges)]
             batches = [self._pack_batch(items, start, stop) for start, stop in ranges]
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -205,14 +200,14 @@ class HeadPool:
                 f"{function_name(fn)} did not finish within the timeout; the workers were "
                 "stopped and new ones start with the next call."
             )
+            replies = {}
             try:
-                for worker, batch, item_range in zip(busy, batches, ranges, strict=True):
+                for worker, batch in zip(busy, batches, strict=True):
                     try:
                         worker.send_task(module, function_bytes, batch, self.traffic)
                     except OSError:  # the worker died between calls
-                        raise self._death(worker, item_range, fn) from None
-                own_results, own_error = self._run_here(fn, items, own_range)
-                replies = {}
+                        raise self._death(worker, ranges[worker.index], fn) from None
+                own_results, own_error = self._run_here(fn, items, *own_range)
                 for worker, data in next_messages(busy, deadline, late):
                     if data is None:
                         raise self._death(worker, ranges[worker.index], fn)
@@ -233,24 +228,24 @@ class HeadPool:
             return results + own_results
 
     def _run_here(
-        self, fn: Callable[[Any], Any], items: list[Any], item_range: tuple[int, int] | None
+        self, fn: Callable[[Any], Any], items: list[Any], start: int, stop: int
     ) -> tuple[list[Any], Exception | None]:
         """The caller's share: its results, or the exception that stopped it, returned so that
         the workers' replies are still read and the workers stay in step."""
-        if item_range is None:
-            return [], None
-        index = item_range[0]
+        results: list[Any] = []
+        if start == stop:
+            return results, None
         try:
             with torch_threads(1):  # as each worker: more would compete with them for cores
-                results = []
-                for index in range(*item_range):
-                    results.append(fn(items[index]))
-                return results, None
+                for item in items[start:stop]:
+                    results.append(fn(item))
         except Exception as error:
+            index = start + len(results)
             add_note(
                 error, f"(raised by {function_name(fn)} on item {index}, in the calling process)"
             )
             return [], error
+        return results, None
 
     def _pack_batch(self, items: list[Any], start: int, stop: int) -> tuple[bytes, Any]:
         try:

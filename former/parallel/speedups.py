@@ -1,8 +1,6 @@
-"""When do processes pay off? Multi-head attention timed serially, on threads and on pools.
-
-In the notebook: ``plot_speedups(measure_speedups(parallel_multihead_attention))``. Every
-speed-up is over the same heads computed one after the other in this process, one thread.
-"""
+"""When do processes pay off? Multi-head attention timed serially, on threads and on pools:
+``plot_speedups(measure_speedups(parallel_multihead_attention))`` in the notebook. Every
+speed-up is over the same heads computed one after the other in this process, one thread."""
 
 from __future__ import annotations
 
@@ -26,12 +24,9 @@ ParallelAttention = Callable[..., Tensor]  # (queries, keys, values, heads, mask
 def interleaved_timings(
     methods: dict[Hashable, tuple[int, Callable[[], Any]]], repeats: int = 5, warmup: int = 1
 ) -> dict[Hashable, list[float]]:
-    """Seconds per call of each method, ``repeats`` samples each, the methods taking turns.
-
-    methods: name -> (torch threads, zero-argument call). Each repeat runs them in a new
-    random order, so that a burst of load on a shared machine (or a pool still tidying up
-    after its call) does not always hit the same method.
-    """
+    """Seconds per call of each method (name -> (torch threads, zero-argument call)),
+    ``repeats`` samples each, in a new random order each repeat so that a burst of load on a
+    shared machine (or a pool still tidying up after its call) does not always hit one method."""
     for threads, fn in methods.values():
         with torch_threads(threads):
             for _ in range(warmup):
@@ -48,17 +43,19 @@ def interleaved_timings(
     return samples
 
 
-def pool_attention(
-    queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False, pool: Any = None
-) -> Tensor:
-    """The parallel contract, ``parallel_multihead_attention``, done by :class:`PoolAttention`."""
-    return PoolAttention(pool)(queries, keys, values, heads, mask)
-
-
 def random_inputs(batch: int, heads: int, t: int, head_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Queries, keys and values of shape (batch, t, heads * head_size), always the same."""
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.randn(batch, t, heads * head_size, generator=generator) for _ in range(3))
+
+
+def label(method: str, workers: int) -> str:
+    """How :func:`plot_speedups` names a method: "serial, 1 thread", "torch, 2 threads"..."""
+    if method == "serial":
+        return "serial, 1 thread"
+    if method == "threads":
+        return f"torch, {workers} thread" + ("s" if workers > 1 else "")
+    return f"{workers} process" + ("es" if workers > 1 else "")
 
 
 def measure_speedups(
@@ -72,28 +69,23 @@ def measure_speedups(
     processes: Sequence[int] = (1, 2),
     threads: Sequence[int] = (2,),
     repeats: int = 5,
-    start_method: str | None = None,
 ) -> list[dict[str, Any]]:
     """Speed-up of pools and of torch threads over one thread, for each sequence length.
 
     parallel_attention: ``(queries, keys, values, heads, mask, pool) -> output``, such as
     your ``parallel_multihead_attention`` (its head function in a module); by default
-    former's. It is timed on a :class:`SerialPool` with one thread (the baseline) and with
-    each count of ``threads``, and on a pool per count of ``processes``. Inputs are (batch,
-    t, heads * head_size); timings are medians. Returns one row per (length, method),
-    ``{"method": "serial" | "threads" | "processes", "workers", "label", "t", "batch",
-    "heads", "head_size", "mask", "seconds", "speedup"}``, for :func:`plot_speedups`.
+    :class:`PoolAttention`. It is timed on a :class:`SerialPool` with one thread (the
+    baseline) and with each count of ``threads``, and on a pool per count of ``processes``.
+    Inputs are (batch, t, heads * head_size); timings are medians. Returns one row per
+    (length, method), ``{"method": "serial" | "threads" | "processes", "workers", "label",
+    "t", "batch", "heads", "head_size", "mask", "seconds", "speedup"}``.
     """
-    attend = parallel_attention or pool_attention
-    labels = {
-        "serial": "serial, 1 thread",
-        "threads": "torch, {} thread",
-        "processes": "{} process",
-    }
+    attend = parallel_attention or (lambda q, k, v, h, m, pool: PoolAttention(pool)(q, k, v, h, m))
+    shape = {"batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
     pools = {}
     try:
         for count in processes:
-            pools[count] = make_pool(count, start_method)
+            pools[count] = make_pool(count)
         rows = []
         for t in lengths:
             q, k, v = random_inputs(batch, heads, t, head_size)
@@ -108,14 +100,12 @@ def measure_speedups(
             methods.update({("processes", n): (1, run(pool)) for n, pool in pools.items()})
             samples = interleaved_timings(methods, repeats)
             baseline = statistics.median(samples["serial", 1])
-            shape = {"t": t, "batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
-            for method, workers in methods:
-                label = labels[method].format(workers)
-                if workers > 1:
-                    label += "es" if method == "processes" else "s"
-                seconds = statistics.median(samples[method, workers])
-                row = {"method": method, "workers": workers, "label": label, **shape}
-                rows.append({**row, "seconds": seconds, "speedup": baseline / seconds})
+            for (method, workers), times in samples.items():
+                row = {"method": method, "workers": workers, "label": label(method, workers)}
+                seconds = statistics.median(times)
+                rows.append(
+                    {**row, "t": t, **shape, "seconds": seconds, "speedup": baseline / seconds}
+                )
         return rows
     finally:
         for pool in pools.values():
@@ -129,11 +119,11 @@ def plot_speedups(results: Sequence[dict[str, Any]]):
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
-    for label in dict.fromkeys(row["label"] for row in results):
-        rows = sorted((r for r in results if r["label"] == label), key=lambda r: r["t"])
+    for name in dict.fromkeys(row["label"] for row in results):
+        rows = sorted((r for r in results if r["label"] == name), key=lambda r: r["t"])
         style = "--" if rows[0]["method"] == "serial" else "-"
         ts, speedups = [r["t"] for r in rows], [r["speedup"] for r in rows]
-        axes.plot(ts, speedups, style, marker="o", label=label)
+        axes.plot(ts, speedups, style, marker="o", label=name)
     most = max((r["workers"] for r in results if r["method"] != "serial"), default=1)
     axes.axhline(most, color="grey", linewidth=0.8, linestyle=":")
     axes.annotate(f"ideal for {most} cores", (0.01, most), xycoords=("axes fraction", "data"))

@@ -40,11 +40,9 @@ def error_text(error: BaseException) -> str:
 
 
 def use_one_thread() -> None:
-    """One intra-op thread for the rest of this process, in torch and any BLAS loaded later.
-
-    For worker processes (a pool ``initializer``): they already run side by side, and a
-    forked child deadlocks in its first OpenMP region with several threads.
-    """
+    """One intra-op thread for the rest of this process, in torch and any BLAS loaded later:
+    workers already run side by side, and a forked child with several threads deadlocks in
+    its first OpenMP region."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
     torch.set_num_threads(1)
@@ -55,12 +53,8 @@ def use_one_thread() -> None:
 
 
 def keep_freed_memory() -> None:
-    """Keep memory this process frees for its next use instead of returning it to the OS.
-
-    glibc gives freed blocks of several MiB (a head's score matrices) back at once, and every
-    call pays page faults to get them again; a persistent worker keeps its largest call's
-    peak instead. Nothing changes off glibc.
-    """
+    """Keep freed memory for this process's next use (glibc only): glibc returns freed blocks
+    of several MiB (a head's scores) at once, and every call would page-fault them back."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -76,10 +70,9 @@ def file_version(module_name: str | None) -> int | None:
     """Modification time of a module's file; None for ``__main__`` and file-less modules."""
     if module_name in {None, "__main__", "__mp_main__"}:
         return None
-    path = getattr(sys.modules.get(module_name), "__file__", None)
     try:
-        return None if path is None else os.stat(path).st_mtime_ns
-    except OSError:
+        return os.stat(sys.modules[module_name].__file__).st_mtime_ns
+    except (KeyError, AttributeError, TypeError, OSError):
         return None
 
 
@@ -135,13 +128,10 @@ def serve(conn: Connection) -> None:
     use_one_thread()
     keep_freed_memory()
     conn.send_bytes(b"ready")
-    parent = multiprocessing.parent_process()
-    watched: list[Any] = [conn] if parent is None else [conn, parent.sentinel]
+    watched = [conn, multiprocessing.parent_process().sentinel]
     arena: Arena | None = None
     versions: dict[str | None, int | None] = {}
-    while True:
-        if conn not in wait(watched):
-            return  # the parent is gone; nobody will read our replies
+    while conn in wait(watched):  # else the parent is gone; nobody would read our replies
         try:
             message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
@@ -194,10 +184,10 @@ class Worker:
         out_start = align(placement.end)
         needed = out_start + (placement.end if self.out_hint is None else self.out_hint)
         if self.arena is None or self.arena.nbytes < needed:
-            old = self.arena
-            self.arena = Arena.create(max(needed, 0 if old is None else old.nbytes * 3 // 2))
-            if old is not None:
-                old.close()
+            if self.arena is not None:
+                needed = max(needed, self.arena.nbytes * 3 // 2)
+                self.arena.close()
+            self.arena = Arena.create(needed)
             self.conn.send_bytes(dumps(("arena", self.arena.nbytes, self.arena.name)))
             self.arena.send(self.conn, self.process.pid)
         copy_in(self.arena, placement)
@@ -212,9 +202,8 @@ class Worker:
         reply = pickle.loads(data)
         if reply[0] != "done":
             return reply
-        _, results_bytes, out_needed = reply
-        self.out_hint = out_needed
-        traffic.shared_bytes += out_needed
+        _, results_bytes, self.out_hint = reply
+        traffic.shared_bytes += self.out_hint
         try:
             return "done", unpack(results_bytes, self.arena, copy=True)
         except Exception as error:
