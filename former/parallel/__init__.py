@@ -1,10 +1,6 @@
-"""Attention heads on CPU cores: a safe, fast process pool and tools to measure it.
-
-- :func:`make_pool`: a ``multiprocessing.Pool``-like :class:`HeadPool` (pool.py; tensors
-  cross in shared memory, arena.py; the worker loop, worker.py; its exceptions, errors.py).
-- :class:`PoolAttention`: a model's heads on a pool, inference and training (attention.py).
-- :func:`measure_speedups` / :func:`plot_speedups`: when do processes pay off (speedups.py).
-"""
+"""Attention heads on CPU cores: :func:`make_pool` (a safe, fast ``multiprocessing.Pool``-like
+process pool), :class:`PoolAttention` (a model's heads on a pool, inference and training), and
+:func:`measure_speedups` / :func:`plot_speedups` (when do processes pay off)."""
 
 from former.parallel.attention import PoolAttention, SerialPool
 from former.parallel.errors import (

@@ -9,6 +9,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -82,11 +83,9 @@ def measure_speedups(
     """
     attend = parallel_attention or (lambda q, k, v, h, m, pool: PoolAttention(pool)(q, k, v, h, m))
     shape = {"batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
-    pools = {}
-    try:
-        for count in processes:
-            pools[count] = make_pool(count)
-        rows = []
+    rows = []
+    with ExitStack() as stack:
+        pools = {count: stack.enter_context(make_pool(count)) for count in processes}
         for t in lengths:
             q, k, v = random_inputs(batch, heads, t, head_size)
 
@@ -106,10 +105,7 @@ def measure_speedups(
                 rows.append(
                     {**row, "t": t, **shape, "seconds": seconds, "speedup": baseline / seconds}
                 )
-        return rows
-    finally:
-        for pool in pools.values():
-            pool.close()
+    return rows
 
 
 def plot_speedups(results: Sequence[dict[str, Any]]):
