@@ -129,24 +129,15 @@ class HeadPool:
     def close(self) -> None:
         """Stop the workers once the current call ends; the pool cannot be used afterwards."""
         with self._lock:
-            self.terminate()
-
-    def terminate(self) -> None:
-        """Stop the workers now, even in the middle of a call."""
-        self._closed = True
-        stop_all(self._workers)
-        self._finalizer.detach()
-
-    def join(self) -> None:
-        """As ``multiprocessing.Pool.join``; the workers have stopped by then."""
-        if not self._closed:
-            raise ValueError("Pool is still running; call close() or terminate() first.")
+            self._closed = True
+            stop_all(self._workers)
+            self._finalizer.detach()
 
     def __enter__(self) -> HeadPool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.terminate()
+        self.close()
 
     def __reduce__(self) -> tuple:
         raise TypeError(
@@ -177,7 +168,7 @@ class HeadPool:
         replaced."""
         items = list(iterable)
         if self._closed:
-            raise ValueError("Pool not running: it was closed or terminated.")
+            raise ValueError("Pool not running: it was closed.")
         if not items:
             return []
         if not callable(fn):
