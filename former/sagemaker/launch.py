@@ -111,7 +111,8 @@ def _or_example(dry_run: bool, example: str, what: str, resolve: Callable, *args
 
 
 def training_data_uri(settings: job.JobSettings, sdk: Any, s3: Any, region: str) -> str | None:
-    """The training channel's S3 URI: the given one (checked), or the local file uploaded once."""
+    """The training channel's S3 URI: the given one (checked), or the local file uploaded once;
+    ``s3`` None (a dry run) checks and uploads nothing."""
     data = settings.data
     if data is None and str(settings.hyperparameters.get("download", "")).lower() == "true":
         return None  # model.py downloads IMDB inside the job
@@ -129,19 +130,12 @@ def training_data_uri(settings: job.JobSettings, sdk: Any, s3: Any, region: str)
             f"{source.path} is an extracted aclImdb folder (50,000 small uploads): pass the "
             "aclImdb_v1.tar.gz archive or the CSV instead, or an s3:// URI."
         )
-    bucket = sdk.default_bucket()
-    if s3 is None:  # a dry run: where it would go
-        return account.data_uri(source.path, bucket)
-    return account.upload_once(s3, source.path, bucket)
+    return account.upload_once(s3, source.path, sdk.default_bucket())
 
 
 def launch_training_job(
     data: str | Path | None = None,
     *,
-    role: str | None = None,
-    region: str | None = None,
-    instance_type: str = job.DEFAULT_INSTANCE_TYPE,
-    instance_count: int = 1,
     hyperparameters: Mapping[str, Any] | None = None,
     dry_run: bool | None = None,
     boto_session: Any = None,
@@ -152,11 +146,12 @@ def launch_training_job(
     ``hyperparameters``: flags for ``model.py`` (``epochs``, ``batch_size``, ``attention``:
     by default the learner's ``my_transformer_model:multihead_attention``). ``dry_run``: True
     sends nothing, False submits, None submits when AWS credentials are configured. Other
-    keyword arguments are fields of :class:`JobSettings`. Each call submits at most one job.
+    keyword arguments (``role``, ``region``, ``instance_type``...) are :class:`JobSettings`
+    fields. Each call submits at most one job.
     """
-    settings = job.JobSettings(data, role, region, instance_type, instance_count, **options)
-    settings.hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
-    with aws_errors(region):
+    hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
+    settings = job.JobSettings(data, hyperparameters=hyperparameters, **options)
+    with aws_errors(settings.region):
         if not dry_run and not account.credentials_configured(boto_session):
             if dry_run is not None:
                 raise SageMakerError(f"No AWS credentials found: {errors.CREDENTIALS_HELP}.")
@@ -168,12 +163,19 @@ def launch_training_job(
             dry_run = True
         dry_run = bool(dry_run)
         region = _or_example(
-            dry_run, "us-east-1", "AWS region", account.resolve_region, region, boto_session
+            dry_run,
+            "us-east-1",
+            "AWS region",
+            account.resolve_region,
+            settings.region,
+            boto_session,
         )
     with aws_errors(region):
         session = None if dry_run else account.aws_session(region, boto_session)
-        example = dry_run and not role
-        role = _or_example(example, EXAMPLE_ROLE, "role", account.resolve_role, role, session)
+        example = dry_run and not settings.role
+        role = _or_example(
+            example, EXAMPLE_ROLE, "role", account.resolve_role, settings.role, session
+        )
         attention = str(settings.hyperparameters["attention"])
         learner = job.learner_module_path(settings.learner_module, attention)
         if not sdk_installed():
