@@ -88,12 +88,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     option("download", default=False, help="download IMDB when no data are given", **true_false)
     option("checkpoint-dir", default=default_path("checkpoints"))
     option("checkpoint-every", type=int, default=200, help="optimizer steps between checkpoints")
-    option(
-        "data",
-        default=os.environ.get("SM_CHANNEL_TRAINING"),
-        help="IMDB tarball, aclImdb folder, CSV, a folder holding one, 'synthetic'; in a job: "
-        "the channel",
-    )
+    channel = os.environ.get("SM_CHANNEL_TRAINING")
+    option("data", default=channel, help="IMDB tarball, aclImdb folder or CSV, or 'synthetic'")
     option("model-dir", default=default_path("model", "SM_MODEL_DIR"))
     option("output-data-dir", default=default_path("output/data", "SM_OUTPUT_DATA_DIR"))
     option("failure-file", default=default_path("output/failure", "SM_OUTPUT_FAILURE"))

@@ -85,7 +85,7 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
 
 
 def run_launch(args: argparse.Namespace) -> None:
-    """submit model.py as a training job"""
+    """Submit model.py as a training job."""
     skip = ("command", "run", "follow", "dry_run")
     options = {name: value for name, value in vars(args).items() if name not in skip}
     result = launch.launch_training_job(dry_run=args.dry_run or None, **options)
@@ -108,7 +108,7 @@ def run_launch(args: argparse.Namespace) -> None:
 
 
 def run_status(args: argparse.Namespace) -> None:
-    """a job's state, or the latest jobs"""
+    """A job's state, or the latest jobs."""
     if args.job is None:
         for row in progress.recent_jobs(region=args.region):
             print(f"{row['TrainingJobName']}  {row['TrainingJobStatus']}  {row['CreationTime']}")
@@ -121,7 +121,7 @@ def run_status(args: argparse.Namespace) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> None:
-    """a job's log lines"""
+    """A job's log lines."""
     if args.follow:
         progress.follow(args.job, region=args.region)
     else:
@@ -129,7 +129,7 @@ def run_logs(args: argparse.Namespace) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
-    """download the model, test it here, classify a text"""
+    """Download the model, test it here, classify a text."""
     from former.training import predict
 
     path = fetch.fetch_model(args.job, args.out, region=args.region)
@@ -143,7 +143,7 @@ def run_fetch(args: argparse.Namespace) -> None:
 
 
 def run_stop(args: argparse.Namespace) -> None:
-    """stop a running job"""
+    """Stop a running job."""
     progress.stop_job(args.job, region=args.region)
     print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
 

@@ -129,9 +129,9 @@ def upload_once(s3: Any, path: Path, bucket: str) -> str:
     return uri
 
 
-def local_imdb(data: str | Path | None, missing: str) -> Any:
+def local_imdb(data: str | Path | None, purpose: str) -> Any:
     """The IMDB source (``former.data.imdb.ImdbSource``) at ``data``, else the one ``former``
-    finds itself; ``missing`` is the error when there is none."""
+    finds itself, to ``purpose`` (named in the error when there is none)."""
     from former.data.imdb import ImdbFormatError, identify_source, locate_imdb
 
     try:
@@ -139,5 +139,8 @@ def local_imdb(data: str | Path | None, missing: str) -> Any:
     except (ImdbFormatError, OSError) as error:
         raise SageMakerError(f"IMDB data {str(data)!r}: {error}") from error
     if source is None:
-        raise SageMakerError(missing)
+        raise SageMakerError(
+            f"No local IMDB data to {purpose}: pass data='aclImdb_v1.tar.gz' (--data) or set "
+            "FORMER_DATA_DIR to the folder holding the archive."
+        )
     return source

@@ -72,11 +72,7 @@ def accuracy_on_test_reviews(
     from former.data import TextSplit
     from former.training import evaluate, pick_device
 
-    reviews = local_imdb(
-        data,
-        "No local IMDB data to test the model on: pass data='aclImdb_v1.tar.gz' (--data) or "
-        "set FORMER_DATA_DIR.",
-    ).read()
+    reviews = local_imdb(data, "test the model on").read()
     rows = [i for i, is_test in enumerate(reviews.is_test) if is_test]
     if limit and limit < len(rows):
         rows = [rows[i * len(rows) // limit] for i in range(limit)]

@@ -16,7 +16,7 @@ from typing import Any
 
 from former.container import DEFAULT_ATTENTION
 from former.sagemaker import account, errors, job
-from former.sagemaker.errors import SageMakerError, aws_errors
+from former.sagemaker.errors import SDK_REQUIREMENT, SageMakerError, aws_errors
 
 EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 # The SDK's settings in a dry run: no telemetry, nothing read from the user's SDK config files.
@@ -58,12 +58,10 @@ def install_sdk() -> str:
     import importlib
     import subprocess
 
-    command = [sys.executable, "-m", "pip", "install", errors.SDK_REQUIREMENT]
+    command = [sys.executable, "-m", "pip", "install", SDK_REQUIREMENT]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SageMakerError(
-            f"pip could not install {errors.SDK_REQUIREMENT}: {done.stderr[-500:]}"
-        )
+        raise SageMakerError(f"pip could not install {SDK_REQUIREMENT}: {done.stderr[-500:]}")
     importlib.invalidate_caches()
     return done.stdout.strip().splitlines()[-1]
 
@@ -120,11 +118,7 @@ def training_data_uri(settings: job.JobSettings, sdk: Any, s3: Any, region: str)
         if s3 is not None:
             account.check_same_region(s3, data, region)
         return data
-    source = account.local_imdb(
-        data,
-        "No local IMDB data to upload: pass data='aclImdb_v1.tar.gz' (--data), an s3:// URI, "
-        "or set FORMER_DATA_DIR to the folder holding the archive.",
-    )
+    source = account.local_imdb(data, "upload (data may also be an s3:// URI)")
     if source.kind == "folder":
         raise SageMakerError(
             f"{source.path} is an extracted aclImdb folder (50,000 small uploads): pass the "
@@ -141,17 +135,16 @@ def launch_training_job(
     boto_session: Any = None,
     **options: Any,
 ) -> LaunchResult:
-    """Build, and unless it is a dry run submit, a SageMaker training job that runs ``model.py``.
+    """Build a SageMaker training job that runs ``model.py`` and, unless a dry run, submit it once.
 
-    ``hyperparameters``: flags for ``model.py`` (``epochs``, ``batch_size``, ``attention``:
-    by default the learner's ``my_transformer_model:multihead_attention``). ``dry_run``: True
-    sends nothing, False submits, None submits when AWS credentials are configured. Other
-    keyword arguments (``role``, ``region``, ``instance_type``...) are :class:`JobSettings`
-    fields. Each call submits at most one job.
+    ``hyperparameters`` are ``model.py``'s flags (``attention`` defaults to the learner's); other
+    keyword arguments are :class:`JobSettings` fields. ``dry_run`` None: submit when AWS
+    credentials are configured.
     """
     hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
     settings = job.JobSettings(data, hyperparameters=hyperparameters, **options)
-    with aws_errors(settings.region):
+    region, role = settings.region, settings.role
+    with aws_errors(region):
         if not dry_run and not account.credentials_configured(boto_session):
             if dry_run is not None:
                 raise SageMakerError(f"No AWS credentials found: {errors.CREDENTIALS_HELP}.")
@@ -163,19 +156,12 @@ def launch_training_job(
             dry_run = True
         dry_run = bool(dry_run)
         region = _or_example(
-            dry_run,
-            "us-east-1",
-            "AWS region",
-            account.resolve_region,
-            settings.region,
-            boto_session,
+            dry_run, "us-east-1", "AWS region", account.resolve_region, region, boto_session
         )
     with aws_errors(region):
         session = None if dry_run else account.aws_session(region, boto_session)
-        example = dry_run and not settings.role
-        role = _or_example(
-            example, EXAMPLE_ROLE, "role", account.resolve_role, settings.role, session
-        )
+        example = dry_run and not role
+        role = _or_example(example, EXAMPLE_ROLE, "role", account.resolve_role, role, session)
         attention = str(settings.hyperparameters["attention"])
         learner = job.learner_module_path(settings.learner_module, attention)
         if not sdk_installed():

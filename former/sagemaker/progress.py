@@ -44,12 +44,8 @@ def new_log_lines(logs: Any, job_name: str, tokens: dict[str, str]) -> Iterator[
     for stream in streams:
         while True:
             token = tokens.get(stream)
-            page = logs.get_log_events(
-                logGroupName=LOG_GROUP,
-                logStreamName=stream,
-                startFromHead=True,
-                **({"nextToken": token} if token else {}),
-            )
+            where = {"logStreamName": stream, **({"nextToken": token} if token else {})}
+            page = logs.get_log_events(logGroupName=LOG_GROUP, startFromHead=True, **where)
             yield from (event["message"].rstrip("\n") for event in page["events"])
             tokens[stream] = page.get("nextForwardToken", token)
             if not page["events"] or tokens[stream] == token:
