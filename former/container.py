@@ -1,11 +1,10 @@
 """Train a CTransformer on IMDB inside a SageMaker training container (``model.py`` runs this).
 
-The container contract: hyperparameters as ``--key value`` (unknown ones reported and ignored,
-booleans as true/false); data from the ``training`` channel, nothing downloaded unless
-``--download true``; the model to ``SM_MODEL_DIR``, metrics to ``SM_OUTPUT_DATA_DIR``,
-checkpoints to ``/opt/ml/checkpoints`` (so spot jobs resume); metric lines on stdout; on
-failure one line in ``/opt/ml/output/failure`` and exit status 1; under torchrun,
-DistributedDataParallel with rank 0 logging and saving. Outside a job, paths default to
+Hyperparameters come as ``--key value`` (unknown ones reported and ignored), data from the
+``training`` channel (nothing downloaded unless ``--download true``). The model goes to
+``SM_MODEL_DIR``, metrics to ``SM_OUTPUT_DATA_DIR``, checkpoints to ``/opt/ml/checkpoints`` (spot
+jobs resume), metric lines to stdout; a failure is one line in ``/opt/ml/output/failure`` and
+exit status 1. Under torchrun, rank 0 logs and saves. Outside a job, paths are under
 ``./sagemaker-local/``.
 """
 
@@ -28,12 +27,8 @@ from former.runs import RunMismatchError
 from former.training import ClassifierConfig, build_classifier, fit_classifier, save_model
 
 PROG = "model.py"
-LOCAL_ROOT = Path("sagemaker-local")
 DEFAULT_ATTENTION = "my_transformer_model:multihead_attention"
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-DATA_HELP = (
-    "IMDB tarball, aclImdb folder, CSV, a folder holding one, 'synthetic'; in a job: the channel"
-)
 FAILURE_REASON_LIMIT = 1000  # SageMaker shows about the first 1 KiB of the failure file
 
 
@@ -62,15 +57,15 @@ class _HyperparameterParser(argparse.ArgumentParser):
         raise JobInputError(f"bad hyperparameter: {message}. See `python {PROG} --help`.")
 
 
-def default_path(variable: str | None, in_job: str | None, local: str) -> str | None:
-    """``$variable``, else ``in_job`` inside a job, else ``./sagemaker-local/<local>``."""
-    if variable and os.environ.get(variable):
-        return os.environ[variable]
-    return in_job if in_sagemaker_job() else str(LOCAL_ROOT / local)
+def default_path(relative: str, variable: str = "") -> str:
+    """``$variable``, else ``/opt/ml/<relative>`` inside a job, else ``sagemaker-local/<relative>``."""
+    root = "/opt/ml" if in_sagemaker_job() else "sagemaker-local"
+    return os.environ.get(variable) or f"{root}/{relative}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """A flag for every ClassifierConfig setting (unset: its default), then the job's paths."""
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Known options, and the unknown ones (reported, then ignored: SageMaker may add its own).
+    A flag for every ClassifierConfig setting (unset: its default), then the job's own."""
     parser = _HyperparameterParser(prog=PROG, description=__doc__, formatter_class=_Formatter)
 
     def option(name: str, *aliases: str, group: Any = parser, **kwargs: Any) -> None:
@@ -91,22 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     option("attention", default=DEFAULT_ATTENTION, help="'sdpa' or 'module:function'")
     option("device", default="auto", help="auto, cuda, mps or cpu")
     option("download", default=False, help="download IMDB when no data are given", **true_false)
-    option("checkpoint-dir", default=default_path(None, "/opt/ml/checkpoints", "checkpoints"))
+    option("checkpoint-dir", default=default_path("checkpoints"))
     option("checkpoint-every", type=int, default=200, help="optimizer steps between checkpoints")
-    option("data", default=os.environ.get("SM_CHANNEL_TRAINING"), help=DATA_HELP)
-    option("model-dir", default=default_path("SM_MODEL_DIR", None, "model"))
-    option("output-data-dir", default=default_path("SM_OUTPUT_DATA_DIR", None, "output/data"))
-    option("failure-file", default=failure_file_default())
-    return parser
-
-
-def failure_file_default() -> str | None:
-    return default_path("SM_OUTPUT_FAILURE", "/opt/ml/output/failure", "output/failure")
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    """Known options, and the unknown ones (reported, then ignored: SageMaker may add its own)."""
-    return build_parser().parse_known_args(argv)
+    channel = os.environ.get("SM_CHANNEL_TRAINING")
+    option("data", default=channel, help="IMDB tarball, aclImdb folder or CSV, or 'synthetic'")
+    option("model-dir", default=default_path("model", "SM_MODEL_DIR"))
+    option("output-data-dir", default=default_path("output/data", "SM_OUTPUT_DATA_DIR"))
+    option("failure-file", default=default_path("output/failure", "SM_OUTPUT_FAILURE"))
+    return parser.parse_known_args(argv)
 
 
 def check_attention(spec: str, heads: int, emb: int) -> None:
@@ -178,28 +165,22 @@ def run_job(args: argparse.Namespace, unknown: list[str]) -> tuple[nn.Module, di
         log(f"training on {world_size} process(es), device {device}, attention {config.attention}")
         # build_classifier seeds torch from config.seed: identical initial weights on every rank.
         model = build_classifier(config, len(data.vocab), data.num_classes)
+        checkpoints = {name: vars(args)[name] for name in ("checkpoint_dir", "checkpoint_every")}
         try:
-            loop = {
-                "checkpoint_dir": args.checkpoint_dir,
-                "checkpoint_every": args.checkpoint_every,
-            }
-            metrics = fit_classifier(model, data, config, device=device, log=log, **loop)
+            metrics = fit_classifier(model, data, config, device=device, log=log, **checkpoints)
             if rank == 0:
                 saved = save_model(args.model_dir, model, config, data.vocab, data.class_names)
+                log(f"saved model to {saved}")
+                metrics_file = Path(args.output_data_dir) / "metrics.json"
+                metrics_file.parent.mkdir(parents=True, exist_ok=True)
+                metrics_file.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         except RunMismatchError as error:
             raise JobInputError(str(error)) from error
-        if rank == 0:
-            metrics_file = Path(args.output_data_dir) / "metrics.json"
-            metrics_file.parent.mkdir(parents=True, exist_ok=True)
-            metrics_file.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-            log(f"saved model to {saved}")
     return model, metrics
 
 
-def write_failure(failure_file: str | None, reason: str) -> None:
+def write_failure(failure_file: str, reason: str) -> None:
     """Record why the job failed where SageMaker looks; the first writer wins (as SageMaker's)."""
-    if not failure_file:
-        return
     path = Path(failure_file)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,13 +190,13 @@ def write_failure(failure_file: str | None, reason: str) -> None:
         print(f"{PROG}: could not write failure file {path}: {error}", file=sys.stderr)
 
 
-def failure_file_before_parsing(argv: list[str]) -> str | None:
+def failure_file_before_parsing(argv: list[str]) -> str:
     """Where to report a failure even when the arguments themselves do not parse."""
     for i, item in enumerate(argv):
         name, equals, value = item.partition("=")
         if name in ("--failure-file", "--failure_file") and (equals or i + 1 < len(argv)):
             return value if equals else argv[i + 1]
-    return failure_file_default()
+    return default_path("output/failure", "SM_OUTPUT_FAILURE")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,34 +1,20 @@
 """Train ``model.py`` as an Amazon SageMaker job and bring the model back (SageMaker SDK v3).
 
-    job = launch_training_job(hyperparameters={"epochs": 3})   # uploads IMDB once, submits
-    follow(job.job_name, on_metrics=plot)                      # status, metric lines, cost
-    path = fetch_model(job.job_name)                           # model.tar.gz -> model.pt
-
 Every call takes the job's name, so a restarted notebook reattaches with ``follow(name)``; AWS
 failures raise :class:`SageMakerError`, one line that says what to do. Nothing imports the SDK
 (the ``[sagemaker]`` extra) before a job is launched.
 """
 
-from former.sagemaker.errors import SDK_REQUIREMENT as SDK_REQUIREMENT
 from former.sagemaker.errors import JobFailedError as JobFailedError
 from former.sagemaker.errors import SageMakerError as SageMakerError
 from former.sagemaker.errors import sdk_missing as sdk_missing
 from former.sagemaker.fetch import accuracy_on_test_reviews as accuracy_on_test_reviews
 from former.sagemaker.fetch import fetch_model as fetch_model
 from former.sagemaker.fetch import load_fetched_model as load_fetched_model
-from former.sagemaker.job import ENTRY_SCRIPT_SOURCE as ENTRY_SCRIPT_SOURCE
-from former.sagemaker.job import JobSettings as JobSettings
-from former.sagemaker.job import gpus_per_instance as gpus_per_instance
-from former.sagemaker.job import normalise_hyperparameters as normalise_hyperparameters
-from former.sagemaker.job import stage_source as stage_source
-from former.sagemaker.launch import LaunchResult as LaunchResult
 from former.sagemaker.launch import install_sdk as install_sdk
 from former.sagemaker.launch import launch_training_job as launch_training_job
 from former.sagemaker.launch import sdk_installed as sdk_installed
-from former.sagemaker.progress import METRIC_DEFINITIONS as METRIC_DEFINITIONS
 from former.sagemaker.progress import follow as follow
-from former.sagemaker.progress import job_log_lines as job_log_lines
 from former.sagemaker.progress import job_metrics as job_metrics
 from former.sagemaker.progress import job_status as job_status
-from former.sagemaker.progress import recent_jobs as recent_jobs
 from former.sagemaker.progress import stop_job as stop_job

@@ -1,11 +1,5 @@
 """``python -m former.sagemaker launch | status | logs | fetch | stop``: the round trip.
 
-    python -m former.sagemaker launch --epochs 3 --follow      # upload IMDB once, submit, follow
-    python -m former.sagemaker status [JOB]                    # one job, or the latest ones
-    python -m former.sagemaker logs JOB [--follow]             # its log lines, or follow it
-    python -m former.sagemaker fetch JOB [--text "..."]        # download, test locally, classify
-    python -m former.sagemaker stop JOB
-
 Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``) become
 hyperparameters of ``model.py``. Errors are one line and exit status 1.
 """
@@ -13,6 +7,7 @@ hyperparameters of ``model.py``. Errors are one line and exit status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +16,16 @@ from former.sagemaker import fetch, job, launch, progress
 from former.sagemaker.errors import SageMakerError
 
 EXAMPLE_REVIEW = "A wonderful film: the acting is superb and the story moving."
-REGION_HELP = "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's"
+# Help for the launch options (JobSettings' fields) whose default alone says too little.
+LAUNCH_HELP = {
+    "data": "IMDB tarball or CSV (uploaded once), or an s3:// URI (default: former's own)",
+    "role": "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)",
+    "region": "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's",
+    "gpus_per_instance": "for instance types not in the table",
+    "max_wait_seconds": "spot only (default: 2 x max run)",
+    "image_uri": "training image; overrides --framework-version",
+    "learner_module": "default: ./my_transformer_model.py",
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,44 +35,29 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True)
-    sub: dict[str, argparse.ArgumentParser] = {}
-    for name, text, run in (
-        ("launch", "submit model.py as a training job", run_launch),
-        ("status", "a job's state, or the latest jobs", run_status),
-        ("logs", "a job's log lines", run_logs),
-        ("fetch", "download the model, test it here, classify a text", run_fetch),
-        ("stop", "stop a running job", run_stop),
-    ):
-        # launch passes on only the options given: JobSettings has the defaults.
-        default = argparse.SUPPRESS if name == "launch" else None
-        sub[name] = commands.add_parser(name, help=text, argument_default=default)
-        sub[name].set_defaults(run=run, follow=False, dry_run=False)
-        if name != "launch":
-            sub[name].add_argument("job", nargs="?" if name == "status" else None)
-            sub[name].add_argument("--region", help=REGION_HELP)
-        if name in ("launch", "logs"):
-            sub[name].add_argument("--follow", action="store_true", help="follow it to its end")
-    for flags, text, kind in (
-        (("--data",), "IMDB tarball or CSV (uploaded once), or an s3:// URI", str),
-        (("--role",), "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)", str),
-        (("--region",), REGION_HELP, str),
-        (("--instance-type",), f"default: {job.DEFAULT_INSTANCE_TYPE}", str),
-        (("--instance-count",), "default: 1", int),
-        (("--gpus-per-instance",), "for instance types not in the table", int),
-        (("--max-run-seconds", "--max-run"), "seconds (default: 3 hours)", int),
-        (("--max-wait-seconds", "--max-wait"), "seconds, spot only (default: 2 x max run)", int),
-        (("--checkpoint-s3-uri",), "default: the SDK's, next to the job's output", str),
-        (("--output-s3-uri",), "where model.tar.gz goes (default: the SDK's)", str),
-        (("--bucket",), "S3 bucket for code and data (default: the SDK's)", str),
-        (("--framework-version",), "PyTorch version of the training image", str),
-        (("--image-uri",), "training image; overrides --framework-version", str),
-        (("--learner-module",), "default: ./my_transformer_model.py", str),
-        (("--base-job-name", "--job-name"), "job name prefix (default: former-classify)", str),
-        (("--volume-size-gb",), "disk per instance (default: 30)", int),
-    ):
-        sub["launch"].add_argument(*flags, type=kind, help=text)
-    sub["launch"].add_argument("--spot", action=argparse.BooleanOptionalAction, help="default: on")
-    sub["launch"].add_argument("--dry-run", action="store_true", help="print it; send nothing")
+    # launch passes on only the options given: JobSettings has the defaults.
+    start = commands.add_parser(
+        "launch", help=run_launch.__doc__, argument_default=argparse.SUPPRESS
+    )
+    for setting in dataclasses.fields(job.JobSettings):
+        flag = "--" + setting.name.replace("_", "-")
+        default = "the SDK's" if setting.default is None else setting.default
+        text = LAUNCH_HELP.get(setting.name, f"default: {default}")
+        if setting.type == "bool":
+            start.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif setting.name != "hyperparameters":
+            start.add_argument(flag, type=int if "int" in setting.type else str, help=text)
+    start.add_argument("--dry-run", action="store_true", default=False, help="send nothing")
+    start.set_defaults(run=run_launch)
+    sub = {}
+    for run in (run_status, run_logs, run_fetch, run_stop):
+        name = run.__name__.removeprefix("run_")
+        sub[name] = commands.add_parser(name, help=run.__doc__)
+        sub[name].set_defaults(run=run)
+        sub[name].add_argument("job", nargs="?" if name == "status" else None)
+        sub[name].add_argument("--region", help=LAUNCH_HELP["region"])
+    for command in (start, sub["logs"]):
+        command.add_argument("--follow", action="store_true", default=False, help="to its end")
     sub["fetch"].add_argument("--out", default="sagemaker-models", help="default: %(default)s")
     sub["fetch"].add_argument("--data", help="local IMDB data to test on (default: former's)")
     sub["fetch"].add_argument("--limit", type=int, help="test on this many reviews (default: all)")
@@ -96,9 +85,9 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
 
 
 def run_launch(args: argparse.Namespace) -> None:
-    options = dict(vars(args))
-    for name in ("command", "run", "follow", "dry_run"):
-        del options[name]
+    """Submit model.py as a training job."""
+    skip = ("command", "run", "follow", "dry_run")
+    options = {name: value for name, value in vars(args).items() if name not in skip}
     result = launch.launch_training_job(dry_run=args.dry_run or None, **options)
     name, region, processes = result.job_name, result.region, result.processes_per_instance
     if not result.submitted:
@@ -119,6 +108,7 @@ def run_launch(args: argparse.Namespace) -> None:
 
 
 def run_status(args: argparse.Namespace) -> None:
+    """A job's state, or the latest jobs."""
     if args.job is None:
         for row in progress.recent_jobs(region=args.region):
             print(f"{row['TrainingJobName']}  {row['TrainingJobStatus']}  {row['CreationTime']}")
@@ -131,6 +121,7 @@ def run_status(args: argparse.Namespace) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> None:
+    """A job's log lines."""
     if args.follow:
         progress.follow(args.job, region=args.region)
     else:
@@ -138,6 +129,7 @@ def run_logs(args: argparse.Namespace) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
+    """Download the model, test it here, classify a text."""
     from former.training import predict
 
     path = fetch.fetch_model(args.job, args.out, region=args.region)
@@ -151,6 +143,7 @@ def run_fetch(args: argparse.Namespace) -> None:
 
 
 def run_stop(args: argparse.Namespace) -> None:
+    """Stop a running job."""
     progress.stop_job(args.job, region=args.region)
     print(f"Asked SageMaker to stop {args.job}; `status {args.job}` shows when it has.")
 

@@ -17,19 +17,12 @@ ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/.+")
 DATA_PREFIX = "former/data"
 
 
-def first_set(*variables: str) -> str | None:
-    return next((os.environ[v] for v in variables if os.environ.get(v)), None)
-
-
 def resolve_region(region: str | None = None, boto_session: Any = None) -> str:
     """The job's region: argument, environment, the given session's, the profile's."""
-    region = region or first_set("AWS_REGION", "AWS_DEFAULT_REGION")
-    if not region and boto_session is not None:
-        region = boto_session.region_name
-    if not region:
-        import boto3
+    import boto3
 
-        region = boto3.Session().region_name
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = region or getattr(boto_session, "region_name", None) or boto3.Session().region_name
     if not region:
         raise SageMakerError(NO_REGION)
     return region
@@ -50,6 +43,10 @@ def aws_session(region: str | None, boto_session: Any = None) -> Any:
     return boto_session
 
 
+def aws_client(service: str, region: str | None, boto_session: Any = None) -> Any:
+    return aws_session(region, boto_session).client(service)
+
+
 def credentials_configured(boto_session: Any = None) -> bool:
     """Whether boto3 finds AWS credentials (environment, ~/.aws, SSO, instance role)."""
     import boto3
@@ -59,7 +56,7 @@ def credentials_configured(boto_session: Any = None) -> bool:
 
 def resolve_role(role: str | None = None, boto_session: Any = None) -> str:
     """The execution role ARN: argument, ``$SAGEMAKER_ROLE``, else the one SageMaker runs us as."""
-    role = role or first_set("SAGEMAKER_ROLE", "SAGEMAKER_ROLE_ARN")
+    role = role or os.environ.get("SAGEMAKER_ROLE")
     if not role and SAGEMAKER_METADATA_FILE.exists() and boto_session is not None:
         role = studio_execution_role(boto_session)
     if not role:
@@ -110,23 +107,19 @@ def check_same_region(s3: Any, uri: str, region: str, what: str = "The training 
         )
 
 
-def data_uri(path: Path, bucket: str) -> str:
-    """Where ``path`` goes in ``bucket``: under its digest, so a changed file is sent again."""
+def upload_once(s3: Any, path: Path, bucket: str) -> str:
+    """Where ``path`` goes in ``bucket``: under its digest, so that a changed file is sent again
+    and an unchanged one never is. Uploads it there unless ``s3`` is None (a dry run)."""
+    from botocore.exceptions import ClientError
+
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(2**20), b""):
             digest.update(block)
-    return f"s3://{bucket}/{DATA_PREFIX}/{digest.hexdigest()[:16]}/{path.name}"
-
-
-def upload_once(s3: Any, path: Path, bucket: str) -> str:
-    """Upload ``path`` to :func:`data_uri` unless it is there already; return that URI."""
-    from botocore.exceptions import ClientError
-
-    uri = data_uri(path, bucket)
-    key, size = split_s3_uri(uri)[1], path.stat().st_size
+    key = f"{DATA_PREFIX}/{digest.hexdigest()[:16]}/{path.name}"
+    uri, size = f"s3://{bucket}/{key}", path.stat().st_size
     try:
-        if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size:
+        if s3 is None or s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size:
             return uri
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
@@ -136,9 +129,9 @@ def upload_once(s3: Any, path: Path, bucket: str) -> str:
     return uri
 
 
-def local_imdb(data: str | Path | None, missing: str) -> Any:
-    """The IMDB data set (``former.data.imdb.ImdbSource``) at ``data``, else the one ``former``
-    finds itself; ``missing`` is the error when there is none."""
+def local_imdb(data: str | Path | None, purpose: str) -> Any:
+    """The IMDB source (``former.data.imdb.ImdbSource``) at ``data``, else the one ``former``
+    finds itself, to ``purpose`` (named in the error when there is none)."""
     from former.data.imdb import ImdbFormatError, identify_source, locate_imdb
 
     try:
@@ -146,5 +139,8 @@ def local_imdb(data: str | Path | None, missing: str) -> Any:
     except (ImdbFormatError, OSError) as error:
         raise SageMakerError(f"IMDB data {str(data)!r}: {error}") from error
     if source is None:
-        raise SageMakerError(missing)
+        raise SageMakerError(
+            f"No local IMDB data to {purpose}: pass data='aclImdb_v1.tar.gz' (--data) or set "
+            "FORMER_DATA_DIR to the folder holding the archive."
+        )
     return source

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from former.sagemaker.account import local_imdb, split_s3_uri
+from former.sagemaker.account import aws_client, local_imdb, split_s3_uri
 from former.sagemaker.errors import SageMakerError, aws_errors
-from former.sagemaker.progress import client, job_status
+from former.sagemaker.progress import job_status
 
 MODEL_FILE = "model.pt"
 
@@ -38,7 +38,7 @@ def fetch_model(
     folder.mkdir(parents=True, exist_ok=True)
     archive = folder / "model.tar.gz"
     with aws_errors(region):
-        client("s3", region, boto_session).download_file(*split_s3_uri(artifact), str(archive))
+        aws_client("s3", region, boto_session).download_file(*split_s3_uri(artifact), str(archive))
     with tarfile.open(archive) as tar:  # regular files only, and only inside the folder
         members = [m for m in tar.getmembers() if m.isfile() and ".." not in Path(m.name).parts]
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
@@ -49,8 +49,8 @@ def fetch_model(
 
 
 def load_fetched_model(path: Path) -> tuple[nn.Module, Any, Any]:
-    """:func:`former.training.load_model`; away from the learner's module, with ``sdpa`` (the
-    same function as a correct ``multihead_attention``)."""
+    """:func:`former.training.load_model`, with ``sdpa`` (what a correct ``multihead_attention``
+    computes) where the learner's module cannot be imported."""
     from former.training import load_model
 
     try:
@@ -67,16 +67,12 @@ def accuracy_on_test_reviews(
     data: str | Path | None = None,
     limit: int | None = None,
 ) -> tuple[float, int]:
-    """(accuracy, number of reviews) of a model on the local IMDB test split, or on ``limit``
-    reviews spread evenly over it (it is ordered by label)."""
+    """(accuracy, number of reviews) on the local IMDB test split, or on ``limit`` reviews spread
+    evenly over it (it is ordered by label)."""
     from former.data import TextSplit
     from former.training import evaluate, pick_device
 
-    reviews = local_imdb(
-        data,
-        "No local IMDB data to test the model on: pass data='aclImdb_v1.tar.gz' (--data) or "
-        "set FORMER_DATA_DIR.",
-    ).read()
+    reviews = local_imdb(data, "test the model on").read()
     rows = [i for i, is_test in enumerate(reviews.is_test) if is_test]
     if limit and limit < len(rows):
         rows = [rows[i * len(rows) // limit] for i in range(limit)]

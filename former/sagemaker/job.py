@@ -29,7 +29,7 @@ if __name__ == "__main__":
 """
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 PY_VERSION = "py312"
-# GPUs per instance for the types a course is likely to use (the SDK's table misses some).
+# GPUs per instance for the types a course is likely to use (the SDK's table misses most).
 _SIZES = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
 _EIGHT_GPUS = ("p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge")
 GPUS_PER_INSTANCE: dict[str, int] = {
@@ -77,23 +77,14 @@ class JobSettings:
 
 def gpus_per_instance(instance_type: str) -> int:
     """Number of GPUs on one instance of ``instance_type`` (0 for CPU instances)."""
-    if instance_type in GPUS_PER_INSTANCE:
-        return GPUS_PER_INSTANCE[instance_type]
     if instance_type.startswith(CPU_INSTANCE_FAMILIES):
         return 0
-    try:
-        from sagemaker.core import instance_types_gpu_info
-
-        for region in ("us-east-1", "us-west-2", "eu-west-1"):
-            table = instance_types_gpu_info.retrieve(region)
-            if instance_type in table:
-                return int(table[instance_type]["Count"])
-    except ImportError:
-        pass
-    raise SageMakerError(
-        f"Unknown instance type {instance_type!r}: pass --gpus-per-instance N so the launcher "
-        "knows how many processes to start per instance."
-    )
+    if instance_type not in GPUS_PER_INSTANCE:
+        raise SageMakerError(
+            f"Unknown instance type {instance_type!r}: pass --gpus-per-instance N so the launcher "
+            "knows how many processes to start per instance."
+        )
+    return GPUS_PER_INSTANCE[instance_type]
 
 
 def training_image_uri(region: str, framework_version: str, instance_type: str) -> str:
@@ -127,8 +118,8 @@ def learner_module_path(learner_module: str | Path | None, attention: str) -> Pa
     module = attention.partition(":")[0] if ":" in attention else ""
     if not module or module.split(".")[0] in ("former", "torch"):
         path = Path.cwd() / (learner_module or "my_transformer_model.py")
-        return path if path.is_file() else None
-    expected = module.replace(".", "/") + ".py"
+        return path if path.is_file() else None  # shipped all the same, for the learner's use
+    expected = Path(module.replace(".", "/") + ".py")
     path = Path.cwd() / (learner_module or expected)
     if not path.is_file():
         raise SageMakerError(
@@ -136,10 +127,10 @@ def learner_module_path(learner_module: str | Path | None, attention: str) -> Pa
             "the notebook cell that writes it (%%writefile my_transformer_model.py), pass "
             "--learner-module PATH, or train with --attention sdpa."
         )
-    if path.name != Path(expected).name:
+    if path.name != expected.name:
         raise SageMakerError(
             f"attention {attention!r} imports module {module!r}, but the learner module "
-            f"is {path.name!r}: name the file {Path(expected).name} or change --attention."
+            f"is {path.name!r}: name the file {expected.name} or change --attention."
         )
     return path
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from former.container import DEFAULT_ATTENTION
 from former.sagemaker import account, errors, job
-from former.sagemaker.errors import SageMakerError, aws_errors
+from former.sagemaker.errors import SDK_REQUIREMENT, SageMakerError, aws_errors
 
 EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 # The SDK's settings in a dry run: no telemetry, nothing read from the user's SDK config files.
@@ -58,12 +58,10 @@ def install_sdk() -> str:
     import importlib
     import subprocess
 
-    command = [sys.executable, "-m", "pip", "install", errors.SDK_REQUIREMENT]
+    command = [sys.executable, "-m", "pip", "install", SDK_REQUIREMENT]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SageMakerError(
-            f"pip could not install {errors.SDK_REQUIREMENT}: {done.stderr[-500:]}"
-        )
+        raise SageMakerError(f"pip could not install {SDK_REQUIREMENT}: {done.stderr[-500:]}")
     importlib.invalidate_caches()
     return done.stdout.strip().splitlines()[-1]
 
@@ -111,7 +109,8 @@ def _or_example(dry_run: bool, example: str, what: str, resolve: Callable, *args
 
 
 def training_data_uri(settings: job.JobSettings, sdk: Any, s3: Any, region: str) -> str | None:
-    """The training channel's S3 URI: the given one (checked), or the local file uploaded once."""
+    """The training channel's S3 URI: the given one (checked), or the local file uploaded once;
+    ``s3`` None (a dry run) checks and uploads nothing."""
     data = settings.data
     if data is None and str(settings.hyperparameters.get("download", "")).lower() == "true":
         return None  # model.py downloads IMDB inside the job
@@ -119,43 +118,32 @@ def training_data_uri(settings: job.JobSettings, sdk: Any, s3: Any, region: str)
         if s3 is not None:
             account.check_same_region(s3, data, region)
         return data
-    source = account.local_imdb(
-        data,
-        "No local IMDB data to upload: pass data='aclImdb_v1.tar.gz' (--data), an s3:// URI, "
-        "or set FORMER_DATA_DIR to the folder holding the archive.",
-    )
+    source = account.local_imdb(data, "upload (data may also be an s3:// URI)")
     if source.kind == "folder":
         raise SageMakerError(
             f"{source.path} is an extracted aclImdb folder (50,000 small uploads): pass the "
             "aclImdb_v1.tar.gz archive or the CSV instead, or an s3:// URI."
         )
-    bucket = sdk.default_bucket()
-    if s3 is None:  # a dry run: where it would go
-        return account.data_uri(source.path, bucket)
-    return account.upload_once(s3, source.path, bucket)
+    return account.upload_once(s3, source.path, sdk.default_bucket())
 
 
 def launch_training_job(
     data: str | Path | None = None,
     *,
-    role: str | None = None,
-    region: str | None = None,
-    instance_type: str = job.DEFAULT_INSTANCE_TYPE,
-    instance_count: int = 1,
     hyperparameters: Mapping[str, Any] | None = None,
     dry_run: bool | None = None,
     boto_session: Any = None,
     **options: Any,
 ) -> LaunchResult:
-    """Build, and unless it is a dry run submit, a SageMaker training job that runs ``model.py``.
+    """Build a SageMaker training job that runs ``model.py`` and, unless a dry run, submit it once.
 
-    ``hyperparameters``: flags for ``model.py`` (``epochs``, ``batch_size``, ``attention``:
-    by default the learner's ``my_transformer_model:multihead_attention``). ``dry_run``: True
-    sends nothing, False submits, None submits when AWS credentials are configured. Other
-    keyword arguments are fields of :class:`JobSettings`. Each call submits at most one job.
+    ``hyperparameters`` are ``model.py``'s flags (``attention`` defaults to the learner's); other
+    keyword arguments are :class:`JobSettings` fields. ``dry_run`` None: submit when AWS
+    credentials are configured.
     """
-    settings = job.JobSettings(data, role, region, instance_type, instance_count, **options)
-    settings.hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
+    hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
+    settings = job.JobSettings(data, hyperparameters=hyperparameters, **options)
+    region, role = settings.region, settings.role
     with aws_errors(region):
         if not dry_run and not account.credentials_configured(boto_session):
             if dry_run is not None:

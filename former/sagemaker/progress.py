@@ -1,7 +1,6 @@
 """Follow a training job from its name alone (a restarted notebook reattaches); stop it.
 
-Metric lines are read from the job's CloudWatch logs with the regexes of its metric
-definitions, so the curve drawn here is the job's own.
+Metric lines are read from the job's CloudWatch logs with the job's own metric regexes.
 """
 
 from __future__ import annotations
@@ -13,11 +12,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from former.sagemaker.account import aws_session
+from former.sagemaker.account import aws_client, aws_session
 from former.sagemaker.errors import JobFailedError, SageMakerError, aws_errors
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 FINAL_STATES = ("Completed", "Failed", "Stopped")
+POLL_SECONDS = 15
 # What model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873" ("epoch=1.25" within one).
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 METRIC_DEFINITIONS: tuple[dict[str, str], ...] = tuple(
@@ -31,40 +31,25 @@ def parse_metrics(line: str) -> dict[str, float]:
     return {name: float(match.group(1)) for name, match in found.items() if match}
 
 
-def client(service: str, region: str | None, boto_session: Any) -> Any:
-    return aws_session(region, boto_session).client(service)
-
-
-class JobLogs:
-    """The job's log lines (every host's stream), each returned once, in order per stream."""
-
-    def __init__(self, logs: Any, job_name: str) -> None:
-        self.logs, self.job_name, self.tokens = logs, job_name, {}
-
-    def new_lines(self) -> Iterator[str]:
-        for stream in self.streams():
-            while True:
-                token = self.tokens.get(stream)
-                page = self.logs.get_log_events(
-                    logGroupName=LOG_GROUP,
-                    logStreamName=stream,
-                    startFromHead=True,
-                    **({"nextToken": token} if token else {}),
-                )
-                yield from (event["message"].rstrip("\n") for event in page["events"])
-                self.tokens[stream] = page.get("nextForwardToken", token)
-                if not page["events"] or self.tokens[stream] == token:
-                    break
-
-    def streams(self) -> list[str]:
-        prefix = f"{self.job_name}/"
-        try:
-            pages = self.logs.get_paginator("describe_log_streams").paginate(
-                logGroupName=LOG_GROUP, logStreamNamePrefix=prefix
-            )
-            return sorted(s["logStreamName"] for page in pages for s in page["logStreams"])
-        except self.logs.exceptions.ResourceNotFoundException:
-            return []  # no log group before the account's first job starts
+def new_log_lines(logs: Any, job_name: str, tokens: dict[str, str]) -> Iterator[str]:
+    """The job's log lines not read before, every host's stream in order; ``tokens`` holds
+    where each stream was left."""
+    try:
+        pages = logs.get_paginator("describe_log_streams").paginate(
+            logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
+        )
+        streams = sorted(s["logStreamName"] for page in pages for s in page["logStreams"])
+    except logs.exceptions.ResourceNotFoundException:
+        return  # no log group before the account's first job starts
+    for stream in streams:
+        while True:
+            token = tokens.get(stream)
+            where = {"logStreamName": stream, **({"nextToken": token} if token else {})}
+            page = logs.get_log_events(logGroupName=LOG_GROUP, startFromHead=True, **where)
+            yield from (event["message"].rstrip("\n") for event in page["events"])
+            tokens[stream] = page.get("nextForwardToken", token)
+            if not page["events"] or tokens[stream] == token:
+                break
 
 
 def elapsed_seconds(job: dict[str, Any]) -> int:
@@ -91,8 +76,6 @@ def follow(
     region: str | None = None,
     boto_session: Any = None,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
-    poll_seconds: float = 15,
-    out: Callable[[str], None] = print,
     sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Print each status change and metric line until the job ends; return its description.
@@ -100,33 +83,33 @@ def follow(
     :class:`JobFailedError` with its reason and last log lines."""
     with aws_errors(region):
         session = aws_session(region, boto_session)
-        sagemaker, logs = session.client("sagemaker"), JobLogs(session.client("logs"), job_name)
+        sagemaker, logs = session.client("sagemaker"), session.client("logs")
         recent: deque[str] = deque(maxlen=10)
+        tokens: dict[str, str] = {}
         shown = 0
         try:
             while True:
                 job = sagemaker.describe_training_job(TrainingJobName=job_name)
-                transitions = job.get("SecondaryStatusTransitions", [])
-                for step in transitions[shown:]:
-                    message = step.get("StatusMessage", "")
-                    out(f"[{elapsed_seconds(job):5d} s] {step['Status']}: {message}".rstrip(": "))
-                shown = len(transitions)
-                for line in logs.new_lines():
+                stamp = f"[{elapsed_seconds(job):5d} s]"
+                for step in job.get("SecondaryStatusTransitions", [])[shown:]:
+                    print(f"{stamp} {step['Status']}: {step.get('StatusMessage', '')}".rstrip(": "))
+                    shown += 1
+                for line in new_log_lines(logs, job_name, tokens):
                     recent.append(line)
                     metrics = parse_metrics(line)
                     if metrics:
-                        out(f"[{elapsed_seconds(job):5d} s]   {line.strip()}")
+                        print(f"{stamp}   {line.strip()}")
                         if on_metrics:
                             on_metrics(metrics)
                 if job["TrainingJobStatus"] in FINAL_STATES:
                     break
-                (sleep or time.sleep)(poll_seconds)
+                (sleep or time.sleep)(POLL_SECONDS)
         except KeyboardInterrupt:
             raise SageMakerError(
                 f"Stopped following {job_name}; the job goes on (and bills) until it ends: "
                 f"follow('{job_name}') reattaches, stop_job('{job_name}') stops it."
             ) from None
-    out(f"{job_name}: {summary(job)}")
+    print(f"{job_name}: {summary(job)}")
     if job["TrainingJobStatus"] == "Failed":
         raise JobFailedError(job_name, job.get("FailureReason", "no reason given"), recent)
     return job
@@ -137,7 +120,7 @@ def job_log_lines(
 ) -> list[str]:
     """Everything the job logged so far (all hosts)."""
     with aws_errors(region):
-        return list(JobLogs(client("logs", region, boto_session), job_name).new_lines())
+        return list(new_log_lines(aws_client("logs", region, boto_session), job_name, {}))
 
 
 def job_metrics(
@@ -153,17 +136,15 @@ def job_status(
 ) -> dict[str, Any]:
     """The job's description (``TrainingJobStatus``, ``SecondaryStatus``, times, artifacts)."""
     with aws_errors(region):
-        sagemaker = client("sagemaker", region, boto_session)
+        sagemaker = aws_client("sagemaker", region, boto_session)
         return sagemaker.describe_training_job(TrainingJobName=job_name)
 
 
-def recent_jobs(
-    name_contains: str = "former", *, region: str | None = None, boto_session: Any = None
-) -> list[dict[str, Any]]:
-    """The latest training jobs whose names contain ``name_contains``, newest first."""
+def recent_jobs(*, region: str | None = None, boto_session: Any = None) -> list[dict[str, Any]]:
+    """The latest training jobs named former-*, newest first."""
     with aws_errors(region):
-        found = client("sagemaker", region, boto_session).list_training_jobs(
-            NameContains=name_contains, SortBy="CreationTime", SortOrder="Descending", MaxResults=10
+        found = aws_client("sagemaker", region, boto_session).list_training_jobs(
+            NameContains="former", SortBy="CreationTime", SortOrder="Descending", MaxResults=10
         )
         return found["TrainingJobSummaries"]
 
@@ -171,4 +152,4 @@ def recent_jobs(
 def stop_job(job_name: str, *, region: str | None = None, boto_session: Any = None) -> None:
     """Ask SageMaker to stop the job (it uploads what the job saved, then ends as Stopped)."""
     with aws_errors(region):
-        client("sagemaker", region, boto_session).stop_training_job(TrainingJobName=job_name)
+        aws_client("sagemaker", region, boto_session).stop_training_job(TrainingJobName=job_name)

@@ -21,7 +21,8 @@ import pytest
 from conftest import REPO_ROOT, shared_file
 
 from former import container
-from former.sagemaker import ENTRY_SCRIPT_SOURCE, METRIC_DEFINITIONS, stage_source
+from former.sagemaker.job import ENTRY_SCRIPT_SOURCE, stage_source
+from former.sagemaker.progress import METRIC_DEFINITIONS
 
 SMALL_MODEL = [
     "--batch-size", "32",

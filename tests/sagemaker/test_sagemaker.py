@@ -22,7 +22,7 @@ from conftest import REPO_ROOT
 pytest.importorskip("sagemaker.train")
 
 from former import sagemaker as launcher  # noqa: E402
-from former.sagemaker import account  # noqa: E402
+from former.sagemaker import account, errors, job  # noqa: E402
 from former.sagemaker.__main__ import main, parse_hyperparameter_args  # noqa: E402
 
 # The SDK warns about its own internal imports; nothing for this project to act on.
@@ -289,19 +289,19 @@ def test_unknown_launcher_arguments_become_hyperparameters() -> None:
         parse_hyperparameter_args(["--epochs", "--lr", "0.1"])
     with pytest.raises(launcher.SageMakerError, match="--key value"):
         parse_hyperparameter_args(["stray"])
-    assert launcher.normalise_hyperparameters({"batch_size": 8, "download": True}) == {
+    assert job.normalise_hyperparameters({"batch_size": 8, "download": True}) == {
         "batch-size": "8",
         "download": "true",
     }
 
 
 def test_gpu_counts_cover_the_default_and_multi_gpu_instances() -> None:
-    assert launcher.gpus_per_instance("ml.g5.xlarge") == 1
-    assert launcher.gpus_per_instance("ml.g5.12xlarge") == 4
-    assert launcher.gpus_per_instance("ml.p4d.24xlarge") == 8
-    assert launcher.gpus_per_instance("ml.m5.xlarge") == 0
+    assert job.gpus_per_instance("ml.g5.xlarge") == 1
+    assert job.gpus_per_instance("ml.g5.12xlarge") == 4
+    assert job.gpus_per_instance("ml.p4d.24xlarge") == 8
+    assert job.gpus_per_instance("ml.m5.xlarge") == 0
     with pytest.raises(launcher.SageMakerError, match="--gpus-per-instance"):
-        launcher.gpus_per_instance("ml.z9.mega")
+        job.gpus_per_instance("ml.z9.mega")
 
 
 def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:
@@ -310,7 +310,7 @@ def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:
 
     from former import container
 
-    sent = launcher.normalise_hyperparameters(
+    sent = job.normalise_hyperparameters(
         {"epochs": 2, "batch_size": 16, "download": False, "final": True, "attention": "sdpa"}
     )
     args, unknown = container.parse_args(hyperparameters_to_cli_args(sent))
@@ -322,8 +322,8 @@ def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:
 def test_the_sdk_the_launcher_names_is_the_sagemaker_extra() -> None:
     """The line the notebook prints for a missing SDK installs what `make install` does."""
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    assert f'sagemaker = [\n    "{launcher.SDK_REQUIREMENT}",\n]' in pyproject
-    assert launcher.SDK_REQUIREMENT in launcher.sdk_missing()
+    assert f'sagemaker = [\n    "{errors.SDK_REQUIREMENT}",\n]' in pyproject
+    assert errors.SDK_REQUIREMENT in launcher.sdk_missing()
 
 
 def test_without_credentials_the_notebook_cell_shows_the_job_it_would_submit(
