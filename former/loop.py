@@ -1,8 +1,8 @@
 """The training loop, one for every task (classification, generation) and every run.
 
-A :class:`Task` supplies what differs: an epoch's batches, a batch's loss, the evaluation.
-:func:`train` does the rest: AdamW with warm-up and decay, clipping, bf16 on CUDA, resume
-and checkpoints, a progress bar, metric lines, and data parallel under torchrun.
+A :class:`Task` supplies what differs (batches, loss, evaluation); :func:`train` does the rest:
+AdamW with warm-up and decay, clipping, bf16 on CUDA, resume and checkpoints, a progress bar,
+metric lines, and data parallel under torchrun.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def autocast_for(device: torch.device):
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up over
-    ``warmup_steps``, then ``decay`` ("cosine", "linear", "constant") to 0 at ``total_steps``."""
+    """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up, then
+    ``decay`` (one of :data:`LR_DECAYS`) to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if decay == "constant":
@@ -94,18 +94,13 @@ def check_schedule(lr: float, decay: str, warmup: int) -> None:
 def make_optimizer(
     model: nn.Module, config: Any, warmup_steps: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule;
-    config has ``lr``, ``weight_decay`` and ``lr_decay``."""
+    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule."""
     decayed, plain = [], []
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            is_matrix = parameter.dim() >= 2 and "embedding" not in name
-            (decayed if is_matrix else plain).append(parameter)
-    groups = [
-        {"params": decayed, "weight_decay": config.weight_decay},
-        {"params": plain, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        is_matrix = parameter.dim() >= 2 and "embedding" not in name
+        (decayed if is_matrix else plain).append(parameter)
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, config.lr_decay)
     )
@@ -124,16 +119,11 @@ def format_metrics(**metrics: Any) -> str:
 
 
 class Task(Protocol):
-    """What a kind of training supplies to :func:`train`.
-
-    config: settings with ``lr``, ``lr_warmup`` (in examples), ``lr_decay``,
-    ``weight_decay``, ``batch_size``, ``gradient_clipping``, ``to_dict()`` and
-    ``check_same_run()`` (:class:`former.runs.RunSettings`). counts_epochs: whether metric
-    lines start with ``epoch=``. batches: this rank's batches of ``epoch`` from position
-    ``start`` on, the same on a resume. loss: the loss of a batch and the tokens it holds.
-    evaluate: validation metrics (``last``: the final evaluation, on all held-out data).
-    report: lines to log after an evaluation's metric line (e.g. a sample).
-    """
+    """What a kind of training supplies to :func:`train`. config: a
+    :class:`former.runs.RunSettings` with the optimizer's settings. batches: this rank's
+    batches of ``epoch`` from position ``start`` on, the same on a resume. loss: a batch's
+    loss and its tokens. evaluate: metrics (``last``: on all held-out data). report: lines
+    logged after a metric line."""
 
     config: Any
     device: torch.device
@@ -157,15 +147,13 @@ def train(
     log: Log = print,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
-    tensorboard: Any | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task``; rank 0 returns the last evaluation's metrics, others {}.
 
     Resumes from the newest checkpoint in ``checkpoint_dir`` and writes one every
-    ``checkpoint_every`` steps, at every evaluation and every epoch's end. Rank 0 alone
-    evaluates, logs a metric line and calls ``on_eval`` with the same metrics.
-    progress: the bar on stderr (None: when stderr is a terminal). tensorboard: a
-    SummaryWriter that receives every numeric metric.
+    ``checkpoint_every`` steps (0: never), at every evaluation and every epoch's end. Rank 0
+    alone evaluates, logs a metric line and calls ``on_eval`` with the same metrics.
+    progress: the bar on stderr (None: when stderr is a terminal).
     """
     started = time.perf_counter()
     config, device = task.config, task.device
@@ -213,19 +201,14 @@ def train(
             results["elapsed_s"] = time.perf_counter() - started
         for line in [format_metrics(**results), *task.report(model, step)]:
             log(line)
-        if tensorboard is not None:
-            for key, value in results.items():
-                if isinstance(value, float) and key != "elapsed_s":
-                    tensorboard.add_scalar(key, value, step)
         if on_eval is not None:
             on_eval(dict(results))
         return results
 
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = is_main and progress
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="batch", disable=not show)
-    with bar:
+    show = is_main and (sys.stderr.isatty() if progress is None else progress)
+    with tqdm(
+        total=total_steps, initial=step, desc="training", unit="batch", disable=not show
+    ) as bar:
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
             step_at_start = step
