@@ -33,7 +33,7 @@ from former.cli import (
 )
 from former.data import load_enwik8, load_shakespeare, load_text, random_windows
 from former.data.shakespeare import SHAKESPEARE
-from former.loop import autocast_for, check_schedule, evaluating, unwrap
+from former.loop import check_schedule, evaluating, unwrap
 from former.runs import (
     RunMismatchError,
     RunSettings,
@@ -145,9 +145,7 @@ class GenerationTask:
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
         inputs, targets = (tensor.to(self.device) for tensor in batch)
-        with autocast_for(self.device):
-            output = model(inputs)
-        return F.nll_loss(output.float().transpose(1, 2), targets), inputs.numel()
+        return F.nll_loss(model(inputs).float().transpose(1, 2), targets), inputs.numel()
 
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
         return {"val_bpb": bits_per_byte(model, self.val, self.config, self.device)}
@@ -179,7 +177,7 @@ def bits_per_byte(
     """Mean next-byte loss in bits over ``test_batches`` fixed random windows of ``data``."""
     generator = torch.Generator().manual_seed(config.seed)
     total, count = 0.0, 0
-    with evaluating(model) as model, autocast_for(device):
+    with evaluating(model) as model:
         for _ in range(config.test_batches):
             inputs, targets = random_windows(
                 data, config.batch_size, config.context, generator=generator

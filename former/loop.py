@@ -51,24 +51,25 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """The model inside any DDP wrapper, in eval mode and without gradients, for the block."""
-    model = unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
 def autocast_for(device: torch.device):
     """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 does not pay off here)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """The model inside any DDP wrapper, in eval mode, without gradients, autocast as in
+    training, for the block."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast_for(next(model.parameters()).device):
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
@@ -133,7 +134,7 @@ class Task(Protocol):
     def steps_per_epoch(self, world_size: int) -> int: ...
     def evaluation_steps(self, steps_per_epoch: int) -> set[int]: ...  # the last one included
     def batches(self, epoch: int, start: int, rank: int, world_size: int) -> Iterable[Any]: ...
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...  # autocast
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]: ...
     def report(self, model: nn.Module, step: int) -> list[str]: ...
 
@@ -214,7 +215,8 @@ def train(
             step_at_start = step
             for batch in task.batches(epoch, position, rank, world_size):
                 step_started = time.perf_counter()
-                loss, tokens = task.loss(trained, batch)
+                with autocast_for(device):
+                    loss, tokens = task.loss(trained, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.gradient_clipping > 0:

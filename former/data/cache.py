@@ -17,6 +17,7 @@ import torch
 
 from former.data.locate import cache_dir, notice
 from former.data.vocabulary import TOKENIZER_VERSION
+from former.runs import write_atomically
 
 CACHE_FORMAT_VERSION = 2  # bumped whenever the layout of cache files changes
 MAX_ENTRIES_PER_KIND = 6  # ~55 MB each for full IMDB: many seeds must not fill the disk
@@ -56,20 +57,13 @@ def load_cached(path: Path) -> dict[str, Any] | None:
 
 def save_cached(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically, then keep the newest MAX_ENTRIES_PER_KIND of its kind."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**payload, "format": CACHE_FORMAT_VERSION}, partial)
-        os.replace(partial, path)
+        write_atomically({**payload, "format": CACHE_FORMAT_VERSION}, path)
     except OSError as error:
         notice(f"could not write the cache file {path} ({error}); the next load will be slow too.")
         return
-    finally:
-        partial.unlink(missing_ok=True)
-    kind = path.name.rsplit("-", 1)[0]
-    same_kind = [p for p in path.parent.glob(f"{kind}-*.pt") if p.name.rsplit("-", 1)[0] == kind]
-    same_kind.sort(key=_last_used, reverse=True)
-    for stale in same_kind[MAX_ENTRIES_PER_KIND:]:
+    same_kind = sorted(path.parent.glob(f"{path.name.rsplit('-', 1)[0]}-*.pt"), key=_last_used)
+    for stale in same_kind[:-MAX_ENTRIES_PER_KIND]:
         if stale != path:
             stale.unlink(missing_ok=True)
 

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from former.data.cache import cache_file, file_identity, load_cached, save_cached
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
-from former.data.download import DownloadError, download_file
-from former.data.locate import cache_dir, notice, offline_reason, search_folders
+from former.data.download import download_file
+from former.data.locate import cache_dir, find_or_download
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
@@ -68,27 +68,20 @@ def load_imdb(
 
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
     """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; offline None, with a notice."""
-    for folder in search_folders():
-        if (found := find_source_in(folder)) is not None:
-            return found
-    reason = offline_reason(allow_download)
-    if reason is None:
-        try:
-            return ImdbSource("tarball", download_imdb())
-        except DownloadError as error:
-            reason = str(error)
-    notice(
-        f"no IMDB data found and none downloaded ({reason}); using the built-in generated "
-        f"corpus instead. For real IMDB, pass a path, set $FORMER_DATA_DIR, or put "
-        f"{IMDB_ARCHIVE} in {cache_dir()}."
+    return find_or_download(
+        "IMDB data",
+        find_source_in,
+        download_imdb,
+        allow_download,
+        IMDB_ARCHIVE,
+        "the built-in generated corpus",
     )
-    return None
 
 
-def download_imdb(destination: Path | None = None) -> Path:
+def download_imdb() -> ImdbSource:
     """Download the official archive (checksum-verified) into the per-user cache."""
-    destination = destination or cache_dir() / IMDB_ARCHIVE
-    return download_file(IMDB_URL, destination, sha256=IMDB_SHA256, size=IMDB_SIZE)
+    path = cache_dir() / IMDB_ARCHIVE
+    return ImdbSource("tarball", download_file(IMDB_URL, path, sha256=IMDB_SHA256, size=IMDB_SIZE))
 
 
 def load_imdb_source(

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from former.data.download import DownloadError
+
+Found = TypeVar("Found")
 
 
 def cache_dir() -> Path:
@@ -26,16 +32,37 @@ def search_folders() -> list[Path]:
     return [folder for folder in folders if folder.is_dir()]
 
 
-def offline_forced() -> bool:
-    """True when ``$FORMER_OFFLINE`` asks the loaders never to touch the network."""
-    return os.environ.get("FORMER_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def offline_reason(allow_download: bool) -> str | None:
     """Why a loader must not download now, in words for its notice; None when it may."""
-    if offline_forced():
+    if os.environ.get("FORMER_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
         return "$FORMER_OFFLINE is set"
     return None if allow_download else "downloading is switched off"
+
+
+def find_or_download(
+    what: str,
+    find_in: Callable[[Path], Found | None],
+    download: Callable[[], Found],
+    allow_download: bool,
+    file_name: str,
+    fallback: str,
+) -> Found | None:
+    """``what``, found by ``find_in`` in one of :func:`search_folders`, else downloaded; None,
+    after a one-line notice that ``fallback`` stands in, when neither works."""
+    for folder in search_folders():
+        if (found := find_in(folder)) is not None:
+            return found
+    reason = offline_reason(allow_download)
+    if reason is None:
+        try:
+            return download()
+        except DownloadError as error:
+            reason = str(error)
+    notice(
+        f"no {what} found and none downloaded ({reason}); using {fallback} instead. For real "
+        f"{what}, pass a path, set $FORMER_DATA_DIR, or put {file_name} in {cache_dir()}."
+    )
+    return None
 
 
 def notice(message: str) -> None:

@@ -1,21 +1,16 @@
 """Tiny Shakespeare: about 40,000 lines of the plays, the classic character-level corpus.
 
-It is plain ASCII, so every byte is a character and bits per byte are bits per
-character. Found like the other data sets (an explicit path, ``$FORMER_DATA_DIR``,
-the per-user cache), else downloaded from char-rnn's repository and checked
-against its sha256; offline, a one-line notice and generated text instead.
+Plain ASCII, so bits per byte are bits per character. Found like the other data sets, else
+downloaded from char-rnn's repository and checked against its sha256.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from former.data.download import DownloadError, download_file
-from former.data.enwik8 import ByteSplits, load_text, split_bytes
-from former.data.locate import cache_dir, notice, offline_reason, search_folders
-from former.data.synthetic import generated_text
+from former.data.download import download_file
+from former.data.enwik8 import ByteSplits, generated_splits, load_text
+from former.data.locate import cache_dir, find_or_download
 
 SHAKESPEARE = "shakespeare"  # what --data takes to mean this corpus
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
@@ -27,30 +22,20 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 
 
 def load_shakespeare(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
-    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors, split 90/5/5.
-
-    path: the text file, or a folder holding ``tinyshakespeare.txt``. With None:
-    ``$FORMER_DATA_DIR``, the per-user cache, then a download; offline, a one-line
-    notice on stderr and about a megabyte of generated text instead.
-    """
+    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: the text
+    file or a folder holding it; None: looked up, downloaded, else generated text."""
     if path is not None:
         path = Path(path).expanduser()
         return load_text(path / SHAKESPEARE_FILE if path.is_dir() else path)
-    for folder in search_folders():
-        if (folder / SHAKESPEARE_FILE).is_file():
-            return load_text(folder / SHAKESPEARE_FILE)
-    reason = offline_reason(download)
-    if reason is None:
-        try:
-            return load_text(download_shakespeare())
-        except DownloadError as error:
-            reason = str(error)
-    notice(
-        f"no tiny Shakespeare found and none downloaded ({reason}); using generated text "
-        f"instead. For the plays, pass a path, set $FORMER_DATA_DIR, or put {SHAKESPEARE_FILE} "
-        f"in {cache_dir()}."
+    found = find_or_download(
+        "tiny Shakespeare",
+        lambda folder: folder / SHAKESPEARE_FILE if (folder / SHAKESPEARE_FILE).is_file() else None,
+        download_shakespeare,
+        download,
+        SHAKESPEARE_FILE,
+        "generated text",
     )
-    return split_bytes(torch.frombuffer(bytearray(generated_text()), dtype=torch.uint8))
+    return generated_splits() if found is None else load_text(found)
 
 
 def download_shakespeare(destination: Path | None = None) -> Path:
