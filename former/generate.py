@@ -144,8 +144,7 @@ class GenerationTask:
             yield random_windows(self.train, config.batch_size, config.context, generator=generator)
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        inputs, targets = (tensor.to(self.device) for tensor in batch)
-        return F.nll_loss(model(inputs).float().transpose(1, 2), targets), inputs.numel()
+        return next_byte_loss(model, batch, self.device), batch[0].numel()
 
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
         return {"val_bpb": bits_per_byte(model, self.val, self.config, self.device)}
@@ -176,16 +175,17 @@ def bits_per_byte(
 ) -> float:
     """Mean next-byte loss in bits over ``test_batches`` fixed random windows of ``data``."""
     generator = torch.Generator().manual_seed(config.seed)
-    total, count = 0.0, 0
     with evaluating(model) as model:
-        for _ in range(config.test_batches):
-            inputs, targets = random_windows(
-                data, config.batch_size, config.context, generator=generator
-            )
-            output = model(inputs.to(device)).float()
-            total += float(F.nll_loss(output.transpose(1, 2), targets.to(device), reduction="sum"))
-            count += targets.numel()
-    return total / count / math.log(2)
+        size = (config.batch_size, config.context)
+        windows = (random_windows(data, *size, generator) for _ in range(config.test_batches))
+        losses = [float(next_byte_loss(model, batch, device)) for batch in windows]
+    return sum(losses) / len(losses) / math.log(2)
+
+
+def next_byte_loss(model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+    """The mean loss of ``model`` predicting ``batch``'s targets from its inputs, (b, t) each."""
+    inputs, targets = (tensor.to(device) for tensor in batch)
+    return F.nll_loss(model(inputs).float().transpose(1, 2), targets)
 
 
 def sample(

@@ -192,7 +192,8 @@ def train(
             save_checkpoint(checkpoint_dir, state)
 
     def evaluate_and_report() -> dict[str, Any]:
-        results = {"epoch": epoch_number(step, steps_per_epoch)} if task.counts_epochs else {}
+        # whole epochs as 2, evaluations within one as 1.25
+        results = {"epoch": round(step / steps_per_epoch, 2)} if task.counts_epochs else {}
         results["step"] = step
         if loss_count:
             results["train_loss"] = running_loss / loss_count
@@ -247,12 +248,6 @@ def train(
     if not metrics and is_main:  # a resumed run that had already finished: where it stands
         metrics = evaluate_and_report()
     return metrics
-
-
-def epoch_number(step: int, steps_per_epoch: int) -> int | float:
-    """Whole epochs as ints (``2``), evaluations within one as fractions (``1.25``)."""
-    epochs, rest = divmod(step, steps_per_epoch)
-    return round(step / steps_per_epoch, 2) if rest else epochs
 
 
 def evenly_spaced(steps_per_epoch: int, epochs: int, per_epoch: int) -> set[int]:

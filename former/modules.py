@@ -50,7 +50,6 @@ class SelfAttention(nn.Module):
         self.tovalues = nn.Linear(emb, inner, bias=False)
         self.unifyheads = nn.Linear(inner, emb)
 
-        self.attention_spec = attention
         self.attention = resolve_attention(attention)
         self._shape_checked = False
 

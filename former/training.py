@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from former.attention import AttentionSpec, describe_attention
+from former.attention import AttentionSpec
 from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches
 from former.loop import check_schedule, evaluating, evenly_spaced, train, unwrap
 from former.loop import pick_device as pick_device  # part of this module's API
@@ -220,7 +220,6 @@ def save_model(
         model,
         config,
         MODEL_FORMAT,
-        attention=describe_attention(model.backbone.tblocks[0].attention.attention_spec),
         vocab=vocab.to_dict(),
         num_tokens=model.num_tokens,
         num_classes=model.toprobs.out_features,
