@@ -32,7 +32,7 @@ from former.cli import (
     start_run,
 )
 from former.data import load_enwik8, load_shakespeare, load_text, random_windows
-from former.data.shakespeare import SHAKESPEARE
+from former.data.text import SHAKESPEARE
 from former.loop import check_schedule, evaluating, unwrap
 from former.runs import (
     RunMismatchError,

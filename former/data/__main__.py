@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from former.data.enwik8 import load_enwik8
 from former.data.imdb import load_imdb
 from former.data.locate import cache_dir
-from former.data.shakespeare import load_shakespeare
+from former.data.text import load_enwik8, load_shakespeare
 
 NAMES = {"imdb": "imdb", "enwik8": "enwik8", "shakespeare": "tiny Shakespeare"}
 

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 
 from former.data.cache import cache_file, file_identity, load_cached, save_cached
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
-from former.data.download import download_file
-from former.data.locate import cache_dir, find_or_download
+from former.data.locate import cache_dir, download_file, find_or_download
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 

@@ -1,4 +1,5 @@
-"""Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``) or any text file.
+"""Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``), tiny Shakespeare
+(plain ASCII: bits per byte are bits per character) or any text file.
 
 Every byte is a token. Data are split 90/5/5 into train, validation and test, as the original
 ``former`` split enwik8's 100M bytes.
@@ -13,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from former.data.download import ChecksumError, download_file
-from former.data.locate import cache_dir, find_or_download
+from former.data.locate import ChecksumError, cache_dir, download_file, find_or_download
 from former.data.synthetic import generated_text
 
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -24,6 +24,13 @@ ENWIK8_MD5 = "a1fa5ffddb56f4953e226637dabbb36a"  # of the unpacked member `enwik
 ENWIK8_MEMBER = "enwik8"
 SPLIT_PERCENT = (90, 5, 5)
 MINIMUM_BYTES = 20  # below this, validation or test would be empty
+SHAKESPEARE = "shakespeare"  # what --data takes to mean this corpus
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+SHAKESPEARE_SIZE = 1_115_394
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 ByteSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -129,4 +136,29 @@ def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
     raise ValueError(
         f"{path} holds {len(names)} files and none is named 'enwik8'; unpack the one you "
         "want and pass it."
+    )
+
+
+def load_shakespeare(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
+    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: the text
+    file or a folder holding it; None: looked up, downloaded, else generated text."""
+    if path is not None:
+        path = Path(path).expanduser()
+        return load_text(path / SHAKESPEARE_FILE if path.is_dir() else path)
+    found = find_or_download(
+        "tiny Shakespeare",
+        lambda folder: folder / SHAKESPEARE_FILE if (folder / SHAKESPEARE_FILE).is_file() else None,
+        download_shakespeare,
+        download,
+        SHAKESPEARE_FILE,
+        "generated text",
+    )
+    return generated_splits() if found is None else load_text(found)
+
+
+def download_shakespeare(destination: Path | None = None) -> Path:
+    """Download tiny Shakespeare (checksum-verified) into the per-user cache."""
+    destination = destination or cache_dir() / SHAKESPEARE_FILE
+    return download_file(
+        SHAKESPEARE_URL, destination, sha256=SHAKESPEARE_SHA256, size=SHAKESPEARE_SIZE
     )
