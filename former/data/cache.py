@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ def load_cached(path: Path) -> dict[str, Any] | None:
         os.utime(path)  # marks it used, for the pruning
     except OSError:
         pass  # a read-only cache still works, it just is not pruned by use
+    return payload
+
+
+def cached(
+    kind: str, key: dict[str, Any], build: Callable[[], dict[str, Any]], use: bool = True
+) -> dict[str, Any]:
+    """The payload of ``kind`` for ``key`` from the cache, else ``build()`` (then cached);
+    ``use=False`` neither reads nor writes the cache."""
+    path = cache_file(kind, key)
+    payload = load_cached(path) if use else None
+    if payload is None:
+        payload = build()
+        if use:
+            save_cached(path, payload)
     return payload
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from former.data.cache import cache_file, file_identity, load_cached, save_cached
+from former.data.cache import cached, file_identity
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
 from former.data.locate import cache_dir, download_file, find_or_download
 from former.data.splits import ClassificationData
@@ -55,14 +55,33 @@ def load_imdb(
     ``$FORMER_OFFLINE``), and falls back on the generated corpus with a notice.
     final: validation is the test split instead of 20% of the training reviews (by ``seed``).
     The vocabulary (``<pad>``, ``<unk>``, then the most frequent) counts the training split
-    only. cache: keep the encoded data in the per-user cache, for fast later loads.
+    only. cache: keep the tokens and the encoded data in the per-user cache, for fast loads.
     """
     if isinstance(path, str) and path.strip().lower() == "synthetic":
         return load_synthetic(seed=seed, vocab_size=vocab_size)
     source = identify_source(Path(path)) if path is not None else locate_imdb(download)
     if source is None:
         return load_synthetic(seed=seed, vocab_size=vocab_size)
-    return load_imdb_source(source, final=final, vocab_size=vocab_size, seed=seed, cache=cache)
+    # Two cache entries: the tokens (the slow part, for any settings), then these settings'.
+    identity = {"source": source.identity()}
+
+    def tokenized() -> dict[str, Any]:
+        return TokenizedCorpus.from_reviews(source.read(), source.path.name).to_payload()
+
+    def encoded() -> dict[str, Any]:
+        corpus = TokenizedCorpus.from_payload(cached("imdb-corpus", identity, tokenized, cache))
+        return corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
+
+    settings = {"vocab_size": vocab_size, "seed": None if final else seed, "final": final}
+    payload = cached("imdb-encoded", {**identity, **settings}, encoded, cache)
+    data = classification_data_from_payload(
+        payload, source=source.describe(), class_names=CLASS_NAMES
+    )
+    data.source += (
+        f": {len(data.train):,} train / {len(data.val):,} "
+        f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
+    )
+    return data
 
 
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
@@ -81,33 +100,6 @@ def download_imdb() -> ImdbSource:
     """Download the official archive (checksum-verified) into the per-user cache."""
     path = cache_dir() / IMDB_ARCHIVE
     return ImdbSource("tarball", download_file(IMDB_URL, path, sha256=IMDB_SHA256, size=IMDB_SIZE))
-
-
-def load_imdb_source(
-    source: ImdbSource, *, final: bool, vocab_size: int, seed: int, cache: bool = True
-) -> ClassificationData:
-    """Encode a located IMDB data set, through the on-disk cache when ``cache`` is True."""
-    settings = {"vocab_size": vocab_size, "seed": None if final else seed, "final": final}
-    encoded_file = cache_file("imdb-encoded", {"source": source.identity(), **settings})
-    payload = load_cached(encoded_file) if cache else None
-    if payload is None:
-        corpus_file = cache_file("imdb-corpus", {"source": source.identity()})
-        corpus_payload = load_cached(corpus_file) if cache else None
-        if corpus_payload is not None:
-            corpus = TokenizedCorpus.from_payload(corpus_payload)
-        else:
-            corpus = TokenizedCorpus.from_reviews(source.read(), description=source.path.name)
-            if cache:
-                save_cached(corpus_file, corpus.to_payload())
-        payload = corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
-        if cache:
-            save_cached(encoded_file, payload)
-    data = classification_data_from_payload(payload, source="", class_names=CLASS_NAMES)
-    data.source = (
-        f"{source.describe()}: {len(data.train):,} train / {len(data.val):,} "
-        f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
-    )
-    return data
 
 
 # ---------------------------------------------------------------- finding the files
