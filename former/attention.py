@@ -1,12 +1,8 @@
-"""The attention plug: how a model finds the multi-head attention function it runs.
-
-A model accepts ``attention=`` as
-- a callable ``f(queries, keys, values, heads, mask=False)`` (the learner contract),
-- an import string ``"module:function"`` (how ``model.py`` finds ``my_transformer_model``),
-- ``"sdpa"``, PyTorch's fused ``scaled_dot_product_attention``, the speed baseline.
-
-There is deliberately no default: a model built without attention raises
-:class:`AttentionNotImplementedError`, which points the learner at Task 1.
+"""The attention plug: a model takes ``attention=`` as a callable
+``f(queries, keys, values, heads, mask=False)`` (the learner contract), an import string
+``"module:function"`` (how ``model.py`` finds ``my_transformer_model``) or ``"sdpa"``, PyTorch's
+fused kernel. There is deliberately no default: :class:`AttentionNotImplementedError` points
+the learner at Task 1.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from former.cli import (
 )
 from former.data import load_enwik8, load_shakespeare, load_text, random_windows
 from former.data.text import SHAKESPEARE
-from former.loop import check_schedule, evaluating, unwrap
+from former.loop import check_schedule, evaluating
 from former.runs import (
     RunMismatchError,
     RunSettings,
@@ -255,15 +255,10 @@ def sample_line(
     return f"[{printable(encoded)}]{printable(generated)}"
 
 
-def save_generator(directory: str | Path, model: nn.Module, config: GeneratorConfig) -> Path:
-    """Weights and config as one file, ``directory/model.pt`` (never over another run's)."""
-    return save_model_file(directory, unwrap(model), config, GENERATOR_FORMAT)
-
-
 def load_generator(
     path: str | Path, attention: AttentionSpec = None, map_location: str = "cpu"
 ) -> tuple[GTransformer, GeneratorConfig]:
-    """Load what :func:`save_generator` wrote (the file or its folder)."""
+    """Load the model a run saved with ``--out`` (the file or its folder)."""
     payload = read_model_file(path, GENERATOR_FORMAT, map_location)
     config = GeneratorConfig.from_dict(payload["config"])
     model = build_generator(config, attention=attention)
@@ -275,11 +270,7 @@ def load_generator(
 
 DEFAULTS = GeneratorConfig()
 MODEL_FLAGS: Flags = (
-    (
-        ("-C", "--context", "--sequence-length"),
-        "length of the training windows (bytes)",
-        {"dest": "context", "type": int},
-    ),
+    (("-C", "--context"), "length of the training windows (bytes)", {"type": int}),
 )
 TRAINING_FLAGS: Flags = (
     (("-N", "--num-batches"), "training steps", {"type": int}),
@@ -342,7 +333,7 @@ def run_training(args: argparse.Namespace) -> int:
         held_out = test if config.final else val
         fit_generator(model, train, held_out, config, device=device, prompt=args.prompt, **options)
         if args.out is not None:
-            log(f"saved model to {save_generator(args.out, model, config)}")
+            log(f"saved model to {save_model_file(args.out, model, config, GENERATOR_FORMAT)}")
     return 0
 
 

@@ -150,12 +150,9 @@ def train(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task``; rank 0 returns the last evaluation's metrics, others {}.
-
-    Resumes from the newest checkpoint in ``checkpoint_dir`` and writes one every
-    ``checkpoint_every`` steps (0: never), at every evaluation and every epoch's end. Rank 0
-    alone evaluates, logs a metric line and calls ``on_eval`` with the same metrics.
-    progress: the bar on stderr (None: when stderr is a terminal).
-    """
+    Resumes from the newest checkpoint in ``checkpoint_dir``, writes one every
+    ``checkpoint_every`` steps, at each evaluation and epoch's end. Rank 0 alone evaluates,
+    logs a metric line and calls ``on_eval``. progress: None shows it on a terminal."""
     started = time.perf_counter()
     config, device = task.config, task.device
     rank, world_size = process_rank()
@@ -269,12 +266,9 @@ def process_rank() -> tuple[int, int]:
 
 @contextmanager
 def data_parallel(device_name: str = "auto") -> Iterator[torch.device]:
-    """Join the process group torchrun describes (``WORLD_SIZE > 1``); yield this rank's device.
-
-    nccl on GPUs (one per local rank), gloo on CPUs (MPS has no collective backend); a
-    single process gets :func:`pick_device`. The ranks wait for each other on leaving only
-    when the block finished, so one that fails does not hang the rest.
-    """
+    """Join the process group torchrun describes (``WORLD_SIZE > 1``): nccl on GPUs, one per
+    local rank, gloo on CPUs; yield this rank's device. The ranks wait for each other on
+    leaving only when the block finished, so one that fails does not hang the rest."""
     device = pick_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield device

@@ -1,9 +1,5 @@
-"""Training runs on disk: the settings that identify a run, checkpoints and saved models.
-
-A run's folder holds ``checkpoints/checkpoint-<step>.pt`` (the newest few) while it trains
-and ``model.pt`` when done; files are written atomically, and a run never resumes from, or
-overwrites, a run with different settings.
-"""
+"""Training runs on disk: the settings that identify a run, checkpoints (the newest few) and
+the saved model, written atomically; a run never resumes from, or overwrites, another run's."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Data for former: IMDB reviews for classification, bytes for generation, and batching.
-
-Without a path, data are looked for in $FORMER_DATA_DIR, then the per-user cache, then
-downloaded; offline, a generated corpus stands in, with a notice (:mod:`former.data.locate`).
-"""
+"""Data for former: IMDB reviews for classification, bytes for generation, and batching;
+found, downloaded or generated as :mod:`former.data.locate` says."""
 
 from former.data.batching import Batch, batches, random_windows
 from former.data.imdb import ImdbFormatError, load_imdb

@@ -1,9 +1,6 @@
-"""Encoded data sets kept on disk, so that loading them a second time is fast.
-
-A cache file is a ``torch.save`` of plain tensors and strings, named by a hash of all its
-content depends on (source identity, settings, :data:`CACHE_FORMAT_VERSION`); written
-atomically, rebuilt with a notice when unreadable, the least recently used pruned.
-"""
+"""Encoded data sets kept on disk, so that loading them a second time is fast: plain tensors
+and strings, named by a hash of all they depend on, written atomically, rebuilt with a notice
+when unreadable, the least recently used pruned."""
 
 from __future__ import annotations
 

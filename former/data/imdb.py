@@ -50,12 +50,10 @@ def load_imdb(
 ) -> ClassificationData:
     """IMDB reviews, tokenized and encoded, ready for :func:`former.data.batches`.
 
-    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None looks
-    in ``$FORMER_DATA_DIR``, the per-user cache, then downloads (unless ``download=False`` or
-    ``$FORMER_OFFLINE``), and falls back on the generated corpus with a notice.
-    final: validation is the test split instead of 20% of the training reviews (by ``seed``).
-    The vocabulary (``<pad>``, ``<unk>``, then the most frequent) counts the training split
-    only. cache: keep the tokens and the encoded data in the per-user cache, for fast loads.
+    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None: looked
+    up, else downloaded, else the generated corpus (:mod:`former.data.locate`). final:
+    validation is the test split, not 20% of the training reviews (by ``seed``). The
+    vocabulary counts the training split only. cache: through the per-user cache.
     """
     if isinstance(path, str) and path.strip().lower() == "synthetic":
         return load_synthetic(seed=seed, vocab_size=vocab_size)
@@ -157,11 +155,8 @@ def identify_source(path: Path) -> ImdbSource:
 
 
 def find_source_in(folder: Path) -> ImdbSource | None:
-    """The IMDB data set in ``folder`` (the folder itself, or one entry inside it), or None.
-
-    An extracted aclImdb folder first, then an archive (the official one first), then a
-    CSV; two other candidates of one kind are ambiguous, and raise.
-    """
+    """The IMDB data set in ``folder`` (itself, or one entry inside it), or None: an aclImdb
+    folder first, then an archive (the official one first), then a CSV; two of a kind raise."""
     if is_aclimdb_folder(folder):
         return ImdbSource("folder", folder)
     entries = sorted(folder.iterdir())

@@ -36,11 +36,9 @@ ByteSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
-    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5.
-
-    path: enwik8 raw, gzipped, or the official ``enwik8.zip`` (or a folder holding one of
-    them); None: looked up, else downloaded, else generated text (:mod:`former.data.locate`).
-    """
+    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: enwik8 raw, gzipped,
+    the official ``enwik8.zip``, or a folder holding one; None: looked up, downloaded, else
+    generated text."""
     if path is None:
         found = find_or_download(
             "enwik8", find_enwik8_in, download_enwik8, download, ENWIK8_ARCHIVE, "generated text"
