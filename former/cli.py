@@ -13,8 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from former.attention import resolve_attention
-from former.loop import LR_DECAYS, pick_device
-from former.runs import MODEL_FILE, RunMismatchError, check_saved_model, holds_run
+from former.loop import pick_device
+from former.runs import LR_DECAYS, MODEL_FILE, RunMismatchError, check_saved_model, holds_run
 
 # A table of flags: (names, help, add_argument's keyword arguments) for each.
 Flags = tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...]

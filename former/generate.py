@@ -33,11 +33,10 @@ from former.cli import (
 )
 from former.data import load_enwik8, load_shakespeare, load_text, random_windows
 from former.data.text import SHAKESPEARE
-from former.loop import check_schedule, evaluating
+from former.loop import evaluating
 from former.runs import (
     RunMismatchError,
     RunSettings,
-    check_heads_divide,
     check_positive,
     read_model_file,
     save_model_file,
@@ -80,10 +79,8 @@ class GeneratorConfig(RunSettings):
     REPORTING_ONLY = ("test_every", "test_batches", "sample_length", "temperature")
 
     def __post_init__(self) -> None:
-        check_positive(self, "emb", "heads", "depth", "context", "batch_size")
-        check_positive(self, "num_batches", "test_every", "test_batches")
-        check_heads_divide(self.emb, self.heads, self.wide)
-        check_schedule(self.lr, self.lr_decay, self.lr_warmup)
+        super().__post_init__()
+        check_positive(self, "context", "num_batches", "test_every", "test_batches")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}.")
 

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from former.runs import load_latest_checkpoint, save_checkpoint
 
 Log = Callable[[str], None]
-LR_DECAYS = ("cosine", "linear", "constant")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -74,22 +73,13 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
     """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up, then
-    ``decay`` (one of :data:`LR_DECAYS`) to 0 at ``total_steps``."""
+    ``decay`` ("cosine", "linear" or "constant") to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if decay == "constant":
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress
-
-
-def check_schedule(lr: float, decay: str, warmup: int) -> None:
-    if lr <= 0:
-        raise ValueError(f"the learning rate must be positive; got {lr}.")
-    if decay not in LR_DECAYS:
-        raise ValueError(f"unknown learning-rate decay {decay!r}; use one of {sorted(LR_DECAYS)}.")
-    if warmup < 0:
-        raise ValueError(f"lr_warmup must be 0 or more; got {warmup}.")
 
 
 def make_optimizer(

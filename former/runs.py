@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from former.modules import check_heads_divide as check_heads_divide  # settings check it too
+from former.modules import check_heads_divide
 
+LR_DECAYS = ("cosine", "linear", "constant")
 MODEL_FILE = "model.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 KEEP_CHECKPOINTS = 3
@@ -29,6 +30,21 @@ class RunSettings:
 
     KIND: ClassVar[str] = "run"
     REPORTING_ONLY: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        """The checks of the settings every run has (model shape, schedule, dropout)."""
+        check_positive(self, "emb", "heads", "depth", "batch_size")
+        check_heads_divide(self.emb, self.heads, self.wide)
+        if self.lr <= 0:
+            raise ValueError(f"the learning rate must be positive; got {self.lr}.")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(
+                f"unknown learning-rate decay {self.lr_decay!r}; use one of {sorted(LR_DECAYS)}."
+            )
+        if self.lr_warmup < 0:
+            raise ValueError(f"lr_warmup must be 0 or more; got {self.lr_warmup}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,16 +17,10 @@ from torch import nn
 
 from former.attention import AttentionSpec
 from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches
-from former.loop import check_schedule, evaluating, evenly_spaced, train, unwrap
+from former.loop import evaluating, evenly_spaced, train, unwrap
 from former.loop import pick_device as pick_device  # part of this module's API
 from former.runs import RunMismatchError as RunMismatchError  # part of this module's API
-from former.runs import (
-    RunSettings,
-    check_heads_divide,
-    check_positive,
-    read_model_file,
-    save_model_file,
-)
+from former.runs import RunSettings, check_positive, read_model_file, save_model_file
 from former.transformers import CTransformer
 
 MODEL_FORMAT = "former-classifier/1"
@@ -64,17 +58,12 @@ class ClassifierConfig(RunSettings):
     REPORTING_ONLY = ("evals_per_epoch", "eval_subset")
 
     def __post_init__(self) -> None:
-        check_positive(
-            self, "emb", "heads", "depth", "max_length", "batch_size", "epochs", "evals_per_epoch"
-        )
+        super().__post_init__()
+        check_positive(self, "max_length", "epochs", "evals_per_epoch")
         if self.vocab_size < 3:
             raise ValueError(
                 f"vocab_size must be at least 3 (<pad>, <unk>, one word); got {self.vocab_size}."
             )
-        check_heads_divide(self.emb, self.heads, self.wide)
-        check_schedule(self.lr, self.lr_decay, self.lr_warmup)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
 
 def build_classifier(
