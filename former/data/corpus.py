@@ -65,11 +65,11 @@ class TokenizedCorpus:
 
     def to_payload(self) -> dict[str, Any]:
         arrays = {name: torch.from_numpy(getattr(self, name)) for name in ARRAYS}
-        return {"words": _join(self.words), **arrays}
+        return {"words": "\n".join(self.words), **arrays}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> TokenizedCorpus:
-        return cls(_split(payload["words"]), *(payload[name].numpy() for name in ARRAYS))
+        return cls(split_words(payload["words"]), *(payload[name].numpy() for name in ARRAYS))
 
     def encode(self, *, vocab_size: int, seed: int, final: bool) -> dict[str, Any]:
         """The encoded data set for these settings, as a cacheable payload: validation is a
@@ -108,7 +108,7 @@ class TokenizedCorpus:
 
         itos = [PAD, UNK, *(self.words[i] for i in ranked)]
         return {
-            "itos": _join(itos),
+            "itos": "\n".join(itos),
             "train": split_payload(train_rows),
             "val": split_payload(val_rows),
         }
@@ -123,16 +123,12 @@ def classification_data_from_payload(
         sequences = list(torch.split(part["ids"].long(), part["lengths"].tolist()))
         return TextSplit(sequences, part["labels"].long())
 
-    vocab = Vocabulary(_split(payload["itos"]))
+    vocab = Vocabulary(split_words(payload["itos"]))
     train, val = split(payload["train"]), split(payload["val"])
     return ClassificationData(train, val, vocab, len(class_names), source, class_names)
 
 
 # Word lists are stored as one newline-joined string: unpickling one string is much faster
 # than unpickling 50,000 (tokens never contain whitespace).
-def _join(words: list[str]) -> str:
-    return "\n".join(words)
-
-
-def _split(joined: str) -> list[str]:
+def split_words(joined: str) -> list[str]:
     return joined.split("\n") if joined else []

@@ -1,9 +1,6 @@
-"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have.
-
-Three layouts, or a folder holding one (what a SageMaker channel hands over): the official
-``aclImdb_v1.tar.gz``, read in place as a stream; an extracted ``aclImdb`` folder,
-``{train,test}/{pos,neg}/<id>_<rating>.txt``; the CSV ``review,sentiment``, whose last 20%
-of rows serve as its test split. ``train/unsup`` and the rest of the archive are ignored.
+"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have:
+the official ``aclImdb_v1.tar.gz`` (read in place), an extracted ``aclImdb`` folder, the CSV
+``review,sentiment`` (its last 20% of rows the test split), or a folder holding one.
 """
 
 from __future__ import annotations

@@ -38,11 +38,8 @@ def download_file(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """Fetch ``url`` into ``destination`` through a temporary file, renamed only once
-    ``size``, ``sha256`` and ``verify(path)`` (raising :class:`ChecksumError`) all hold.
-
-    Raises :class:`DownloadError` when the network fails, :class:`ChecksumError` when the
-    content is wrong.
-    """
+    ``size``, ``sha256`` and ``verify(path)`` hold (else :class:`ChecksumError`);
+    :class:`DownloadError` when the network fails."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.part")
