@@ -179,8 +179,10 @@ def train(
             save_checkpoint(checkpoint_dir, state)
 
     def evaluate_and_report() -> dict[str, Any]:
-        # whole epochs as 2, evaluations within one as 1.25
-        results = {"epoch": round(step / steps_per_epoch, 2)} if task.counts_epochs else {}
+        epochs = step / steps_per_epoch  # whole epochs as 2, evaluations within one as 1.25
+        results = {}
+        if task.counts_epochs:
+            results["epoch"] = int(epochs) if epochs.is_integer() else round(epochs, 2)
         results["step"] = step
         if loss_count:
             results["train_loss"] = running_loss / loss_count
