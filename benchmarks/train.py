@@ -35,7 +35,6 @@ TARGET_ACCURACY, TARGET_SECONDS = 0.85, 600.0
 COLUMNS = {"epoch": "", "step": "", "test_acc": ".4f", "test_examples": ""}
 COLUMNS |= dict.fromkeys(("train_elapsed_s", "wall_warm_s", "wall_cold_s"), ".0f")
 RENAMED = {"val_acc": "test_acc", "val_examples": "test_examples", "elapsed_s": "train_elapsed_s"}
-WALL = ("wall_warm_s", "wall_cold_s", "time_to_85_warm_s", "time_to_85_cold_s")
 
 
 def load_average() -> list[float] | None:
@@ -58,15 +57,18 @@ def print_table(result: dict) -> None:
     print("\n" + " ".join(f"{name:>15}" for name in COLUMNS))
     for point in result["curve"]:
         print(" ".join(f"{point[name]:>15{form}}" for name, form in COLUMNS.items()))
-    seconds = {key: "-" if result[key] is None else f"{result[key]:.0f}" for key in WALL}
+
+    def seconds(*keys: str) -> str:
+        return " / ".join("-" if result[key] is None else f"{result[key]:.0f}" for key in keys)
+
     rows = {
         "data load, cold / warm cache (s)": (
             f"{result['data_load_cold_s']:.1f} / {result['data_load_warm_s']:.1f}"
         ),
         "training throughput (tokens/s)": f"{result['tokens_per_s']:,.0f}",
         "final test accuracy (all test reviews)": f"{result['final_test_acc']:.4f}",
-        "wall-clock to the end, warm / cold (s)": " / ".join(seconds[key] for key in WALL[:2]),
-        "time to 85%, warm / cold (s)": " / ".join(seconds[key] for key in WALL[2:]),
+        "wall-clock to the end, warm / cold (s)": seconds("wall_warm_s", "wall_cold_s"),
+        "time to 85%, warm / cold (s)": seconds("time_to_85_warm_s", "time_to_85_cold_s"),
         "target: 85% within 600 s (warm)": "met" if result["target_met"] else "NOT met",
         "load average before / after": f"{result['load_before']} / {result['load_after']}",
     }
@@ -112,20 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"warm data load: {warm_seconds:.1f} s; {data.source}", flush=True)
     if args.skip_cold:
         cold_seconds = warm_seconds
-
+    cold_extra = cold_seconds - warm_seconds  # what a cold start adds to every wall-clock time
     curve: list[dict] = []
 
     def record(metrics: dict) -> None:
         wall = time.perf_counter() - started
-        names = {
-            "val_acc": "test_acc",
-            "val_examples": "test_examples",
-            "elapsed_s": "train_elapsed_s",
-        }
-        point = {names.get(key, key): value for key, value in metrics.items()}
-        curve.append(
-            {**point, "wall_warm_s": wall, "wall_cold_s": wall - warm_seconds + cold_seconds}
-        )
+        point = {RENAMED.get(key, key): value for key, value in metrics.items()}
+        curve.append({**point, "wall_warm_s": wall, "wall_cold_s": wall + cold_extra})
 
     model = build_classifier(config, len(data.vocab), data.num_classes)
     final = fit_classifier(
@@ -133,14 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     wall = time.perf_counter() - started
     full_curve = [p for p in curve if p["test_examples"] == len(data.val)]
-    machine = {
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
+    machine = {"cpus": os.cpu_count(), "threads": torch.get_num_threads()}
     result = {
         "config": config.to_dict(),
-        "machine": {**machine, "platform": platform.platform()},
+        "machine": {**machine, "torch": torch.__version__, "platform": platform.platform()},
         "data": data.source,
         "data_load_cold_s": cold_seconds,
         "data_load_warm_s": warm_seconds,
@@ -148,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tokens_per_s": final["tokens_per_s"],
         "final_test_acc": final["val_acc"],
         "wall_warm_s": wall,
-        "wall_cold_s": wall - warm_seconds + cold_seconds,
+        "wall_cold_s": wall + cold_extra,
         # the subset points estimate the curve; the target is judged on the whole test split
         "time_to_85_subset_warm_s": first_reaching(curve, "wall_warm_s"),
         "time_to_85_warm_s": first_reaching(full_curve, "wall_warm_s"),

@@ -1,12 +1,8 @@
-"""The attention plug: how a model finds the multi-head attention function it runs.
-
-A model accepts ``attention=`` as
-- a callable ``f(queries, keys, values, heads, mask=False)`` (the learner contract),
-- an import string ``"module:function"`` (how ``model.py`` finds ``my_transformer_model``),
-- ``"sdpa"``, PyTorch's fused ``scaled_dot_product_attention``, the speed baseline.
-
-There is deliberately no default: a model built without attention raises
-:class:`AttentionNotImplementedError`, which points the learner at Task 1.
+"""The attention plug: a model takes ``attention=`` as a callable
+``f(queries, keys, values, heads, mask=False)`` (the learner contract), an import string
+``"module:function"`` (how ``model.py`` finds ``my_transformer_model``) or ``"sdpa"``, PyTorch's
+fused kernel. There is deliberately no default: :class:`AttentionNotImplementedError` points
+the learner at Task 1.
 """
 
 from __future__ import annotations
@@ -22,17 +18,16 @@ AttentionSpec = AttentionFn | str | None
 
 
 class AttentionNotImplementedError(NotImplementedError):
-    """Raised when a model is built or run without an attention function."""
+    """Raised when a model is built without an attention function."""
 
-    def __init__(self, detail: str = "") -> None:
-        message = (
+    def __init__(self) -> None:
+        super().__init__(
             "This model has no attention function yet. Implement "
             "`multihead_attention(queries, keys, values, heads, mask=False)` in Task 1 "
             "and pass it in, e.g. CTransformer(..., attention=multihead_attention) "
             "(or attention='my_transformer_model:multihead_attention'); "
             "to try the pipes first, use attention='sdpa'."
         )
-        super().__init__(f"{message} {detail}".strip())
 
 
 class AttentionShapeError(ValueError):
@@ -54,11 +49,8 @@ def merge_heads(x: Tensor) -> Tensor:
 def sdpa_attention(
     queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False
 ) -> Tensor:
-    """Multi-head attention through PyTorch's fused kernel (the speed baseline).
-
-    queries, keys, values: (b, t, heads * s), already projected.
-    Returns (b, t, heads * s), heads concatenated head after head.
-    """
+    """Multi-head attention through PyTorch's fused kernel (the speed baseline), with the
+    learner contract: (b, t, heads * s) inputs, already projected -> (b, t, heads * s)."""
     out = F.scaled_dot_product_attention(
         split_heads(queries, heads),
         split_heads(keys, heads),
@@ -105,21 +97,12 @@ def resolve_attention(spec: AttentionSpec) -> AttentionFn:
     if spec is None:
         raise AttentionNotImplementedError()
     if isinstance(spec, str):
-        if spec in BUILTIN_ATTENTION:
-            return BUILTIN_ATTENTION[spec]
-        return import_attention(spec)
+        return BUILTIN_ATTENTION.get(spec) or import_attention(spec)
     if callable(spec):
         return spec
     raise TypeError(
         f"attention must be a function, 'sdpa', or 'module:function', not {type(spec).__name__}."
     )
-
-
-def describe_attention(spec: AttentionSpec) -> str:
-    """A short printable name for an attention spec (for logs and saved configs)."""
-    if spec is None or isinstance(spec, str):
-        return str(spec)
-    return f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
 
 
 def check_attention_output(output: object, queries: Tensor, heads: int, fn: AttentionFn) -> None:

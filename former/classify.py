@@ -1,11 +1,9 @@
 """Train a transformer to classify IMDB reviews, or classify texts with a trained one::
 
-    python -m former.classify                          # train on IMDB (found or downloaded)
-    python -m former.classify --data synthetic -e 1    # the built-in generated corpus, offline
-    python -m former.classify --final --out runs/imdb  # report test accuracy, save the model
-    python -m former.classify predict --model runs/imdb "A moving, clever film." "Dull."
-
-Training prints a metric line per evaluation on stdout, a progress bar on a terminal.
+python -m former.classify                          # train on IMDB (found or downloaded)
+python -m former.classify --data synthetic -e 1    # the built-in generated corpus, offline
+python -m former.classify --final --out runs/imdb  # report test accuracy, save the model
+python -m former.classify predict --model runs/imdb "A moving, clever film." "Dull."
 """
 
 from __future__ import annotations
@@ -19,17 +17,12 @@ from pathlib import Path
 from former.cli import (
     Flags,
     UsageError,
-    add_data_and_output_arguments,
     add_flags,
-    add_runtime_arguments,
-    add_setting,
-    add_shared_settings,
+    add_run_flags,
+    add_settings,
     as_usage_error,
-    loop_options,
-    metric_logger,
     report_usage_errors,
     start_run,
-    tensorboard_writer,
 )
 from former.loop import format_metrics
 from former.runs import RunMismatchError
@@ -50,7 +43,6 @@ MODEL_FLAGS: Flags = (
 )
 TRAINING_FLAGS: Flags = (
     (("-e", "--num-epochs"), "epochs", {"dest": "epochs", "type": int}),
-    (("-f", "--final"), "validate on the test split", {"action": "store_true"}),
     (("--evals-per-epoch",), "evaluations per epoch", {"type": int}),
     (
         ("--eval-subset",),
@@ -63,16 +55,20 @@ PREDICT_FLAGS: Flags = (
     (("--model",), "model.pt or the --out folder holding it", {"required": True, "type": Path}),
     (("--attention",), "override the saved attention function (e.g. sdpa)", {}),
 )
+DATA_HELP = (
+    "IMDB: aclImdb_v1.tar.gz, an aclImdb folder, a review,sentiment CSV, a folder holding "
+    "one, or 'synthetic' (default: $FORMER_DATA_DIR, the per-user cache, then download)"
+)
 
 
 def add_classifier_settings(parser: argparse.ArgumentParser) -> None:
     """A flag for every :class:`ClassifierConfig` setting, its default shown."""
-    model, training = add_shared_settings(parser, DEFAULTS)
-    add_flags(model, MODEL_FLAGS, DEFAULTS)
-    pooling = model.add_mutually_exclusive_group()
-    add_setting(pooling, DEFAULTS, "--max-pool", action="store_true", help="max-pool positions")
+    groups = add_settings(parser, DEFAULTS, model=MODEL_FLAGS, training=TRAINING_FLAGS)
+    pooling = groups["model"].add_mutually_exclusive_group()
+    add_flags(
+        pooling, ((("--max-pool",), "max-pool positions", {"action": "store_true"}),), DEFAULTS
+    )
     pooling.add_argument("--mean-pool", dest="max_pool", action="store_false", help="mean-pool")
-    add_flags(training, TRAINING_FLAGS, DEFAULTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,25 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"To classify texts with a saved model: {PROG} predict --model FOLDER TEXT...",
     )
     add_classifier_settings(parser)
-    add_data_and_output_arguments(
-        parser,
-        "IMDB: aclImdb_v1.tar.gz, an aclImdb folder, a review,sentiment CSV, a folder holding "
-        "one, or 'synthetic' (default: $FORMER_DATA_DIR, the per-user cache, then download)",
-        checkpoint_every=200,
-    )
-    add_runtime_arguments(parser)
+    add_run_flags(parser, DATA_HELP)
     return parser
 
 
-def build_predict_parser() -> argparse.ArgumentParser:
-    description = "Classify texts with a model saved by training with --out."
-    parser = argparse.ArgumentParser(prog=f"{PROG} predict", description=description)
-    add_flags(parser, PREDICT_FLAGS)
-    return parser
-
-
-def train(args: argparse.Namespace) -> int:
-    config, device = start_run(ClassifierConfig, args)
+def run_training(args: argparse.Namespace) -> int:
+    config, device, options = start_run(ClassifierConfig, args)
 
     from former.data import ImdbFormatError, load_imdb
 
@@ -108,7 +91,7 @@ def train(args: argparse.Namespace) -> int:
         data = load_imdb(
             args.data, final=config.final, vocab_size=config.vocab_size, seed=config.seed
         )
-    log = metric_logger()
+    log = options["log"]
     log(f"data: {data.source}")
     model = build_classifier(config, len(data.vocab), data.num_classes)
     parameters = sum(p.numel() for p in model.parameters())
@@ -116,8 +99,7 @@ def train(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    with tensorboard_writer(args.tb_dir) as tensorboard, as_usage_error(RunMismatchError):
-        options = loop_options(args, log, tensorboard)
+    with as_usage_error(RunMismatchError):
         metrics = fit_classifier(model, data, config, device=device, **options)
     if args.out is not None:
         path = save_model(args.out, model, config, data.vocab, class_names=data.class_names)
@@ -137,22 +119,24 @@ def predict_texts(args: argparse.Namespace) -> int:
             f"{error} (for a model trained with your own attention function, "
             "pass --attention sdpa or the function's module:function)"
         ) from None
-    names = getattr(model, "class_names", ()) or ()
-    results = predict(model, vocab, texts, config.max_length)
-    for text, (label, probability) in zip(texts, results, strict=True):
+    names = model.class_names
+    for text, (label, probability) in zip(
+        texts, predict(model, vocab, texts, config.max_length), strict=True
+    ):
         name = names[label] if label < len(names) else str(label)
-        print(
-            f"label={name} probability={probability:.3f} text={json.dumps(text[:80])}", flush=True
-        )
+        print(f"label={name} probability={probability:.3f} text={json.dumps(text[:80])}")
     return 0
 
 
-@report_usage_errors(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["predict"]:
-        return predict_texts(build_predict_parser().parse_args(argv[1:]))
-    return train(build_parser().parse_args(argv))
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} predict", description="Classify texts with a model saved with --out."
+        )
+        add_flags(parser, PREDICT_FLAGS)
+        return report_usage_errors(PROG, lambda: predict_texts(parser.parse_args(argv[1:])))
+    return report_usage_errors(PROG, lambda: run_training(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,9 @@
 """Train a causal transformer on bytes (enwik8, tiny Shakespeare, any text) and sample from it.
 
-    python -m former.generate                                   # enwik8, found or downloaded
-    python -m former.generate --data shakespeare -N 2000        # tiny Shakespeare, likewise
     python -m former.generate --data shakespeare --prompt "ROMEO:" --temperature 0.8
-    python -m former.generate --data my_text.txt --no-mask      # a model that sees the future
 
-Every ``--test-every`` batches it prints one metric line on stdout,
-``step=400 train_loss=1.92 val_bpb=2.71 ...`` (bits per byte on held-out windows),
-followed by a sample continued from ``--prompt`` (default: a random validation
-window). From Python::
-
-    config = GeneratorConfig(attention="sdpa")
-    model = build_generator(config)
-    fit_generator(model, train, val, config, device=pick_device(), on_eval=print)
-    print(sample_text(model, "ROMEO:", length=200, temperature=0.8))
-
-:func:`fit_generator` runs the one training loop, :func:`former.loop.train`, on a
-:class:`GenerationTask`.
+From Python, :func:`fit_generator` trains (the one loop, :func:`former.loop.train`, on a
+:class:`GenerationTask`) and :func:`sample_text` continues a prompt.
 """
 
 from __future__ import annotations
@@ -36,25 +23,20 @@ from torch import nn
 from former import loop
 from former.attention import AttentionFn, AttentionSpec, resolve_attention
 from former.cli import (
+    Flags,
     UsageError,
-    add_data_and_output_arguments,
-    add_runtime_arguments,
-    add_setting,
-    add_shared_settings,
+    add_run_flags,
+    add_settings,
     as_usage_error,
-    loop_options,
-    metric_logger,
     report_usage_errors,
     start_run,
-    tensorboard_writer,
 )
 from former.data import load_enwik8, load_shakespeare, load_text, random_windows
-from former.data.shakespeare import SHAKESPEARE
-from former.loop import autocast_for, check_schedule, evaluating, unwrap
+from former.data.text import SHAKESPEARE
+from former.loop import evaluating
 from former.runs import (
     RunMismatchError,
     RunSettings,
-    check_heads_divide,
     check_positive,
     read_model_file,
     save_model_file,
@@ -69,11 +51,7 @@ NUM_BYTES = 256
 @dataclass
 class GeneratorConfig(RunSettings):
     """Everything that defines a generator training run (sizes small enough for a laptop CPU).
-
-    lr_warmup counts training windows (as in the original former), not steps.
-    mask=False calls the attention with mask=False, training and sampling alike: each
-    position sees the bytes it should predict, so the loss collapses and samples do not.
-    """
+    lr_warmup counts training windows, not steps; mask=False calls the attention unmasked."""
 
     emb: int = 128
     heads: int = 4
@@ -101,10 +79,8 @@ class GeneratorConfig(RunSettings):
     REPORTING_ONLY = ("test_every", "test_batches", "sample_length", "temperature")
 
     def __post_init__(self) -> None:
-        check_positive(self, "emb", "heads", "depth", "context", "batch_size")
-        check_positive(self, "num_batches", "test_every", "test_batches")
-        check_heads_divide(self.emb, self.heads, self.wide)
-        check_schedule(self.lr, self.lr_decay, self.lr_warmup)
+        super().__post_init__()
+        check_positive(self, "context", "num_batches", "test_every", "test_batches")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}.")
 
@@ -133,9 +109,6 @@ def unmasked(attention: AttentionSpec) -> AttentionFn:
         return fn(queries, keys, values, heads, False)
 
     return attention_without_mask
-
-
-# ---------------------------------------------------------------- the task
 
 
 @dataclass
@@ -168,10 +141,7 @@ class GenerationTask:
             yield random_windows(self.train, config.batch_size, config.context, generator=generator)
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        inputs, targets = (tensor.to(self.device) for tensor in batch)
-        with autocast_for(self.device):
-            output = model(inputs)
-        return F.nll_loss(output.float().transpose(1, 2), targets), inputs.numel()
+        return next_byte_loss(model, batch, self.device), batch[0].numel()
 
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
         return {"val_bpb": bits_per_byte(model, self.val, self.config, self.device)}
@@ -187,20 +157,14 @@ def fit_generator(
     config: GeneratorConfig,
     *,
     device: torch.device,
-    on_eval: Any = None,
     prompt: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train on random windows of ``train`` for ``num_batches`` steps; returns the last metrics.
-
-    train, val: 1-D uint8 byte tensors. Every ``test_every`` steps and at the end it
-    logs ``step=.. train_loss=.. val_bpb=..`` (validation bits per byte), calls
-    ``on_eval(metrics)`` and logs a sample continued from ``prompt`` (None: a random
-    validation window). options: ``checkpoint_dir``, ``checkpoint_every``, ``log``,
-    ``progress``, ``tensorboard``, as :func:`former.loop.train` takes them.
-    """
+    """Train on random windows of ``train`` (1-D bytes); returns the last metrics. Every
+    ``test_every`` steps: a metric line with ``val_bpb``, ``on_eval(metrics)``, and a sample
+    continuing ``prompt`` (None: a random window of ``val``). options: as :func:`loop.train`."""
     task = GenerationTask(train, val, config, device, prompt)
-    return loop.train(model, task, on_eval=on_eval, **options)
+    return loop.train(model, task, **options)
 
 
 def bits_per_byte(
@@ -208,19 +172,17 @@ def bits_per_byte(
 ) -> float:
     """Mean next-byte loss in bits over ``test_batches`` fixed random windows of ``data``."""
     generator = torch.Generator().manual_seed(config.seed)
-    total, count = 0.0, 0
-    with evaluating(model) as model, autocast_for(device):
-        for _ in range(config.test_batches):
-            inputs, targets = random_windows(
-                data, config.batch_size, config.context, generator=generator
-            )
-            output = model(inputs.to(device)).float()
-            total += float(F.nll_loss(output.transpose(1, 2), targets.to(device), reduction="sum"))
-            count += targets.numel()
-    return total / count / math.log(2)
+    with evaluating(model) as model:
+        size = (config.batch_size, config.context)
+        windows = (random_windows(data, *size, generator) for _ in range(config.test_batches))
+        losses = [float(next_byte_loss(model, batch, device)) for batch in windows]
+    return sum(losses) / len(losses) / math.log(2)
 
 
-# ---------------------------------------------------------------- sampling
+def next_byte_loss(model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+    """The mean loss of ``model`` predicting ``batch``'s targets from its inputs, (b, t) each."""
+    inputs, targets = (tensor.to(device) for tensor in batch)
+    return F.nll_loss(model(inputs).float().transpose(1, 2), targets)
 
 
 def sample(
@@ -250,28 +212,28 @@ def sample_text(
     temperature: float = 0.5,
     seed: int | None = None,
 ) -> str:
-    """``length`` bytes continuing ``prompt``, decoded as UTF-8 (undecodable bytes replaced).
-
-    temperature: below 1 picks likely bytes more often, above 1 less often.
-    """
+    """``length`` bytes continuing ``prompt``, decoded as UTF-8 (undecodable bytes replaced);
+    temperature below 1 picks likely bytes more often, above 1 less often."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive; got {temperature}.")
     if not prompt:
         raise ValueError("the prompt must hold at least one character.")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    generated = sample(model, as_bytes(prompt), length, temperature, generator)
-    return bytes(generated.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
+    return as_text(sample(model, as_bytes(prompt), length, temperature, generator))
 
 
 def as_bytes(text: str) -> torch.Tensor:
-    """``text`` as a 1-D tensor of its UTF-8 bytes."""
     return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
 
 
+def as_text(data: torch.Tensor) -> str:
+    """Bytes decoded as UTF-8, undecodable ones replaced."""
+    return bytes(data.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
+
+
 def printable(data: torch.Tensor) -> str:
-    """Bytes as one line of text: undecodable bytes replaced, newlines shown as ⏎."""
-    text = bytes(data.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
-    return "".join("⏎" if c == "\n" else c if c.isprintable() else "�" for c in text)
+    """Bytes as one line of text: newlines shown as ⏎, other unprintable characters as �."""
+    return "".join("⏎" if c == "\n" else c if c.isprintable() else "�" for c in as_text(data))
 
 
 def sample_line(
@@ -290,15 +252,10 @@ def sample_line(
     return f"[{printable(encoded)}]{printable(generated)}"
 
 
-def save_generator(directory: str | Path, model: nn.Module, config: GeneratorConfig) -> Path:
-    """Weights and config as one file, ``directory/model.pt`` (never over another run's)."""
-    return save_model_file(directory, unwrap(model), config, GENERATOR_FORMAT)
-
-
 def load_generator(
     path: str | Path, attention: AttentionSpec = None, map_location: str = "cpu"
 ) -> tuple[GTransformer, GeneratorConfig]:
-    """Load what :func:`save_generator` wrote (the file or its folder)."""
+    """Load the model a run saved with ``--out`` (the file or its folder)."""
     payload = read_model_file(path, GENERATOR_FORMAT, map_location)
     config = GeneratorConfig.from_dict(payload["config"])
     model = build_generator(config, attention=attention)
@@ -309,6 +266,22 @@ def load_generator(
 # ---------------------------------------------------------------- command line
 
 DEFAULTS = GeneratorConfig()
+MODEL_FLAGS: Flags = (
+    (("-C", "--context"), "length of the training windows (bytes)", {"type": int}),
+)
+TRAINING_FLAGS: Flags = (
+    (("-N", "--num-batches"), "training steps", {"type": int}),
+    (("--test-every",), "steps between evaluations", {"type": int}),
+    (("--test-batches",), "batches of windows per evaluation", {"type": int}),
+)
+SAMPLING_FLAGS: Flags = (
+    (("--sample-length",), "bytes per sample", {"type": int}),
+    (("--temperature",), "below 1: likelier bytes; above 1: more varied", {"type": float}),
+)
+DATA_HELP = (
+    f"enwik8 (raw, .gz or .zip), any text file, or {SHAKESPEARE!r} for tiny Shakespeare "
+    "(enwik8 and tiny Shakespeare: $FORMER_DATA_DIR, the per-user cache, then download)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,53 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Train a byte-level transformer on enwik8, tiny Shakespeare or any text; sample.",
     )
-    model, training = add_shared_settings(parser, DEFAULTS)
-
-    def add(group, *flags: str, help: str, **kwargs) -> None:
-        add_setting(group, DEFAULTS, *flags, help=help, **kwargs)
-
-    add(
-        model,
-        "-C",
-        "--context",
-        "--sequence-length",
-        dest="context",
-        type=int,
-        help="length of the training windows (bytes)",
-    )
-    model.add_argument(
+    own = {"model": MODEL_FLAGS, "training": TRAINING_FLAGS, "sampling": SAMPLING_FLAGS}
+    groups = add_settings(parser, DEFAULTS, **own)
+    groups["model"].add_argument(
         "--no-mask",
         dest="mask",
         action="store_false",
         help="call the attention with mask=False, training and sampling: every position sees "
         "the future, so the loss collapses and the samples show the leak",
     )
-    add(training, "-N", "--num-batches", type=int, help="training steps")
-    add(training, "-f", "--final", action="store_true", help="report bits per byte on test data")
-    add(training, "--test-every", type=int, help="steps between evaluations")
-    add(training, "--test-batches", type=int, help="batches of windows per evaluation")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument(
+    groups["sampling"].add_argument(
         "--prompt", help="the text every sample continues (default: a random validation window)"
     )
-    add(sampling, "--sample-length", type=int, help="bytes per sample")
-    add(sampling, "--temperature", type=float, help="below 1: likelier bytes; above 1: more varied")
-    add_data_and_output_arguments(
-        parser,
-        f"enwik8 (raw, .gz or .zip), any text file, or {SHAKESPEARE!r} for tiny Shakespeare "
-        "(enwik8 and tiny Shakespeare: $FORMER_DATA_DIR, the per-user cache, then download)",
-        checkpoint_every=0,
-    )
-    add_runtime_arguments(parser)
+    add_run_flags(parser, DATA_HELP)
     return parser
 
 
-@report_usage_errors(PROG)
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_training(args: argparse.Namespace) -> int:
     if args.prompt == "":
         raise UsageError("--prompt must hold at least one character.")
-    config, device = start_run(GeneratorConfig, args)
+    config, device, options = start_run(GeneratorConfig, args)
     with as_usage_error(FileNotFoundError, ValueError):
         if args.data == SHAKESPEARE:
             train, val, test = load_shakespeare()
@@ -376,23 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({len(train):,} train / {len(val):,} validation bytes); pass a larger file or a "
             "smaller --context."
         )
-    log = metric_logger()
+    log = options["log"]
     log(f"data: {len(train):,} train / {len(val):,} validation / {len(test):,} test bytes")
     model = build_generator(config)
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, device={device}")
-    with tensorboard_writer(args.tb_dir) as tensorboard, as_usage_error(RunMismatchError):
-        fit_generator(
-            model,
-            train,
-            test if config.final else val,
-            config,
-            device=device,
-            prompt=args.prompt,
-            **loop_options(args, log, tensorboard),
-        )
+    with as_usage_error(RunMismatchError):
+        held_out = test if config.final else val
+        fit_generator(model, train, held_out, config, device=device, prompt=args.prompt, **options)
         if args.out is not None:
-            log(f"saved model to {save_generator(args.out, model, config)}")
+            log(f"saved model to {save_model_file(args.out, model, config, GENERATOR_FORMAT)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return report_usage_errors(PROG, lambda: run_training(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The training loop, one for every task (classification, generation) and every run.
 
-A :class:`Task` supplies what differs: an epoch's batches, a batch's loss, the evaluation.
-:func:`train` does the rest: AdamW with warm-up and decay, clipping, bf16 on CUDA, resume
-and checkpoints, a progress bar, metric lines, and data parallel under torchrun.
+A :class:`Task` supplies what differs (batches, loss, evaluation); :func:`train` does the rest:
+AdamW with warm-up and decay, clipping, bf16 on CUDA, resume and checkpoints, a progress bar,
+metric lines, and data parallel under torchrun.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from former.runs import load_latest_checkpoint, save_checkpoint
 
 Log = Callable[[str], None]
-LR_DECAYS = ("cosine", "linear", "constant")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -51,19 +50,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """The model inside any DDP wrapper, in eval mode and without gradients, for the block."""
-    model = unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
 def autocast_for(device: torch.device):
     """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 does not pay off here)."""
     if device.type == "cuda":
@@ -71,9 +57,23 @@ def autocast_for(device: torch.device):
     return nullcontext()
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """The model inside any DDP wrapper, in eval mode, without gradients, autocast as in
+    training, for the block."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast_for(next(model.parameters()).device):
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up over
-    ``warmup_steps``, then ``decay`` ("cosine", "linear", "constant") to 0 at ``total_steps``."""
+    """Multiplier of the peak learning rate at ``step`` (0-based): a linear warm-up, then
+    ``decay`` ("cosine", "linear" or "constant") to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if decay == "constant":
@@ -82,30 +82,16 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> flo
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress
 
 
-def check_schedule(lr: float, decay: str, warmup: int) -> None:
-    if lr <= 0:
-        raise ValueError(f"the learning rate must be positive; got {lr}.")
-    if decay not in LR_DECAYS:
-        raise ValueError(f"unknown learning-rate decay {decay!r}; use one of {sorted(LR_DECAYS)}.")
-    if warmup < 0:
-        raise ValueError(f"lr_warmup must be 0 or more; got {warmup}.")
-
-
 def make_optimizer(
     model: nn.Module, config: Any, warmup_steps: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule;
-    config has ``lr``, ``weight_decay`` and ``lr_decay``."""
+    """AdamW (weight decay on matrices, not on embeddings, norms or biases) and its schedule."""
     decayed, plain = [], []
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            is_matrix = parameter.dim() >= 2 and "embedding" not in name
-            (decayed if is_matrix else plain).append(parameter)
-    groups = [
-        {"params": decayed, "weight_decay": config.weight_decay},
-        {"params": plain, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        is_matrix = parameter.dim() >= 2 and "embedding" not in name
+        (decayed if is_matrix else plain).append(parameter)
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, config.lr_decay)
     )
@@ -124,16 +110,11 @@ def format_metrics(**metrics: Any) -> str:
 
 
 class Task(Protocol):
-    """What a kind of training supplies to :func:`train`.
-
-    config: settings with ``lr``, ``lr_warmup`` (in examples), ``lr_decay``,
-    ``weight_decay``, ``batch_size``, ``gradient_clipping``, ``to_dict()`` and
-    ``check_same_run()`` (:class:`former.runs.RunSettings`). counts_epochs: whether metric
-    lines start with ``epoch=``. batches: this rank's batches of ``epoch`` from position
-    ``start`` on, the same on a resume. loss: the loss of a batch and the tokens it holds.
-    evaluate: validation metrics (``last``: the final evaluation, on all held-out data).
-    report: lines to log after an evaluation's metric line (e.g. a sample).
-    """
+    """What a kind of training supplies to :func:`train`. config: a
+    :class:`former.runs.RunSettings` with the optimizer's settings. batches: this rank's
+    batches of ``epoch`` from position ``start`` on, the same on a resume. loss: a batch's
+    loss and its tokens. evaluate: metrics (``last``: on all held-out data). report: lines
+    logged after a metric line."""
 
     config: Any
     device: torch.device
@@ -143,7 +124,7 @@ class Task(Protocol):
     def steps_per_epoch(self, world_size: int) -> int: ...
     def evaluation_steps(self, steps_per_epoch: int) -> set[int]: ...  # the last one included
     def batches(self, epoch: int, start: int, rank: int, world_size: int) -> Iterable[Any]: ...
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...  # autocast
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]: ...
     def report(self, model: nn.Module, step: int) -> list[str]: ...
 
@@ -157,16 +138,11 @@ def train(
     log: Log = print,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
-    tensorboard: Any | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task``; rank 0 returns the last evaluation's metrics, others {}.
-
-    Resumes from the newest checkpoint in ``checkpoint_dir`` and writes one every
-    ``checkpoint_every`` steps, at every evaluation and every epoch's end. Rank 0 alone
-    evaluates, logs a metric line and calls ``on_eval`` with the same metrics.
-    progress: the bar on stderr (None: when stderr is a terminal). tensorboard: a
-    SummaryWriter that receives every numeric metric.
-    """
+    Resumes from the newest checkpoint in ``checkpoint_dir``, writes one every
+    ``checkpoint_every`` steps, at each evaluation and epoch's end. Rank 0 alone evaluates,
+    logs a metric line and calls ``on_eval``. progress: None shows it on a terminal."""
     started = time.perf_counter()
     config, device = task.config, task.device
     rank, world_size = process_rank()
@@ -203,7 +179,10 @@ def train(
             save_checkpoint(checkpoint_dir, state)
 
     def evaluate_and_report() -> dict[str, Any]:
-        results = {"epoch": epoch_number(step, steps_per_epoch)} if task.counts_epochs else {}
+        epochs = step / steps_per_epoch  # whole epochs as 2, evaluations within one as 1.25
+        results = {}
+        if task.counts_epochs:
+            results["epoch"] = int(epochs) if epochs.is_integer() else round(epochs, 2)
         results["step"] = step
         if loss_count:
             results["train_loss"] = running_loss / loss_count
@@ -213,25 +192,21 @@ def train(
             results["elapsed_s"] = time.perf_counter() - started
         for line in [format_metrics(**results), *task.report(model, step)]:
             log(line)
-        if tensorboard is not None:
-            for key, value in results.items():
-                if isinstance(value, float) and key != "elapsed_s":
-                    tensorboard.add_scalar(key, value, step)
         if on_eval is not None:
             on_eval(dict(results))
         return results
 
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = is_main and progress
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="batch", disable=not show)
-    with bar:
+    show = is_main and (sys.stderr.isatty() if progress is None else progress)
+    with tqdm(
+        total=total_steps, initial=step, desc="training", unit="batch", disable=not show
+    ) as bar:
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
             step_at_start = step
             for batch in task.batches(epoch, position, rank, world_size):
                 step_started = time.perf_counter()
-                loss, tokens = task.loss(trained, batch)
+                with autocast_for(device):
+                    loss, tokens = task.loss(trained, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.gradient_clipping > 0:
@@ -264,12 +239,6 @@ def train(
     return metrics
 
 
-def epoch_number(step: int, steps_per_epoch: int) -> int | float:
-    """Whole epochs as ints (``2``), evaluations within one as fractions (``1.25``)."""
-    epochs, rest = divmod(step, steps_per_epoch)
-    return round(step / steps_per_epoch, 2) if rest else epochs
-
-
 def evenly_spaced(steps_per_epoch: int, epochs: int, per_epoch: int) -> set[int]:
     """``per_epoch`` evenly spaced steps in each epoch, each epoch's end among them."""
     per_epoch = min(per_epoch, steps_per_epoch)
@@ -289,12 +258,9 @@ def process_rank() -> tuple[int, int]:
 
 @contextmanager
 def data_parallel(device_name: str = "auto") -> Iterator[torch.device]:
-    """Join the process group torchrun describes (``WORLD_SIZE > 1``); yield this rank's device.
-
-    nccl on GPUs (one per local rank), gloo on CPUs (MPS has no collective backend); a
-    single process gets :func:`pick_device`. The ranks wait for each other on leaving only
-    when the block finished, so one that fails does not hang the rest.
-    """
+    """Join the process group torchrun describes (``WORLD_SIZE > 1``): nccl on GPUs, one per
+    local rank, gloo on CPUs; yield this rank's device. The ranks wait for each other on
+    leaving only when the block finished, so one that fails does not hang the rest."""
     device = pick_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield device

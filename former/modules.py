@@ -20,16 +20,9 @@ def check_heads_divide(emb: int, heads: int, wide: bool) -> None:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention whose core is the plugged attention function.
-
-    The projections (``toqueries``, ``tokeys``, ``tovalues``) and the final
-    ``unifyheads`` live here; what happens between them, scaled dot-product
-    attention over ``heads`` heads, is the function you plug in.
-
-    wide=False (narrow): the projections map ``emb`` to ``emb`` and each head
-    works on ``s = emb // heads`` features. wide=True: each head gets its own
-    full-size projection of ``emb`` features, so ``s = emb``.
-    """
+    """Multi-head self-attention: the projections and ``unifyheads`` live here, the scaled
+    dot-product attention between them is the function you plug in. Each head works on
+    ``s = emb // heads`` features (narrow), or on a full-size projection, ``s = emb`` (wide)."""
 
     def __init__(
         self,
@@ -50,7 +43,6 @@ class SelfAttention(nn.Module):
         self.tovalues = nn.Linear(emb, inner, bias=False)
         self.unifyheads = nn.Linear(inner, emb)
 
-        self.attention_spec = attention
         self.attention = resolve_attention(attention)
         self._shape_checked = False
 

@@ -1,9 +1,5 @@
-"""Training runs on disk: the settings that identify a run, checkpoints and saved models.
-
-A run's folder holds ``checkpoints/checkpoint-<step>.pt`` (the newest few) while it trains
-and ``model.pt`` when done; files are written atomically, and a run never resumes from, or
-overwrites, a run with different settings.
-"""
+"""Training runs on disk: the settings that identify a run, checkpoints (the newest few) and
+the saved model, written atomically; a run never resumes from, or overwrites, another run's."""
 
 from __future__ import annotations
 
@@ -16,8 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from former.modules import check_heads_divide as check_heads_divide  # settings check it too
+from former.modules import check_heads_divide
 
+LR_DECAYS = ("cosine", "linear", "constant")
 MODEL_FILE = "model.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 KEEP_CHECKPOINTS = 3
@@ -28,12 +25,26 @@ class RunMismatchError(ValueError):
 
 
 class RunSettings:
-    """Mixed into a settings dataclass: a dict round trip and the same-run check. KIND names
-    the settings in messages; REPORTING_ONLY settings change how a run reports, never what
-    it learns, so a run may resume with other values."""
+    """Mixed into a settings dataclass: a dict round trip and the same-run check.
+    REPORTING_ONLY settings never change what a run learns: a run may resume with others."""
 
     KIND: ClassVar[str] = "run"
     REPORTING_ONLY: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        """The checks of the settings every run has (model shape, schedule, dropout)."""
+        check_positive(self, "emb", "heads", "depth", "batch_size")
+        check_heads_divide(self.emb, self.heads, self.wide)
+        if self.lr <= 0:
+            raise ValueError(f"the learning rate must be positive; got {self.lr}.")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(
+                f"unknown learning-rate decay {self.lr_decay!r}; use one of {sorted(LR_DECAYS)}."
+            )
+        if self.lr_warmup < 0:
+            raise ValueError(f"lr_warmup must be 0 or more; got {self.lr_warmup}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +60,7 @@ class RunSettings:
 
     def check_same_run(self, saved: dict[str, Any], where: Path) -> None:
         """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's;
-        settings missing from ``saved`` count as their defaults (they were added later)."""
+        settings missing from ``saved`` (added later) count as their defaults."""
         current = self.to_dict()
         saved = {f.name: f.default for f in fields(self)} | saved
         names = sorted((set(saved) | set(current)) - set(self.REPORTING_ONLY))
@@ -94,12 +105,10 @@ def checkpoint_paths(directory: str | Path | None) -> list[Path]:
     return sorted(Path(directory).glob(f"{CHECKPOINT_PREFIX}*.pt"))
 
 
-def save_checkpoint(
-    directory: str | Path, state: dict[str, Any], keep: int = KEEP_CHECKPOINTS
-) -> Path:
-    """Write ``state`` as the newest checkpoint and delete all but the newest ``keep``."""
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` as the newest checkpoint and delete all but the newest few."""
     path = write_atomically(state, Path(directory) / f"{CHECKPOINT_PREFIX}{state['step']:09d}.pt")
-    for old in checkpoint_paths(directory)[:-keep]:
+    for old in checkpoint_paths(directory)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path
 
@@ -107,9 +116,7 @@ def save_checkpoint(
 def load_latest_checkpoint(directory: str | Path | None) -> dict[str, Any] | None:
     """The newest checkpoint in ``directory`` (None when there is none)."""
     paths = checkpoint_paths(directory)
-    if not paths:
-        return None
-    return torch.load(paths[-1], map_location="cpu", weights_only=True)
+    return torch.load(paths[-1], map_location="cpu", weights_only=True) if paths else None
 
 
 def holds_run(folder: Path) -> bool:
@@ -120,8 +127,8 @@ def holds_run(folder: Path) -> bool:
 def save_model_file(
     directory: str | Path, model: nn.Module, settings: RunSettings, file_format: str, **extra: Any
 ) -> Path:
-    """Weights, settings and ``extra`` as one file, ``directory/model.pt``; a model there
-    from a run with other settings is never overwritten (:class:`RunMismatchError`)."""
+    """Weights, settings and ``extra`` as one file, ``directory/model.pt``, never over a model
+    of a run with other settings (:class:`RunMismatchError`)."""
     path = Path(directory) / MODEL_FILE
     check_saved_model(path, settings)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

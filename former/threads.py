@@ -11,11 +11,8 @@ import torch
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, then restore the previous number.
-
-    Small tensors (grading cases, one head in a worker) gain nothing from a thread
-    pool: waking it costs more than the work, and workers that already run side by
-    side only oversubscribe the cores.
-    """
+    Small tensors (grading cases, one head in a worker) gain nothing from a thread pool:
+    waking it costs more than the work, and side-by-side workers oversubscribe the cores."""
     if n < 1:
         raise ValueError(f"torch_threads needs at least one thread, got {n}.")
     previous = torch.get_num_threads()

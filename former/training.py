@@ -1,13 +1,5 @@
-"""Training former's classifier, and using it: config, fit, evaluate, save, load, predict.
-
-As ``python -m former.classify``, ``model.py`` and the notebook use it::
-
-    config = ClassifierConfig(attention="sdpa")
-    data = load_imdb(final=True, vocab_size=config.vocab_size)
-    model = build_classifier(config, len(data.vocab), data.num_classes)
-    metrics = fit_classifier(model, data, config, device=pick_device())
-    save_model("runs/imdb", model, config, data.vocab)
-"""
+"""Training former's classifier, and using it: config, fit, evaluate, save, load, predict;
+for ``python -m former.classify``, ``model.py`` and the notebook."""
 
 from __future__ import annotations
 
@@ -23,18 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from former.attention import AttentionSpec, describe_attention
+from former.attention import AttentionSpec
 from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches
-from former.loop import autocast_for, check_schedule, evaluating, evenly_spaced, train, unwrap
+from former.loop import evaluating, evenly_spaced, train, unwrap
 from former.loop import pick_device as pick_device  # part of this module's API
 from former.runs import RunMismatchError as RunMismatchError  # part of this module's API
-from former.runs import (
-    RunSettings,
-    check_heads_divide,
-    check_positive,
-    read_model_file,
-    save_model_file,
-)
+from former.runs import RunSettings, check_positive, read_model_file, save_model_file
 from former.transformers import CTransformer
 
 MODEL_FORMAT = "former-classifier/1"
@@ -42,15 +28,10 @@ MODEL_FORMAT = "former-classifier/1"
 
 @dataclass
 class ClassifierConfig(RunSettings):
-    """Everything that defines a classifier training run.
-
-    The defaults aim at a good IMDB accuracy in one short epoch on a laptop CPU
-    (``benchmarks/train.py`` measures it): a narrow, shallow model with mean pooling,
-    reviews cut to 256 tokens, a high learning rate warmed up, then decayed to zero.
-    lr_warmup counts training examples (as in the original former), not steps.
-    eval_subset: validation examples per evaluation during training (0: all); the last
-    evaluation always uses the whole split.
-    """
+    """Everything that defines a classifier training run. The defaults aim at a good IMDB
+    accuracy in one short epoch on a laptop CPU (``benchmarks/train.py`` measures it).
+    lr_warmup counts training examples, not steps; eval_subset: validation examples per
+    evaluation during training (0: all), the last evaluation always uses the whole split."""
 
     emb: int = 64
     heads: int = 4
@@ -77,17 +58,12 @@ class ClassifierConfig(RunSettings):
     REPORTING_ONLY = ("evals_per_epoch", "eval_subset")
 
     def __post_init__(self) -> None:
-        check_positive(
-            self, "emb", "heads", "depth", "max_length", "batch_size", "epochs", "evals_per_epoch"
-        )
+        super().__post_init__()
+        check_positive(self, "max_length", "epochs", "evals_per_epoch")
         if self.vocab_size < 3:
             raise ValueError(
                 f"vocab_size must be at least 3 (<pad>, <unk>, one word); got {self.vocab_size}."
             )
-        check_heads_divide(self.emb, self.heads, self.wide)
-        check_schedule(self.lr, self.lr_decay, self.lr_warmup)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
 
 def build_classifier(
@@ -97,7 +73,7 @@ def build_classifier(
     attention: AttentionSpec = None,
 ) -> CTransformer:
     """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``;
-    attention (a callable, ``"sdpa"`` or ``"module:function"``) overrides ``config.attention``."""
+    ``attention`` overrides ``config.attention``."""
     torch.manual_seed(config.seed)
     return CTransformer(
         emb=config.emb,
@@ -138,8 +114,7 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         batch = to_device(batch, self.device)
-        with autocast_for(self.device):
-            output = model(batch.tokens, batch.padding_mask)
+        output = model(batch.tokens, batch.padding_mask)
         return F.nll_loss(output.float(), batch.labels), int(batch.padding_mask.sum())
 
     @cached_property
@@ -175,18 +150,11 @@ def fit_classifier(
     config: ClassifierConfig,
     *,
     device: torch.device,
-    on_eval: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``data.train``, evaluating on ``data.val``; returns the last metrics.
-
-    ``evals_per_epoch`` times per epoch it logs a line such as ``epoch=2 step=782
-    train_loss=0.41 val_acc=0.873 ...`` and calls ``on_eval(metrics)``. options:
-    ``checkpoint_dir``, ``checkpoint_every``, ``log``, ``progress``, ``tensorboard``, as
-    :func:`former.loop.train` takes them.
-    """
-    task = ClassificationTask(data, config, device)
-    return train(model, task, on_eval=on_eval, **options)
+    """Train ``model`` on ``data.train``, evaluating on ``data.val`` ``evals_per_epoch`` times
+    per epoch; returns the last metrics. options (``on_eval``, ...): as :func:`train`."""
+    return train(model, ClassificationTask(data, config, device), **options)
 
 
 def evaluate(
@@ -198,7 +166,7 @@ def evaluate(
     correct = 0
     # Shortest first: batches carry almost no padding (faster, and kept out of attention).
     by_length = split.select(torch.argsort(split.lengths(), stable=True))
-    with evaluating(model) as model, autocast_for(device):
+    with evaluating(model) as model:
         for batch in batches(by_length, batch_size, max_length, shuffle=False):
             batch = to_device(batch, device)
             predictions = model(batch.tokens, batch.padding_mask).argmax(dim=-1)
@@ -233,15 +201,14 @@ def save_model(
     vocab: Vocabulary,
     class_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Save weights, config and vocabulary as ``directory/model.pt``; a model there from a
-    run with another config is never overwritten (:class:`RunMismatchError`)."""
+    """Save weights, config and vocabulary as ``directory/model.pt`` (never over another
+    run's: :class:`RunMismatchError`)."""
     model = unwrap(model)
     return save_model_file(
         directory,
         model,
         config,
         MODEL_FORMAT,
-        attention=describe_attention(model.backbone.tblocks[0].attention.attention_spec),
         vocab=vocab.to_dict(),
         num_tokens=model.num_tokens,
         num_classes=model.toprobs.out_features,
@@ -254,8 +221,8 @@ def load_model(
     attention: AttentionSpec = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[CTransformer, ClassifierConfig, Vocabulary]:
-    """Load what :func:`save_model` wrote (the file or its folder), ready for :func:`predict`;
-    attention overrides the saved one (a function that cannot be imported here)."""
+    """Load what :func:`save_model` wrote (the file or its folder); ``attention`` overrides
+    the saved one (for a function that cannot be imported here)."""
     payload = read_model_file(path, MODEL_FORMAT, map_location)
     config = ClassifierConfig.from_dict(payload["config"])
     model = build_classifier(

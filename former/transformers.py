@@ -43,9 +43,8 @@ class _Backbone(nn.Module):
             )
         )
         self.norm = nn.LayerNorm(emb)
-        # PyTorch draws embeddings from N(0, 1), where AdamW's small steps barely move a rare
-        # word from its random vector and random positions drown the words; N(0, 0.02^2)
-        # lets each word be shaped by its first few occurrences.
+        # From N(0, 1), PyTorch's default, AdamW's small steps barely move a rare word and random
+        # positions drown the words; from N(0, 0.02^2) a word is shaped by its first occurrences.
         for embedding in (self.token_embedding, self.pos_embedding):
             nn.init.normal_(embedding.weight, mean=0.0, std=EMBEDDING_STD)
 
@@ -66,12 +65,8 @@ class _Backbone(nn.Module):
 
 
 class CTransformer(nn.Module):
-    """Transformer for sequence classification (e.g. IMDB sentiment).
-
-    Returns log-probabilities over classes, (b, num_classes). Padding positions
-    (``padding_mask`` False) are ignored by the pooling, so a short review in a
-    long batch is classified as if it were alone.
-    """
+    """Transformer for sequence classification (e.g. IMDB sentiment): log-probabilities over
+    classes. Pooling ignores padding, so a short review in a long batch is classified alone."""
 
     def __init__(
         self,
@@ -94,10 +89,8 @@ class CTransformer(nn.Module):
         self.toprobs = nn.Linear(emb, num_classes)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """x: (b, t) token ids; padding_mask: (b, t) bool, True for real tokens.
-
-        Returns (b, num_classes) log-probabilities.
-        """
+        """x: (b, t) token ids; padding_mask: (b, t) bool, True for real tokens
+        -> (b, num_classes) log-probabilities."""
         h = self.backbone(x)
         if padding_mask is None:
             pooled = h.max(dim=1).values if self.max_pool else h.mean(dim=1)
@@ -118,11 +111,8 @@ class CTransformer(nn.Module):
 
 
 class GTransformer(nn.Module):
-    """Causal transformer for autoregressive generation (e.g. enwik8, bytes as tokens).
-
-    Returns log-probabilities over the next token, (b, t, num_tokens); output i
-    depends only on inputs 0..i.
-    """
+    """Causal transformer for autoregressive generation (e.g. enwik8, bytes as tokens): output
+    i, log-probabilities of the next token, depends only on inputs 0..i."""
 
     def __init__(
         self,

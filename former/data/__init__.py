@@ -1,16 +1,12 @@
-"""Data for former: IMDB reviews for classification, bytes for generation, and batching.
-
-Without a path, data are looked for in $FORMER_DATA_DIR, then the per-user cache, then
-downloaded; offline, a generated corpus stands in, with a notice (:mod:`former.data.locate`).
-"""
+"""Data for former: IMDB reviews for classification, bytes for generation, and batching;
+found, downloaded or generated as :mod:`former.data.locate` says."""
 
 from former.data.batching import Batch, batches, random_windows
-from former.data.download import ChecksumError, DownloadError
-from former.data.enwik8 import load_enwik8, load_text
 from former.data.imdb import ImdbFormatError, load_imdb
-from former.data.shakespeare import load_shakespeare
+from former.data.locate import ChecksumError, DownloadError
 from former.data.splits import ClassificationData, TextSplit
 from former.data.synthetic import load_synthetic
+from former.data.text import load_enwik8, load_shakespeare, load_text
 from former.data.vocabulary import Vocabulary, tokenize
 
 __all__ = [

@@ -35,10 +35,9 @@ def batches(
 ) -> Iterator[Batch]:
     """One epoch of batches over ``split``, texts cut to their first ``max_length`` tokens.
 
-    shuffle: a new order per ``seed`` (pass e.g. ``seed + epoch``), texts of similar length
-    batched together, batches in random order; else the split's own order. Shard
-    ``shard_index`` of ``num_shards`` (one per data-parallel process) gets every
-    ``num_shards``-th batch; all get as many, wrapping around, so no process waits.
+    shuffle: texts of similar length batched together, batches in an order fixed by ``seed``;
+    else the split's order. Shard ``shard_index`` of ``num_shards`` (one per process) gets
+    every ``num_shards``-th batch; all get as many, wrapping around, so no process waits.
     """
     if batch_size < 1 or max_length < 1:
         raise ValueError(
@@ -90,12 +89,8 @@ def random_windows(
     length: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of ``data`` for next-token prediction.
-
-    data: 1-D uint8 (or any integer) tensor, e.g. enwik8 bytes.
-    Returns inputs (b, t) and targets (b, t), both long, t = ``length``:
-    targets are the inputs shifted one position to the left.
-    """
+    """Random windows of ``data`` (1-D integers, e.g. bytes) for next-token prediction:
+    inputs (b, t) and targets (b, t), long, t = ``length``, targets shifted one to the left."""
     if data.dim() != 1:
         raise ValueError(f"data must be 1-D, got shape {tuple(data.shape)}.")
     if len(data) <= length:

@@ -1,15 +1,13 @@
-"""Encoded data sets kept on disk, so that loading them a second time is fast.
-
-A cache file is a ``torch.save`` of plain tensors and strings, named by a hash of all its
-content depends on (source identity, settings, :data:`CACHE_FORMAT_VERSION`); written
-atomically, rebuilt with a notice when unreadable, the least recently used pruned.
-"""
+"""Encoded data sets kept on disk, so that loading them a second time is fast: plain tensors
+and strings, named by a hash of all they depend on, written atomically, rebuilt with a notice
+when unreadable, the least recently used pruned."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 
 from former.data.locate import cache_dir, notice
 from former.data.vocabulary import TOKENIZER_VERSION
+from former.runs import write_atomically
 
 CACHE_FORMAT_VERSION = 2  # bumped whenever the layout of cache files changes
 MAX_ENTRIES_PER_KIND = 6  # ~55 MB each for full IMDB: many seeds must not fill the disk
@@ -54,22 +53,29 @@ def load_cached(path: Path) -> dict[str, Any] | None:
     return payload
 
 
+def cached(
+    kind: str, key: dict[str, Any], build: Callable[[], dict[str, Any]], use: bool = True
+) -> dict[str, Any]:
+    """The payload of ``kind`` for ``key`` from the cache, else ``build()`` (then cached);
+    ``use=False`` neither reads nor writes the cache."""
+    path = cache_file(kind, key)
+    payload = load_cached(path) if use else None
+    if payload is None:
+        payload = build()
+        if use:
+            save_cached(path, payload)
+    return payload
+
+
 def save_cached(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically, then keep the newest MAX_ENTRIES_PER_KIND of its kind."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**payload, "format": CACHE_FORMAT_VERSION}, partial)
-        os.replace(partial, path)
+        write_atomically({**payload, "format": CACHE_FORMAT_VERSION}, path)
     except OSError as error:
         notice(f"could not write the cache file {path} ({error}); the next load will be slow too.")
         return
-    finally:
-        partial.unlink(missing_ok=True)
-    kind = path.name.rsplit("-", 1)[0]
-    same_kind = [p for p in path.parent.glob(f"{kind}-*.pt") if p.name.rsplit("-", 1)[0] == kind]
-    same_kind.sort(key=_last_used, reverse=True)
-    for stale in same_kind[MAX_ENTRIES_PER_KIND:]:
+    same_kind = sorted(path.parent.glob(f"{path.name.rsplit('-', 1)[0]}-*.pt"), key=_last_used)
+    for stale in same_kind[:-MAX_ENTRIES_PER_KIND]:
         if stale != path:
             stale.unlink(missing_ok=True)
 

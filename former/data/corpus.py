@@ -1,9 +1,8 @@
 """A tokenized corpus, and the classification data sets made from it.
 
-Tokenizing 50,000 reviews is the slow part of loading IMDB and depends on no setting, so
-the tokens are stored once, as ids into the corpus's alphabetical word list; choosing the
-validation reviews, ranking the words of the training split and remapping the ids for
-given settings is then a few array operations.
+Tokenizing 50,000 reviews is the slow part of loading IMDB and depends on no setting, so the
+tokens are kept as ids into an alphabetical word list; the settings' split, vocabulary and
+ids are then a few array operations.
 """
 
 from __future__ import annotations
@@ -33,11 +32,8 @@ class Reviews:
 
 @dataclass
 class TokenizedCorpus:
-    """Every review as token ids into ``words`` (sorted alphabetically).
-
-    ids: flat int32 array of all tokens; offsets: (n + 1,) int64, review i is
-    ids[offsets[i]:offsets[i + 1]]; labels: (n,) int64; is_test: (n,) bool.
-    """
+    """Every review as token ids into ``words`` (sorted): ids, flat int32; offsets, (n + 1,)
+    int64, review i is ids[offsets[i]:offsets[i + 1]]; labels (n,) int64; is_test (n,) bool."""
 
     words: list[str]
     ids: np.ndarray
@@ -69,18 +65,15 @@ class TokenizedCorpus:
 
     def to_payload(self) -> dict[str, Any]:
         arrays = {name: torch.from_numpy(getattr(self, name)) for name in ARRAYS}
-        return {"words": _join(self.words), **arrays}
+        return {"words": "\n".join(self.words), **arrays}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> TokenizedCorpus:
-        return cls(_split(payload["words"]), *(payload[name].numpy() for name in ARRAYS))
+        return cls(split_words(payload["words"]), *(payload[name].numpy() for name in ARRAYS))
 
     def encode(self, *, vocab_size: int, seed: int, final: bool) -> dict[str, Any]:
-        """The encoded data set for these settings, as a cacheable payload.
-
-        final=False: validation is a fifth of the training reviews, chosen by seed;
-        final=True: the test split. The vocabulary counts the training split only.
-        """
+        """The encoded data set for these settings, as a cacheable payload: validation is a
+        fifth of the training reviews by ``seed``, or the test split when ``final``."""
         if vocab_size < 2:
             raise ValueError(f"vocab_size must leave room for {PAD} and {UNK}; got {vocab_size}.")
         train_rows = np.flatnonzero(~self.is_test)
@@ -115,7 +108,7 @@ class TokenizedCorpus:
 
         itos = [PAD, UNK, *(self.words[i] for i in ranked)]
         return {
-            "itos": _join(itos),
+            "itos": "\n".join(itos),
             "train": split_payload(train_rows),
             "val": split_payload(val_rows),
         }
@@ -130,16 +123,12 @@ def classification_data_from_payload(
         sequences = list(torch.split(part["ids"].long(), part["lengths"].tolist()))
         return TextSplit(sequences, part["labels"].long())
 
-    vocab = Vocabulary(_split(payload["itos"]))
+    vocab = Vocabulary(split_words(payload["itos"]))
     train, val = split(payload["train"]), split(payload["val"])
     return ClassificationData(train, val, vocab, len(class_names), source, class_names)
 
 
 # Word lists are stored as one newline-joined string: unpickling one string is much faster
 # than unpickling 50,000 (tokens never contain whitespace).
-def _join(words: list[str]) -> str:
-    return "\n".join(words)
-
-
-def _split(joined: str) -> list[str]:
+def split_words(joined: str) -> list[str]:
     return joined.split("\n") if joined else []

@@ -1,9 +1,6 @@
-"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have.
-
-Three layouts, or a folder holding one (what a SageMaker channel hands over): the official
-``aclImdb_v1.tar.gz``, read in place as a stream; an extracted ``aclImdb`` folder,
-``{train,test}/{pos,neg}/<id>_<rating>.txt``; the CSV ``review,sentiment``, whose last 20%
-of rows serve as its test split. ``train/unsup`` and the rest of the archive are ignored.
+"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have:
+the official ``aclImdb_v1.tar.gz`` (read in place), an extracted ``aclImdb`` folder, the CSV
+``review,sentiment`` (its last 20% of rows the test split), or a folder holding one.
 """
 
 from __future__ import annotations
@@ -18,10 +15,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from former.data.cache import cache_file, file_identity, load_cached, save_cached
+from former.data.cache import cached, file_identity
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
-from former.data.download import DownloadError, download_file
-from former.data.locate import cache_dir, notice, offline_reason, search_folders
+from former.data.locate import cache_dir, download_file, find_or_download
 from former.data.splits import ClassificationData
 from former.data.synthetic import load_synthetic
 
@@ -51,71 +47,54 @@ def load_imdb(
 ) -> ClassificationData:
     """IMDB reviews, tokenized and encoded, ready for :func:`former.data.batches`.
 
-    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None looks
-    in ``$FORMER_DATA_DIR``, the per-user cache, then downloads (unless ``download=False`` or
-    ``$FORMER_OFFLINE``), and falls back on the generated corpus with a notice.
-    final: validation is the test split instead of 20% of the training reviews (by ``seed``).
-    The vocabulary (``<pad>``, ``<unk>``, then the most frequent) counts the training split
-    only. cache: keep the encoded data in the per-user cache, for fast later loads.
+    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None: looked
+    up, else downloaded, else the generated corpus (:mod:`former.data.locate`). final:
+    validation is the test split, not 20% of the training reviews (by ``seed``). The
+    vocabulary counts the training split only. cache: through the per-user cache.
     """
     if isinstance(path, str) and path.strip().lower() == "synthetic":
         return load_synthetic(seed=seed, vocab_size=vocab_size)
     source = identify_source(Path(path)) if path is not None else locate_imdb(download)
     if source is None:
         return load_synthetic(seed=seed, vocab_size=vocab_size)
-    return load_imdb_source(source, final=final, vocab_size=vocab_size, seed=seed, cache=cache)
+    # Two cache entries: the tokens (the slow part, for any settings), then these settings'.
+    identity = {"source": source.identity()}
+
+    def tokenized() -> dict[str, Any]:
+        return TokenizedCorpus.from_reviews(source.read(), source.path.name).to_payload()
+
+    def encoded() -> dict[str, Any]:
+        corpus = TokenizedCorpus.from_payload(cached("imdb-corpus", identity, tokenized, cache))
+        return corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
+
+    settings = {"vocab_size": vocab_size, "seed": None if final else seed, "final": final}
+    payload = cached("imdb-encoded", {**identity, **settings}, encoded, cache)
+    data = classification_data_from_payload(
+        payload, source=source.describe(), class_names=CLASS_NAMES
+    )
+    data.source += (
+        f": {len(data.train):,} train / {len(data.val):,} "
+        f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
+    )
+    return data
 
 
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
     """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; offline None, with a notice."""
-    for folder in search_folders():
-        if (found := find_source_in(folder)) is not None:
-            return found
-    reason = offline_reason(allow_download)
-    if reason is None:
-        try:
-            return ImdbSource("tarball", download_imdb())
-        except DownloadError as error:
-            reason = str(error)
-    notice(
-        f"no IMDB data found and none downloaded ({reason}); using the built-in generated "
-        f"corpus instead. For real IMDB, pass a path, set $FORMER_DATA_DIR, or put "
-        f"{IMDB_ARCHIVE} in {cache_dir()}."
+    return find_or_download(
+        "IMDB data",
+        find_source_in,
+        download_imdb,
+        allow_download,
+        IMDB_ARCHIVE,
+        "the built-in generated corpus",
     )
-    return None
 
 
-def download_imdb(destination: Path | None = None) -> Path:
+def download_imdb() -> ImdbSource:
     """Download the official archive (checksum-verified) into the per-user cache."""
-    destination = destination or cache_dir() / IMDB_ARCHIVE
-    return download_file(IMDB_URL, destination, sha256=IMDB_SHA256, size=IMDB_SIZE)
-
-
-def load_imdb_source(
-    source: ImdbSource, *, final: bool, vocab_size: int, seed: int, cache: bool = True
-) -> ClassificationData:
-    """Encode a located IMDB data set, through the on-disk cache when ``cache`` is True."""
-    settings = {"vocab_size": vocab_size, "seed": None if final else seed, "final": final}
-    encoded_file = cache_file("imdb-encoded", {"source": source.identity(), **settings})
-    payload = load_cached(encoded_file) if cache else None
-    if payload is None:
-        corpus_file = cache_file("imdb-corpus", {"source": source.identity()})
-        corpus_payload = load_cached(corpus_file) if cache else None
-        if corpus_payload is not None:
-            corpus = TokenizedCorpus.from_payload(corpus_payload)
-        else:
-            corpus = TokenizedCorpus.from_reviews(source.read(), description=source.path.name)
-            if cache:
-                save_cached(corpus_file, corpus.to_payload())
-        payload = corpus.encode(vocab_size=vocab_size, seed=seed, final=final)
-        if cache:
-            save_cached(encoded_file, payload)
-    data = classification_data_from_payload(payload, source="", class_names=CLASS_NAMES)
-    data.source = (
-        f"{source.describe()}: {len(data.train):,} train / {len(data.val):,} "
-        f"{'test' if final else 'validation'} reviews, vocabulary {len(data.vocab):,}"
-    )
-    return data
+    path = cache_dir() / IMDB_ARCHIVE
+    return ImdbSource("tarball", download_file(IMDB_URL, path, sha256=IMDB_SHA256, size=IMDB_SIZE))
 
 
 # ---------------------------------------------------------------- finding the files
@@ -173,11 +152,8 @@ def identify_source(path: Path) -> ImdbSource:
 
 
 def find_source_in(folder: Path) -> ImdbSource | None:
-    """The IMDB data set in ``folder`` (the folder itself, or one entry inside it), or None.
-
-    An extracted aclImdb folder first, then an archive (the official one first), then a
-    CSV; two other candidates of one kind are ambiguous, and raise.
-    """
+    """The IMDB data set in ``folder`` (itself, or one entry inside it), or None: an aclImdb
+    folder first, then an archive (the official one first), then a CSV; two of a kind raise."""
     if is_aclimdb_folder(folder):
         return ImdbSource("folder", folder)
     entries = sorted(folder.iterdir())

@@ -27,11 +27,8 @@ def tokenize(text: str) -> list[str]:
 
 @dataclass
 class Vocabulary:
-    """A list of tokens; a token's position in ``itos`` is its id.
-
-    ``<pad>`` is id 0 and ``<unk>`` (any token not in the list) id 1; then the tokens, most
-    frequent first, ties alphabetical (the same however the data were ordered).
-    """
+    """A list of tokens, a token's position in ``itos`` its id: ``<pad>`` 0, ``<unk>`` (any
+    token not listed) 1, then the tokens, most frequent first, ties alphabetical."""
 
     itos: list[str]
     stoi: dict[str, int] = field(init=False, repr=False)

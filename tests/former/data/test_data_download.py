@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from former.data import ChecksumError, DownloadError
-from former.data.download import download_file
+from former.data.locate import download_file
 
 CONTENT = bytes(range(256)) * 4096  # 1 MiB: several chunks
 

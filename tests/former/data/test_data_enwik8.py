@@ -8,9 +8,9 @@ import zipfile
 import pytest
 import torch
 
-import former.data.enwik8 as enwik8
+import former.data.text as enwik8
 from former.data import ChecksumError, load_enwik8, load_text
-from former.data.enwik8 import check_enwik8_zip, split_bytes
+from former.data.text import check_enwik8_zip, split_bytes
 
 CONTENT = b"<mediawiki>" + bytes(range(256)) * 40 + b"</mediawiki>\n"  # 10,263 bytes
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import shared_file
 
-import former.data.shakespeare as shakespeare
+import former.data.text as shakespeare
 from former.data import ChecksumError, load_shakespeare
 
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40

@@ -1,8 +1,8 @@
-"""Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``) or any text file.
+"""Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``), tiny Shakespeare
+(plain ASCII: bits per byte are bits per character) or any text file.
 
-Every byte is a token (256 of them). Data are split 90/5/5 into train,
-validation and test, as the original ``former`` did with enwik8's
-90M/5M/5M bytes; a file of another size is split in the same proportions.
+Every byte is a token. Data are split 90/5/5 into train, validation and test, as the original
+``former`` split enwik8's 100M bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from former.data.download import ChecksumError, DownloadError, download_file
-from former.data.locate import cache_dir, notice, offline_reason, search_folders
+from former.data.locate import ChecksumError, cache_dir, download_file, find_or_download
 from former.data.synthetic import generated_text
 
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -25,51 +24,43 @@ ENWIK8_MD5 = "a1fa5ffddb56f4953e226637dabbb36a"  # of the unpacked member `enwik
 ENWIK8_MEMBER = "enwik8"
 SPLIT_PERCENT = (90, 5, 5)
 MINIMUM_BYTES = 20  # below this, validation or test would be empty
+SHAKESPEARE = "shakespeare"  # what --data takes to mean this corpus
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+SHAKESPEARE_SIZE = 1_115_394
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 ByteSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
-    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5.
+    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: enwik8 raw, gzipped,
+    the official ``enwik8.zip``, or a folder holding one; None: looked up, downloaded, else
+    generated text."""
+    if path is None:
+        found = find_or_download(
+            "enwik8", find_enwik8_in, download_enwik8, download, ENWIK8_ARCHIVE, "generated text"
+        )
+        return generated_splits() if found is None else load_text(found)
+    path = Path(path).expanduser()
+    found = find_enwik8_in(path) if path.is_dir() else path
+    if found is None:
+        raise FileNotFoundError(
+            f"{path} holds no enwik8 file (enwik8, enwik8.zip or enwik8*.gz); pass the file itself."
+        )
+    return load_text(found)
 
-    path: enwik8 raw, gzipped, or the official ``enwik8.zip`` (or a folder
-    holding one of them). With None: ``$FORMER_DATA_DIR``, the per-user cache,
-    then a download of the official archive; offline, a one-line notice on
-    stderr and about a megabyte of generated text instead.
-    """
-    if path is not None:
-        path = Path(path).expanduser()
-        found = find_enwik8_in(path) if path.is_dir() else path
-        if found is None:
-            raise FileNotFoundError(
-                f"{path} holds no enwik8 file (enwik8, enwik8.zip or enwik8*.gz); pass the "
-                "file itself."
-            )
-        return load_text(found)
-    for folder in search_folders():
-        found = find_enwik8_in(folder)
-        if found is not None:
-            return load_text(found)
-    reason = offline_reason(download)
-    if reason is None:
-        try:
-            return load_text(download_enwik8())
-        except DownloadError as error:
-            reason = str(error)
-    notice(
-        f"no enwik8 found and none downloaded ({reason}); using generated text instead. "
-        f"For real enwik8, pass a path, set $FORMER_DATA_DIR, or put {ENWIK8_ARCHIVE} in "
-        f"{cache_dir()}."
-    )
+
+def generated_splits() -> ByteSplits:
+    """About a megabyte of generated text, split like a file: the offline stand-in."""
     return split_bytes(torch.frombuffer(bytearray(generated_text()), dtype=torch.uint8))
 
 
 def load_text(path: str | Path) -> ByteSplits:
-    """Any file as (train, val, test) 1-D uint8 tensors of its bytes, split 90/5/5.
-
-    A ``.gz`` file is decompressed and a ``.zip`` file's ``enwik8`` member (or
-    its only member) read, recognised by content rather than by name.
-    """
+    """Any file as (train, val, test) 1-D uint8 tensors of its bytes, split 90/5/5; gzip and
+    zip (its ``enwik8`` member, or its only one) are unpacked, recognised by content."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}; pass the path of an existing file.")
@@ -143,4 +134,29 @@ def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
     raise ValueError(
         f"{path} holds {len(names)} files and none is named 'enwik8'; unpack the one you "
         "want and pass it."
+    )
+
+
+def load_shakespeare(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
+    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: the text
+    file or a folder holding it; None: looked up, downloaded, else generated text."""
+    if path is not None:
+        path = Path(path).expanduser()
+        return load_text(path / SHAKESPEARE_FILE if path.is_dir() else path)
+    found = find_or_download(
+        "tiny Shakespeare",
+        lambda folder: folder / SHAKESPEARE_FILE if (folder / SHAKESPEARE_FILE).is_file() else None,
+        download_shakespeare,
+        download,
+        SHAKESPEARE_FILE,
+        "generated text",
+    )
+    return generated_splits() if found is None else load_text(found)
+
+
+def download_shakespeare(destination: Path | None = None) -> Path:
+    """Download tiny Shakespeare (checksum-verified) into the per-user cache."""
+    destination = destination or cache_dir() / SHAKESPEARE_FILE
+    return download_file(
+        SHAKESPEARE_URL, destination, sha256=SHAKESPEARE_SHA256, size=SHAKESPEARE_SIZE
     )
