@@ -125,11 +125,15 @@ def call_learner(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 def record_property(
-    checker: Checker, name: str, produce: Callable[[], Diagnosis | tuple[bool, str]]
+    checker: Checker,
+    name: str,
+    produce: Callable[..., Diagnosis | tuple[bool, str]],
+    *args: Any,
+    **kwargs: Any,
 ) -> bool:
-    """Record one property; a learner error in it becomes a ✗ line with the error."""
+    """Record ``produce(*args, **kwargs)``; a learner error in it becomes a ✗ line with the error."""
     try:
-        outcome = produce()
+        outcome = produce(*args, **kwargs)
     except NotImplementedYet:
         return checker.record(name, False, NOT_IMPLEMENTED, "not_implemented")
     except LearnerError as failure:
