@@ -38,14 +38,7 @@ from grader.learner.properties import (
     unmodified,
     unrecreatable_names,
 )
-from grader.learner.report import (
-    Checker,
-    CheckReport,
-    LearnerError,
-    NotImplementedYet,
-    call_learner,
-    record_property,
-)
+from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
 
 
 def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
@@ -63,7 +56,7 @@ def _serial(fn: Callable) -> Run:
     return lambda q, k, v, heads, mask: call_learner(fn, q, k, v, heads, mask)
 
 
-def _small_example(checker: Checker, run: Run, heads: int) -> Diagnosis | CheckReport:
+def _small_example(report: CheckReport, run: Run, heads: int) -> Diagnosis | CheckReport:
     """Run on the small example (one head for ``heads=1``) and record its shape and values.
 
     Returns the diagnosis of the output, or the finished report when there is nothing more
@@ -79,28 +72,28 @@ def _small_example(checker: Checker, run: Run, heads: int) -> Diagnosis | CheckR
     try:
         out = run(q.clone(), k.clone(), v.clone(), heads, False)
     except NotImplementedYet:
-        return checker.not_implemented()
+        return report.stub()
     except LearnerError as failure:
-        checker.record(f"runs on {where} ({sizes})", False, str(failure))
-        return checker.finish()
+        report.record(f"runs on {where} ({sizes})", False, str(failure))
+        return report.finish()
     shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(q.shape)
     first = diagnose_attention(out, q, k, v, heads, False)
-    checker.record(
+    report.record(
         f"returns a tensor of shape {layout} = {tuple(q.shape)}",
         shape_ok,
         first.message if not shape_ok else "",
         first.mistake if not shape_ok else None,
     )
     if not shape_ok:
-        return checker.finish()
-    checker.diagnosis(f"matches the reference on {where} (no mask)", first)
+        return report.finish()
+    report.diagnosis(f"matches the reference on {where} (no mask)", first)
     return first
 
 
-def _record_names(checker: Checker, fn: Callable, name: str) -> None:
+def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
     unbound = unrecreatable_names(fn, name)
     if unbound is not None:
-        checker.diagnosis("uses only notebook names the grader can recreate", unbound)
+        report.diagnosis("uses only notebook names the grader can recreate", unbound)
 
 
 # -- Task 1 ------------------------------------------------------------------------------------
@@ -109,18 +102,18 @@ def _record_names(checker: Checker, fn: Callable, name: str) -> None:
 @_single_threaded
 def check_multihead_attention(fn: Callable) -> CheckReport:
     """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
-    checker = Checker("multihead_attention")
+    report = CheckReport("multihead_attention")
     run = _serial(fn)
     b, t, heads, s = EXAMPLE
-    first = _small_example(checker, run, heads)
+    first = _small_example(report, run, heads)
     if isinstance(first, CheckReport):
         return first
     scale_mistake = first.mistake is not None and "scale" in first.mistake
     if first.correct or scale_mistake:
-        checker.record(
+        report.record(
             "scales the scores by 1/sqrt(s)", not scale_mistake, first.message, first.mistake
         )
-    record = functools.partial(record_property, checker)
+    record = report.check
     case = functools.partial(attention_case, run)
     record("causal mask (mask=True): position i sees only j <= i", case, b, t, heads, s, True)
     record("stable on large scores (around ±1000)", case, 2, 6, 2, 4, False, scale=LARGE)
@@ -138,8 +131,8 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
     record("float64 inputs (with mask)", case, 2, 4, 2, 3, True, dtype=torch.float64)
     record("gradients flow to queries, keys and values (with mask)", gradients, run, 2, 5, 2, 3)
     record("leaves its inputs unmodified", unmodified, run, 2, 4, 2, 3)
-    _record_names(checker, fn, "multihead_attention")
-    return checker.finish()
+    _record_names(report, fn, "multihead_attention")
+    return report.finish()
 
 
 # -- Task 2 ------------------------------------------------------------------------------------
@@ -148,16 +141,16 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
 @_single_threaded
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
-    checker = Checker("attention_function")
+    report = CheckReport("attention_function")
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:
         return call_learner(fn, (q, k, v, mask))  # heads is always 1
 
-    first = _small_example(checker, run, 1)
+    first = _small_example(report, run, 1)
     if isinstance(first, CheckReport):
         return first
     b, t, _, s = EXAMPLE
-    record = functools.partial(record_property, checker)
+    record = report.check
     case = functools.partial(attention_case, run)
     record("causal mask (mask=True)", case, b, t, 1, s, True)
     record("stable on large scores (around ±1000)", case, 2, 6, 1, 4, True, scale=LARGE)
@@ -180,7 +173,7 @@ def check_attention_function(fn: Callable) -> CheckReport:
         "importable by worker processes (defined in a module such as my_transformer_model)",
         lambda: importable(*function_origin(fn)[2:]),
     )
-    return checker.finish()
+    return report.finish()
 
 
 @_single_threaded
@@ -193,7 +186,7 @@ def check_parallel_multihead_attention(
     None runs the heads in this process. reference: the learner's serial
     ``multihead_attention``, to show both agree.
     """
-    checker = Checker("parallel_multihead_attention")
+    report = CheckReport("parallel_multihead_attention")
     calls: list = []
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any, result_scale: float = 1.0) -> Any:
@@ -203,17 +196,17 @@ def check_parallel_multihead_attention(
         return out
 
     b, t, heads, s = EXAMPLE
-    first = _small_example(checker, run, heads)
+    first = _small_example(report, run, heads)
     if isinstance(first, CheckReport):
         return first
     usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
-    checker.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
+    report.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
     if calls:
-        checker.diagnosis(
+        report.diagnosis(
             "the mapped function is importable by worker processes (spawn, forkserver)",
             importable(calls[0].importable, calls[0].why_not_importable),
         )
-    record = functools.partial(record_property, checker)
+    record = report.check
     case = functools.partial(attention_case, run)
     record("causal mask (mask=True)", case, b, t, heads, s, True)
     record("the output is built from the results pool.map returns", built_from_results, run, calls)
@@ -229,7 +222,7 @@ def check_parallel_multihead_attention(
         4,
         requires_grad=False,
     )
-    _record_names(checker, fn, "parallel_multihead_attention")
+    _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
         record("agrees with your multihead_attention", agrees, run, _serial(reference))
-    return checker.finish()
+    return report.finish()

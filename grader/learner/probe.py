@@ -63,7 +63,6 @@ class ProbeResult:
     outputs: dict[str, Any]
     pool_log: list[dict[str, Any]] | None = None
     forbidden: list[str] = field(default_factory=list)
-    stderr: str = field(default="", repr=False)
 
 
 @functools.cache
@@ -96,16 +95,12 @@ def describe_exception(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """Swallow warnings and stderr (Python and file-descriptor level) while learner code runs.
-
-    Warnings and stderr never cost points, and plain nbgrader scores a test cell
-    with any stderr output as failed.
-    """
-    captured = io.StringIO()
-    with stderr_silenced(), warnings.catch_warnings(), contextlib.redirect_stderr(captured):
+def quiet() -> Iterator[None]:
+    """Swallow warnings and stderr (Python and file-descriptor level) while learner code runs:
+    they never cost points, and plain nbgrader fails a test cell that writes to stderr."""
+    with stderr_silenced(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        yield captured
+        yield
 
 
 def input_tensors(inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,7 +158,7 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
     outputs: dict[str, Any] = {}
     pool: InstrumentedPool | None = None
     wires = tripwires()
-    with quiet() as captured, torch_threads(1):
+    with quiet(), torch_threads(1):
         try:
             pool = case_pool(str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0)))
             with wires.armed():
@@ -182,7 +177,7 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
             pool_log = pool.log() if pool is not None else None
             if pool is not None:
                 pool.terminate()
-    return ProbeResult(outputs, pool_log, wires.take(), captured.getvalue())
+    return ProbeResult(outputs, pool_log, wires.take())
 
 
 def _gradients(result: torch.Tensor, upstream: np.ndarray, q, k, v) -> dict[str, Any]:
