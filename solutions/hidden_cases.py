@@ -173,20 +173,10 @@ def case_inputs(case: Case, seed: int) -> dict[str, Any]:
         factor = math.sqrt(LARGE_SCORE)
         q, k = q * factor, k * factor
     dtype = np.dtype(case.dtype)
-    inputs: dict[str, Any] = {
-        "case": case.name,
-        "function": case.function,
-        "kind": case.kind,
-        "queries": q.astype(dtype),
-        "keys": k.astype(dtype),
-        "values": v.astype(dtype),
-        "heads": heads,
-        "mask": bool(case.mask),
-        "mask_as": case.mask_as,
-        "layout": case.layout,
-        "requires_grad": case.requires_grad,
-        "pool": case.pool,
-    }
+    inputs: dict[str, Any] = {"case": case.name, "heads": heads, "mask": bool(case.mask)}
+    for name in ("function", "kind", "mask_as", "layout", "requires_grad", "pool"):
+        inputs[name] = getattr(case, name)
+    inputs.update(queries=q.astype(dtype), keys=k.astype(dtype), values=v.astype(dtype))
     if case.kind == "gradient":
         inputs["upstream"] = rng.standard_normal((b, t, heads * s)).astype(dtype)
     if case.kind in POOL_KINDS:

@@ -221,15 +221,15 @@ def diagnose_attention(
 
 
 def _is_per_head_item(item: dict[str, Any], head_shape: Sequence[int] | None) -> bool:
-    parts = item.get("parts")
-    if item.get("type") not in {"tuple", "list"} or not parts or len(parts) != 4:
+    parts = item.get("parts") or []
+    if item.get("type") not in {"tuple", "list"} or len(parts) != 4:
         return False
-    tensors, flag = parts[:3], parts[3]
-    if any(p.get("type") != "Tensor" for p in tensors) or flag.get("type") not in {"bool", "int"}:
-        return False
-    if head_shape is not None and any(list(p["shape"]) != list(head_shape) for p in tensors):
-        return False
-    return True
+    *tensors, flag = parts
+    return (
+        all(p.get("type") == "Tensor" for p in tensors)
+        and flag.get("type") in {"bool", "int"}
+        and (head_shape is None or all(list(p["shape"]) == list(head_shape) for p in tensors))
+    )
 
 
 def named_mistake(mistake: Any, detail: str = "") -> Diagnosis:
@@ -269,15 +269,10 @@ def diagnose_pool_usage(
         return _pool_diagnosis("wrong_number_of_items", f"{call.n_items} items for {heads} heads")
     bad = [i for i, item in enumerate(call.items) if not _is_per_head_item(item, head_shape)]
     if bad:
-        shown = call.items[bad[0]]
-        expected = (
-            f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
-            if head_shape
-            else ""
-        )
-        return _pool_diagnosis(
-            "items_not_per_head", f"item {bad[0]} is {_describe(shown)}{expected}"
-        )
+        detail = f"item {bad[0]} is {_describe(call.items[bad[0]])}"
+        if head_shape:
+            detail += f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
+        return _pool_diagnosis("items_not_per_head", detail)
     note = "" if call.importable else f" (note: {call.why_not_importable})"
     return Diagnosis(
         True, None, f"One pool.{call.method} call with one item per head ({heads}).{note}"

@@ -28,12 +28,8 @@ from former.parallel import use_one_thread
 
 @dataclass
 class PoolCall:
-    """One call of ``map`` (or a sibling such as ``imap``) on the pool.
-
-    items: one description per item, e.g.
-    ``{"type": "tuple", "parts": [{"type": "Tensor", "shape": [2, 5, 4], "dtype": "float32"},
-    ..., {"type": "bool", "value": True}]}``.
-    """
+    """One call of ``map`` (or a sibling such as ``imap``) on the pool; items: each item's
+    ``describe_item``."""
 
     method: str
     function: str
@@ -94,25 +90,6 @@ def _fresh_worker() -> None:
     sys.modules["__main__"] = types.ModuleType("__main__")
 
 
-class _Finished:
-    """The result of ``map_async``, already computed (``get``, ``wait``, ``ready`` work)."""
-
-    def __init__(self, value: list) -> None:
-        self._value = value
-
-    def get(self, timeout: float | None = None) -> list:
-        return self._value
-
-    def wait(self, timeout: float | None = None) -> None:
-        return None
-
-    def ready(self) -> bool:
-        return True
-
-    def successful(self) -> bool:
-        return True
-
-
 class InstrumentedPool:
     """Pool-like ``map`` that records each call; see the module docstring for the modes."""
 
@@ -169,7 +146,13 @@ class InstrumentedPool:
 
     def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
         """Like ``map`` (recorded as one call), but returns an object with ``.get()``."""
-        return _Finished(self._run("map_async", func, list(iterable)))
+        results = self._run("map_async", func, list(iterable))  # already computed
+        return types.SimpleNamespace(
+            get=lambda timeout=None: results,
+            wait=lambda timeout=None: None,
+            ready=lambda: True,
+            successful=lambda: True,
+        )
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
         return iter(self._run("imap", func, list(iterable)))

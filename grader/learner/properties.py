@@ -71,9 +71,7 @@ def gradients(run: Run, b: int, t: int, heads: int, s: int) -> Diagnosis:
     q, k, v = example_inputs(b, t, heads, s, dtype=torch.float64)
     mine = [x.clone().requires_grad_(True) for x in (q, k, v)]
     out = run(*mine, heads, True)
-    forward = diagnose_attention(
-        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
-    )
+    forward = diagnose_attention(out, q, k, v, heads, True)
     if not forward.correct:
         return Diagnosis(
             False, forward.mistake, f"The output is wrong, so are its gradients. {forward.message}"
@@ -129,9 +127,7 @@ def model_like_inputs(
     wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
     width = heads * s
     out = run(*(wide[..., i * width : (i + 1) * width] for i in range(3)), heads, 1)
-    return diagnose_attention(
-        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
-    )
+    return diagnose_attention(out, q, k, v, heads, True)
 
 
 def importable(ok: bool, why: str) -> Diagnosis:

@@ -88,19 +88,10 @@ def parse_statements(code: str, number: int) -> list[Statement]:
         if _calls_ipython(node):
             continue
         text = ast.get_source_segment(code, node) or ast.unparse(node)
-        binds, uses, later = _names(text)
+        where = f"cell {number}, line {node.lineno}"
         star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
-        found.append(
-            Statement(
-                f"cell {number}, line {node.lineno}",
-                text,
-                frozenset(binds),
-                frozenset(uses),
-                frozenset(later),
-                isinstance(node, _UNCONDITIONAL),
-                star,
-            )
-        )
+        unconditional = isinstance(node, _UNCONDITIONAL)
+        found.append(Statement(where, text, *_names(text), unconditional, star))
     return found
 
 
@@ -114,7 +105,7 @@ def _calls_ipython(node: ast.AST) -> bool:
     )
 
 
-def _names(source: str) -> tuple[set[str], set[str], set[str]]:
+def _names(source: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(names bound at module level, names read when it runs, names its functions read)."""
     table = symtable.symtable(source, "<cell>", "exec")
     binds, uses = set(), set()
@@ -128,7 +119,7 @@ def _names(source: str) -> tuple[set[str], set[str], set[str]]:
         _global_reads(child, later, binds)
     if any(child.get_type() == "class" for child in table.get_children()):
         uses |= later  # a class body runs at definition; its methods run later, read both
-    return binds, uses, later
+    return frozenset(binds), frozenset(uses), frozenset(later)
 
 
 def _global_reads(table: symtable.SymbolTable, reads: set[str], binds: set[str]) -> None:

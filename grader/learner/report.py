@@ -1,9 +1,6 @@
-"""What a visible check prints under the learner's cell, and the report it returns.
-
-One line per property, ``✓`` or ``✗``; a failed property says which known mistake it looks
-like and a hint (once per mistake). A stub that raises ``NotImplementedError`` reads "not
-implemented yet"; any other error shows its type, message and the line of the learner's
-code, never a traceback.
+"""What a visible check prints under the learner's cell, and the report it returns: one
+``✓``/``✗`` line per property, a failure's mistake and hint once, "not implemented yet" for a
+stub, and for any other error its type, message and line of the learner's code (no traceback).
 """
 
 from __future__ import annotations
