@@ -160,11 +160,9 @@ def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) ->
 def _text(outputs: dict[str, Any], key: str) -> str:
     """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
     value = outputs.get(key)
-    if value is None:
-        return ""
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else ""
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:

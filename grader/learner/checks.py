@@ -1,14 +1,9 @@
-"""Visible checks for the notebook: one printed line per property, and a named mistake.
+"""Visible checks for the notebook, e.g. ``check_multihead_attention(multihead_attention);``.
 
-Each check runs the learner's function on small fixed examples and prints ``✓``/``✗`` per
-property (see :mod:`grader.learner.report`), judged by the grader's own rules (one tolerance,
-the forbidden operators, the names the grader can recreate), so a property they pass is never
-failed by the grader for the same reason; the grader runs more cases than they do.
-
-Usage in a notebook cell::
-
-    from grader.learner.checks import check_multihead_attention
-    check_multihead_attention(multihead_attention);
+Each runs the learner's function on small fixed examples and prints a ``✓``/``✗`` line per
+property, judged by the grader's own rules (one tolerance, the forbidden operators, the names
+the grader can recreate): a property they pass is never failed by the grader for the same
+reason, though the grader runs more cases.
 """
 
 from __future__ import annotations
@@ -34,7 +29,7 @@ from grader.learner.properties import (
     example_inputs,
     gradients,
     importable,
-    model_like_inputs,
+    sliced_inputs,
     unmodified,
     unrecreatable_names,
 )
@@ -76,16 +71,12 @@ def _small_example(report: CheckReport, run: Run, heads: int) -> Diagnosis | Che
     except LearnerError as failure:
         report.record(f"runs on {where} ({sizes})", False, str(failure))
         return report.finish()
-    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(q.shape)
     first = diagnose_attention(out, q, k, v, heads, False)
-    report.record(
-        f"returns a tensor of shape {layout} = {tuple(q.shape)}",
-        shape_ok,
-        first.message if not shape_ok else "",
-        first.mistake if not shape_ok else None,
-    )
-    if not shape_ok:
+    shape = f"returns a tensor of shape {layout} = {tuple(q.shape)}"
+    if not (isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(q.shape)):
+        report.record(shape, False, first.message, first.mistake)
         return report.finish()
+    report.record(shape, True)
     report.diagnosis(f"matches the reference on {where} (no mask)", first)
     return first
 
@@ -115,18 +106,13 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
         )
     record = report.check
     case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
     record("causal mask (mask=True): position i sees only j <= i", case, b, t, heads, s, True)
     record("stable on large scores (around ±1000)", case, 2, 6, 2, 4, False, scale=LARGE)
     record("works with one position, one head, head size 1", degenerate_sizes, run)
     record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 2, 4, True)
     record(
-        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)",
-        model_like_inputs,
-        run,
-        2,
-        6,
-        3,
-        4,
+        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)", sliced, 3
     )
     record("float64 inputs (with mask)", case, 2, 4, 2, 3, True, dtype=torch.float64)
     record("gradients flow to queries, keys and values (with mask)", gradients, run, 2, 5, 2, 3)
@@ -152,6 +138,7 @@ def check_attention_function(fn: Callable) -> CheckReport:
     b, t, _, s = EXAMPLE
     record = report.check
     case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
     record("causal mask (mask=True)", case, b, t, 1, s, True)
     record("stable on large scores (around ±1000)", case, 2, 6, 1, 4, True, scale=LARGE)
     record("works with one position", case, 3, 1, 1, 4, True)
@@ -160,12 +147,8 @@ def check_attention_function(fn: Callable) -> CheckReport:
     record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 1, 4, True)
     record(
         "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
-        model_like_inputs,
-        run,
-        2,
-        6,
+        sliced,
         1,
-        4,
         requires_grad=False,
     )
     record("leaves its inputs unmodified", unmodified, run, 2, 4, 1, 3)
@@ -208,20 +191,12 @@ def check_parallel_multihead_attention(
         )
     record = report.check
     case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
     record("causal mask (mask=True)", case, b, t, heads, s, True)
     record("the output is built from the results pool.map returns", built_from_results, run, calls)
     record("works with one head and one position", degenerate_sizes, run)
     record("long sequences (t = 256, with mask)", case, 1, 256, 2, 4, True)
-    record(
-        "inputs sliced from one wider tensor, mask=1",
-        model_like_inputs,
-        run,
-        2,
-        6,
-        3,
-        4,
-        requires_grad=False,
-    )
+    record("inputs sliced from one wider tensor, mask=1", sliced, 3, requires_grad=False)
     _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
         record("agrees with your multihead_attention", agrees, run, _serial(reference))

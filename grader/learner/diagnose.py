@@ -140,6 +140,7 @@ def _matches(candidate: np.ndarray, output: np.ndarray, tol: float) -> bool:
 def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...], heads: int) -> str:
     b, t, hs = expected
     s = hs // heads
+    weights = "these look like attention weights; multiply them with the values"
     known = {
         (b, heads, t, s): "(b, heads, t, s): the heads are not merged back; transpose(1, 2) "
         "and reshape to (b, t, heads * s)",
@@ -147,9 +148,8 @@ def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...], heads: int
         (b * heads, t, s): "(b * heads, t, s): the heads are still folded into the batch; "
         "view as (b, heads, t, s), transpose(1, 2), reshape to (b, t, heads * s)",
         (b, t, s): "(b, t, s): only one head's width; concatenate all heads",
-        (b, t, t): "(b, t, t): these look like attention weights; multiply them with the values",
-        (b, heads, t, t): "(b, heads, t, t): these look like attention weights; multiply them "
-        "with the values",
+        (b, t, t): f"(b, t, t): {weights}",
+        (b, heads, t, t): f"(b, heads, t, t): {weights}",
     }
     what = known.get(tuple(shape))
     got = f"The output has shape {tuple(shape)}, expected (b, t, heads * s) = {expected}"
@@ -168,11 +168,8 @@ def diagnose_attention(
     ``keys``, ``values`` (b, t, heads * s) and ``mask`` (tensors or arrays alike)."""
     if not isinstance(output, (torch.Tensor, np.ndarray)):
         hint = " Did you forget `return`?" if output is None else ""
-        return Diagnosis(
-            False,
-            "not_a_tensor",
-            f"The function returned {type(output).__name__}, not a tensor.{hint}",
-        )
+        message = f"The function returned {type(output).__name__}, not a tensor.{hint}"
+        return Diagnosis(False, "not_a_tensor", message)
     q, k, v = _as_tensor(queries), _as_tensor(keys), _as_tensor(values)
     got = _as_array(output)
     if tuple(got.shape) != tuple(q.shape):
@@ -204,12 +201,11 @@ def diagnose_attention(
                 f"(first at {where}) on scores up to ±{max_scaled_score(q, k, heads):.0f}. "
                 f"Hint: {mistake.hint}",
             )
-        return Diagnosis(
-            False,
-            "nonfinite",
+        message = (
             f"{result.nonfinite} output entries are inf/NaN where the answer is finite "
-            f"(first at {where}). Look for a division by zero or a row with every score masked.",
+            f"(first at {where}). Look for a division by zero or a row with every score masked."
         )
+        return Diagnosis(False, "nonfinite", message)
     expected_value, got_value = distinct(float(reference[result.index]), float(got[result.index]))
     return Diagnosis(
         False,
@@ -284,8 +280,7 @@ def _describe(item: dict[str, Any]) -> str:
     if kind == "Tensor":
         return f"Tensor{tuple(item.get('shape', ()))}"
     if "parts" in item:
-        inner = ", ".join(_describe(p) for p in item["parts"])
-        return f"{kind}({inner})"
+        return f"{kind}({', '.join(_describe(p) for p in item['parts'])})"
     if "value" in item:
         return repr(item["value"])
     return kind

@@ -203,8 +203,7 @@ def mask_missing(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
 )
 @_per_head
 def mask_inverted(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    self_and_future = _visible(q.size(-2), q.device).T
-    return _sdpa(q, k, v, visible=self_and_future if mask else None)
+    return _sdpa(q, k, v, visible=_visible(q.size(-2), q.device).T if mask else None)
 
 
 @_mistake(
@@ -215,8 +214,7 @@ def mask_inverted(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
 )
 @_per_head
 def mask_hides_diagonal(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    strictly_past = _visible(q.size(-2), q.device, diagonal=-1)
-    return _sdpa(q, k, v, visible=strictly_past if mask else None)
+    return _sdpa(q, k, v, visible=_visible(q.size(-2), q.device, diagonal=-1) if mask else None)
 
 
 @_mistake(

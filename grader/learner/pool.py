@@ -25,6 +25,8 @@ import torch
 
 from former.parallel import use_one_thread
 
+_WORKER_TIMEOUT = 120.0  # seconds; a worker that dies while starting makes a Pool wait forever
+
 
 @dataclass
 class PoolCall:
@@ -98,13 +100,11 @@ class InstrumentedPool:
         processes: int = 0,
         *,
         pool: Any = None,
-        timeout: float = 120.0,
         result_scale: float = 1.0,
     ) -> None:
         if pool is not None and processes:
             raise ValueError("Give either processes or an existing pool, not both.")
         self.processes = processes
-        self.timeout = timeout
         self.result_scale = result_scale
         self.calls: list[PoolCall] = []
         self._wrapped = pool
@@ -161,13 +161,12 @@ class InstrumentedPool:
         return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
 
     def _wait(self, pending: Any) -> list:
-        # A worker that dies while starting makes multiprocessing.Pool wait forever.
         try:
-            return pending.get(self.timeout)
+            return pending.get(_WORKER_TIMEOUT)
         except multiprocessing.TimeoutError:
             self.terminate()
             raise TimeoutError(
-                f"The pool's workers gave no result within {self.timeout:.0f} s; they may have "
+                f"The pool's workers gave no result within {_WORKER_TIMEOUT:.0f} s; they may have "
                 "failed to start (can they import your module?) or the work hangs."
             ) from None
 

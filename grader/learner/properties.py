@@ -118,12 +118,11 @@ def unmodified(run: Run, b: int, t: int, heads: int, s: int) -> tuple[bool, str]
     return True, ""
 
 
-def model_like_inputs(
-    run: Run, b: int, t: int, heads: int, s: int, *, requires_grad: bool = True
-) -> Diagnosis:
-    """Inputs as a model hands them over: slices of one wider tensor (requiring grad, as
-    in training), and the mask given as 1 rather than True."""
-    q, k, v = example_inputs(b, t, heads, s)
+def sliced_inputs(run: Run, heads: int, *, requires_grad: bool = True) -> Diagnosis:
+    """Inputs (b=2, t=6, s=4) as a model hands them over: slices of one wider tensor
+    (requiring grad, as in training), and the mask given as 1 rather than True."""
+    s = 4
+    q, k, v = example_inputs(2, 6, heads, s)
     wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
     width = heads * s
     out = run(*(wide[..., i * width : (i + 1) * width] for i in range(3)), heads, 1)
@@ -132,10 +131,8 @@ def model_like_inputs(
 
 def importable(ok: bool, why: str) -> Diagnosis:
     """The verdict on whether worker processes can import the mapped function."""
-    if ok:
-        return Diagnosis(True, None, "")
     mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
-    return Diagnosis(False, mistake.key, f"{why}. Hint: {mistake.hint}")
+    return Diagnosis(ok, None if ok else mistake.key, "" if ok else f"{why}. Hint: {mistake.hint}")
 
 
 def unrecreatable_names(fn: Callable, name: str) -> Diagnosis | None:
