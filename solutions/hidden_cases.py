@@ -38,11 +38,8 @@ Range = tuple[int, int]
 
 @dataclass(frozen=True)
 class Case:
-    """One hidden test case; sizes are inclusive ranges, drawn from the seed.
-
-    kind: "forward", "gradient", "unmodified", "pool" or "worker_pool"; the other fields
-    are the probe's inputs of the same names (see ``grader.learner.probe``).
-    """
+    """One hidden test case; sizes are inclusive ranges, drawn from the seed. kind and the
+    other fields are the probe's inputs of the same names (see ``grader.learner.probe``)."""
 
     name: str
     grade_id: str

@@ -145,11 +145,9 @@ def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) ->
     """(message, mistake) about how a pool case used its pool; mistake "" when the calls look
     right (the message then explains an output that lacks the pool's scale)."""
     b, t, width = shape
+    workers = kind == "worker_pool"
     diagnosis = diagnose_pool_usage(
-        pool_log or [],
-        heads,
-        head_shape=(b, t, width // heads),
-        require_importable=kind == "worker_pool",
+        pool_log or [], heads, head_shape=(b, t, width // heads), require_importable=workers
     )
     if not diagnosis.correct:
         return f"the values are right, but {diagnosis.message}", diagnosis.mistake or ""
@@ -166,10 +164,8 @@ def _text(outputs: dict[str, Any], key: str) -> str:
 
 
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape:
-        return False
-    same = (a == b) | ((a != a) & (b != b))  # NaN equals NaN here: bit-for-bit unchanged
-    return bool(same.all())
+    """Bit-for-bit unchanged: NaN equals NaN here."""
+    return a.shape == b.shape and bool(((a == b) | ((a != a) & (b != b))).all())
 
 
 # -- in the notebook's kernel ----------------------------------------------------------------------

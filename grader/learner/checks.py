@@ -17,7 +17,6 @@ import torch
 from former.threads import torch_threads
 from grader.learner.diagnose import Diagnosis, diagnose_attention, diagnose_pool_usage
 from grader.learner.pool import InstrumentedPool, function_origin
-from grader.learner.probe import tripwires
 from grader.learner.properties import (
     EXAMPLE,
     LARGE,
@@ -34,16 +33,6 @@ from grader.learner.properties import (
     unrecreatable_names,
 )
 from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
-
-
-def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
-    @functools.wraps(check)
-    def run(*args: Any, **kwargs: Any) -> CheckReport:
-        tripwires().take()  # what an earlier, interrupted check left behind
-        with torch_threads(1):
-            return check(*args, **kwargs)
-
-    return run
 
 
 def _serial(fn: Callable) -> Run:
@@ -90,7 +79,7 @@ def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
 # -- Task 1 ------------------------------------------------------------------------------------
 
 
-@_single_threaded
+@torch_threads(1)
 def check_multihead_attention(fn: Callable) -> CheckReport:
     """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
     report = CheckReport("multihead_attention")
@@ -124,7 +113,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
 # -- Task 2 ------------------------------------------------------------------------------------
 
 
-@_single_threaded
+@torch_threads(1)
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
     report = CheckReport("attention_function")
@@ -159,7 +148,7 @@ def check_attention_function(fn: Callable) -> CheckReport:
     return report.finish()
 
 
-@_single_threaded
+@torch_threads(1)
 def check_parallel_multihead_attention(
     fn: Callable, pool: Any = None, reference: Callable | None = None
 ) -> CheckReport:

@@ -42,16 +42,13 @@ def explain(found: list[str]) -> str:
 
 
 class Tripwires:
-    """Records forbidden operators while armed (``with tripwires.armed(): fn(...)``).
-
-    Calls go through unchanged; this only records. ``take()`` returns what was seen.
-    """
+    """Records, never blocks, forbidden operators run while armed (``with wires.armed():``);
+    ``take()`` returns what was seen."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self._watch_python_entry_points()
 
-    def _watch_python_entry_points(self) -> None:
+        # Entry points that compute attention from ordinary operators are watched in Python.
         def watched(original: Callable, what: str) -> Callable:
             if getattr(original, "_grader_watched", False):
                 return original  # another Tripwires already wraps it; record through it

@@ -95,13 +95,7 @@ def _fresh_worker() -> None:
 class InstrumentedPool:
     """Pool-like ``map`` that records each call; see the module docstring for the modes."""
 
-    def __init__(
-        self,
-        processes: int = 0,
-        *,
-        pool: Any = None,
-        result_scale: float = 1.0,
-    ) -> None:
+    def __init__(self, processes: int = 0, *, pool: Any = None, result_scale: float = 1.0) -> None:
         if pool is not None and processes:
             raise ValueError("Give either processes or an existing pool, not both.")
         self.processes = processes
@@ -127,12 +121,7 @@ class InstrumentedPool:
                     f"Worker processes cannot import the mapped function: {why}. Define it in "
                     "a module (e.g. with %%writefile my_transformer_model.py) and import it."
                 )
-            if self._owned is None:  # started on first use: a refused function costs no workers
-                methods = multiprocessing.get_all_start_methods()
-                context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-                self._owned = context.Pool(self.processes, initializer=_fresh_worker)
-            pending = (self._owned.starmap_async if star else self._owned.map_async)(func, items)
-            results = self._wait(pending)
+            results = self._in_workers(func, items, star)
         elif self._wrapped is not None:
             results = list((self._wrapped.starmap if star else self._wrapped.map)(func, items))
         else:
@@ -160,7 +149,12 @@ class InstrumentedPool:
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
 
-    def _wait(self, pending: Any) -> list:
+    def _in_workers(self, func: Callable, items: list, star: bool) -> list:
+        if self._owned is None:  # started on first use: a refused function costs no workers
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._owned = context.Pool(self.processes, initializer=_fresh_worker)
+        pending = (self._owned.starmap_async if star else self._owned.map_async)(func, items)
         try:
             return pending.get(_WORKER_TIMEOUT)
         except multiprocessing.TimeoutError:

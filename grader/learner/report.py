@@ -41,6 +41,7 @@ class CheckReport:
     not_implemented: bool = False
 
     def __post_init__(self) -> None:
+        tripwires().take()  # what an earlier, interrupted check left behind
         print(f"Checking {self.function}:")
 
     @property
