@@ -131,13 +131,6 @@ def _read_back(value: object, what: str) -> np.ndarray:
     return np.array(_to_numpy(_to_cpu(_to_double(_detach(value)))), dtype=np.float64, copy=True)
 
 
-def case_pool(mode: str, scale: float = 1.0) -> InstrumentedPool | None:
-    """The pool a case hands to parallel_multihead_attention ('' means none)."""
-    if mode not in {"", "inline", "workers"}:
-        raise ValueError(f"unknown pool mode {mode!r}")
-    return InstrumentedPool(2 if mode == "workers" else 0, result_scale=scale) if mode else None
-
-
 def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object:
     """Call ``fn`` the way the learner contract says for ``inputs['function']``."""
     name = inputs["function"]
@@ -160,7 +153,11 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
     wires = tripwires()
     with quiet(), torch_threads(1):
         try:
-            pool = case_pool(str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0)))
+            mode, scale = str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0))
+            if mode not in {"", "inline", "workers"}:
+                raise ValueError(f"unknown pool mode {mode!r}")
+            if mode:
+                pool = InstrumentedPool(2 if mode == "workers" else 0, result_scale=scale)
             with wires.armed():
                 result = call_function(fn, inputs, q, k, v, pool)
             outputs["out"] = _read_back(result, "the output")

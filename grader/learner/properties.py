@@ -30,6 +30,8 @@ from grader.learner.replay import Cell, parse_statements, plan_replay
 # The small visible example: (b, t, heads, s).
 EXAMPLE = (2, 5, 3, 4)
 LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
+# (b, t, heads, s, mask): one position, one head, head size 1.
+DEGENERATE = ((1, 1, 1, 1, False), (3, 1, 2, 4, True), (2, 6, 1, 8, True), (2, 5, 4, 1, True))
 Run = Callable[..., Any]
 
 
@@ -53,12 +55,7 @@ def attention_case(
 
 
 def degenerate_sizes(run: Run) -> Diagnosis:
-    for b, t, heads, s, mask in (
-        (1, 1, 1, 1, False),
-        (3, 1, 2, 4, True),
-        (2, 6, 1, 8, True),
-        (2, 5, 4, 1, True),
-    ):
+    for b, t, heads, s, mask in DEGENERATE:
         diagnosis = attention_case(run, b, t, heads, s, mask)
         if not diagnosis.correct:
             sizes = f"b={b}, t={t}, heads={heads}, s={s}, mask={mask}"
