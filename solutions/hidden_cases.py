@@ -1,11 +1,10 @@
 """The hidden test cases of the lab, defined once: sizes, dtypes, masks and forms, their
 inputs drawn from a seed as plain data, and the reference outputs in float64.
 
-The cases cover what the lab itself runs: sequences as long as the classifier's training
-length and the generator's context, inputs sliced from a wider tensor and requiring grad
-(as a model passes them), a mask given as any truthy value, and, for Task 2, an output
-that must be assembled from the pool's results. ``solutions.hidden_tests`` judges them.
-Instructor-only: never shipped to learners.
+The cases cover what the lab itself runs: the classifier's training length and the
+generator's context, inputs sliced from a wider tensor and requiring grad (as a model passes
+them), a mask given as any truthy value, and, for Task 2, an output that must be assembled
+from the pool's results. ``solutions.hidden_tests`` judges them. Instructor-only.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from solutions import attention as reference
 # Inputs of the notebook's hidden cells; the sandboxed grader records the seed it used.
 NOTEBOOK_SEED = 2020
 
-FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
-KINDS = ("forward", "gradient", "unmodified", "pool", "worker_pool")
 POOL_KINDS = ("pool", "worker_pool")
 
 # Scores q·k/sqrt(s) of a "large scores" case are around ±LARGE_SCORE: exp() overflows.
@@ -41,20 +38,17 @@ Range = tuple[int, int]
 
 @dataclass(frozen=True)
 class Case:
-    """One hidden test case. Sizes are inclusive ranges, drawn from the seed.
-
-    layout: "contiguous" or "sliced" (inputs are slices of a wider tensor); mask_as:
-    "bool" or "int" (mask passed as 1/0); pool: "", "inline" or "workers" (see grader.learner.probe).
-    """
+    """One hidden test case; sizes are inclusive ranges, drawn from the seed. kind and the
+    other fields are the probe's inputs of the same names (see ``grader.learner.probe``)."""
 
     name: str
     grade_id: str
     function: str
-    kind: str
     batch: Range
     length: Range
     heads: Range
     head_size: Range
+    kind: str = "forward"
     dtype: str = "float32"
     mask: bool = False
     large_scores: bool = False
@@ -75,184 +69,84 @@ class Group:
     cases: list[Case]
 
 
-def _sizes(value: int | Range) -> Range:
-    return (value, value) if isinstance(value, int) else value
-
-
 def _case(
-    name: str,
-    kind: str = "forward",
-    *,
-    b: int | Range,
-    t: int | Range,
-    h: int | Range = 1,
-    s: int | Range,
-    **options: Any,
+    name: str, b: int | Range, t: int | Range, h: int | Range, s: int | Range, **options: Any
 ) -> dict[str, Any]:
-    return dict(
-        name=name,
-        kind=kind,
-        batch=_sizes(b),
-        length=_sizes(t),
-        heads=_sizes(h),
-        head_size=_sizes(s),
-        **options,
-    )
-
-
-def _group(grade_id: str, task: int, points: int, function: str, cases: list[dict]) -> Group:
-    return Group(
-        grade_id,
-        task,
-        points,
-        function,
-        [Case(grade_id=grade_id, function=function, **case) for case in cases],
-    )
+    """A case's fields: batch, length, heads and head size, each a number or a range."""
+    b, t, h, s = ((x, x) if isinstance(x, int) else x for x in (b, t, h, s))
+    return dict(name=name, batch=b, length=t, heads=h, head_size=s, **options)
 
 
 def _build_groups() -> dict[str, Group]:
-    mha, head, par = FUNCTIONS
-    random = {"b": (1, 4), "t": (2, 16), "h": (2, 6), "s": (2, 12)}
-    longest, context, f64 = TRAINING_LENGTH, GENERATION_CONTEXT, {"dtype": "float64"}
-    inline, masked = {"pool": "inline"}, {"mask": True}
-    groups = [
-        _group(
-            "test_task1_values",
-            1,
-            20,
-            mha,
-            [
-                _case("small_float32", b=2, t=5, h=3, s=4),
-                _case("random_float32", **random),
-                _case("random_float64", **random, **f64),
-                _case("sixteen_heads_float64", b=2, t=9, h=16, s=2, **f64),
-                _case("training_length_batch_of_one", b=1, t=longest, h=2, s=4),
-                _case("sliced_inputs", b=2, t=12, h=3, s=4, layout="sliced"),
-                _case("inputs_require_grad", b=2, t=7, h=2, s=4, requires_grad=True),
-            ],
-        ),
-        _group(
-            "test_task1_mask",
-            1,
-            15,
-            mha,
-            [
-                _case("masked_small_float32", b=2, t=5, h=3, s=4, **masked),
-                _case("masked_random_float32", **random, **masked),
-                _case("masked_random_float64", **random, **masked, **f64),
-                _case("masked_generation_context", b=1, t=context, h=2, s=4, **masked),
-                _case("masked_training_length", b=1, t=longest, h=2, s=2, **masked),
-                _case("mask_given_as_one", b=2, t=6, h=2, s=4, mask_as="int", **masked),
-                _case("masked_sliced_inputs", b=2, t=10, h=2, s=3, layout="sliced", **masked),
-            ],
-        ),
-        _group(
-            "test_task1_robust",
-            1,
-            10,
-            mha,
-            [
-                _case("large_scores_float32", b=2, t=8, h=2, s=4, large_scores=True),
-                _case(
-                    "large_scores_masked_float64",
-                    b=2,
-                    t=8,
-                    h=3,
-                    s=5,
-                    large_scores=True,
-                    **masked,
-                    **f64,
-                ),
-                _case("one_position_masked", b=3, t=1, h=2, s=4, **masked),
-                _case("one_head_masked_float64", b=2, t=6, h=1, s=8, **masked, **f64),
-                _case("head_size_one_masked", b=2, t=5, h=4, s=1, **masked),
-                _case("all_sizes_one_float64", b=1, t=1, h=1, s=1, **f64),
-                _case("inputs_unmodified", "unmodified", b=2, t=6, h=2, s=4, **masked),
-            ],
-        ),
-        _group(
-            "test_task1_gradients",
-            1,
-            15,
-            mha,
-            [
-                _case("gradients_float64", "gradient", b=2, t=5, h=3, s=4, **f64),
-                _case("gradients_masked_float64", "gradient", b=2, t=6, h=2, s=3, **masked, **f64),
-                _case("gradients_masked_float32", "gradient", **random, **masked),
-                _case(
-                    "gradients_masked_training_length",
-                    "gradient",
-                    b=1,
-                    t=longest,
-                    h=2,
-                    s=2,
-                    **masked,
-                ),
-            ],
-        ),
-        _group(
-            "test_task2_attention_function",
-            2,
-            10,
-            head,
-            [
-                _case("head_float32", b=2, t=6, s=4),
-                _case("head_masked_float64", b=(1, 3), t=(2, 12), s=(2, 8), **masked, **f64),
-                _case("head_one_position_masked", b=2, t=1, s=3, **masked),
-                _case("head_large_scores_masked", b=2, t=7, s=4, large_scores=True, **masked),
-                _case("head_masked_training_length", b=1, t=longest, s=4, **masked),
-                _case(
-                    "head_sliced_mask_as_one",
-                    b=2,
-                    t=8,
-                    s=4,
-                    layout="sliced",
-                    mask_as="int",
-                    **masked,
-                ),
-            ],
-        ),
-        _group(
-            "test_task2_parallel_values",
-            2,
-            15,
-            par,
-            [
-                _case("parallel_float32", b=2, t=6, h=3, s=4, **inline),
-                _case("parallel_masked_float64", **random, **masked, **f64, **inline),
-                _case("parallel_one_head_one_token_masked", b=2, t=1, h=1, s=6, **masked, **inline),
-                _case("parallel_sixteen_heads_masked", b=1, t=8, h=16, s=2, **masked, **inline),
-                _case(
-                    "parallel_masked_training_length", b=1, t=longest, h=2, s=2, **masked, **inline
-                ),
-                _case(
-                    "parallel_sliced_mask_as_one",
-                    b=2,
-                    t=7,
-                    h=3,
-                    s=4,
-                    layout="sliced",
-                    mask_as="int",
-                    **masked,
-                    **inline,
-                ),
-            ],
-        ),
-        _group(
-            "test_task2_pool_usage",
-            2,
-            15,
-            par,
-            [
-                _case("one_item_per_head", "pool", b=2, t=6, h=4, s=3, **inline),
-                _case("one_item_per_head_masked", "pool", b=1, t=5, h=2, s=4, **masked, **inline),
-                _case(
-                    "worker_processes", "worker_pool", b=2, t=6, h=3, s=4, pool="workers", **masked
-                ),
-            ],
-        ),
-    ]
-    return {group.grade_id: group for group in groups}
+    mha, head, par = "multihead_attention", "attention_function", "parallel_multihead_attention"
+    drawn = ((1, 4), (2, 16), (2, 6), (2, 12))  # b, t, heads, s: random shapes
+    long, context = TRAINING_LENGTH, GENERATION_CONTEXT
+    f64, masked, large = {"dtype": "float64"}, {"mask": True}, {"large_scores": True}
+    sliced, as_int, inline = {"layout": "sliced"}, {"mask_as": "int"}, {"pool": "inline"}
+    grad = {"kind": "gradient"}
+    table = {
+        ("test_task1_values", 1, 20, mha): [
+            _case("small_float32", 2, 5, 3, 4),
+            _case("random_float32", *drawn),
+            _case("random_float64", *drawn, **f64),
+            _case("sixteen_heads_float64", 2, 9, 16, 2, **f64),
+            _case("training_length_batch_of_one", 1, long, 2, 4),
+            _case("sliced_inputs", 2, 12, 3, 4, **sliced),
+            _case("inputs_require_grad", 2, 7, 2, 4, requires_grad=True),
+        ],
+        ("test_task1_mask", 1, 15, mha): [
+            _case("masked_small_float32", 2, 5, 3, 4, **masked),
+            _case("masked_random_float32", *drawn, **masked),
+            _case("masked_random_float64", *drawn, **masked, **f64),
+            _case("masked_generation_context", 1, context, 2, 4, **masked),
+            _case("masked_training_length", 1, long, 2, 2, **masked),
+            _case("mask_given_as_one", 2, 6, 2, 4, **as_int, **masked),
+            _case("masked_sliced_inputs", 2, 10, 2, 3, **sliced, **masked),
+        ],
+        ("test_task1_robust", 1, 10, mha): [
+            _case("large_scores_float32", 2, 8, 2, 4, **large),
+            _case("large_scores_masked_float64", 2, 8, 3, 5, **large, **masked, **f64),
+            _case("one_position_masked", 3, 1, 2, 4, **masked),
+            _case("one_head_masked_float64", 2, 6, 1, 8, **masked, **f64),
+            _case("head_size_one_masked", 2, 5, 4, 1, **masked),
+            _case("all_sizes_one_float64", 1, 1, 1, 1, **f64),
+            _case("inputs_unmodified", 2, 6, 2, 4, kind="unmodified", **masked),
+        ],
+        ("test_task1_gradients", 1, 15, mha): [
+            _case("gradients_float64", 2, 5, 3, 4, **grad, **f64),
+            _case("gradients_masked_float64", 2, 6, 2, 3, **grad, **masked, **f64),
+            _case("gradients_masked_float32", *drawn, **grad, **masked),
+            _case("gradients_masked_training_length", 1, long, 2, 2, **grad, **masked),
+        ],
+        ("test_task2_attention_function", 2, 10, head): [
+            _case("head_float32", 2, 6, 1, 4),
+            _case("head_masked_float64", (1, 3), (2, 12), 1, (2, 8), **masked, **f64),
+            _case("head_one_position_masked", 2, 1, 1, 3, **masked),
+            _case("head_large_scores_masked", 2, 7, 1, 4, **large, **masked),
+            _case("head_masked_training_length", 1, long, 1, 4, **masked),
+            _case("head_sliced_mask_as_one", 2, 8, 1, 4, **sliced, **as_int, **masked),
+        ],
+        ("test_task2_parallel_values", 2, 15, par): [
+            _case("parallel_float32", 2, 6, 3, 4, **inline),
+            _case("parallel_masked_float64", *drawn, **masked, **f64, **inline),
+            _case("parallel_one_head_one_token_masked", 2, 1, 1, 6, **masked, **inline),
+            _case("parallel_sixteen_heads_masked", 1, 8, 16, 2, **masked, **inline),
+            _case("parallel_masked_training_length", 1, long, 2, 2, **masked, **inline),
+            _case(
+                "parallel_sliced_mask_as_one", 2, 7, 3, 4, **sliced, **as_int, **masked, **inline
+            ),
+        ],
+        ("test_task2_pool_usage", 2, 15, par): [
+            _case("one_item_per_head", 2, 6, 4, 3, kind="pool", **inline),
+            _case("one_item_per_head_masked", 1, 5, 2, 4, kind="pool", **masked, **inline),
+            _case("worker_processes", 2, 6, 3, 4, kind="worker_pool", pool="workers", **masked),
+        ],
+    }
+    groups = {}
+    for (grade_id, task, points, function), cases in table.items():
+        made = [Case(**case, grade_id=grade_id, function=function) for case in cases]
+        groups[grade_id] = Group(grade_id, task, points, function, made)
+    return groups
 
 
 GROUPS: dict[str, Group] = _build_groups()
@@ -262,14 +156,10 @@ CASES: dict[str, Case] = {case.name: case for group in GROUPS.values() for case 
 # -- inputs and expected outputs (plain data) ---------------------------------------------------
 
 
-def _rng(case: Case, seed: int) -> np.random.Generator:
-    # Each case gets its own stream, stable across Python runs (no hash randomisation).
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(case.name.encode())])
-
-
 def case_inputs(case: Case, seed: int) -> dict[str, Any]:
-    """The inputs of ``case`` for ``seed``, as plain data (see ``grader.learner.probe`` for the keys)."""
-    rng = _rng(case, seed)
+    """The inputs of ``case`` for ``seed``, as plain data (keys: see ``grader.learner.probe``)."""
+    # Each case gets its own stream, stable across Python runs (no hash randomisation).
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(case.name.encode())])
     b, t, heads, s = (
         int(rng.integers(lo, hi + 1))
         for lo, hi in (case.batch, case.length, case.heads, case.head_size)
@@ -280,20 +170,10 @@ def case_inputs(case: Case, seed: int) -> dict[str, Any]:
         factor = math.sqrt(LARGE_SCORE)
         q, k = q * factor, k * factor
     dtype = np.dtype(case.dtype)
-    inputs: dict[str, Any] = {
-        "case": case.name,
-        "function": case.function,
-        "kind": case.kind,
-        "queries": q.astype(dtype),
-        "keys": k.astype(dtype),
-        "values": v.astype(dtype),
-        "heads": heads,
-        "mask": bool(case.mask),
-        "mask_as": case.mask_as,
-        "layout": case.layout,
-        "requires_grad": case.requires_grad,
-        "pool": case.pool,
-    }
+    inputs: dict[str, Any] = {"case": case.name, "heads": heads, "mask": bool(case.mask)}
+    for name in ("function", "kind", "mask_as", "layout", "requires_grad", "pool"):
+        inputs[name] = getattr(case, name)
+    inputs.update(queries=q.astype(dtype), keys=k.astype(dtype), values=v.astype(dtype))
     if case.kind == "gradient":
         inputs["upstream"] = rng.standard_normal((b, t, heads * s)).astype(dtype)
     if case.kind in POOL_KINDS:
@@ -309,11 +189,9 @@ def _float64(array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
 
 @contextlib.contextmanager
 def pristine_torch() -> Iterator[None]:
-    """Temporarily undo monkeypatches of the torch functions the reference uses.
-
-    As far as practical: module-level functions come back from torch's C tables;
-    Python-level overrides on ``torch.Tensor`` that do not come from torch are hidden.
-    """
+    """Temporarily undo monkeypatches of the torch functions the reference uses, as far as
+    practical: module functions come back from torch's C tables; Python-level attributes on
+    ``torch.Tensor`` that do not come from torch are hidden."""
     originals = torch._C._VariableFunctions
     restored: dict[str, Any] = {}
     for name in ("bmm", "softmax", "triu", "ones", "cat", "matmul", "from_numpy", "exp"):
@@ -362,16 +240,11 @@ def describe_inputs(inputs: dict[str, Any]) -> str:
     """'b=2, t=5, heads=3, s=4, float32, causal mask' (sizes and form, never values)."""
     b, t, width = inputs["queries"].shape
     heads = int(inputs["heads"])
-    sizes = (
-        f"b={b}, t={t}, s={width}"
-        if inputs["function"] == "attention_function"
-        else (f"b={b}, t={t}, heads={heads}, s={width // heads}")
-    )
-    parts = [sizes, str(inputs["queries"].dtype)]
-    if inputs["mask"]:
-        parts.append("causal mask" + (" (mask=1)" if inputs.get("mask_as") == "int" else ""))
-    else:
-        parts.append("no mask")
+    sizes = f"b={b}, t={t}, heads={heads}, s={width // heads}"
+    if inputs["function"] == "attention_function":
+        sizes = f"b={b}, t={t}, s={width}"
+    mask = "causal mask" + (" (mask=1)" if inputs.get("mask_as") == "int" else "")
+    parts = [sizes, str(inputs["queries"].dtype), mask if inputs["mask"] else "no mask"]
     if inputs.get("layout") == "sliced":
         parts.append("inputs sliced from a wider tensor")
     if inputs.get("requires_grad"):

@@ -1,20 +1,12 @@
 """The hidden tests of the lab: a verdict on each case, and the notebook's hidden cells.
 
-Two users:
-- the master notebook's hidden test cells, which plain ``nbgrader autograde`` runs in the
-  learner's kernel::
-
-      from solutions.hidden_tests import run_group
-      run_group("test_task1_values", globals())
-
-- the grader's trusted judge, which never runs learner code: it draws
-  ``hidden_cases.case_inputs(case, seed)``, lets a sandboxed process run
-  ``grader.learner.probe.probe_case`` on them, and calls :func:`judge_case` on the
-  plain-data outputs that come back.
-
-Verdicts compare with ``solutions.attention`` in float64 under the grader's one tolerance
-policy (``grader.learner.diagnose.tolerance``); a failure carries a plain-words diagnosis.
-Instructor-only: never shipped to learners.
+The master notebook's hidden cells call ``run_group("test_task1_values", globals())`` in the
+learner's kernel, under plain ``nbgrader autograde``. The grader's trusted judge never runs
+learner code: it draws ``case_inputs(case, seed)``, has a sandboxed process run
+``grader.learner.probe.probe_case`` on them, and calls :func:`judge_case` on the plain data
+that comes back. Verdicts compare with ``solutions.attention`` in float64 under the one
+tolerance policy (``grader.learner.diagnose.tolerance``); a failure carries a diagnosis.
+Instructor-only.
 """
 
 from __future__ import annotations
@@ -68,12 +60,10 @@ def judge_case(
     forbidden: list[str] | tuple[str, ...] = (),
     expected: dict[str, np.ndarray] | None = None,
 ) -> CaseResult:
-    """Verdict on the raw outputs the probe read back from the learner's function.
+    """Verdict on the outputs ``probe_case`` read back from the learner's function.
 
-    outputs: as produced by ``grader.learner.probe.probe_case`` (``out``, gradients, ``*_after``,
-    or ``error``/``error_where``); pool_log: ``InstrumentedPool.log()`` for pool cases;
-    forbidden: the forbidden operators the call executed; expected: reference outputs
-    computed earlier (run_group computes them before any learner code runs).
+    pool_log: ``InstrumentedPool.log()`` for pool cases; forbidden: the forbidden operators the
+    call executed; expected: reference outputs computed earlier (before learner code ran).
     """
     if expected is None:
         expected = expected_outputs(case, inputs)
@@ -84,20 +74,18 @@ def judge_case(
 
     if forbidden:
         return fail(explain_forbidden(forbidden), "forbidden")
-    heads = int(inputs["heads"])
+    heads, mask = int(inputs["heads"]), bool(inputs["mask"])
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    mask = bool(inputs["mask"])
     error = _text(outputs, "error")
     if error:
-        where = _text(outputs, "error_where")
-        where = f" ({where})" if where else ""
-        if str(error).startswith("NotImplementedError"):
+        if error.startswith("NotImplementedError"):
             return fail("not implemented yet: fill in the function's cell.", "not_implemented")
-        if case.kind == "worker_pool" and ("Pickl" in str(error) or "pickle" in str(error)):
+        if case.kind == "worker_pool" and ("Pickl" in error or "pickle" in error):
             diagnosis = diagnose_pool_usage(pool_log or [], heads)
             if diagnosis.mistake == "worker_not_importable":
                 return fail(diagnosis.message, diagnosis.mistake)
-        return fail(f"your function raised {error}{where}.", "raised")
+        where = _text(outputs, "error_where")
+        return fail(f"your function raised {error}{f' ({where})' if where else ''}.", "raised")
 
     out = outputs.get("out")
     if out is None:
@@ -154,17 +142,12 @@ def judge_case(
 
 
 def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) -> tuple[str, str]:
-    """(message, mistake) about how a pool case used its pool; ("", "") when it looks right.
-
-    An output that lacks the pool's scale gets the first misuse found here as its
-    explanation, or, when the calls look right, "pool_results_unused".
-    """
+    """(message, mistake) about how a pool case used its pool; mistake "" when the calls look
+    right (the message then explains an output that lacks the pool's scale)."""
     b, t, width = shape
+    workers = kind == "worker_pool"
     diagnosis = diagnose_pool_usage(
-        pool_log or [],
-        heads,
-        head_shape=(b, t, width // heads),
-        require_importable=kind == "worker_pool",
+        pool_log or [], heads, head_shape=(b, t, width // heads), require_importable=workers
     )
     if not diagnosis.correct:
         return f"the values are right, but {diagnosis.message}", diagnosis.mistake or ""
@@ -175,18 +158,14 @@ def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) ->
 def _text(outputs: dict[str, Any], key: str) -> str:
     """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
     value = outputs.get(key)
-    if value is None:
-        return ""
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else ""
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape:
-        return False
-    same = (a == b) | ((a != a) & (b != b))  # NaN equals NaN here: bit-for-bit unchanged
-    return bool(same.all())
+    """Bit-for-bit unchanged: NaN equals NaN here."""
+    return a.shape == b.shape and bool(((a == b) | ((a != a) & (b != b))).all())
 
 
 # -- in the notebook's kernel ----------------------------------------------------------------------
@@ -197,11 +176,11 @@ class HiddenTestFailure(AssertionError):
 
 
 def run_group(grade_id: str, namespace: dict[str, Any], *, seed: int = NOTEBOOK_SEED) -> None:
-    """Run every case of ``grade_id`` on the learner's function found in ``namespace``.
+    """Run every case of ``grade_id`` on the learner's function found in ``namespace``;
+    raise :class:`HiddenTestFailure` naming what went wrong.
 
-    Reference outputs are computed before any learner code runs; verdicts use only
-    numpy array arithmetic; warnings and stderr from the learner's code are swallowed.
-    Raises :class:`HiddenTestFailure` (an AssertionError) naming what went wrong.
+    References are computed before any learner code runs; verdicts use only numpy
+    arithmetic; warnings and stderr from the learner's code are swallowed.
     """
     __tracebackhide__ = True  # noqa: F841 - read by IPython and pytest
     if grade_id not in GROUPS:
@@ -245,7 +224,5 @@ def summarize_failures(results: list[CaseResult]) -> str:
     for result in failed:
         label, _, body = result.message.partition(": ")
         problems.setdefault(body, []).append(label)
-    lines = [f"{len(failed)} of {len(results)} cases failed:"]
-    for body, labels in problems.items():
-        lines.append(f"- {'; '.join(labels)}: {body}")
-    return "\n".join(lines)
+    lines = [f"- {'; '.join(labels)}: {body}" for body, labels in problems.items()]
+    return "\n".join([f"{len(failed)} of {len(results)} cases failed:", *lines])

@@ -1,19 +1,9 @@
-"""Visible checks for the notebook: one printed line per property, and a named mistake.
+"""Visible checks for the notebook, e.g. ``check_multihead_attention(multihead_attention);``.
 
-Each check runs the learner's function on small fixed examples, prints ``✓``/``✗``
-per property and, for a wrong answer, which known mistake it looks like and a
-hint. A stub that raises ``NotImplementedError`` gets "not implemented yet"; any
-other error shows its type, message and the line of the learner's code, never
-a traceback. Every check returns a :class:`CheckReport` (``report.passed``).
-
-The checks judge by the grader's own rules (one tolerance, the forbidden operators, the
-names the grader can recreate), so a property they pass is never failed by the grader
-for the same reason; the grader runs more cases than they do.
-
-Usage in a notebook cell::
-
-    from grader.learner.checks import check_multihead_attention
-    check_multihead_attention(multihead_attention);
+Each runs the learner's function on small fixed examples and prints a ``✓``/``✗`` line per
+property, judged by the grader's own rules (one tolerance, the forbidden operators, the names
+the grader can recreate): a property they pass is never failed by the grader for the same
+reason, though the grader runs more cases.
 """
 
 from __future__ import annotations
@@ -26,238 +16,149 @@ import torch
 
 from former.threads import torch_threads
 from grader.learner.diagnose import Diagnosis, diagnose_attention, diagnose_pool_usage
-from grader.learner.mistakes import POOL_MISTAKES_BY_KEY
 from grader.learner.pool import InstrumentedPool, function_origin
-from grader.learner.probe import tripwires
 from grader.learner.properties import (
     EXAMPLE,
     LARGE,
+    Run,
     agrees,
     attention_case,
     built_from_results,
     degenerate_sizes,
     example_inputs,
     gradients,
-    head_case,
-    model_like_inputs,
-    names_the_grader_cannot_recreate,
-    sliced_head,
+    importable,
+    sliced_inputs,
     unmodified,
+    unrecreatable_names,
 )
-from grader.learner.report import (
-    Checker,
-    CheckReport,
-    LearnerError,
-    NotImplementedYet,
-    call_learner,
-    record_property,
-)
+from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
 
 
-def _single_threaded(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
-    @functools.wraps(check)
-    def run(*args: Any, **kwargs: Any) -> CheckReport:
-        tripwires().take()  # what an earlier, interrupted check left behind
-        with torch_threads(1):
-            return check(*args, **kwargs)
-
-    return run
+def _serial(fn: Callable) -> Run:
+    """``fn(queries, keys, values, heads, mask)`` with the tripwires armed."""
+    return lambda q, k, v, heads, mask: call_learner(fn, q, k, v, heads, mask)
 
 
-def _record_names(checker: Checker, fn: Callable, name: str) -> None:
-    names = names_the_grader_cannot_recreate(fn, name)
-    if names:
-        listed = ", ".join(f"`{n}`" for n in names)
-        checker.record(
-            "uses only notebook names the grader can recreate",
-            False,
-            f"{listed} {'is' if len(names) == 1 else 'are'} set by a magic, exec or "
-            "globals(), which the grader does not re-run (it re-runs only the ordinary "
-            "statements that bind the names your function uses): set "
-            f"{'it' if len(names) == 1 else 'them'} with an ordinary statement in a cell "
-            "above, or inside the function",
-            "unbound_names",
-        )
+def _small_example(report: CheckReport, run: Run, heads: int) -> Diagnosis | CheckReport:
+    """Run on the small example (one head for ``heads=1``) and record its shape and values.
 
-
-def _small_example(checker: Checker, run: Callable[..., Any]) -> Diagnosis | CheckReport:
-    """Run on the small example and record its shape and values.
-
-    Returns the diagnosis of the output, or the finished report when there is
-    nothing more to check (a stub, a crash, a wrong shape).
+    Returns the diagnosis of the output, or the finished report when there is nothing more
+    to check (a stub, a crash, a wrong shape).
     """
-    b, t, heads, s = EXAMPLE
+    b, t, _, s = EXAMPLE
+    if heads == 1:
+        where, sizes, layout = "one head", f"b={b}, t={t}, s={s}", "(b, t, s)"
+    else:
+        where, sizes = "a small example", f"b={b}, t={t}, heads={heads}, s={s}"
+        layout = "(b, t, heads * s)"
     q, k, v = example_inputs(b, t, heads, s)
     try:
         out = run(q.clone(), k.clone(), v.clone(), heads, False)
     except NotImplementedYet:
-        return checker.not_implemented()
+        return report.stub()
     except LearnerError as failure:
-        checker.record("runs on a small example (b=2, t=5, heads=3, s=4)", False, str(failure))
-        return checker.finish()
-    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, heads * s)
+        report.record(f"runs on {where} ({sizes})", False, str(failure))
+        return report.finish()
     first = diagnose_attention(out, q, k, v, heads, False)
-    checker.record(
-        f"returns a tensor of shape (b, t, heads * s) = {(b, t, heads * s)}",
-        shape_ok,
-        first.message if not shape_ok else "",
-        first.mistake if not shape_ok else None,
-    )
-    if not shape_ok:
-        return checker.finish()
-    checker.diagnosis("matches the reference on a small example (no mask)", first)
+    shape = f"returns a tensor of shape {layout} = {tuple(q.shape)}"
+    if not (isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(q.shape)):
+        report.record(shape, False, first.message, first.mistake)
+        return report.finish()
+    report.record(shape, True)
+    report.diagnosis(f"matches the reference on {where} (no mask)", first)
     return first
+
+
+def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
+    unbound = unrecreatable_names(fn, name)
+    if unbound is not None:
+        report.diagnosis("uses only notebook names the grader can recreate", unbound)
 
 
 # -- Task 1 ------------------------------------------------------------------------------------
 
 
-@_single_threaded
+@torch_threads(1)
 def check_multihead_attention(fn: Callable) -> CheckReport:
     """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
-    checker = Checker("multihead_attention")
+    report = CheckReport("multihead_attention")
+    run = _serial(fn)
     b, t, heads, s = EXAMPLE
-    first = _small_example(checker, lambda *args: call_learner(fn, *args))
+    first = _small_example(report, run, heads)
     if isinstance(first, CheckReport):
         return first
     scale_mistake = first.mistake is not None and "scale" in first.mistake
     if first.correct or scale_mistake:
-        checker.record(
+        report.record(
             "scales the scores by 1/sqrt(s)", not scale_mistake, first.message, first.mistake
         )
-
-    record_property(
-        checker,
-        "causal mask (mask=True): position i sees only j <= i",
-        lambda: attention_case(fn, b, t, heads, s, True),
+    record = report.check
+    case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
+    record("causal mask (mask=True): position i sees only j <= i", case, b, t, heads, s, True)
+    record("stable on large scores (around ±1000)", case, 2, 6, 2, 4, False, scale=LARGE)
+    record("works with one position, one head, head size 1", degenerate_sizes, run)
+    record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 2, 4, True)
+    record(
+        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)", sliced, 3
     )
-    record_property(
-        checker,
-        "stable on large scores (around ±1000)",
-        lambda: attention_case(fn, 2, 6, 2, 4, False, scale=LARGE),
-    )
-    record_property(
-        checker,
-        "works with one position, one head, head size 1",
-        lambda: degenerate_sizes(fn, attention_case),
-    )
-    record_property(
-        checker,
-        "long sequences (t = 256, the training length, with mask)",
-        lambda: attention_case(fn, 1, 256, 2, 4, True),
-    )
-    record_property(
-        checker,
-        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)",
-        lambda: model_like_inputs(fn, 2, 6, 3, 4),
-    )
-    record_property(
-        checker,
-        "float64 inputs (with mask)",
-        lambda: attention_case(fn, 2, 4, 2, 3, True, dtype=torch.float64),
-    )
-    record_property(
-        checker,
-        "gradients flow to queries, keys and values (with mask)",
-        lambda: gradients(lambda q, k, v: call_learner(fn, q, k, v, 2, True), 2, 2, 5, 3),
-    )
-    record_property(
-        checker,
-        "leaves its inputs unmodified",
-        lambda: unmodified(lambda q, k, v: call_learner(fn, q, k, v, 2, True), 2, 4, 6),
-    )
-    _record_names(checker, fn, "multihead_attention")
-    return checker.finish()
+    record("float64 inputs (with mask)", case, 2, 4, 2, 3, True, dtype=torch.float64)
+    record("gradients flow to queries, keys and values (with mask)", gradients, run, 2, 5, 2, 3)
+    record("leaves its inputs unmodified", unmodified, run, 2, 4, 2, 3)
+    _record_names(report, fn, "multihead_attention")
+    return report.finish()
 
 
 # -- Task 2 ------------------------------------------------------------------------------------
 
 
-def _importable(fn: Callable) -> tuple[bool, str]:
-    _, _, importable, why = function_origin(fn)
-    if importable:
-        return True, ""
-    mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
-    return False, f"{why}. Hint: {mistake.hint}"
-
-
-@_single_threaded
+@torch_threads(1)
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
-    checker = Checker("attention_function")
-    b, t, s = 2, 5, 4
-    q, k, v = example_inputs(b, t, 1, s)
-    try:
-        out = call_learner(fn, (q.clone(), k.clone(), v.clone(), False))
-    except NotImplementedYet:
-        return checker.not_implemented()
-    except LearnerError as failure:
-        checker.record("runs on one head (b=2, t=5, s=4)", False, str(failure))
-        return checker.finish()
-    shape_ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (b, t, s)
-    first = diagnose_attention(out, q, k, v, 1, False)
-    checker.record(
-        f"returns a tensor of shape (b, t, s) = {(b, t, s)}",
-        shape_ok,
-        first.message if not shape_ok else "",
-        first.mistake if not shape_ok else None,
-    )
-    if not shape_ok:
-        return checker.finish()
-    checker.diagnosis("matches the reference on one head (no mask)", first)
-    record_property(checker, "causal mask (mask=True)", lambda: head_case(fn, b, t, 1, s, True))
-    record_property(
-        checker,
-        "stable on large scores (around ±1000)",
-        lambda: head_case(fn, 2, 6, 1, 4, True, scale=LARGE),
-    )
-    record_property(checker, "works with one position", lambda: head_case(fn, 3, 1, 1, 4, True))
-    record_property(
-        checker,
-        "float64 inputs (with mask)",
-        lambda: head_case(fn, 2, 4, 1, 3, True, dtype=torch.float64),
-    )
-    record_property(
-        checker,
-        "gradients flow to q, k and v (with mask)",
-        lambda: gradients(lambda q, k, v: call_learner(fn, (q, k, v, True)), 1, 2, 5, 3),
-    )
-    record_property(
-        checker,
-        "long sequences (t = 256, the training length, with mask)",
-        lambda: head_case(fn, 1, 256, 1, 4, True),
-    )
-    record_property(
-        checker,
+    report = CheckReport("attention_function")
+
+    def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:
+        return call_learner(fn, (q, k, v, mask))  # heads is always 1
+
+    first = _small_example(report, run, 1)
+    if isinstance(first, CheckReport):
+        return first
+    b, t, _, s = EXAMPLE
+    record = report.check
+    case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
+    record("causal mask (mask=True)", case, b, t, 1, s, True)
+    record("stable on large scores (around ±1000)", case, 2, 6, 1, 4, True, scale=LARGE)
+    record("works with one position", case, 3, 1, 1, 4, True)
+    record("float64 inputs (with mask)", case, 2, 4, 1, 3, True, dtype=torch.float64)
+    record("gradients flow to q, k and v (with mask)", gradients, run, 2, 5, 1, 3)
+    record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 1, 4, True)
+    record(
         "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
-        lambda: sliced_head(fn, 2, 6, 4),
+        sliced,
+        1,
+        requires_grad=False,
     )
-    record_property(
-        checker,
-        "leaves its inputs unmodified",
-        lambda: unmodified(lambda q, k, v: call_learner(fn, (q, k, v, True)), 2, 4, 3),
-    )
-    passed, detail = _importable(fn)
-    checker.record(
+    record("leaves its inputs unmodified", unmodified, run, 2, 4, 1, 3)
+    record(
         "importable by worker processes (defined in a module such as my_transformer_model)",
-        passed,
-        detail,
-        None if passed else "worker_not_importable",
+        lambda: importable(*function_origin(fn)[2:]),
     )
-    return checker.finish()
+    return report.finish()
 
 
-@_single_threaded
+@torch_threads(1)
 def check_parallel_multihead_attention(
     fn: Callable, pool: Any = None, reference: Callable | None = None
 ) -> CheckReport:
     """Check ``fn(queries, keys, values, heads, mask=False, pool=pool)``.
 
-    pool: the learner's pool (each call is recorded through an InstrumentedPool
-    wrapper); None runs the heads in this process. reference: the learner's serial
+    pool: the learner's pool (each call is recorded through an InstrumentedPool wrapper);
+    None runs the heads in this process. reference: the learner's serial
     ``multihead_attention``, to show both agree.
     """
-    checker = Checker("parallel_multihead_attention")
+    report = CheckReport("parallel_multihead_attention")
     calls: list = []
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any, result_scale: float = 1.0) -> Any:
@@ -267,56 +168,25 @@ def check_parallel_multihead_attention(
         return out
 
     b, t, heads, s = EXAMPLE
-    first = _small_example(checker, run)
+    first = _small_example(report, run, heads)
     if isinstance(first, CheckReport):
         return first
-
     usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
-    checker.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
+    report.diagnosis("one pool.map call with one (q, k, v, mask) item per head", usage)
     if calls:
-        importable, why = calls[0].importable, calls[0].why_not_importable
-        mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
-        checker.record(
+        report.diagnosis(
             "the mapped function is importable by worker processes (spawn, forkserver)",
-            importable,
-            "" if importable else f"{why}. Hint: {mistake.hint}",
-            None if importable else mistake.key,
+            importable(calls[0].importable, calls[0].why_not_importable),
         )
-
-    def parallel_case(
-        fn_: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
-    ) -> Diagnosis:
-        q, k, v = example_inputs(b, t, heads, s, **example)
-        return diagnose_attention(
-            run(q.clone(), k.clone(), v.clone(), heads, mask), q, k, v, heads, mask
-        )
-
-    record_property(
-        checker, "causal mask (mask=True)", lambda: parallel_case(fn, b, t, heads, s, True)
-    )
-    record_property(
-        checker,
-        "the output is built from the results pool.map returns",
-        lambda: built_from_results(run, calls),
-    )
-    record_property(
-        checker,
-        "works with one head and one position",
-        lambda: degenerate_sizes(fn, parallel_case),
-    )
-    record_property(
-        checker,
-        "long sequences (t = 256, with mask)",
-        lambda: parallel_case(fn, 1, 256, 2, 4, True),
-    )
-    record_property(
-        checker,
-        "inputs sliced from one wider tensor, mask=1",
-        lambda: model_like_inputs(run, 2, 6, 3, 4, requires_grad=False),
-    )
-    _record_names(checker, fn, "parallel_multihead_attention")
+    record = report.check
+    case = functools.partial(attention_case, run)
+    sliced = functools.partial(sliced_inputs, run)
+    record("causal mask (mask=True)", case, b, t, heads, s, True)
+    record("the output is built from the results pool.map returns", built_from_results, run, calls)
+    record("works with one head and one position", degenerate_sizes, run)
+    record("long sequences (t = 256, with mask)", case, 1, 256, 2, 4, True)
+    record("inputs sliced from one wider tensor, mask=1", sliced, 3, requires_grad=False)
+    _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
-        record_property(
-            checker, "agrees with your multihead_attention", lambda: agrees(run, reference)
-        )
-    return checker.finish()
+        record("agrees with your multihead_attention", agrees, run, _serial(reference))
+    return report.finish()

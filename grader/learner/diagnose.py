@@ -1,15 +1,10 @@
 """Name what is wrong with an attention output, in plain words.
 
-:func:`diagnose_attention` compares a learner's output with its OWN float64
-reference (``former.attention.sdpa_attention``), then with every catalogued
-mistake recomputed on the same inputs; when nothing matches it reports the
-largest error and where it is (batch, head, position, feature).
-:func:`diagnose_pool_usage` reads an :class:`~grader.learner.pool.InstrumentedPool`
-log. Neither needs the instructor's solutions, so the notebook's visible checks,
-the sandbox and the judge share this code.
-
-Comparisons use only numpy array operators and methods (not ``torch.allclose``
-or ``np.allclose``, which code in the same kernel could replace).
+:func:`diagnose_attention` compares a learner's output with a float64 reference
+(``former.attention.sdpa_attention``), then with every catalogued mistake recomputed on the
+same inputs, else locates the largest error; :func:`diagnose_pool_usage` reads a pool log.
+Neither needs the instructor's solutions, so the visible checks and the judge share them.
+Comparisons use only numpy operators (``allclose`` could be replaced by code in the kernel).
 """
 
 from __future__ import annotations
@@ -22,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from former.attention import sdpa_attention
+from former.attention import sdpa_attention, split_heads
 from former.threads import torch_threads
-from grader.learner.mistakes import MISTAKES, POOL_MISTAKES_BY_KEY
+from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES_BY_KEY
 from grader.learner.pool import PoolCall
 
 # Scaled scores beyond this overflow exp() in float32 (e^88 is float32's limit).
@@ -54,11 +49,9 @@ class Comparison:
 def tolerance(large_scores: bool = False) -> float:
     """Allowed error relative to the output's scale: float32 rounding, whatever the dtype.
 
-    The one policy of the visible checks and the judge, for outputs and gradients alike.
-    Nothing in the learner contract asks for float64 precision, so an answer computed in
-    float32 (a float32 scale constant, a float32 softmax) is right for float64 inputs too;
-    every catalogued mistake is off by orders of magnitude more. Scores around ±1000 lose
-    more in float32 (their logits keep fewer digits), so they get ten times more room.
+    The one policy of the checks and the judge, for outputs and gradients: float32 work is
+    right for float64 inputs too (every catalogued mistake is off by far more). Scores around
+    ±1000 keep fewer digits in float32, so they get ten times more room.
     """
     return 2e-3 if large_scores else 2e-4
 
@@ -91,17 +84,15 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: float) -> Comparison:
         return Comparison(False, math.inf, (), 0.0, 0)
     if expected.size == 0:
         return Comparison(True, 0.0, (), 0.0, 0)
-    expected_finite = _finite(expected)
-    safe_expected = expected * 0 + expected  # copy
-    safe_expected[~expected_finite] = 0.0
-    scale = max(float(abs(safe_expected).max()), 1e-6)
-    actual_finite = _finite(actual)
+    expected_finite, actual_finite = _finite(expected), _finite(actual)
+    finite_expected = expected.copy()
+    finite_expected[~expected_finite] = 0.0
+    scale = max(float(abs(finite_expected).max()), 1e-6)
     nonfinite = int((expected_finite & ~actual_finite).sum())
     # Where both are non-finite (a masked-out NaN both sides) they agree; elsewhere compare.
     error = abs(actual - expected)
     error[~expected_finite & ~actual_finite] = 0.0
-    error[expected_finite & ~actual_finite] = math.inf
-    error[~expected_finite & actual_finite] = math.inf
+    error[expected_finite != actual_finite] = math.inf
     flat = int(error.argmax())
     max_error = float(error.reshape(-1)[flat])
     index = tuple(int(i) for i in np.unravel_index(flat, error.shape))
@@ -122,11 +113,8 @@ def _as_array(x: object) -> np.ndarray:
 
 def max_scaled_score(queries: torch.Tensor, keys: torch.Tensor, heads: int) -> float:
     """Largest |q·k| / sqrt(s) over all heads: how close the softmax is to overflowing."""
-    b, t, hs = queries.shape
-    s = hs // heads
-    q = queries.double().reshape(b, t, heads, s).transpose(1, 2)
-    k = keys.double().reshape(b, t, heads, s).transpose(1, 2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(s)
+    q, k = split_heads(queries.double(), heads), split_heads(keys.double(), heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
     return float(scores.abs().max()) if scores.numel() else 0.0
 
 
@@ -141,20 +129,18 @@ def locate(index: tuple[int, ...], heads: int, width: int) -> str:
 
 
 def _matches(candidate: np.ndarray, output: np.ndarray, tol: float) -> bool:
-    """Does ``output`` reproduce ``candidate``? Positions where a few candidate entries are
-    NaN (a fully masked row) are ignored: -inf and -1e9 masking differ only there."""
+    """Does ``output`` reproduce ``candidate``? Where a few candidate entries are NaN (a fully
+    masked row) they are ignored: -inf and -1e9 masking differ only there."""
     finite = _finite(candidate)
-    if finite.all():
+    if finite.all() or finite.mean() < 0.5:
         return compare(output, candidate, tol).ok
-    if finite.mean() < 0.5:
-        return compare(output, candidate, tol).ok
-    kept = np.where(finite, output, 0.0)
-    return compare(kept, np.where(finite, candidate, 0.0), tol).ok
+    return compare(np.where(finite, output, 0.0), np.where(finite, candidate, 0.0), tol).ok
 
 
 def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...], heads: int) -> str:
     b, t, hs = expected
     s = hs // heads
+    weights = "these look like attention weights; multiply them with the values"
     known = {
         (b, heads, t, s): "(b, heads, t, s): the heads are not merged back; transpose(1, 2) "
         "and reshape to (b, t, heads * s)",
@@ -162,9 +148,8 @@ def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...], heads: int
         (b * heads, t, s): "(b * heads, t, s): the heads are still folded into the batch; "
         "view as (b, heads, t, s), transpose(1, 2), reshape to (b, t, heads * s)",
         (b, t, s): "(b, t, s): only one head's width; concatenate all heads",
-        (b, t, t): "(b, t, t): these look like attention weights; multiply them with the values",
-        (b, heads, t, t): "(b, heads, t, t): these look like attention weights; multiply them "
-        "with the values",
+        (b, t, t): f"(b, t, t): {weights}",
+        (b, heads, t, t): f"(b, heads, t, t): {weights}",
     }
     what = known.get(tuple(shape))
     got = f"The output has shape {tuple(shape)}, expected (b, t, heads * s) = {expected}"
@@ -179,60 +164,36 @@ def diagnose_attention(
     heads: int,
     mask: bool = False,
 ) -> Diagnosis:
-    """Diagnose the output of multi-head attention.
-
-    output: what the learner returned, expected (b, t, heads * s) (tensor or array);
-    queries, keys, values: the inputs it got, (b, t, heads * s) (tensors or arrays);
-    heads: number of heads; mask: whether the causal mask was asked for.
-    """
-    with torch_threads(1):
-        return _diagnose_attention(output, queries, keys, values, heads, mask)
-
-
-def _diagnose_attention(
-    output: object,
-    queries: object,
-    keys: object,
-    values: object,
-    heads: int,
-    mask: bool,
-) -> Diagnosis:
+    """Diagnose ``output`` (b, t, heads * s), which the learner returned for ``queries``,
+    ``keys``, ``values`` (b, t, heads * s) and ``mask`` (tensors or arrays alike)."""
     if not isinstance(output, (torch.Tensor, np.ndarray)):
         hint = " Did you forget `return`?" if output is None else ""
-        return Diagnosis(
-            False,
-            "not_a_tensor",
-            f"The function returned {type(output).__name__}, not a tensor.{hint}",
-        )
+        message = f"The function returned {type(output).__name__}, not a tensor.{hint}"
+        return Diagnosis(False, "not_a_tensor", message)
     q, k, v = _as_tensor(queries), _as_tensor(keys), _as_tensor(values)
     got = _as_array(output)
     if tuple(got.shape) != tuple(q.shape):
         return Diagnosis(False, "wrong_shape", _shape_problem(got.shape, tuple(q.shape), heads))
 
-    large = max_scaled_score(q, k, heads) > LARGE_SCORE
-    tol = tolerance(large)
-    with torch.no_grad():
+    with torch_threads(1), torch.no_grad():
+        large = max_scaled_score(q, k, heads) > LARGE_SCORE
+        tol = tolerance(large)
         reference = sdpa_attention(q.double(), k.double(), v.double(), heads, mask).numpy()
-    result = compare(got, reference, tol)
-    if result.ok:
-        return Diagnosis(True, None, "The output matches the reference.")
-
-    with torch.no_grad():
+        result = compare(got, reference, tol)
+        if result.ok:
+            return Diagnosis(True, None, "The output matches the reference.")
         for mistake in MISTAKES:
             if mistake.needs_mask and not mask:
                 continue
             candidate = _as_array(mistake.apply(q.clone(), k.clone(), v.clone(), heads, mask))
-            if compare(candidate, reference, tol).ok:
-                continue  # indistinguishable from the right answer on these inputs
-            if _matches(candidate, got, 10 * tol):
-                return Diagnosis(
-                    False, mistake.key, f"It looks like {mistake.title}. Hint: {mistake.hint}"
-                )
+            # A mistake indistinguishable from the right answer on these inputs says nothing.
+            if not compare(candidate, reference, tol).ok and _matches(candidate, got, 10 * tol):
+                return named_mistake(mistake)
 
     where = locate(result.index, heads, q.shape[-1])
     if result.nonfinite:
         if large:
-            mistake = next(m for m in MISTAKES if m.key == "unstable_softmax")
+            mistake = MISTAKES_BY_KEY["unstable_softmax"]
             return Diagnosis(
                 False,
                 mistake.key,
@@ -240,12 +201,11 @@ def _diagnose_attention(
                 f"(first at {where}) on scores up to ±{max_scaled_score(q, k, heads):.0f}. "
                 f"Hint: {mistake.hint}",
             )
-        return Diagnosis(
-            False,
-            "nonfinite",
+        message = (
             f"{result.nonfinite} output entries are inf/NaN where the answer is finite "
-            f"(first at {where}). Look for a division by zero or a row with every score masked.",
+            f"(first at {where}). Look for a division by zero or a row with every score masked."
         )
+        return Diagnosis(False, "nonfinite", message)
     expected_value, got_value = distinct(float(reference[result.index]), float(got[result.index]))
     return Diagnosis(
         False,
@@ -257,21 +217,27 @@ def _diagnose_attention(
 
 
 def _is_per_head_item(item: dict[str, Any], head_shape: Sequence[int] | None) -> bool:
-    parts = item.get("parts")
-    if item.get("type") not in {"tuple", "list"} or not parts or len(parts) != 4:
+    parts = item.get("parts") or []
+    if item.get("type") not in {"tuple", "list"} or len(parts) != 4:
         return False
-    tensors, flag = parts[:3], parts[3]
-    if any(p.get("type") != "Tensor" for p in tensors) or flag.get("type") not in {"bool", "int"}:
-        return False
-    if head_shape is not None and any(list(p["shape"]) != list(head_shape) for p in tensors):
-        return False
-    return True
+    *tensors, flag = parts
+    return (
+        all(p.get("type") == "Tensor" for p in tensors)
+        and flag.get("type") in {"bool", "int"}
+        and (head_shape is None or all(list(p["shape"]) == list(head_shape) for p in tensors))
+    )
+
+
+def named_mistake(mistake: Any, detail: str = "") -> Diagnosis:
+    """'It looks like <title> (<detail>). Hint: <hint>' for a catalogued (pool) mistake."""
+    detail = f" ({detail})" if detail else ""
+    return Diagnosis(
+        False, mistake.key, f"It looks like {mistake.title}{detail}. Hint: {mistake.hint}"
+    )
 
 
 def _pool_diagnosis(key: str, detail: str = "") -> Diagnosis:
-    mistake = POOL_MISTAKES_BY_KEY[key]
-    detail = f" ({detail})" if detail else ""
-    return Diagnosis(False, key, f"It looks like {mistake.title}{detail}. Hint: {mistake.hint}")
+    return named_mistake(POOL_MISTAKES_BY_KEY[key], detail)
 
 
 def diagnose_pool_usage(
@@ -281,13 +247,9 @@ def diagnose_pool_usage(
     head_shape: Sequence[int] | None = None,
     require_importable: bool = True,
 ) -> Diagnosis:
-    """Diagnose how ``parallel_multihead_attention`` used the pool it was given.
-
-    calls: ``InstrumentedPool.calls`` or its plain-data ``log()``; heads: number of heads;
-    head_shape: the expected (b, t, s) of each item's q, k, v (checked when given);
-    require_importable: whether the mapped function must be importable by worker
-    processes (spawn/forkserver).
-    """
+    """Diagnose how ``parallel_multihead_attention`` used its pool, from
+    ``InstrumentedPool.calls`` or ``log()``; head_shape: each item's (b, t, s), if checked;
+    require_importable: the mapped function must be importable by spawned workers."""
     records = [c if isinstance(c, PoolCall) else PoolCall.from_dict(c) for c in calls]
     if not records:
         return _pool_diagnosis("pool_not_used", "pool.map was never called")
@@ -303,15 +265,10 @@ def diagnose_pool_usage(
         return _pool_diagnosis("wrong_number_of_items", f"{call.n_items} items for {heads} heads")
     bad = [i for i, item in enumerate(call.items) if not _is_per_head_item(item, head_shape)]
     if bad:
-        shown = call.items[bad[0]]
-        expected = (
-            f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
-            if head_shape
-            else ""
-        )
-        return _pool_diagnosis(
-            "items_not_per_head", f"item {bad[0]} is {_describe(shown)}{expected}"
-        )
+        detail = f"item {bad[0]} is {_describe(call.items[bad[0]])}"
+        if head_shape:
+            detail += f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
+        return _pool_diagnosis("items_not_per_head", detail)
     note = "" if call.importable else f" (note: {call.why_not_importable})"
     return Diagnosis(
         True, None, f"One pool.{call.method} call with one item per head ({heads}).{note}"
@@ -323,8 +280,7 @@ def _describe(item: dict[str, Any]) -> str:
     if kind == "Tensor":
         return f"Tensor{tuple(item.get('shape', ()))}"
     if "parts" in item:
-        inner = ", ".join(_describe(p) for p in item["parts"])
-        return f"{kind}({inner})"
+        return f"{kind}({', '.join(_describe(p) for p in item['parts'])})"
     if "value" in item:
         return repr(item["value"])
     return kind

@@ -1,21 +1,13 @@
 """What graded functions may not execute, and how the grader notices.
 
-Learners implement attention themselves, so the built-ins that compute it in one call are
-off limits inside graded functions. The rule is about what the function *executes*, never
-about names in its source: a comment, a check elsewhere in the cell or a docstring that
-mentions ``F.scaled_dot_product_attention`` costs nothing, while every route to the fused
-kernels counts (``F.``, ``getattr`` strings, ``torch._C._nn``, ``torch.ops.aten``, with
-torch-function overrides switched off).
-
-:class:`Tripwires` watches one call of a learner function:
-- below the Python layer, PyTorch's operator profiler lists every ATen operator the
-  dispatcher runs, whatever Python route reached it;
-- ``nn.MultiheadAttention`` and ``F.multi_head_attention_forward`` can compute attention out
-  of ordinary operators (bmm, softmax), so their Python entry points are watched too;
-- a call that switches the profiler off, or replaces it, is recorded as tampering.
-
-The same tripwires run in the grading sandbox and in the hidden cells plain
-``nbgrader autograde`` executes, so both graders apply one rule.
+The built-ins that compute attention in one call are off limits inside graded functions. The
+rule is about what a function *executes*, never about names in its source (a comment that
+mentions ``F.scaled_dot_product_attention`` costs nothing), and every route to the fused
+kernels counts. :class:`Tripwires` watches a call: PyTorch's operator profiler lists every ATen
+operator the dispatcher runs, whatever the Python route; the Python entry points of
+``nn.MultiheadAttention`` and ``F.multi_head_attention_forward`` (which can compute attention
+from ordinary operators) are watched too; switching the profiler off counts as tampering. The
+grading sandbox and the hidden cells under plain ``nbgrader autograde`` run the same tripwires.
 """
 
 from __future__ import annotations
@@ -50,16 +42,13 @@ def explain(found: list[str]) -> str:
 
 
 class Tripwires:
-    """Records forbidden operators while armed (``with tripwires.armed(): fn(...)``).
-
-    Calls go through unchanged; this only records. ``take()`` returns what was seen.
-    """
+    """Records, never blocks, forbidden operators run while armed (``with wires.armed():``);
+    ``take()`` returns what was seen."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self._watch_python_entry_points()
 
-    def _watch_python_entry_points(self) -> None:
+        # Entry points that compute attention from ordinary operators are watched in Python.
         def watched(original: Callable, what: str) -> Callable:
             if getattr(original, "_grader_watched", False):
                 return original  # another Tripwires already wraps it; record through it
@@ -88,16 +77,16 @@ class Tripwires:
         if self in _ARMED:
             yield
             return
-        session = _ProfilerSession.start()
-        if session is None:
+        started = _start_profiler()
+        if not started:
             self.seen.append(TAMPERING)  # a profiler the learner started is still running
         _ARMED.append(self)
         try:
             yield
         finally:
             _ARMED.remove(self)
-            if session is not None:
-                self.seen.extend(session.stop())
+            if started:
+                self.seen.extend(_stop_profiler())
 
     def take(self) -> list[str]:
         """Forbidden uses recorded since the last call, once each, in order."""
@@ -109,52 +98,45 @@ class Tripwires:
 _ARMED: list[Tripwires] = []
 
 
-class _ProfilerSession:
-    """One run of PyTorch's CPU operator profiler, started and stopped at the lowest level
-    (the public context manager costs tens of milliseconds per run in post-processing)."""
+def _start_profiler() -> bool:
+    """Start PyTorch's CPU operator profiler at the lowest level (the public context manager
+    costs tens of milliseconds per run in post-processing); False when one already runs."""
+    settings = profiler.profile(
+        use_cpu=True, experimental_config=_ExperimentalConfig(profile_all_threads=True)
+    )
+    config, activities = settings.config(), settings.kineto_activities
+    try:
+        with stderr_silenced():  # the profiler's C++ side prints a line at each start and stop
+            torch.autograd._prepare_profiler(config, activities)
+            torch.autograd._enable_profiler(config, activities)
+    except RuntimeError:
+        return False
+    with profiler.record_function(_MARKER):
+        pass
+    return True
 
-    def __init__(self) -> None:
-        settings = profiler.profile(
-            use_cpu=True, experimental_config=_ExperimentalConfig(profile_all_threads=True)
-        )
-        self.config, self.activities = settings.config(), settings.kineto_activities
 
-    @classmethod
-    def start(cls) -> _ProfilerSession | None:
-        """A running session, or None when another profiler is already running."""
-        session = cls()
-        try:
-            with _profiler_chatter_hidden():
-                torch.autograd._prepare_profiler(session.config, session.activities)
-                torch.autograd._enable_profiler(session.config, session.activities)
-        except RuntimeError:
-            return None
-        with profiler.record_function(_MARKER):
-            pass
-        return session
-
-    def stop(self) -> list[str]:
-        """What forbidden operators ran; TAMPERING when the session was stopped or replaced."""
-        try:
-            with _profiler_chatter_hidden():
-                result = torch.autograd._disable_profiler()
-            names = [event.name() for event in result.events()]
-        except RuntimeError:
-            return [TAMPERING]
-        if _MARKER not in names:
-            return [TAMPERING]
-        return [
-            what
-            for name in dict.fromkeys(names)
-            for mark, what in FORBIDDEN_OPERATORS.items()
-            if mark in name
-        ]
+def _stop_profiler() -> list[str]:
+    """What forbidden operators ran; TAMPERING when the profiler was stopped or replaced."""
+    try:
+        with stderr_silenced():
+            result = torch.autograd._disable_profiler()
+        names = [event.name() for event in result.events()]
+    except RuntimeError:
+        return [TAMPERING]
+    if _MARKER not in names:
+        return [TAMPERING]
+    return [
+        what
+        for name in dict.fromkeys(names)
+        for mark, what in FORBIDDEN_OPERATORS.items()
+        if mark in name
+    ]
 
 
 @contextmanager
-def _profiler_chatter_hidden() -> Iterator[None]:
-    """The profiler's C++ side prints a line on stderr at each start and stop; no setting
-    turns it off, so file descriptor 2 points at /dev/null for those two calls."""
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null in the block: C++ code writes there directly."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)

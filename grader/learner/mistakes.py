@@ -1,21 +1,14 @@
 """Catalogue of known wrong answers to the attention tasks.
 
-Each :class:`Mistake` reproduces the WRONG version of multi-head attention, so
-that a diagnosis can recognise it: recompute the mistake on the learner's own
-inputs and see whether it reproduces the learner's output. Titles and hints are
-shown to learners, so they speak plain words and never give the answer away
-in code.
+Each :class:`Mistake` recomputes one WRONG version of multi-head attention, so that a diagnosis
+can see whether it reproduces the learner's output. Titles and hints are shown to learners: plain
+words that never give the answer away in code. This module ships to learners, so it writes no
+attention out by hand: every mistake calls PyTorch's ``scaled_dot_product_attention`` (sdpa,
+which graded functions may not call) with another scale, mask, argument order or reshape;
+attention weights, where a mistake needs them, are sdpa's output for identity values.
 
-This module ships to learners, so it holds no attention written out by hand:
-every mistake goes through PyTorch's ``scaled_dot_product_attention`` (sdpa),
-which the graded functions may not call, with altered inputs or arguments: a
-different ``scale=``, a different ``attn_mask=``, swapped arguments, or wrong
-reshapes around it. Attention weights, where a mistake needs them, are sdpa's
-output for identity values.
-
-All functions take queries, keys, values of shape (b, t, heads * s), the number
-of heads and the causal-mask flag, and return (b, t, heads * s), computed in the
-dtype they are given.
+Mistakes take q, k, v of shape (b, t, heads * s), the number of heads and the mask flag, and
+return (b, t, heads * s) in the dtype they are given.
 """
 
 from __future__ import annotations
@@ -35,12 +28,8 @@ MistakeFn = Callable[[Tensor, Tensor, Tensor, int, bool], Tensor]
 
 @dataclass(frozen=True)
 class Mistake:
-    """A known wrong answer.
-
-    apply(q, k, v, heads, mask) -> out, all (b, t, heads * s).
-    needs_mask: only visible when mask=True (otherwise it equals the right answer).
-    needs_large_scores: only visible when scores are large (hundreds).
-    """
+    """A known wrong answer. needs_mask / needs_large_scores: it differs from the right answer
+    only with mask=True / only when scores are large (hundreds)."""
 
     key: str
     title: str
@@ -59,6 +48,20 @@ class PoolMistake:
     hint: str
 
 
+# Diagnoses try the mistakes in this order (the order they are defined in below).
+MISTAKES: list[Mistake] = []
+
+
+def _mistake(title: str, hint: str, **flags: bool) -> Callable[[MistakeFn], MistakeFn]:
+    """Catalogue the decorated function under its own name."""
+
+    def register(apply: MistakeFn) -> MistakeFn:
+        MISTAKES.append(Mistake(apply.__name__, title, hint, apply, **flags))
+        return apply
+
+    return register
+
+
 # -- building blocks ------------------------------------------------------------------------------
 
 
@@ -70,10 +73,9 @@ def _visible(t: int, device: torch.device, diagonal: int = 0) -> Tensor:
 def _sdpa(
     q: Tensor, k: Tensor, v: Tensor, *, visible: Tensor | None = None, scale: float | None = None
 ) -> Tensor:
-    """sdpa on (..., t, s) tensors; ``visible`` (t, t): which keys each query may see.
+    """sdpa on (..., t, s) tensors, ``visible`` (t, t) saying which keys each query may see.
 
-    A query that may see no key gets NaN, as -inf scores through a softmax give,
-    where sdpa itself returns zeros.
+    A query that may see no key gets NaN, as -inf scores through a softmax give (sdpa: zeros).
     """
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
     if visible is not None and not bool(visible.any(-1).all()):
@@ -82,9 +84,8 @@ def _sdpa(
 
 
 def _weights(q: Tensor, k: Tensor, visible: Tensor | None = None) -> Tensor:
-    """Attention weights (..., t_q, t_k) of (..., t, s) queries and keys: sdpa's output when
-    the values are the identity matrix (row i of the output is query i's weights)."""
-    *batch, t_q, _ = q.shape
+    """Attention weights (..., t_q, t_k): sdpa's output for identity values."""
+    *batch, _, _ = q.shape
     t_k = k.size(-2)
     identity = torch.eye(t_k, dtype=q.dtype, device=q.device).expand(*batch, t_k, t_k)
     return _sdpa(q, k, identity, visible=visible)
@@ -102,35 +103,56 @@ def _per_head(fn: Callable[[Tensor, Tensor, Tensor, bool], Tensor]) -> MistakeFn
             fn(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads), mask)
         )
 
-    apply.__name__ = apply.__qualname__ = fn.__name__
-    apply.__doc__ = fn.__doc__
+    apply.__name__ = fn.__name__
     return apply
 
 
 # -- the mistakes ------------------------------------------------------------------------------
 
 
+@_mistake(
+    "the scores are not scaled",
+    "Divide the dot products q·k by sqrt(s), s being the size of ONE head, before the "
+    "softmax; without it large scores saturate the softmax.",
+)
 @_per_head
 def missing_scale(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _sdpa(q, k, v, visible=_causal(q, mask), scale=1.0)
 
 
+@_mistake(
+    "the scores are divided by s instead of sqrt(s)",
+    "The scale is 1/sqrt(s): take the square root of the per-head size.",
+)
 @_per_head
 def scale_one_over_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _sdpa(q, k, v, visible=_causal(q, mask), scale=1 / q.size(-1))
 
 
-def scale_over_sqrt_emb(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
+@_mistake(
+    "the scores are scaled by the full embedding width, not one head's",
+    "Use s = emb // heads, the size of one head, in 1/sqrt(s); not the width heads * s.",
+)
+def scale_sqrt_emb(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
     emb = q.size(-1)  # heads * s: the full width instead of one head's
     qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
     return merge_heads(_sdpa(qh, kh, vh, visible=_causal(qh, mask), scale=1 / math.sqrt(emb)))
 
 
+@_mistake(
+    "the scores are multiplied by sqrt(s) instead of divided",
+    "Divide by sqrt(s) (or multiply by 1/sqrt(s)); multiplying makes the softmax sharper.",
+)
 @_per_head
 def scale_times_sqrt_s(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _sdpa(q, k, v, visible=_causal(q, mask), scale=math.sqrt(q.size(-1)))
 
 
+@_mistake(
+    "the softmax runs over the wrong axis (over queries instead of keys)",
+    "For scores of shape (..., t_queries, t_keys), take the softmax over the LAST "
+    "dimension, so that each query's weights over the keys sum to 1.",
+)
 @_per_head
 def softmax_wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     # Normalising over queries is normalising over keys with the roles of q and k swapped
@@ -139,41 +161,68 @@ def softmax_wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _weights(k, q, visible_queries).transpose(-2, -1) @ v
 
 
+@_mistake(
+    "the heads are split with a plain view to (b, heads, t, s), without transposing",
+    "Split as view(b, t, heads, s) and then transpose(1, 2) to get (b, heads, t, s); a "
+    "direct view mixes positions and heads. Undo both steps at the end.",
+)
 def heads_not_transposed(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False) -> Tensor:
     b, t, hs = q.shape
-
-    def view_without_transpose(x: Tensor) -> Tensor:
-        return x.reshape(b, heads, t, hs // heads)
-
-    qh, kh, vh = (view_without_transpose(x) for x in (q, k, v))
+    qh, kh, vh = (x.reshape(b, heads, t, hs // heads) for x in (q, k, v))
     return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(b, t, hs)
 
 
+@_mistake(
+    "the output is reshaped to (b, t, heads * s) without transposing the heads back",
+    "The attention result is (b, heads, t, s): transpose(1, 2) to (b, t, heads, s) "
+    "before reshaping to (b, t, heads * s), so head i lands in features [i*s:(i+1)*s].",
+)
 def output_not_transposed(
     q: Tensor, k: Tensor, v: Tensor, heads: int, mask: bool = False
 ) -> Tensor:
-    b, t, hs = q.shape
     qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
-    return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(b, t, hs)  # from (b, h, t, s)
+    return _sdpa(qh, kh, vh, visible=_causal(qh, mask)).reshape(q.shape)  # from (b, h, t, s)
 
 
+@_mistake(
+    "the causal mask is not applied (mask=True is ignored)",
+    "When mask is True, set the scores of keys j > i to -inf before the softmax, so "
+    "position i cannot look at later positions.",
+    needs_mask=True,
+)
 @_per_head
 def mask_missing(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _sdpa(q, k, v)
 
 
+@_mistake(
+    "the causal mask is inverted: positions see the future and not the past",
+    "Hide the scores ABOVE the diagonal (key j > query i), e.g. with triu(..., diagonal=1); "
+    "you hid the ones below it.",
+    needs_mask=True,
+)
 @_per_head
 def mask_inverted(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    self_and_future = _visible(q.size(-2), q.device).T
-    return _sdpa(q, k, v, visible=self_and_future if mask else None)
+    return _sdpa(q, k, v, visible=_visible(q.size(-2), q.device).T if mask else None)
 
 
+@_mistake(
+    "the causal mask also hides the diagonal (a position cannot see itself)",
+    "Position i may attend to j <= i, itself included: mask with diagonal=1, not 0. "
+    "(The first position then has nothing left to attend to and gives NaN.)",
+    needs_mask=True,
+)
 @_per_head
 def mask_hides_diagonal(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
-    strictly_past = _visible(q.size(-2), q.device, diagonal=-1)
-    return _sdpa(q, k, v, visible=strictly_past if mask else None)
+    return _sdpa(q, k, v, visible=_visible(q.size(-2), q.device, diagonal=-1) if mask else None)
 
 
+@_mistake(
+    "the mask is applied after the softmax (weights zeroed, not renormalised)",
+    "Mask the SCORES with -inf before the softmax; zeroing weights afterwards leaves rows "
+    "that no longer sum to 1.",
+    needs_mask=True,
+)
 @_per_head
 def mask_after_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     weights = _weights(q, k)
@@ -182,11 +231,21 @@ def mask_after_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return weights @ v
 
 
+@_mistake(
+    "keys and values are swapped",
+    "The weights come from queries · keys; the output is the weighted sum of the VALUES.",
+)
 @_per_head
 def keys_values_swapped(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     return _sdpa(q, v, k, visible=_causal(q, mask))
 
 
+@_mistake(
+    "the softmax overflows on large scores (inf/NaN)",
+    "A hand-written exp(x) / sum(exp(x)) overflows once scores reach a few hundred; "
+    "subtract each row's maximum before exp, or use torch.softmax.",
+    needs_large_scores=True,
+)
 @_per_head
 def unstable_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     # exp(x) / sum(exp(x)) without subtracting the row maximum, in this dtype: a row whose
@@ -207,101 +266,6 @@ def unstable_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
     out = _sdpa(q, k, v, visible=visible).masked_fill(log_sum > overflow, 0.0)
     return out.masked_fill((top > overflow) | (top < underflow), math.nan)
 
-
-MISTAKES: list[Mistake] = [
-    Mistake(
-        "missing_scale",
-        "the scores are not scaled",
-        "Divide the dot products q·k by sqrt(s), s being the size of ONE head, before the "
-        "softmax; without it large scores saturate the softmax.",
-        missing_scale,
-    ),
-    Mistake(
-        "scale_one_over_s",
-        "the scores are divided by s instead of sqrt(s)",
-        "The scale is 1/sqrt(s): take the square root of the per-head size.",
-        scale_one_over_s,
-    ),
-    Mistake(
-        "scale_sqrt_emb",
-        "the scores are scaled by the full embedding width, not one head's",
-        "Use s = emb // heads, the size of one head, in 1/sqrt(s); not the width heads * s.",
-        scale_over_sqrt_emb,
-    ),
-    Mistake(
-        "scale_times_sqrt_s",
-        "the scores are multiplied by sqrt(s) instead of divided",
-        "Divide by sqrt(s) (or multiply by 1/sqrt(s)); multiplying makes the softmax sharper.",
-        scale_times_sqrt_s,
-    ),
-    Mistake(
-        "softmax_wrong_axis",
-        "the softmax runs over the wrong axis (over queries instead of keys)",
-        "For scores of shape (..., t_queries, t_keys), take the softmax over the LAST "
-        "dimension, so that each query's weights over the keys sum to 1.",
-        softmax_wrong_axis,
-    ),
-    Mistake(
-        "heads_not_transposed",
-        "the heads are split with a plain view to (b, heads, t, s), without transposing",
-        "Split as view(b, t, heads, s) and then transpose(1, 2) to get (b, heads, t, s); a "
-        "direct view mixes positions and heads. Undo both steps at the end.",
-        heads_not_transposed,
-    ),
-    Mistake(
-        "output_not_transposed",
-        "the output is reshaped to (b, t, heads * s) without transposing the heads back",
-        "The attention result is (b, heads, t, s): transpose(1, 2) to (b, t, heads, s) "
-        "before reshaping to (b, t, heads * s), so head i lands in features [i*s:(i+1)*s].",
-        output_not_transposed,
-    ),
-    Mistake(
-        "mask_missing",
-        "the causal mask is not applied (mask=True is ignored)",
-        "When mask is True, set the scores of keys j > i to -inf before the softmax, so "
-        "position i cannot look at later positions.",
-        mask_missing,
-        needs_mask=True,
-    ),
-    Mistake(
-        "mask_inverted",
-        "the causal mask is inverted: positions see the future and not the past",
-        "Hide the scores ABOVE the diagonal (key j > query i), e.g. with triu(..., diagonal=1); "
-        "you hid the ones below it.",
-        mask_inverted,
-        needs_mask=True,
-    ),
-    Mistake(
-        "mask_hides_diagonal",
-        "the causal mask also hides the diagonal (a position cannot see itself)",
-        "Position i may attend to j <= i, itself included: mask with diagonal=1, not 0. "
-        "(The first position then has nothing left to attend to and gives NaN.)",
-        mask_hides_diagonal,
-        needs_mask=True,
-    ),
-    Mistake(
-        "mask_after_softmax",
-        "the mask is applied after the softmax (weights zeroed, not renormalised)",
-        "Mask the SCORES with -inf before the softmax; zeroing weights afterwards leaves rows "
-        "that no longer sum to 1.",
-        mask_after_softmax,
-        needs_mask=True,
-    ),
-    Mistake(
-        "keys_values_swapped",
-        "keys and values are swapped",
-        "The weights come from queries · keys; the output is the weighted sum of the VALUES.",
-        keys_values_swapped,
-    ),
-    Mistake(
-        "unstable_softmax",
-        "the softmax overflows on large scores (inf/NaN)",
-        "A hand-written exp(x) / sum(exp(x)) overflows once scores reach a few hundred; "
-        "subtract each row's maximum before exp, or use torch.softmax.",
-        unstable_softmax,
-        needs_large_scores=True,
-    ),
-]
 
 MISTAKES_BY_KEY: dict[str, Mistake] = {m.key: m for m in MISTAKES}
 

@@ -1,40 +1,32 @@
 """Run one graded function on one case's inputs and return its raw outputs as plain data.
 
-The same probe serves the notebook's hidden cells (in the learner's kernel) and
-the grader's sandbox (in a process that sends the outputs to a trusted judge):
-the instructor's case definitions (in ``solutions/``, never shipped) make the
-inputs and judge the outputs. The probe itself needs no test text, only the
-plain-data inputs, whose keys are:
+It serves the notebook's hidden cells (in the learner's kernel) and the grading sandbox
+(which sends the outputs to a trusted judge); it needs no test text, only these inputs:
 
 - ``function``: "multihead_attention" | "attention_function" | "parallel_multihead_attention"
 - ``kind``: "forward" | "gradient" | "unmodified" | "pool" | "worker_pool"
-- ``queries``, ``keys``, ``values``: numpy arrays, (b, t, heads * s); (b, t, s) for
-  attention_function
+- ``queries``, ``keys``, ``values``: arrays (b, t, heads * s), (b, t, s) for attention_function
 - ``heads`` (int), ``mask`` (bool), ``upstream`` (array like the output; gradient cases)
-- ``mask_as``: "bool" (pass ``mask`` as True/False) or "int" (as 1/0)
-- ``layout``: "contiguous", or "sliced": each input is a slice of a wider tensor, as a
-  model that projects queries, keys and values at once passes them
+- ``mask_as``: "bool" (``mask`` passed as True/False) or "int" (as 1/0)
+- ``layout``: "contiguous", or "sliced" (slices of one wider tensor, as a model passes them)
 - ``requires_grad`` (bool): inputs are leaves that require grad, as in training
-- ``pool``: "" (no pool), "inline" (an in-process InstrumentedPool) or "workers"
-  (an InstrumentedPool with two worker processes that find functions by module name,
-  as spawn and forkserver workers do); ``pool_scale`` (float): the pool
+- ``pool``: "" (none), "inline" (an in-process InstrumentedPool) or "workers" (two worker
+  processes that find functions by module name, as under spawn); ``pool_scale``: the pool
   multiplies every result by it, so the output shows whether it was built from them
 
-Outputs (numpy arrays, float64 unless noted): ``out``; gradient cases add
-``grad_queries``, ``grad_keys``, ``grad_values``; unmodified cases add
-``queries_after``, ``keys_after``, ``values_after`` (in the input dtype). When the
-learner's code fails, ``error`` (str, "Type: message") and ``error_where`` (str,
-the line of their code) replace the missing arrays; ``grad_error`` says why a
-gradient is missing. :class:`ProbeResult` also lists the forbidden operators the call
-executed (:mod:`grader.learner.forbidden`).
+Outputs (float64 arrays unless noted): ``out``; ``grad_queries``, ``grad_keys``,
+``grad_values`` (gradient cases); ``queries_after``, ... in the input dtype (unmodified
+cases); or ``error`` ("Type: message") and ``error_where`` (the learner's line), and
+``grad_error`` for a missing gradient. :class:`ProbeResult` also lists the forbidden
+operators the call executed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
-import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,7 +37,7 @@ import numpy as np
 import torch
 
 from former.threads import torch_threads
-from grader.learner.forbidden import Tripwires
+from grader.learner.forbidden import Tripwires, stderr_silenced
 from grader.learner.pool import InstrumentedPool
 
 # Private handles on the C implementations: a learner who monkeypatches torch.Tensor
@@ -71,17 +63,12 @@ class ProbeResult:
     outputs: dict[str, Any]
     pool_log: list[dict[str, Any]] | None = None
     forbidden: list[str] = field(default_factory=list)
-    stderr: str = field(default="", repr=False)
 
 
-_TRIPWIRES: list[Tripwires] = []
-
-
+@functools.cache
 def tripwires() -> Tripwires:
     """The process's one set of tripwires (it wraps torch's attention entry points once)."""
-    if not _TRIPWIRES:
-        _TRIPWIRES.append(Tripwires())
-    return _TRIPWIRES[0]
+    return Tripwires()
 
 
 def where_in_learner_code(error: BaseException) -> str:
@@ -108,30 +95,12 @@ def describe_exception(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """Swallow warnings and stderr (Python and file-descriptor level) while learner code runs.
-
-    Warnings and stderr never cost points, and plain nbgrader scores a test cell
-    with any stderr output as failed.
-    """
-    captured = io.StringIO()
-    saved_fd = None
-    try:
-        sys.stderr.flush()
-        saved_fd = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    except (OSError, AttributeError, ValueError):
-        saved_fd = None
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(captured):
-            warnings.simplefilter("ignore")
-            yield captured
-    finally:
-        if saved_fd is not None:
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
+def quiet() -> Iterator[None]:
+    """Swallow warnings and stderr (Python and file-descriptor level) while learner code runs:
+    they never cost points, and plain nbgrader fails a test cell that writes to stderr."""
+    with stderr_silenced(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def input_tensors(inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -140,23 +109,15 @@ def input_tensors(inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, t
     tensors = []
     for name in ("queries", "keys", "values"):
         array = np.array(inputs[name], copy=True)
+        w = array.shape[-1]
         if inputs.get("layout", "contiguous") == "sliced":
             # The middle third of (b, t, 3w): what q, k, v = qkv.chunk(3, dim=-1) hands over.
-            wide = np.zeros((*array.shape[:-1], 3 * array.shape[-1]), dtype=array.dtype)
-            wide[..., array.shape[-1] : 2 * array.shape[-1]] = array
-            tensor = _from_numpy(wide)
-            if wants_grad:
-                tensor.requires_grad_(True)
-            tensors.append(tensor[..., array.shape[-1] : 2 * array.shape[-1]])
+            wide = np.zeros((*array.shape[:-1], 3 * w), dtype=array.dtype)
+            wide[..., w : 2 * w] = array
+            tensors.append(_from_numpy(wide).requires_grad_(wants_grad)[..., w : 2 * w])
         else:
             tensors.append(_from_numpy(array).requires_grad_(wants_grad))
     return tensors[0], tensors[1], tensors[2]
-
-
-def mask_argument(inputs: dict[str, Any]) -> bool | int:
-    """The ``mask`` the function receives: True/False, or 1/0 (any truthy value counts)."""
-    mask = bool(inputs["mask"])
-    return int(mask) if inputs.get("mask_as", "bool") == "int" else mask
 
 
 def _read_back(value: object, what: str) -> np.ndarray:
@@ -170,21 +131,12 @@ def _read_back(value: object, what: str) -> np.ndarray:
     return np.array(_to_numpy(_to_cpu(_to_double(_detach(value)))), dtype=np.float64, copy=True)
 
 
-def case_pool(mode: str, scale: float = 1.0) -> InstrumentedPool | None:
-    """The pool a case hands to parallel_multihead_attention ('' means none)."""
-    if mode == "inline":
-        return InstrumentedPool(result_scale=scale)
-    if mode == "workers":
-        return InstrumentedPool(2, result_scale=scale)
-    if mode:
-        raise ValueError(f"unknown pool mode {mode!r}")
-    return None
-
-
 def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object:
     """Call ``fn`` the way the learner contract says for ``inputs['function']``."""
     name = inputs["function"]
-    mask = mask_argument(inputs)
+    mask = bool(inputs["mask"])
+    if inputs.get("mask_as", "bool") == "int":
+        mask = int(mask)  # any truthy value counts as the causal mask
     if name == "attention_function":
         return fn((q, k, v, mask))
     if name == "parallel_multihead_attention":
@@ -199,9 +151,13 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
     outputs: dict[str, Any] = {}
     pool: InstrumentedPool | None = None
     wires = tripwires()
-    with quiet() as captured, torch_threads(1):
+    with quiet(), torch_threads(1):
         try:
-            pool = case_pool(str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0)))
+            mode, scale = str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0))
+            if mode not in {"", "inline", "workers"}:
+                raise ValueError(f"unknown pool mode {mode!r}")
+            if mode:
+                pool = InstrumentedPool(2 if mode == "workers" else 0, result_scale=scale)
             with wires.armed():
                 result = call_function(fn, inputs, q, k, v, pool)
             outputs["out"] = _read_back(result, "the output")
@@ -218,7 +174,7 @@ def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
             pool_log = pool.log() if pool is not None else None
             if pool is not None:
                 pool.terminate()
-    return ProbeResult(outputs, pool_log, wires.take(), captured.getvalue())
+    return ProbeResult(outputs, pool_log, wires.take())
 
 
 def _gradients(result: torch.Tensor, upstream: np.ndarray, q, k, v) -> dict[str, Any]:

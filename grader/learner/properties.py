@@ -1,8 +1,9 @@
 """The examples the visible checks run and the properties they compute from them.
 
-Each property returns a :class:`~grader.learner.diagnose.Diagnosis` (or ``(passed,
-detail)``) judged by the grader's own rules: the one tolerance, the mistake catalogue,
-the pool log, the names the grader can recreate.
+A property takes ``run(q, k, v, heads, mask)``, the learner's function called through the
+contract of its task, and returns a :class:`~grader.learner.diagnose.Diagnosis` (or ``(passed,
+detail)``) judged by the grader's own rules: the one tolerance, the mistake catalogue, the pool
+log, the names the grader can recreate.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from grader.learner.diagnose import (
     compare,
     diagnose_attention,
     diagnose_pool_usage,
+    named_mistake,
     tolerance,
 )
 from grader.learner.mistakes import POOL_MISTAKES_BY_KEY
 from grader.learner.probe import describe_exception
 from grader.learner.replay import Cell, parse_statements, plan_replay
-from grader.learner.report import call_learner
 
 # The small visible example: (b, t, heads, s).
 EXAMPLE = (2, 5, 3, 4)
+LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
+# (b, t, heads, s, mask): one position, one head, head size 1.
+DEGENERATE = ((1, 1, 1, 1, False), (3, 1, 2, 4, True), (2, 6, 1, 8, True), (2, 5, 4, 1, True))
+Run = Callable[..., Any]
 
 
 def example_inputs(
@@ -40,45 +45,30 @@ def example_inputs(
     return (q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype)
 
 
-LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
-
-
 def attention_case(
-    fn: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
+    run: Run, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
 ) -> Diagnosis:
     q, k, v = example_inputs(b, t, heads, s, **example)
-    out = call_learner(fn, q.clone(), k.clone(), v.clone(), heads, mask)
-    return diagnose_attention(out, q, k, v, heads, mask)
+    return diagnose_attention(
+        run(q.clone(), k.clone(), v.clone(), heads, mask), q, k, v, heads, mask
+    )
 
 
-def degenerate_sizes(fn: Callable, call: Callable) -> Diagnosis:
-    for b, t, heads, s, mask in (
-        (1, 1, 1, 1, False),
-        (3, 1, 2, 4, True),
-        (2, 6, 1, 8, True),
-        (2, 5, 4, 1, True),
-    ):
-        diagnosis = call(fn, b, t, heads, s, mask)
+def degenerate_sizes(run: Run) -> Diagnosis:
+    for b, t, heads, s, mask in DEGENERATE:
+        diagnosis = attention_case(run, b, t, heads, s, mask)
         if not diagnosis.correct:
             sizes = f"b={b}, t={t}, heads={heads}, s={s}, mask={mask}"
             return Diagnosis(False, diagnosis.mistake, f"With {sizes}: {diagnosis.message}")
     return Diagnosis(True, None, "")
 
 
-def gradients(
-    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any],
-    heads: int,
-    b: int,
-    t: int,
-    s: int,
-) -> Diagnosis:
+def gradients(run: Run, b: int, t: int, heads: int, s: int) -> Diagnosis:
     """Do gradients of (out * upstream).sum() reach q, k and v, and equal the reference's?"""
     q, k, v = example_inputs(b, t, heads, s, dtype=torch.float64)
     mine = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    out = call(*mine)
-    forward = diagnose_attention(
-        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
-    )
+    out = run(*mine, heads, True)
+    forward = diagnose_attention(out, q, k, v, heads, True)
     if not forward.correct:
         return Diagnosis(
             False, forward.mistake, f"The output is wrong, so are its gradients. {forward.message}"
@@ -87,10 +77,8 @@ def gradients(
         return Diagnosis(
             False,
             "no_gradient",
-            (
-                "The output does not track gradients: avoid .detach(), .data, .numpy(), "
-                "torch.no_grad() and building the result in a fresh tensor."
-            ),
+            "The output does not track gradients: avoid .detach(), .data, .numpy(), "
+            "torch.no_grad() and building the result in a fresh tensor.",
         )
     upstream = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     try:
@@ -109,73 +97,66 @@ def gradients(
             return Diagnosis(
                 False,
                 "wrong_gradient",
-                (
-                    f"The output is right but the gradient of {name} is not (largest error "
-                    f"{result.max_error:.3g}); avoid in-place writes into tensors autograd still needs."
-                ),
+                f"The output is right but the gradient of {name} is not (largest error "
+                f"{result.max_error:.3g}); avoid in-place writes into tensors autograd still needs.",
             )
     return Diagnosis(True, None, "")
 
 
-def unmodified(
-    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any], b: int, t: int, width: int
-) -> tuple[bool, str]:
+def unmodified(run: Run, b: int, t: int, heads: int, s: int) -> tuple[bool, str]:
     q, k, v = (
-        torch.randn(b, t, width, generator=torch.Generator().manual_seed(i)) for i in range(3)
+        torch.randn(b, t, heads * s, generator=torch.Generator().manual_seed(i)) for i in range(3)
     )
     copies = [x.clone() for x in (q, k, v)]
-    call(q, k, v)
+    run(q, k, v, heads, True)
     for name, before, after in zip(("queries", "keys", "values"), copies, (q, k, v), strict=True):
         if not torch.equal(before, after):
             return False, f"your function changed `{name}` in place; work on new tensors instead"
     return True, ""
 
 
-def names_the_grader_cannot_recreate(fn: Callable, name: str) -> list[str]:
-    """Notebook variables ``fn`` uses that the grader's replay (``grader.learner.replay``) of the
-    cells run so far would leave unbound; [] outside a notebook or for module functions."""
+def sliced_inputs(run: Run, heads: int, *, requires_grad: bool = True) -> Diagnosis:
+    """Inputs (b=2, t=6, s=4) as a model hands them over: slices of one wider tensor
+    (requiring grad, as in training), and the mask given as 1 rather than True."""
+    s = 4
+    q, k, v = example_inputs(2, 6, heads, s)
+    wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
+    width = heads * s
+    out = run(*(wide[..., i * width : (i + 1) * width] for i in range(3)), heads, 1)
+    return diagnose_attention(out, q, k, v, heads, True)
+
+
+def importable(ok: bool, why: str) -> Diagnosis:
+    """The verdict on whether worker processes can import the mapped function."""
+    mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
+    return Diagnosis(ok, None if ok else mistake.key, "" if ok else f"{why}. Hint: {mistake.hint}")
+
+
+def unrecreatable_names(fn: Callable, name: str) -> Diagnosis | None:
+    """A failure naming the notebook variables ``fn`` uses that the grader's replay
+    (``grader.learner.replay``) of the cells run so far would leave unbound; None when there
+    are none, outside a notebook, or for module functions."""
     namespace = getattr(fn, "__globals__", None) or {}
     history = namespace.get("In")
     if getattr(fn, "__module__", None) != "__main__" or not isinstance(history, list):
-        return []
+        return None
     cells = [Cell(i, parse_statements(code, i)) for i, code in enumerate(history) if code]
     unbound = plan_replay({name}, cells).unbound
-    return sorted(n for n in unbound if n in namespace and n != name)
-
-
-def model_like_inputs(
-    fn: Callable, b: int, t: int, heads: int, s: int, *, requires_grad: bool = True
-) -> Diagnosis:
-    """Inputs as a model hands them over: slices of one wider tensor (requiring grad, as
-    in training), and the mask given as 1 rather than True."""
-    q, k, v = example_inputs(b, t, heads, s)
-    wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
-    width = heads * s
-    sliced = [wide[..., i * width : (i + 1) * width] for i in range(3)]
-    out = call_learner(fn, *sliced, heads, 1)
-    return diagnose_attention(
-        out.detach() if isinstance(out, torch.Tensor) else out, q, k, v, heads, True
+    names = sorted(n for n in unbound if n in namespace and n != name)
+    if not names:
+        return None
+    one = len(names) == 1
+    return Diagnosis(
+        False,
+        "unbound_names",
+        f"{', '.join(f'`{n}`' for n in names)} {'is' if one else 'are'} set by a magic, exec or "
+        "globals(), which the grader does not re-run (it re-runs only the ordinary statements "
+        f"that bind the names your function uses): set {'it' if one else 'them'} with an "
+        "ordinary statement in a cell above, or inside the function",
     )
 
 
-def head_case(
-    fn: Callable, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
-) -> Diagnosis:
-    """attention_function on one head: its inputs are (b, t, s), i.e. the heads=1 layout."""
-    del heads
-    q, k, v = example_inputs(b, t, 1, s, **example)
-    out = call_learner(fn, (q.clone(), k.clone(), v.clone(), mask))
-    return diagnose_attention(out, q, k, v, 1, mask)
-
-
-def sliced_head(fn: Callable, b: int, t: int, s: int) -> Diagnosis:
-    q, k, v = example_inputs(b, t, 1, s)
-    wide = torch.cat([q, k, v], dim=-1)
-    out = call_learner(fn, (wide[..., :s], wide[..., s : 2 * s], wide[..., 2 * s :], 1))
-    return diagnose_attention(out, q, k, v, 1, True)
-
-
-def built_from_results(run: Callable, calls: list) -> Diagnosis:
+def built_from_results(run: Run, calls: list) -> Diagnosis:
     """With a pool that scales every result by 2.5, a function that assembles its output
     from the results returns 2.5 times the answer; one that computes the heads some other
     way returns the answer itself. A misuse of the pool, if any, is the better explanation."""
@@ -189,18 +170,15 @@ def built_from_results(run: Callable, calls: list) -> Diagnosis:
         return diagnose_attention(out, q, k, v, heads, False)
     got = out.detach().double()
     scaled = diagnose_attention(got / 2.5, q, k, v, heads, False)
-    if scaled.correct:
-        return Diagnosis(True, None, "")
-    if diagnose_attention(got, q, k, v, heads, False).correct:
-        mistake = POOL_MISTAKES_BY_KEY["pool_results_unused"]
-        return Diagnosis(False, mistake.key, f"It looks like {mistake.title}. Hint: {mistake.hint}")
+    if not scaled.correct and diagnose_attention(got, q, k, v, heads, False).correct:
+        return named_mistake(POOL_MISTAKES_BY_KEY["pool_results_unused"])
     return scaled
 
 
-def agrees(run: Callable, reference: Callable) -> tuple[bool, str]:
+def agrees(run: Run, reference: Run) -> tuple[bool, str]:
     q, k, v = example_inputs(2, 7, 4, 3)
     parallel = run(q.clone(), k.clone(), v.clone(), 4, True)
-    serial = call_learner(reference, q.clone(), k.clone(), v.clone(), 4, True)
+    serial = reference(q.clone(), k.clone(), v.clone(), 4, True)
     if not isinstance(serial, torch.Tensor) or not isinstance(parallel, torch.Tensor):
         return False, "both functions must return tensors"
     result = compare(

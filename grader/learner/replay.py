@@ -1,11 +1,9 @@
 """Which statements of a notebook the grader replays, so a graded function sees its names.
 
-A graded function may use any name the notebook binds above its tests: a constant, an
-import, a helper, ``device = pick_device()``. The grader does not re-run the notebook
-(training cells would take minutes); it replays only the top-level statements that bind
-the names the function needs, and what those statements need in turn, in notebook order.
-
-The rule, shared by the grader and the notebook's visible checks:
+A graded function may use any name the notebook binds above its tests. The grader does not
+re-run the notebook (training takes minutes); it replays, in notebook order, only the top-level
+statements that bind the names the function needs, and what those need in turn. The rule,
+shared by the grader and the visible checks:
 - cells are read as IPython runs them; a statement that calls ``get_ipython()`` (a magic,
   a shell escape) is never replayed, and a ``%%writefile NAME`` cell becomes the file NAME;
 - a statement is replayed when it binds a needed name (an assignment, an import, a ``def``
@@ -67,21 +65,16 @@ class Replay:
     unbound: set[str]
 
 
-def ipython_source(source: str) -> str:
-    """The Python that IPython runs for a cell (magics become ``get_ipython()`` calls)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
-
 def read_cell(source: str, number: int) -> Cell:
     """Split a raw notebook cell into replayable statements (or a ``%%writefile`` file)."""
+    from IPython.core.inputtransformer2 import TransformerManager  # magics -> get_ipython()
+
     first, _, rest = source.lstrip("\n").partition("\n")
     if first.startswith("%%writefile"):
         names = [part for part in first.split()[1:] if not part.startswith("-")]
         if names:
             return Cell(number, writefile=(names[0].rsplit("/", 1)[-1], rest))
-    return Cell(number, parse_statements(ipython_source(source), number))
+    return Cell(number, parse_statements(TransformerManager().transform_cell(source), number))
 
 
 def parse_statements(code: str, number: int) -> list[Statement]:
@@ -95,19 +88,10 @@ def parse_statements(code: str, number: int) -> list[Statement]:
         if _calls_ipython(node):
             continue
         text = ast.get_source_segment(code, node) or ast.unparse(node)
-        binds, uses, later = _names(text)
+        where = f"cell {number}, line {node.lineno}"
         star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
-        found.append(
-            Statement(
-                f"cell {number}, line {node.lineno}",
-                text,
-                frozenset(binds),
-                frozenset(uses),
-                frozenset(later),
-                isinstance(node, _UNCONDITIONAL),
-                star,
-            )
-        )
+        unconditional = isinstance(node, _UNCONDITIONAL)
+        found.append(Statement(where, text, *_names(text), unconditional, star))
     return found
 
 
@@ -121,7 +105,7 @@ def _calls_ipython(node: ast.AST) -> bool:
     )
 
 
-def _names(source: str) -> tuple[set[str], set[str], set[str]]:
+def _names(source: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(names bound at module level, names read when it runs, names its functions read)."""
     table = symtable.symtable(source, "<cell>", "exec")
     binds, uses = set(), set()
@@ -135,7 +119,7 @@ def _names(source: str) -> tuple[set[str], set[str], set[str]]:
         _global_reads(child, later, binds)
     if any(child.get_type() == "class" for child in table.get_children()):
         uses |= later  # a class body runs at definition; its methods run later, read both
-    return binds, uses, later
+    return frozenset(binds), frozenset(uses), frozenset(later)
 
 
 def _global_reads(table: symtable.SymbolTable, reads: set[str], binds: set[str]) -> None:

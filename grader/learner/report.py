@@ -1,9 +1,6 @@
-"""What a visible check prints under the learner's cell, and the report it returns.
-
-One line per property, ``✓`` or ``✗``; a failed property says which known mistake it looks
-like and a hint (once per mistake). A stub that raises ``NotImplementedError`` reads "not
-implemented yet"; any other error shows its type, message and the line of the learner's
-code, never a traceback.
+"""What a visible check prints under the learner's cell, and the report it returns: one
+``✓``/``✗`` line per property, a failure's mistake and hint once, "not implemented yet" for a
+stub, and for any other error its type, message and line of the learner's code (no traceback).
 """
 
 from __future__ import annotations
@@ -36,11 +33,16 @@ class CheckResult:
 
 @dataclass
 class CheckReport:
-    """All properties checked for one function; ``passed`` when every one holds."""
+    """All properties checked for one function, each printed as it is recorded; ``passed``
+    when every one holds."""
 
     function: str
     results: list[CheckResult] = field(default_factory=list)
     not_implemented: bool = False
+
+    def __post_init__(self) -> None:
+        tripwires().take()  # what an earlier, interrupted check left behind
+        print(f"Checking {self.function}:")
 
     @property
     def passed(self) -> bool:
@@ -59,6 +61,48 @@ class CheckReport:
         ok = sum(r.passed for r in self.results)
         return f"<CheckReport {self.function}: {ok}/{len(self.results)} checks passed>"
 
+    def record(self, name: str, passed: bool, detail: str = "", mistake: str | None = None) -> bool:
+        """Print one line (and, for a failure, its detail, once per mistake)."""
+        explained = mistake is not None and mistake in self.mistakes
+        self.results.append(CheckResult(name, passed, detail, mistake))
+        print(f"  {PASS if passed else FAIL} {name}")
+        if not passed and detail:
+            print("      ↳ the same mistake as above" if explained else f"      ↳ {detail}")
+        return passed
+
+    def diagnosis(self, name: str, diagnosis: Diagnosis) -> bool:
+        return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
+
+    def check(
+        self, name: str, produce: Callable[..., Diagnosis | tuple[bool, str]], *args: Any, **kw: Any
+    ) -> bool:
+        """Record ``produce(*args, **kw)``; a learner error in it becomes a ✗ line with the error."""
+        try:
+            outcome = produce(*args, **kw)
+        except NotImplementedYet:
+            return self.record(name, False, NOT_IMPLEMENTED, "not_implemented")
+        except LearnerError as failure:
+            return self.record(name, False, str(failure))
+        if isinstance(outcome, Diagnosis):
+            return self.diagnosis(name, outcome)
+        return self.record(name, *outcome)
+
+    def stub(self) -> CheckReport:
+        """The function is still the stub: say so, and stop."""
+        self.not_implemented = True
+        print(f"  {FAIL} {NOT_IMPLEMENTED}")
+        return self
+
+    def finish(self) -> CheckReport:
+        found = tripwires().take()
+        if found:
+            self.record("uses no built-in attention", False, explain_forbidden(found), "forbidden")
+        if self.passed:
+            print(f"  all checks passed. {MORE_WHEN_GRADED}")
+        else:
+            print(f"  {sum(r.passed for r in self.results)}/{len(self.results)} checks passed.")
+        return self
+
 
 class NotImplementedYet(Exception):
     """The learner's function raised NotImplementedError: the stub is not filled in yet."""
@@ -66,47 +110,6 @@ class NotImplementedYet(Exception):
 
 class LearnerError(Exception):
     """The learner's function raised something else; the message says what and where."""
-
-
-class Checker:
-    """Prints lines as properties are checked and collects them into a report."""
-
-    def __init__(self, function: str) -> None:
-        self.report = CheckReport(function)
-        self._explained: set[str] = set()
-        print(f"Checking {function}:")
-
-    def record(self, name: str, passed: bool, detail: str = "", mistake: str | None = None) -> bool:
-        self.report.results.append(CheckResult(name, passed, detail, mistake))
-        print(f"  {PASS if passed else FAIL} {name}")
-        if not passed and detail:
-            if mistake and mistake in self._explained:
-                print("      ↳ the same mistake as above")
-            else:
-                print(f"      ↳ {detail}")
-        if mistake:
-            self._explained.add(mistake)
-        return passed
-
-    def diagnosis(self, name: str, diagnosis: Diagnosis) -> bool:
-        return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
-
-    def not_implemented(self) -> CheckReport:
-        self.report.not_implemented = True
-        print(f"  {FAIL} {NOT_IMPLEMENTED}")
-        return self.report
-
-    def finish(self) -> CheckReport:
-        found = tripwires().take()
-        if found:
-            self.record("uses no built-in attention", False, explain_forbidden(found), "forbidden")
-        ok = sum(r.passed for r in self.report.results)
-        total = len(self.report.results)
-        if self.report.passed:
-            print(f"  all checks passed. {MORE_WHEN_GRADED}")
-        else:
-            print(f"  {ok}/{total} checks passed.")
-        return self.report
 
 
 def call_learner(fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -122,19 +125,3 @@ def call_learner(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         raise LearnerError(
             f"raised {describe_exception(error)}" + (f" ({where})" if where else "")
         ) from None
-
-
-def record_property(
-    checker: Checker, name: str, produce: Callable[[], Diagnosis | tuple[bool, str]]
-) -> bool:
-    """Record one property; a learner error in it becomes a ✗ line with the error."""
-    try:
-        outcome = produce()
-    except NotImplementedYet:
-        return checker.record(name, False, NOT_IMPLEMENTED, "not_implemented")
-    except LearnerError as failure:
-        return checker.record(name, False, str(failure))
-    if isinstance(outcome, Diagnosis):
-        return checker.diagnosis(name, outcome)
-    passed, detail = outcome
-    return checker.record(name, passed, detail)
