@@ -2,12 +2,10 @@
 
     python -m benchmarks.grade [--students 12] [--jobs 2]
 
-Builds a copy of the lab's nbgrader course with the same submissions for every student (the
-master's answers, some with a catalogued mistake in Task 1), then grades it twice from fresh
-copies: with ``nbgrader autograde`` (one command for the class, as instructors run it) and
-with ``python -m grader autograde --jobs N``, each timing including the command's start-up.
-Prints a table and writes ``bench-results/grade.json``, with both tools' total scores per
-student so that disagreements show.
+A copy of the lab's course, every student submitting the master's answers (some with a
+catalogued mistake in Task 1), graded from fresh copies by each tool as instructors run it,
+start-up included. Prints a table and writes ``bench-results/grade.json``, with both tools'
+total scores per student so that disagreements show.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     from grader.course.nbgrader import nbgrader_env
 
     os.environ.update(nbgrader_env())  # nbgrader runs alembic and jupyter by name
-    return int(importlib.import_module(COMMANDS[argv[0]]).main(argv) or 0)
+    try:
+        return int(importlib.import_module(COMMANDS[argv[0]]).main(argv) or 0)
+    except RuntimeError as error:  # CourseError, GradebookError: the message says what to do
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

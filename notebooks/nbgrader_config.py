@@ -6,6 +6,7 @@ from the repository root.
 
 import os
 from pathlib import Path
+from unittest import mock
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
@@ -23,11 +24,9 @@ from nbgrader.utils import is_grade
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
-COURSE_ROOT = Path(__file__).resolve().parent
 # The repository that holds solutions/hidden_tests.py (None for a copy of the course elsewhere).
-REPO_ROOT = next(
-    (p for p in COURSE_ROOT.parents if (p / "solutions" / "hidden_tests.py").is_file()), None
-)
+HERE = Path(__file__).resolve()
+REPO_ROOT = next((p for p in HERE.parents if (p / "solutions" / "hidden_tests.py").is_file()), None)
 
 c.CourseDirectory.course_id = "transformers-from-scratch"
 # What running the notebook leaves next to it never becomes part of a release or a grade.
@@ -57,16 +56,9 @@ class ExecuteWithHiddenTests(Execute):
     cells import ``solutions.hidden_tests``, which is never installed; learners never see it."""
 
     def preprocess(self, nb, resources=None, km=None):
-        previous = os.environ.get("PYTHONPATH")
-        if REPO_ROOT is not None:
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), previous]))
-        try:
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        with mock.patch.dict(os.environ, {"PYTHONPATH": path} if REPO_ROOT else {}):
             return super().preprocess(nb, resources, km=km)
-        finally:
-            if previous is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = previous
 
 
 class StderrIsNotFailure(NbGraderPreprocessor):

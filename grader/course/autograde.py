@@ -1,11 +1,10 @@
 """``python -m grader autograde``: grade a whole class in sandboxes, in parallel.
 
-Reads nbgrader's ``submitted/<student>/<assignment>/`` folders. Every submission is probed in
-its own sandbox and judged in this process (``grader.judge.grade``), which alone writes the
-gradebook, the autograded notebooks, the feedback pages and the full verdicts as each
-submission finishes; one that crashes, hangs or misbehaves is still recorded with a score.
-The hidden inputs come from one seed per assignment: ``--seed N``, else the one an earlier
-run recorded, else a new secret one, recorded; so any regrade gives the same verdicts.
+Each submission in nbgrader's ``submitted/<student>/<assignment>/`` is probed in its own
+sandbox and judged here; this process alone records the verdicts (gradebook, autograded
+notebook, feedback, full verdict) as each finishes, a crash or hang included. The hidden inputs
+come from one seed per assignment (``--seed``, else the recorded one, else a new one, recorded),
+so any regrade gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -24,14 +23,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from grader.course.feedback import write_feedback
-from grader.course.gradebook import GradebookError, GradebookWriter
+from grader.course.gradebook import GradebookWriter
+from grader.course.nbgrader import CourseError
 from grader.course.records import record_seed, recorded_seed, save_result
 from grader.judge.grade import all_failed, grade_submission, instructor_module, make_plan
 from grader.judge.verdicts import SubmissionResult
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
-
-GradeOne = Callable[..., SubmissionResult]
 
 # Sandbox limits on the command line: option -> (Limits field, help).
 LIMIT_OPTIONS = {
@@ -67,31 +65,19 @@ def main(argv: list[str]) -> int:
         parser.add_argument(
             option, dest=field, type=type(default), default=default, help=f"{text} ({default:g})"
         )
-    parser.add_argument("--db-url", default=None, help="gradebook URL (course's gradebook.db)")
-    parser.add_argument(
-        "--cases-per-test",
-        type=int,
-        help="trial runs only: grade with the first N cases of each test",
-    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv[1:])
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    try:
-        results = autograde(
-            args.course_dir,
-            args.assignment,
-            students=args.student or None,
-            jobs=args.jobs,
-            limits=Limits(**{field: getattr(args, field) for field, _ in LIMIT_OPTIONS.values()}),
-            db_url=args.db_url,
-            cases_per_test=args.cases_per_test,
-            progress=not args.quiet,
-            seed=args.seed,
-        )
-    except (GradebookError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    results = autograde(
+        args.course_dir,
+        args.assignment,
+        students=args.student or None,
+        jobs=args.jobs,
+        limits=Limits(**{field: getattr(args, field) for field, _ in LIMIT_OPTIONS.values()}),
+        progress=not args.quiet,
+        seed=args.seed,
+    )
     print(summarise(results))
     return 0
 
@@ -99,9 +85,7 @@ def main(argv: list[str]) -> int:
 def find_students(course_dir: Path, assignment: str) -> list[str]:
     submitted = Path(course_dir) / "submitted"
     if not submitted.is_dir():
-        raise FileNotFoundError(
-            f"no submissions folder {submitted} (nbgrader collect puts them there)"
-        )
+        raise CourseError(f"no submissions folder {submitted} (nbgrader collect puts them there)")
     return sorted(p.name for p in submitted.iterdir() if (p / assignment).is_dir())
 
 
@@ -112,10 +96,9 @@ def autograde(
     students: list[str] | None = None,
     jobs: int = 2,
     limits: Limits | None = None,
-    db_url: str | None = None,
     cases_per_test: int | None = None,
     progress: bool = True,
-    grade_one: GradeOne = grade_submission,
+    grade_one: Callable[..., SubmissionResult] = grade_submission,
     seed: int | None = None,
 ) -> list[SubmissionResult]:
     """Grade ``students`` (default: every submission) and record everything; see module doc."""
@@ -129,7 +112,7 @@ def autograde(
     torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
     groups = instructor_module("hidden_cases").GROUPS
     results: list[SubmissionResult] = []
-    with GradebookWriter(course_dir, assignment, db_url) as writer:
+    with GradebookWriter(course_dir, assignment) as writer:
         notebook = writer.graded_notebook(set(groups))
         previous = recorded_seed(course_dir, assignment)
         plan = make_plan(seed if seed is not None else previous, cases_per_test)

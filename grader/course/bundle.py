@@ -11,7 +11,6 @@ import argparse
 import ast
 import io
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -185,11 +184,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("student-bundle"))
     parser.add_argument("--force", action="store_true", help="replace a different bundle")
     args = parser.parse_args(argv[1:])
-    try:
-        out, course_dir = args.out.resolve(), args.course_dir.resolve()
-        folder, archive = build_student_bundle(out, args.force, course_dir=course_dir)
-    except CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out, course_dir = args.out.resolve(), args.course_dir.resolve()
+    folder, archive = build_student_bundle(out, args.force, course_dir=course_dir)
     print(f"student bundle: {folder} and {archive}")
     return 0

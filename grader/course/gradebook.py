@@ -27,26 +27,21 @@ class GradebookError(RuntimeError):
     """The gradebook cannot take the grades (missing, or the assignment is not in it)."""
 
 
-def default_db_url(course_dir: Path) -> str:
-    return f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
-
-
 class GradebookWriter:
     """The single writer of one assignment's grades in a course's gradebook."""
 
-    def __init__(self, course_dir: Path, assignment: str, db_url: str | None = None) -> None:
+    def __init__(self, course_dir: Path, assignment: str) -> None:
         from nbgrader.api import Gradebook, MissingEntry
 
         self.course_dir = Path(course_dir)
         self.assignment = assignment
-        self.db_url = db_url or default_db_url(self.course_dir)
+        database = self.course_dir.resolve() / "gradebook.db"
         generate = f"`nbgrader generate_assignment {assignment}` in {self.course_dir} first"
-        if self.db_url.startswith("sqlite:///") and not Path(self.db_url[10:]).exists():
+        if not database.exists():
             raise GradebookError(
-                f"no gradebook at {self.db_url[10:]}: run {generate} (it records the "
-                "assignment's cells)"
+                f"no gradebook at {database}: run {generate} (it records the assignment's cells)"
             )
-        self.gradebook = Gradebook(self.db_url)
+        self.gradebook = Gradebook(f"sqlite:///{database}")
         try:
             record = self.gradebook.find_assignment(assignment)
         except MissingEntry as error:

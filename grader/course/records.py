@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from grader.judge.verdicts import SubmissionResult
@@ -29,7 +30,7 @@ def _write_json(path: Path, data: dict, indent: int | None = None) -> Path:
 
 def save_result(course_dir: Path, result: SubmissionResult) -> Path:
     path = results_dir(course_dir, result.assignment) / f"{result.student}.json"
-    return _write_json(path, result.to_dict(), indent=1)
+    return _write_json(path, asdict(result), indent=1)
 
 
 def load_results(course_dir: Path, assignment: str) -> dict[str, SubmissionResult]:

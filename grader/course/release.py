@@ -13,7 +13,6 @@ import argparse
 import ast
 import datetime as dt
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -187,25 +186,21 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--out", type=Path, help="write here instead of the nbgrader exchange")
     args = parser.parse_args(argv[1:])
     course_dir = args.course_dir.resolve()
+    if command == "release":
+        print(f"wrote {generate_release(course_dir, force=args.force)}")
+        return 0
+    destination = args.out or exchange_outbound(course_dir)
+    when = release_time(args.at, args.after_minutes, dt.datetime.now())
+    # Build once before waiting, so that a broken master fails now, not at release time.
+    solution_module(master_path(course_dir))
+    wait_until(when)
     try:
-        if command == "release":
-            print(f"wrote {generate_release(course_dir, force=args.force)}")
-            return 0
-        destination = args.out or exchange_outbound(course_dir)
-        when = release_time(args.at, args.after_minutes, dt.datetime.now())
-        # Build once before waiting, so that a broken master fails now, not at release time.
-        solution_module(master_path(course_dir))
-        wait_until(when)
-        try:
-            written = write_solutions(destination, master_path(course_dir), force=args.force)
-        except PermissionError as error:
-            raise CourseError(
-                f"Cannot write to {destination} ({error}). Create the nbgrader exchange "
-                "(see nbgrader's docs) or pass --out DIR."
-            ) from error
-        for path in written:
-            print(f"released {path}")
-    except CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        written = write_solutions(destination, master_path(course_dir), force=args.force)
+    except PermissionError as error:
+        raise CourseError(
+            f"Cannot write to {destination} ({error}). Create the nbgrader exchange "
+            "(see nbgrader's docs) or pass --out DIR."
+        ) from error
+    for path in written:
+        print(f"released {path}")
     return 0

@@ -12,7 +12,6 @@ import argparse
 import csv
 from pathlib import Path
 
-from grader.course.gradebook import default_db_url
 from grader.course.records import load_results
 
 COLUMNS = [
@@ -28,7 +27,7 @@ COLUMNS = [
 ]
 
 
-def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[dict]:
+def rows(course_dir: Path, assignment: str) -> list[dict]:
     """The report's rows, one per student with a submission, sorted by student id."""
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -37,7 +36,7 @@ def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[d
     task_of = {grade_id: g.task for grade_id, g in instructor_module("hidden_cases").GROUPS.items()}
     verdicts = load_results(course_dir, assignment)
     table = []
-    with Gradebook(db_url or default_db_url(course_dir)) as gradebook:
+    with Gradebook(f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}") as gradebook:
         try:
             submissions = gradebook.find_assignment(assignment).submissions
         except MissingEntry:
@@ -73,9 +72,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--course-dir", required=True, type=Path)
     parser.add_argument("--assignment", required=True)
     parser.add_argument("--csv", required=True, type=Path, help="where to write the CSV")
-    parser.add_argument("--db-url", default=None)
     args = parser.parse_args(argv[1:])
-    table = rows(args.course_dir.resolve(), args.assignment, args.db_url)
+    table = rows(args.course_dir.resolve(), args.assignment)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with args.csv.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)

@@ -48,8 +48,6 @@ class _Probe:
 
     def __init__(self, work_dir: Path, limits: Limits, slot: int) -> None:
         self.scratch = work_dir / f"sandbox-{secrets.token_hex(4)}"
-        sandboxed = sandbox.bwrap_executable() is not None
-        sandbox.prepare_scratch(self.scratch, slot, sandboxed=sandboxed)
         self.limits = limits
         self.errors = work_dir / f"{self.scratch.name}.stderr"
         self.process = sandbox.start(self.scratch, limits, slot, self.errors)

@@ -54,24 +54,22 @@ def bwrap_executable() -> str | None:
     return shutil.which("bwrap") if sys.platform.startswith("linux") else None
 
 
+_UNSANDBOXED = f"""
+{"!" * 78}
+WARNING: bubblewrap (bwrap) is not available, so submissions run WITHOUT a sandbox:
+they can read and write your files and reach the network. Only resource limits
+apply. Grade a class on Linux with bubblewrap installed (apt install bubblewrap).
+{"!" * 78}"""
 _warned = False
 
 
 def warn_unsandboxed() -> None:
     """Say loudly, once, that submissions will run with resource limits only."""
     global _warned
-    if _warned:
-        return
-    _warned = True
-    bar = "!" * 78
-    print(
-        f"\n{bar}\nWARNING: bubblewrap (bwrap) is not available, so submissions run WITHOUT a "
-        "sandbox:\nthey can read and write your files and reach the network. Only resource "
-        "limits\napply. Grade a class on Linux with bubblewrap installed (apt install "
-        f"bubblewrap).\n{bar}",
-        file=sys.stderr,
-    )
-    warnings.warn("grading without a sandbox (bwrap not found)", RuntimeWarning, stacklevel=2)
+    if not _warned:
+        _warned = True
+        print(_UNSANDBOXED, file=sys.stderr)
+        warnings.warn("grading without a sandbox (bwrap not found)", RuntimeWarning, stacklevel=2)
 
 
 def sandbox_uid(slot: int) -> int | None:
@@ -155,9 +153,10 @@ def prepare_scratch(scratch: Path, slot: int, *, sandboxed: bool) -> None:
 
 
 def start(scratch: Path, limits: Limits, slot: int, errors: Path) -> subprocess.Popen:
-    """Start the probe server (``-I``: no environment variables, no cwd on sys.path) in a
+    """Start the probe server (``-I``: no environment variables, no cwd on sys.path) in a new
     sandbox whose only writable folder is ``scratch``; ``errors`` gets what it prints first."""
     sandboxed = bwrap_executable() is not None
+    prepare_scratch(scratch, slot, sandboxed=sandboxed)
     uid = sandbox_uid(slot) if sandboxed else None
     command = [sys.executable, "-I", "-m", "grader.sandbox.server"]
     command += ["--limits", json.dumps(asdict(limits))]
@@ -242,5 +241,4 @@ def kill(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
     for stream in (process.stdin, process.stdout):
         with suppress(OSError):
-            if stream is not None:
-                stream.close()
+            stream.close()

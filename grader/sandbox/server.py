@@ -1,14 +1,10 @@
 """Runs inside the sandbox: serves the judge's requests to run a submission's graded functions.
 
-``python -I -m grader.sandbox.server --limits JSON`` starts once per submission (torch is
-imported once), takes the sandbox's own user id when started as root, sets its limits, then
-answers one JSON request per line on stdin (written by ``grader.judge.channel``). For each it
-forks a fresh child that replays the function's program in a fresh ``__main__``, as a notebook
-kernel would (each statement within ``step_seconds``), then runs
-``grader.learner.probe.probe_case`` on each case and writes, case by case, the raw outputs to
-``out-<token>-<i>.npz`` and a JSON line to ``out-<token>.jsonl``: plain data, no pickle, and a
-hang keeps the cases before it. How the child ended goes back on a channel children cannot
-reach (this process is not dumpable). Nothing here decides a verdict.
+Started once per submission (torch is imported once), it takes the sandbox's user id when root
+and sets its limits. For each request (a JSON line from ``grader.judge.channel``) it forks a
+fresh child that replays the function's program in a fresh ``__main__``, as a notebook kernel
+would, and probes each case, writing plain data (.npz, JSON; no pickle) case by case, so a hang
+keeps the cases before it. How the child ended goes back on a channel children cannot reach.
 """
 
 from __future__ import annotations
