@@ -37,10 +37,7 @@ LIMIT_OPTIONS = {
     "--memory": ("memory_mb", "memory bound of a sandbox, MiB"),
     "--cpu-seconds": ("cpu_seconds", "CPU seconds per process"),
     "--processes": ("processes", "processes per sandbox"),
-    "--step-seconds": (
-        "step_seconds",
-        "seconds for each notebook statement re-run to recreate a name a graded function uses",
-    ),
+    "--step-seconds": ("step_seconds", "seconds for each notebook statement a function re-runs"),
 }
 
 

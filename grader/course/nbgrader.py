@@ -60,9 +60,6 @@ def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.Co
     )
 
 
-# -- cells ------------------------------------------------------------------------------------
-
-
 def nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | None = None) -> dict:
     """A cell's ``nbgrader`` metadata as JupyterLab's Create Assignment toolbar writes it: an
     "Autograded answer" with ``solution=True``, an "Autograder tests" cell with ``points``."""
@@ -117,9 +114,6 @@ def remove_solution_markers(source: str) -> str:
 def hidden_test_leaks(text: str) -> list[str]:
     """The pieces of hidden test text found in ``text`` (empty when clean)."""
     return [marker for marker in HIDDEN_TEST_TEXT if marker in text]
-
-
-# -- trial courses --------------------------------------------------------------------------
 
 
 def make_trial_course(root: Path, master: nbformat.NotebookNode, assignment: str) -> Path:

@@ -77,18 +77,6 @@ def sandbox_uid(slot: int) -> int | None:
     return FIRST_SANDBOX_UID + slot if os.geteuid() == 0 else None
 
 
-def _python_roots() -> list[Path]:
-    """Folders the interpreter needs: the environment and the installation it was made from."""
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
-    return sorted(root for root in roots if root.exists())
-
-
-def _public_packages() -> list[Path]:
-    """The repository's public packages, mounted where the installed finder expects them."""
-    repo = Path(__file__).resolve().parents[2]
-    return [path for path in (repo / "former", repo / "grader") if path.is_dir()]
-
-
 def _system_binds() -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -124,7 +112,12 @@ def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
     # is bound on top of it rather than hidden by it.
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp"]
-    mounted = _python_roots() + _public_packages()
+    # The environment, the installation it was made from, and the repository's public
+    # packages where the installed finder expects them.
+    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
+    repo = Path(__file__).resolve().parents[2]
+    packages = [path for path in (repo / "former", repo / "grader") if path.is_dir()]
+    mounted = sorted(root for root in python if root.exists()) + packages
     # Folders bwrap creates on the way to a mount point default to 0700: readable by root
     # only, and the probe is not root for long.
     already_there = {Path("/"), Path("/tmp"), Path("/dev"), Path("/dev/shm"), Path("/proc")}

@@ -22,9 +22,6 @@ from contextlib import suppress
 
 OUTPUT_LIMIT = 64 * 2**20  # bytes of output arrays per case
 
-_PR_SET_DUMPABLE = 4
-_PR_SET_NO_NEW_PRIVS = 38
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.sandbox.server")
@@ -78,8 +75,8 @@ def _harden() -> None:
     """No privilege gains on exec; children may not read this process's memory or files."""
     with suppress(OSError, AttributeError):  # not Linux: nothing to harden
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 def _set_limit(which: int, value: int) -> None:
@@ -108,16 +105,13 @@ def _serve(request: dict, limits, home: str, in_sandbox: bool) -> dict:
     }
 
 
-def _fork(patience: float = 10.0) -> int:
-    """fork, waiting a little while processes a previous child left are still being reaped."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
+def _fork() -> int:
+    """fork, waiting up to 10 s while processes a previous child left are still being reaped."""
+    for _ in range(200):
+        with suppress(BlockingIOError):
             return os.fork()
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+        time.sleep(0.05)
+    return os.fork()
 
 
 def _stop_leftovers(child: int, in_sandbox: bool) -> None:
