@@ -2,13 +2,10 @@
 
     python -m benchmarks.grade [--students 12] [--jobs 2]
 
-Builds a copy of the lab's nbgrader course (``notebooks/``), generates the assignment,
-submits the same notebooks for every student (the master's answers, some with a
-catalogued mistake in Task 1), then grades them twice, each from a fresh copy: once with
-``nbgrader autograde`` (one command for the class, the way instructors run it) and once
-with ``python -m grader autograde --jobs N``. Both timings include each command's
-start-up. Prints a table and writes ``bench-results/grade.json``, with both tools' total
-scores per student so that disagreements show.
+A copy of the lab's course, every student submitting the master's answers (some with a
+catalogued mistake in Task 1), graded from fresh copies by each tool as instructors run it,
+start-up included. Prints a table and writes ``bench-results/grade.json``, with both tools'
+total scores per student so that disagreements show.
 """
 
 from __future__ import annotations
@@ -50,21 +47,20 @@ _MISTAKES = {
 }
 
 
-def _env() -> dict:
+def _timed(args: list[str], cwd: Path) -> float:
+    """Seconds ``python -m ARGS`` takes in ``cwd``, its start-up included."""
     # The notebook's data cell: the real IMDB sample when it is here, else the generated corpus.
     imdb = str(SAMPLE_DATA) if SAMPLE_DATA.exists() else "synthetic"
-    return nbgrader_env(PYTHONPATH=str(REPO), LAB_IMDB=imdb)
-
-
-def _run(command: list[str], cwd: Path) -> float:
+    env = nbgrader_env(PYTHONPATH=str(REPO), LAB_IMDB=imdb)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
-    return elapsed
+    return time.perf_counter() - started
 
 
 def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
@@ -78,15 +74,16 @@ def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
         if cell.metadata.nbgrader.get("solution")
     }
     variants = {}
-    names = list(_MISTAKES)
     for index in range(students):
         student = f"student{index:03d}"
-        variant = names[index % len(names)] if index % 2 else "correct"
-        mine = {
-            **answers,
-            "multihead_attention": _MISTAKES[variant](answers["multihead_attention"]),
-        }
-        submit(course, ASSIGNMENT, student, with_answers(release, mine))
+        variant = list(_MISTAKES)[index % len(_MISTAKES)] if index % 2 else "correct"
+        task1 = _MISTAKES[variant](answers["multihead_attention"])
+        submit(
+            course,
+            ASSIGNMENT,
+            student,
+            with_answers(release, {**answers, "multihead_attention": task1}),
+        )
         variants[student] = variant
     return course, variants
 
@@ -98,13 +95,9 @@ def _totals(course: Path) -> dict[str, dict]:
     totals = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         for submission in gradebook.find_assignment(ASSIGNMENT).submissions:
-            failed = [
-                grade.name
-                for notebook in submission.notebooks
-                for grade in notebook.grades
-                if (grade.score or 0) < grade.max_score
-            ]
-            totals[submission.student.id] = {"total": submission.score, "failed": sorted(failed)}
+            grades = [grade for notebook in submission.notebooks for grade in notebook.grades]
+            failed = sorted(grade.name for grade in grades if (grade.score or 0) < grade.max_score)
+            totals[submission.student.id] = {"total": submission.score, "failed": failed}
     return totals
 
 
@@ -116,49 +109,23 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
         template, variants = make_course(Path(tmp) / "template", args.students)
-        for tool in ("nbgrader", "grader"):
-            shutil.copytree(template, Path(tmp) / tool)
-        nbgrader_course = Path(tmp) / "nbgrader"
-        nbgrader_seconds = _run(
-            [
-                sys.executable,
-                "-m",
-                "nbgrader",
-                "autograde",
-                ASSIGNMENT,
-                "--force",
-                f"--CourseDirectory.root={nbgrader_course}",
-            ],
-            nbgrader_course,
-        )
-        grader_course = Path(tmp) / "grader"
-        grader_seconds = _run(
-            [
-                sys.executable,
-                "-m",
-                "grader",
-                "autograde",
-                "--course-dir",
-                str(grader_course),
-                "--assignment",
-                ASSIGNMENT,
-                "--jobs",
-                str(args.jobs),
-                "--quiet",
-            ],
-            REPO,
-        )
-        nbgrader_scores, grader_scores = _totals(nbgrader_course), _totals(grader_course)
+        plain, sandboxed = Path(tmp) / "nbgrader", Path(tmp) / "grader"
+        shutil.copytree(template, plain)
+        shutil.copytree(template, sandboxed)
+        root = f"--CourseDirectory.root={plain}"
+        plain_seconds = _timed(["nbgrader", "autograde", ASSIGNMENT, "--force", root], plain)
+        grader = ["grader", "autograde", "--course-dir", str(sandboxed), "--assignment", ASSIGNMENT]
+        grader_seconds = _timed(grader + ["--jobs", str(args.jobs), "--quiet"], REPO)
+        scores = {"nbgrader": _totals(plain), "grader": _totals(sandboxed)}
 
     rows = [
-        {"tool": "nbgrader autograde (no sandbox)", "seconds": nbgrader_seconds},
+        {"tool": "nbgrader autograde (no sandbox)", "seconds": round(plain_seconds, 1)},
         {
             "tool": f"python -m grader autograde --jobs {args.jobs} (sandboxed)",
-            "seconds": grader_seconds,
+            "seconds": round(grader_seconds, 1),
         },
     ]
     for row in rows:
-        row["seconds"] = round(row["seconds"], 1)
         row["submissions_per_minute"] = round(args.students * 60 / row["seconds"], 2)
         row["seconds_per_submission"] = round(row["seconds"] / args.students, 2)
     speedup = rows[0]["seconds"] / rows[1]["seconds"]
@@ -173,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         "scores": {
             student: {
                 "variant": variants[student],
-                "nbgrader": nbgrader_scores.get(student, {}).get("total"),
-                "grader": grader_scores.get(student, {}).get("total"),
-                "nbgrader_failed": nbgrader_scores.get(student, {}).get("failed"),
-                "grader_failed": grader_scores.get(student, {}).get("failed"),
+                **{tool: scores[tool].get(student, {}).get("total") for tool in scores},
+                **{
+                    f"{tool}_failed": scores[tool].get(student, {}).get("failed") for tool in scores
+                },
             }
             for student in sorted(variants)
         },

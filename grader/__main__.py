@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-# command -> module whose ``main(argv)`` runs it
+# command -> module whose ``main(argv)`` runs it (argv[0] is the command)
 COMMANDS = {
     "autograde": "grader.course.autograde",
     "report": "grader.course.report",
@@ -18,17 +18,20 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+    if not argv or argv[0] not in COMMANDS:
         print("usage: python -m grader {" + ",".join(COMMANDS) + "} [options]")
         if argv and argv[0] not in {"-h", "--help"}:
             print(f"unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    from grader.course.nbgrader import with_scripts_on_path
+    from grader.course.nbgrader import nbgrader_env
 
-    os.environ.update(with_scripts_on_path(dict(os.environ)))
-    module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv) or 0)
+    os.environ.update(nbgrader_env())  # nbgrader runs alembic and jupyter by name
+    try:
+        return int(importlib.import_module(COMMANDS[argv[0]]).main(argv) or 0)
+    except RuntimeError as error:  # CourseError, GradebookError: the message says what to do
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

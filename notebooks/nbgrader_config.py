@@ -1,22 +1,32 @@
 """nbgrader configuration of the Transformers From Scratch course (this folder is the course root).
 
-Run nbgrader from this folder (``cd notebooks``), or use ``python -m grader release`` and
-friends from the repository root.
+Run nbgrader from this folder (``cd notebooks``), or ``python -m grader release`` and friends
+from the repository root.
 """
 
 import os
 from pathlib import Path
+from unittest import mock
 
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearHiddenTests,
+    Execute,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    NbGraderPreprocessor,
+    SaveAutoGrades,
+)
 from nbgrader.utils import is_grade
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
-COURSE_ROOT = Path(__file__).resolve().parent
 # The repository that holds solutions/hidden_tests.py (None for a copy of the course elsewhere).
-REPO_ROOT = next(
-    (p for p in COURSE_ROOT.parents if (p / "solutions" / "hidden_tests.py").is_file()), None
-)
+HERE = Path(__file__).resolve()
+REPO_ROOT = next((p for p in HERE.parents if (p / "solutions" / "hidden_tests.py").is_file()), None)
 
 c.CourseDirectory.course_id = "transformers-from-scratch"
 # What running the notebook leaves next to it never becomes part of a release or a grade.
@@ -35,40 +45,25 @@ c.CourseDirectory.ignore = [
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# Per cell. Graded runs use the quick training settings (NBGRADER_EXECUTION is set), where
-# the longest cell takes well under a minute; a learner's Validate on a slow laptop gets
-# the same generous margin.
+# Per cell. Graded runs use the quick training settings (NBGRADER_EXECUTION is set), where the
+# longest cell takes well under a minute; a learner's Validate on a slow laptop gets the margin.
 c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
 
 
 class ExecuteWithHiddenTests(Execute):
-    """Execute with the repository on the kernel's PYTHONPATH while grading.
-
-    The hidden test cells call ``solutions.hidden_tests``, which lives in the
-    repository but is never installed. It is added only for the duration of an
-    instructor's autograde run; learners' kernels never see it.
-    """
+    """Execute with the repository on the kernel's PYTHONPATH while grading: the hidden test
+    cells import ``solutions.hidden_tests``, which is never installed; learners never see it."""
 
     def preprocess(self, nb, resources=None, km=None):
-        previous = os.environ.get("PYTHONPATH")
-        if REPO_ROOT is not None:
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), previous]))
-        try:
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        with mock.patch.dict(os.environ, {"PYTHONPATH": path} if REPO_ROOT else {}):
             return super().preprocess(nb, resources, km=km)
-        finally:
-            if previous is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = previous
 
 
 class StderrIsNotFailure(NbGraderPreprocessor):
-    """Relabel stderr output of graded cells as stdout, after execution.
-
-    nbgrader scores a test cell 0 as soon as it printed anything on stderr, so a
-    harmless warning from PyTorch would cost points. The text stays visible.
-    """
+    """Relabel graded cells' stderr as stdout, after execution: nbgrader scores a test cell 0
+    once it printed on stderr, so a harmless PyTorch warning would cost points."""
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and is_grade(cell):
@@ -78,37 +73,9 @@ class StderrIsNotFailure(NbGraderPreprocessor):
         return cell, resources
 
 
-def _autograde_preprocessors():
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (
-        AssignLatePenalties,
-        CheckCellMetadata,
-        IgnorePattern,
-        LimitOutput,
-        SaveAutoGrades,
-    )
-
-    return [
-        ExecuteWithHiddenTests,
-        StderrIsNotFailure,
-        IgnorePattern,
-        ClearMetadataPreprocessor,
-        LimitOutput,
-        SaveAutoGrades,
-        AssignLatePenalties,
-        CheckCellMetadata,
-    ]
-
-
-c.Autograde.autograde_preprocessors = _autograde_preprocessors()
-
-
 class ErrorsWithoutTracebacks(NbGraderPreprocessor):
-    """Keep only "ErrorName: message" of the errors raised in graded cells.
-
-    An IPython traceback quotes the lines around the failing one, and in a test
-    cell those are the hidden tests. The message itself carries the diagnosis.
-    """
+    """Keep only "ErrorName: message" of graded cells' errors: an IPython traceback quotes the
+    lines around the failing one, in a test cell the hidden tests."""
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and is_grade(cell):
@@ -118,14 +85,21 @@ class ErrorsWithoutTracebacks(NbGraderPreprocessor):
         return cell, resources
 
 
-def _feedback_preprocessors():
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
-
-    # nbgrader's own feedback shows the autograded notebook as it ran, hidden tests
-    # included; learners must never see them, so they are cut out first.
-    return [ClearHiddenTests, ErrorsWithoutTracebacks, GetGrades, CSSHTMLHeaderPreprocessor]
-
-
-c.GenerateFeedback.preprocessors = _feedback_preprocessors()
+c.Autograde.autograde_preprocessors = [
+    ExecuteWithHiddenTests,
+    StderrIsNotFailure,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+# nbgrader's own feedback shows the autograded notebook as it ran; the hidden tests go first.
+c.GenerateFeedback.preprocessors = [
+    ClearHiddenTests,
+    ErrorsWithoutTracebacks,
+    GetGrades,
+    CSSHTMLHeaderPreprocessor,
+]
 c.ClearHiddenTests.enforce_metadata = False

@@ -1,17 +1,10 @@
 """``python -m grader autograde``: grade a whole class in sandboxes, in parallel.
 
-    python -m grader autograde --course-dir notebooks --assignment transformers_from_scratch \\
-        [--student ID ...] [--jobs 2] [--seed N] [--timeout 60] [--memory 4096]
-
-Reads nbgrader's ``submitted/<student>/<assignment>/`` folders. Every submission is probed in
-its own sandbox (``grader.sandbox.launch``) and judged in this process (``grader.judge.grade``); this
-process alone writes the gradebook, the autograded notebooks, the feedback pages and the
-full verdicts (``grader_results/``), as each submission finishes. A submission that
-crashes, hangs or misbehaves is still recorded, with a score and a status.
-
-The hidden inputs come from one seed per assignment: ``--seed N``, else the seed an earlier
-run recorded (``grader.course.records``), else a new secret one, recorded for later runs. So a
-regrade of one student, or of the class, gives the same scores and feedback.
+Each submission in nbgrader's ``submitted/<student>/<assignment>/`` is probed in its own
+sandbox and judged here; this process alone records the verdicts (gradebook, autograded
+notebook, feedback, full verdict) as each finishes, a crash or hang included. The hidden inputs
+come from one seed per assignment (``--seed``, else the recorded one, else a new one, recorded),
+so any regrade gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -30,15 +23,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from grader.course.feedback import write_feedback
-from grader.course.gradebook import GradebookError, GradebookWriter
+from grader.course.gradebook import GradebookWriter
+from grader.course.nbgrader import CourseError
 from grader.course.records import record_seed, recorded_seed, save_result
-from grader.judge.grade import Plan, all_failed, grade_submission, instructor_module, make_plan
+from grader.judge.grade import all_failed, grade_submission, instructor_module, make_plan
 from grader.judge.verdicts import SubmissionResult
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
-
-GradeOne = Callable[..., SubmissionResult]
-
 
 # Sandbox limits on the command line: option -> (Limits field, help).
 LIMIT_OPTIONS = {
@@ -46,15 +37,12 @@ LIMIT_OPTIONS = {
     "--memory": ("memory_mb", "memory bound of a sandbox, MiB"),
     "--cpu-seconds": ("cpu_seconds", "CPU seconds per process"),
     "--processes": ("processes", "processes per sandbox"),
-    "--step-seconds": (
-        "step_seconds",
-        "seconds for each notebook statement re-run to recreate a name a graded function uses",
-    ),
+    "--step-seconds": ("step_seconds", "seconds for each notebook statement a function re-runs"),
 }
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    defaults = Limits()
+def main(argv: list[str]) -> int:
+    """``argv``: ``autograde`` and its options."""
     parser = argparse.ArgumentParser(
         prog="python -m grader autograde",
         description="Grade submissions in sandboxes and record the scores in nbgrader's gradebook.",
@@ -70,45 +58,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seed of the hidden inputs (default: the one recorded by the last run, else new)",
     )
     for option, (field, text) in LIMIT_OPTIONS.items():
-        default = getattr(defaults, field)
+        default = getattr(Limits(), field)
         parser.add_argument(
             option, dest=field, type=type(default), default=default, help=f"{text} ({default:g})"
         )
-    parser.add_argument("--db-url", default=None, help="gradebook URL (course's gradebook.db)")
-    parser.add_argument(
-        "--cases-per-test",
-        type=int,
-        default=None,
-        help="trial runs only: grade with the first N cases of each test",
-    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv[1:])
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "autograde":
-        argv = argv[1:]
-    args = parse_args(argv)
-    limits = Limits(**{field: getattr(args, field) for field, _ in LIMIT_OPTIONS.values()})
-    try:
-        results = autograde(
-            args.course_dir,
-            args.assignment,
-            students=args.student or None,
-            jobs=args.jobs,
-            limits=limits,
-            db_url=args.db_url,
-            cases_per_test=args.cases_per_test,
-            progress=not args.quiet,
-            seed=args.seed,
-        )
-    except (GradebookError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    results = autograde(
+        args.course_dir,
+        args.assignment,
+        students=args.student or None,
+        jobs=args.jobs,
+        limits=Limits(**{field: getattr(args, field) for field, _ in LIMIT_OPTIONS.values()}),
+        progress=not args.quiet,
+        seed=args.seed,
+    )
     print(summarise(results))
     return 0
 
@@ -116,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def find_students(course_dir: Path, assignment: str) -> list[str]:
     submitted = Path(course_dir) / "submitted"
     if not submitted.is_dir():
-        raise FileNotFoundError(
-            f"no submissions folder {submitted} (nbgrader collect puts them there)"
-        )
+        raise CourseError(f"no submissions folder {submitted} (nbgrader collect puts them there)")
     return sorted(p.name for p in submitted.iterdir() if (p / assignment).is_dir())
 
 
@@ -129,11 +93,9 @@ def autograde(
     students: list[str] | None = None,
     jobs: int = 2,
     limits: Limits | None = None,
-    db_url: str | None = None,
     cases_per_test: int | None = None,
     progress: bool = True,
-    plan: Plan | None = None,
-    grade_one: GradeOne = grade_submission,
+    grade_one: Callable[..., SubmissionResult] = grade_submission,
     seed: int | None = None,
 ) -> list[SubmissionResult]:
     """Grade ``students`` (default: every submission) and record everything; see module doc."""
@@ -147,17 +109,16 @@ def autograde(
     torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
     groups = instructor_module("hidden_cases").GROUPS
     results: list[SubmissionResult] = []
-    with GradebookWriter(course_dir, assignment, db_url) as writer:
+    with GradebookWriter(course_dir, assignment) as writer:
         notebook = writer.graded_notebook(set(groups))
-        if plan is None:
-            previous = recorded_seed(course_dir, assignment)
-            plan = make_plan(seed if seed is not None else previous, cases_per_test)
-            if previous is not None and plan.seed != previous and progress:
-                print(
-                    f"note: grading with seed {plan.seed}; results graded before used "
-                    f"{previous} (each result records its own)",
-                    file=sys.stderr,
-                )
+        previous = recorded_seed(course_dir, assignment)
+        plan = make_plan(seed if seed is not None else previous, cases_per_test)
+        if previous is not None and plan.seed != previous and progress:
+            print(
+                f"note: grading with seed {plan.seed}; results graded before used "
+                f"{previous} (each result records its own)",
+                file=sys.stderr,
+            )
         record_seed(course_dir, assignment, plan.seed)
         slots: queue.Queue[int] = queue.Queue()
         for slot in range(jobs):
@@ -166,12 +127,11 @@ def autograde(
             os.chmod(work, 0o700)
 
             def grade(student: str) -> SubmissionResult:
-                slot = slots.get()
+                slot, started = slots.get(), time.monotonic()
+                path = course_dir / "submitted" / student / assignment / f"{notebook}.ipynb"
                 try:
-                    submitted = course_dir / "submitted" / student / assignment
-                    return _grade_safely(
-                        grade_one,
-                        submitted / f"{notebook}.ipynb",
+                    return grade_one(
+                        path,
                         student,
                         assignment,
                         plan,
@@ -179,15 +139,27 @@ def autograde(
                         work_dir=Path(work) / student,
                         slot=slot,
                     )
+                except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+                    result = SubmissionResult(
+                        student, assignment, notebook, "error", seed=plan.seed
+                    )
+                    result.tests = all_failed(plan, "error", "the grader failed on this submission")
+                    result.messages.append(f"grader error: {type(error).__name__}: {error}")
+                    result.seconds = round(time.monotonic() - started, 2)
+                    return result
                 finally:
                     slots.put(slot)
 
             bar = tqdm(total=len(students), desc="grading", unit="sub", disable=not progress)
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(grade, student): student for student in students}
+                futures = [pool.submit(grade, student) for student in students]
                 for future in as_completed(futures):
                     result = future.result()
-                    _record(writer, course_dir, assignment, result)
+                    submitted = course_dir / "submitted" / result.student / assignment
+                    writer.record(result, submitted)
+                    writer.write_autograded(result, submitted)
+                    write_feedback(course_dir, result)
+                    save_result(course_dir, result)
                     results.append(result)
                     bar.set_postfix_str(f"{result.student}: {result.status}", refresh=False)
                     bar.update()
@@ -195,32 +167,10 @@ def autograde(
     return sorted(results, key=lambda result: result.student)
 
 
-def _grade_safely(grade_one: GradeOne, notebook: Path, student: str, assignment: str, plan, **kw):
-    """A grader failure still leaves a recorded result (status ``error``, score 0)."""
-    started = time.monotonic()
-    try:
-        return grade_one(notebook, student, assignment, plan, **kw)
-    except Exception as error:  # noqa: BLE001 - one submission must never stop the class
-        result = SubmissionResult(student, assignment, notebook.stem, "error")
-        result.tests = all_failed(plan, "error", "the grader failed on this submission")
-        result.messages.append(f"grader error: {type(error).__name__}: {error}")
-        result.seed = plan.seed
-        result.seconds = round(time.monotonic() - started, 2)
-        return result
-
-
-def _record(writer: GradebookWriter, course_dir: Path, assignment: str, result) -> None:
-    submitted = course_dir / "submitted" / result.student / assignment
-    writer.record(result, submitted)
-    writer.write_autograded(result, submitted)
-    write_feedback(course_dir, result)
-    save_result(course_dir, result)
-
-
 def summarise(results: list[SubmissionResult]) -> str:
-    counts = Counter(result.status for result in results)
     if not results:
         return "no submissions graded"
+    counts = Counter(result.status for result in results)
     mean = sum(result.score() for result in results) / len(results)
     statuses = ", ".join(f"{status}: {count}" for status, count in sorted(counts.items()))
     seeds = ", ".join(str(seed) for seed in sorted({r.seed for r in results if r.seed is not None}))

@@ -1,21 +1,17 @@
-"""``python -m grader student-bundle [--out DIR] [--force]``: what a learner downloads.
+"""``python -m grader student-bundle``: what a learner downloads.
 
 ``student-bundle/transformers_from_scratch/`` and a zip of it: the student notebook,
-``former``, the ``grader.learner`` package (the visible checks and what they share with
-the grader, which never imports ``solutions``), ``model.py`` and a set-up README. It
-refuses to ship hidden test text or code from ``solutions/``.
+``former``, the ``grader.learner`` package (which never imports ``solutions``), ``model.py``
+and a set-up README. It refuses to ship hidden test text or code from ``solutions/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import filecmp
+import io
 import shutil
-import sys
-import tempfile
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 
 from grader.course.nbgrader import (
@@ -68,12 +64,8 @@ extracted `aclImdb` folder or the `IMDB Dataset.csv` file.
 
 def _code_lines(source: str) -> list[str]:
     """Non-blank, non-comment lines, whitespace-normalised."""
-    lines = []
-    for line in source.splitlines():
-        stripped = " ".join(line.split())
-        if stripped and not stripped.startswith("#"):
-            lines.append(stripped)
-    return lines
+    lines = (" ".join(line.split()) for line in source.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def reference_bodies(repo_root: Path = REPO_ROOT) -> dict[str, list[str]]:
@@ -103,10 +95,15 @@ def solution_code_leaks(text: str, bodies: dict[str, list[str]], window: int = 3
     return found
 
 
-def _package_files(directory: Path) -> Iterable[Path]:
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            yield path
+def _files_under(directory: Path) -> dict[str, bytes]:
+    """Relative path -> content of the files under ``directory``, caches left out."""
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+        and not {"__pycache__", ".ipynb_checkpoints"} & set(path.parts)
+        and path.suffix != ".pyc"
+    }
 
 
 def bundle_files(repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR) -> dict[str, bytes]:
@@ -117,15 +114,12 @@ def bundle_files(repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR) -> 
             f"No student notebook at {notebook}; run `python -m grader release` first."
         )
     files = {NOTEBOOK: notebook.read_bytes(), "README.md": BUNDLE_README.encode()}
-    for path in _package_files(repo_root / "former"):
-        files[path.relative_to(repo_root).as_posix()] = path.read_bytes()
-    learner = [
-        repo_root / "grader" / "__init__.py",
-        *_package_files(repo_root / "grader" / "learner"),
-    ]
-    for path in learner:
-        files[path.relative_to(repo_root).as_posix()] = path.read_bytes()
-    for name in ("model.py", "pyproject.toml"):
+    for package in ("former", "grader/learner"):
+        files |= {
+            f"{package}/{name}": content
+            for name, content in _files_under(repo_root / package).items()
+        }
+    for name in ("grader/__init__.py", "model.py", "pyproject.toml"):
         if (repo_root / name).is_file():
             files[name] = (repo_root / name).read_bytes()
     return files
@@ -147,24 +141,16 @@ def check_bundle(files: dict[str, bytes], repo_root: Path = REPO_ROOT) -> None:
         raise CourseError("The student bundle would leak:\n  " + "\n  ".join(problems))
 
 
-def write_zip(files: dict[str, bytes], path: Path, root: str) -> None:
-    """A reproducible zip: sorted entries, fixed timestamps."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+def zip_bytes(files: dict[str, bytes], root: str) -> bytes:
+    """A reproducible zip of ``files`` under ``root/``: sorted entries, fixed timestamps."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
             info = zipfile.ZipInfo(f"{root}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, files[name])
-
-
-def _same_tree(a: Path, b: Path) -> bool:
-    comparison = filecmp.dircmp(a, b, ignore=["__pycache__", ".ipynb_checkpoints"])
-    if comparison.left_only or comparison.right_only or comparison.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, comparison.common_files, shallow=False)
-    if mismatch or errors:
-        return False
-    return all(_same_tree(a / d, b / d) for d in comparison.common_dirs)
+    return buffer.getvalue()
 
 
 def build_student_bundle(
@@ -174,44 +160,31 @@ def build_student_bundle(
     files = bundle_files(repo_root, course_dir)
     check_bundle(files, repo_root)
     folder, archive = out / BUNDLE_NAME, out / f"{BUNDLE_NAME}.zip"
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / BUNDLE_NAME
-        for name, content in files.items():
-            (staged / name).parent.mkdir(parents=True, exist_ok=True)
-            (staged / name).write_bytes(content)
-        staged_zip = Path(tmp) / archive.name
-        write_zip(files, staged_zip, BUNDLE_NAME)
-        if folder.exists():
-            if (
-                _same_tree(folder, staged)
-                and archive.exists()
-                and filecmp.cmp(archive, staged_zip, shallow=False)
-            ):
-                return folder, archive
-            if not force:
-                raise CourseError(
-                    f"{folder} exists and differs from the bundle built now (a learner's edits, "
-                    "or an older release). Move it away, or use --force to replace it."
-                )
-            shutil.rmtree(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(staged, folder)
-        shutil.copyfile(staged_zip, archive)
+    zipped = zip_bytes(files, BUNDLE_NAME)
+    if folder.exists():
+        if _files_under(folder) == files and archive.is_file() and archive.read_bytes() == zipped:
+            return folder, archive
+        if not force:
+            raise CourseError(
+                f"{folder} exists and differs from the bundle built now (a learner's edits, "
+                "or an older release). Move it away, or use --force to replace it."
+            )
+        shutil.rmtree(folder)
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    archive.write_bytes(zipped)
     return folder, archive
 
 
 def main(argv: list[str]) -> int:
+    """``argv``: ``student-bundle`` and its options."""
     parser = argparse.ArgumentParser(prog="python -m grader student-bundle")
     parser.add_argument("--course-dir", type=Path, default=COURSE_DIR, help="nbgrader course root")
     parser.add_argument("--out", type=Path, default=Path("student-bundle"))
     parser.add_argument("--force", action="store_true", help="replace a different bundle")
     args = parser.parse_args(argv[1:])
-    try:
-        folder, archive = build_student_bundle(
-            args.out.resolve(), args.force, course_dir=args.course_dir.resolve()
-        )
-    except CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out, course_dir = args.out.resolve(), args.course_dir.resolve()
+    folder, archive = build_student_bundle(out, args.force, course_dir=course_dir)
     print(f"student bundle: {folder} and {archive}")
     return 0

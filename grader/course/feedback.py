@@ -1,8 +1,7 @@
 """Per-learner feedback: which tests passed and, for each failure, what is wrong.
 
-Written to ``feedback/<student>/<assignment>/<notebook>.html`` (where nbgrader keeps
-feedback). It shows test names, points, case names with their sizes and the diagnosis,
-never the hidden test code or the hidden inputs' values.
+It shows test names, points, case names with their sizes and the diagnosis, never the hidden
+test code or the hidden inputs' values.
 """
 
 from __future__ import annotations
@@ -31,16 +30,6 @@ th, td { border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; 
 .pass { color: #17692c; } .fail { color: #a01616; } .note { background: #fff6d6; padding: .6rem; }
 code { background: #f3f3f3; padding: 0 .2rem; }
 """
-
-
-def feedback_path(course_dir: Path, result: SubmissionResult) -> Path:
-    return (
-        Path(course_dir)
-        / "feedback"
-        / result.student
-        / result.assignment
-        / f"{result.notebook}.html"
-    )
 
 
 def render(result: SubmissionResult) -> str:
@@ -79,7 +68,9 @@ def render(result: SubmissionResult) -> str:
 
 
 def write_feedback(course_dir: Path, result: SubmissionResult) -> Path:
-    path = feedback_path(course_dir, result)
+    """``feedback/<student>/<assignment>/<notebook>.html``, where nbgrader keeps feedback."""
+    path = Path(course_dir) / "feedback" / result.student / result.assignment
+    path = path / f"{result.notebook}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(result), encoding="utf-8")
     return path

@@ -1,16 +1,11 @@
-"""Record grades where nbgrader keeps them, so its own tools keep working afterwards.
+"""Record grades where nbgrader keeps them, so that its own tools keep working afterwards.
 
-The grader writes, for each graded submission:
-- the scores of the test cells into nbgrader's gradebook (``auto_score`` of each grade, the
-  submission and its timestamp), exactly the rows ``nbgrader autograde`` writes, so
-  ``nbgrader export``, the formgrader and ``nbgrader generate_feedback`` read them as usual;
-- the autograded notebook at ``autograded/<student>/<assignment>/<notebook>.ipynb``: the
-  submission with the master's test cells put back (as ``nbgrader autograde`` does, but with
-  their hidden region cut out, because ``nbgrader generate_feedback`` renders this notebook
-  for learners as it is) and the grader's verdict as each test cell's output.
-
-Only one process writes: :class:`GradebookWriter` lives in the process that runs
-``python -m grader autograde``; parallel grading jobs hand their results to it.
+For each graded submission: the test cells' scores in nbgrader's gradebook (the rows
+``nbgrader autograde`` writes, so ``nbgrader export``, the formgrader and ``nbgrader
+generate_feedback`` read them as usual), and the autograded notebook: the submission with the
+master's test cells put back, their hidden region cut out (``generate_feedback`` renders this
+notebook for learners as it is), and the grader's verdict as each test cell's output. One
+process writes: :class:`GradebookWriter` lives in ``python -m grader autograde``.
 """
 
 from __future__ import annotations
@@ -21,7 +16,8 @@ import warnings
 from pathlib import Path
 
 from grader.course.nbgrader import remove_hidden_tests
-from grader.judge.verdicts import SubmissionResult
+from grader.judge.program import grading_metadata
+from grader.judge.verdicts import SubmissionResult, TestResult
 
 # What a learner's autograded notebook shows where the master's hidden tests were.
 HIDDEN_NOTE = "# (hidden tests, run by the grader)"
@@ -31,37 +27,38 @@ class GradebookError(RuntimeError):
     """The gradebook cannot take the grades (missing, or the assignment is not in it)."""
 
 
-def default_db_url(course_dir: Path) -> str:
-    return f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
-
-
 class GradebookWriter:
     """The single writer of one assignment's grades in a course's gradebook."""
 
-    def __init__(self, course_dir: Path, assignment: str, db_url: str | None = None) -> None:
+    def __init__(self, course_dir: Path, assignment: str) -> None:
         from nbgrader.api import Gradebook, MissingEntry
 
         self.course_dir = Path(course_dir)
         self.assignment = assignment
-        self.db_url = db_url or default_db_url(self.course_dir)
-        if self.db_url.startswith("sqlite:///") and not Path(self.db_url[10:]).exists():
+        database = self.course_dir.resolve() / "gradebook.db"
+        generate = f"`nbgrader generate_assignment {assignment}` in {self.course_dir} first"
+        if not database.exists():
             raise GradebookError(
-                f"no gradebook at {self.db_url[10:]}: run `nbgrader generate_assignment "
-                f"{assignment}` in {self.course_dir} first (it records the assignment's cells)"
+                f"no gradebook at {database}: run {generate} (it records the assignment's cells)"
             )
-        self.gradebook = Gradebook(self.db_url)
+        self.gradebook = Gradebook(f"sqlite:///{database}")
         try:
             record = self.gradebook.find_assignment(assignment)
         except MissingEntry as error:
             self.gradebook.close()
             raise GradebookError(
-                f"assignment {assignment!r} is not in the gradebook: run `nbgrader "
-                f"generate_assignment {assignment}` in {self.course_dir} first"
+                f"assignment {assignment!r} is not in the gradebook: run {generate}"
             ) from error
         self.notebooks = {
             notebook.name: {cell.name: cell.max_score for cell in notebook.grade_cells}
             for notebook in record.notebooks
         }
+
+    def __enter__(self) -> GradebookWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.gradebook.close()
 
     def graded_notebook(self, grade_ids: set[str]) -> str:
         """The assignment's notebook whose grade cells include the grader's tests."""
@@ -75,62 +72,41 @@ class GradebookWriter:
 
     def record(self, result: SubmissionResult, submitted: Path) -> None:
         """Write one submission's scores (creating the student and submission as needed)."""
+        from nbgrader.utils import parse_utc
         from sqlalchemy.exc import SAWarning
 
+        stamp = submitted / "timestamp.txt"
+        text = stamp.read_text().strip() if stamp.is_file() else ""
+        try:
+            when = {"timestamp": parse_utc(text)} if text else {}
+        except ValueError:
+            when = {}
+        gradebook = self.gradebook
         with warnings.catch_warnings():
             # nbgrader's own submission bookkeeping trips SQLAlchemy's autoflush warnings.
             warnings.simplefilter("ignore", SAWarning)
-            self._record(result, submitted)
-
-    def _record(self, result: SubmissionResult, submitted: Path) -> None:
-        from nbgrader.utils import parse_utc
-
-        gradebook = self.gradebook
-        gradebook.update_or_create_student(result.student)
-        timestamp = _timestamp(submitted)
-        if timestamp:
-            try:
-                gradebook.update_or_create_submission(
-                    self.assignment, result.student, timestamp=parse_utc(timestamp)
-                )
-            except ValueError:
-                gradebook.update_or_create_submission(self.assignment, result.student)
-        else:
-            gradebook.update_or_create_submission(self.assignment, result.student)
-        points = {test.grade_id: test.points for test in result.tests}
-        for cell in self.notebooks.get(result.notebook, {}):
-            grade = gradebook.find_grade(cell, result.notebook, self.assignment, result.student)
-            if cell in points:
-                grade.auto_score = points[cell]
-                grade.needs_manual_grade = grade.manual_score is not None
-        gradebook.db.commit()
-
-    def close(self) -> None:
-        self.gradebook.close()
-
-    def __enter__(self) -> GradebookWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- the autograded notebook ---------------------------------------------------------
+            gradebook.update_or_create_student(result.student)
+            gradebook.update_or_create_submission(self.assignment, result.student, **when)
+            points = {test.grade_id: test.points for test in result.tests}
+            for cell in self.notebooks.get(result.notebook, {}):
+                grade = gradebook.find_grade(cell, result.notebook, self.assignment, result.student)
+                if cell in points:
+                    grade.auto_score = points[cell]
+                    grade.needs_manual_grade = grade.manual_score is not None
+            gradebook.db.commit()
 
     def write_autograded(self, result: SubmissionResult, submitted: Path) -> Path | None:
         """The autograded notebook (master test cells back, verdicts as their outputs)."""
         from nbgrader.api import MissingEntry
 
-        source = submitted / f"{result.notebook}.ipynb"
-        if not source.exists():
-            return None
         try:
-            notebook = json.loads(source.read_text(encoding="utf-8"))
+            notebook = json.loads((submitted / f"{result.notebook}.ipynb").read_text("utf-8"))
             cells = notebook["cells"]
         except (OSError, ValueError, KeyError):
             return None
         tests = {test.grade_id: test for test in result.tests}
         for cell in cells:
-            meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+            meta = grading_metadata(cell)
             grade_id = meta.get("grade_id")
             if not grade_id or meta.get("solution") or not meta.get("grade"):
                 continue
@@ -150,28 +126,19 @@ class GradebookWriter:
         return path
 
 
-def _timestamp(submitted: Path) -> str | None:
-    path = submitted / "timestamp.txt"
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return text or None
-
-
-def _verdict_outputs(test) -> list[dict]:
+def _verdict_outputs(test: TestResult) -> list[dict]:
     """A test cell's outputs: a summary, and an error when it failed (nbgrader scores 0)."""
     passed = sum(case["passed"] for case in test.cases)
-    lines = [f"{test.grade_id}: {passed}/{len(test.cases)} cases passed"]
-    outputs = [{"output_type": "stream", "name": "stdout", "text": lines[0] + "\n"}]
+    summary = f"{test.grade_id}: {passed}/{len(test.cases)} cases passed\n"
+    outputs = [{"output_type": "stream", "name": "stdout", "text": summary}]
     if not test.passed:
-        failures = [f"- {case['message']}" for case in test.cases if not case["passed"]]
+        failures = "\n".join(f"- {case['message']}" for case in test.cases if not case["passed"])
         outputs.append(
             {
                 "output_type": "error",
                 "ename": "HiddenTestFailure",
-                "evalue": "\n".join(failures),
-                "traceback": ["HiddenTestFailure: " + "\n".join(failures)],
+                "evalue": failures,
+                "traceback": [f"HiddenTestFailure: {failures}"],
             }
         )
     return outputs

@@ -1,10 +1,5 @@
-"""The lab's nbgrader course: where its notebooks are, how nbgrader runs, and its cells.
-
-One place for what every course operation needs: the course's paths, running nbgrader
-from this environment, nbgrader cell metadata, the solution and hidden-test markers, and
-trial courses (a throwaway course with made-up submissions, for trying the grader: the
-tests and the grading benchmark build theirs here).
-"""
+"""The lab's nbgrader course: its paths, running nbgrader, cell metadata and markers, and trial
+courses (a throwaway course with made-up submissions, for the tests and the benchmark)."""
 
 from __future__ import annotations
 
@@ -16,11 +11,14 @@ from pathlib import Path
 
 import nbformat
 
+# The course grades the functions the judge runs.
+from grader.judge.program import GRADED_FUNCTIONS as GRADED_FUNCTIONS
+from grader.judge.program import grading_metadata
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COURSE_DIR = REPO_ROOT / "notebooks"
 ASSIGNMENT = "transformers_from_scratch"
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
-GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
 TRIAL_COURSE_ID = "trial"
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -41,22 +39,14 @@ def release_path(course_dir: Path = COURSE_DIR) -> Path:
     return course_dir / "release" / ASSIGNMENT / NOTEBOOK
 
 
-# -- running nbgrader ---------------------------------------------------------------------
-
-
-def with_scripts_on_path(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with this interpreter's scripts first on PATH: nbgrader runs ``alembic`` and
-    ``jupyter`` by name, so an environment works without being activated."""
-    scripts = str(Path(sys.executable).parent)
-    path = env.get("PATH", "")
-    if scripts not in path.split(os.pathsep):
-        env = {**env, "PATH": os.pathsep.join(filter(None, [scripts, path]))}
-    return env
-
-
 def nbgrader_env(**extra: str) -> dict[str, str]:
-    """The environment for an nbgrader subprocess."""
-    return with_scripts_on_path(dict(os.environ, **extra))
+    """The environment plus ``extra``, this interpreter's scripts first on PATH: nbgrader runs
+    ``alembic`` and ``jupyter`` by name, so an environment works without being activated."""
+    env = dict(os.environ, **extra)
+    scripts, path = str(Path(sys.executable).parent), env.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join(filter(None, [scripts, path]))
+    return env
 
 
 def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.CompletedProcess:
@@ -70,9 +60,6 @@ def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.Co
     )
 
 
-# -- cells ------------------------------------------------------------------------------------
-
-
 def nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | None = None) -> dict:
     """A cell's ``nbgrader`` metadata as JupyterLab's Create Assignment toolbar writes it: an
     "Autograded answer" with ``solution=True``, an "Autograder tests" cell with ``points``."""
@@ -84,17 +71,15 @@ def nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | No
         "solution": solution,
         "task": False,
     }
-    if points is not None:
-        metadata["points"] = points
-    return metadata
+    return metadata if points is None else {**metadata, "points": points}
 
 
 def graded_cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
     """grade_id -> cell, for every cell nbgrader grades or replaces (answers and tests)."""
     return {
-        cell.metadata["nbgrader"]["grade_id"]: cell
+        grading_metadata(cell)["grade_id"]: cell
         for cell in nb.cells
-        if "grade_id" in cell.get("metadata", {}).get("nbgrader", {})
+        if "grade_id" in grading_metadata(cell)
     }
 
 
@@ -131,25 +116,18 @@ def hidden_test_leaks(text: str) -> list[str]:
     return [marker for marker in HIDDEN_TEST_TEXT if marker in text]
 
 
-# -- trial courses --------------------------------------------------------------------------
-
-
 def make_trial_course(root: Path, master: nbformat.NotebookNode, assignment: str) -> Path:
     """A course at ``root`` with the lab's nbgrader configuration, ``master`` as the source of
     ``assignment``, and the assignment generated (its gradebook included)."""
-    root.mkdir(parents=True, exist_ok=True)
+    source = root / "source" / assignment
+    source.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(
         f"c = get_config()\nload_subconfig({str(COURSE_DIR / 'nbgrader_config.py')!r})\n"
         f"c.CourseDirectory.course_id = {TRIAL_COURSE_ID!r}\n"
     )
-    source = root / "source" / assignment
-    source.mkdir(parents=True, exist_ok=True)
     nbformat.write(master, source / f"{assignment}.ipynb")
-    done = run_nbgrader(
-        ["generate_assignment", assignment, "--force", f"--CourseDirectory.root={root}"],
-        root,
-        PYTHONPATH=str(REPO_ROOT),
-    )
+    args = ["generate_assignment", assignment, "--force", f"--CourseDirectory.root={root}"]
+    done = run_nbgrader(args, root, PYTHONPATH=str(REPO_ROOT))
     if done.returncode != 0:
         raise CourseError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
     return root
@@ -158,8 +136,7 @@ def make_trial_course(root: Path, master: nbformat.NotebookNode, assignment: str
 def submit(course: Path, assignment: str, student: str, notebook: nbformat.NotebookNode) -> Path:
     """Put ``notebook`` where ``nbgrader collect`` would: submitted/<student>/<assignment>/."""
     folder = course / "submitted" / student / assignment
-    if folder.exists():
-        shutil.rmtree(folder)
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     nbformat.write(notebook, folder / f"{assignment}.ipynb")
     (folder / "timestamp.txt").write_text("2026-11-25 10:00:00.000000 UTC")
@@ -170,6 +147,5 @@ def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbf
     """A copy of the student notebook with ``answers`` (grade_id -> source) filled in."""
     notebook = nbformat.reads(nbformat.writes(release), as_version=4)
     for grade_id, cell in graded_cells(notebook).items():
-        if grade_id in answers:
-            cell.source = answers[grade_id]
+        cell.source = answers.get(grade_id, cell.source)
     return notebook

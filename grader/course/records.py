@@ -1,15 +1,15 @@
-"""Where the grader keeps each submission's full verdict (for reports and re-runs).
+"""Where the grader keeps each submission's full verdict, for reports and regrades.
 
-``<course>/grader_results/<assignment>/<student>.json``: status, scores, seed, every case's
-message and diagnosis; ``seed.json`` beside them: the seed the assignment is graded with,
-reused by every later run (a regrade of one student draws the same hidden inputs).
-Instructor-side only: it sits outside the folders nbgrader releases.
+``<course>/grader_results/<assignment>/<student>.json`` (status, scores, seed, every case's
+message and diagnosis) and ``seed.json``, the seed the assignment is graded with, reused by
+every later run. Instructor-side only: it sits outside the folders nbgrader releases.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from grader.judge.verdicts import SubmissionResult
@@ -19,24 +19,27 @@ def results_dir(course_dir: Path, assignment: str) -> Path:
     return Path(course_dir) / "grader_results" / assignment
 
 
-def save_result(course_dir: Path, result: SubmissionResult) -> Path:
-    folder = results_dir(course_dir, result.assignment)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{result.student}.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+def _write_json(path: Path, data: dict, indent: int | None = None) -> Path:
+    """Write ``data`` to ``path`` whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=indent), encoding="utf-8")
     os.replace(temporary, path)
     return path
+
+
+def save_result(course_dir: Path, result: SubmissionResult) -> Path:
+    path = results_dir(course_dir, result.assignment) / f"{result.student}.json"
+    return _write_json(path, asdict(result), indent=1)
 
 
 def load_results(course_dir: Path, assignment: str) -> dict[str, SubmissionResult]:
     """student id -> result, for every submission graded so far."""
     results = {}
     for path in sorted(results_dir(course_dir, assignment).glob("*.json")):
-        if path.name == "seed.json":
-            continue
-        result = SubmissionResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        results[result.student] = result
+        if path.name != "seed.json":
+            result = SubmissionResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            results[result.student] = result
     return results
 
 
@@ -55,8 +58,4 @@ def recorded_seed(course_dir: Path, assignment: str) -> int | None:
 
 
 def record_seed(course_dir: Path, assignment: str, seed: int) -> None:
-    folder = results_dir(course_dir, assignment)
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / "seed.json.tmp"
-    temporary.write_text(json.dumps({"seed": int(seed)}), encoding="utf-8")
-    os.replace(temporary, folder / "seed.json")
+    _write_json(results_dir(course_dir, assignment) / "seed.json", {"seed": int(seed)})

@@ -1,16 +1,10 @@
 """Releasing the lab: the student notebook, and the solutions once the lab is over.
 
-    python -m grader release                   # regenerate the student notebook (nbgrader)
-    python -m grader release-solutions [--at 14:10 | --after-minutes 70] [--out DIR] [--force]
-
-``release`` runs ``nbgrader generate_assignment`` on the master notebook and writes
-``notebooks/release/transformers_from_scratch/``. ``release-solutions`` writes the master
-with every hidden test removed, the solution markers dropped and the outputs cleared, plus
-``lab_solutions.py`` (the graded functions, which Task 3 loads); ``nbgrader
-generate_solution`` is not used since it keeps the hidden tests. By default it goes to the
-nbgrader exchange as ``transformers_from_scratch_solutions`` (learners fetch it from
-JupyterLab's Assignments list); ``--out DIR`` writes a folder. ``--at``/``--after-minutes``
-waits in the foreground until then.
+``release`` runs ``nbgrader generate_assignment`` on the master. ``release-solutions`` writes
+the master without hidden tests, solution markers or outputs, plus ``lab_solutions.py`` (the
+graded functions, which Task 3 loads), to the nbgrader exchange as
+``transformers_from_scratch_solutions`` or to ``--out DIR``, at ``--at``/``--after-minutes``
+(waiting in the foreground). ``nbgrader generate_solution`` would keep the hidden tests.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import argparse
 import ast
 import datetime as dt
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -38,6 +31,7 @@ from grader.course.nbgrader import (
     remove_solution_markers,
     run_nbgrader,
 )
+from grader.judge.program import grading_metadata
 
 SOLUTIONS_ASSIGNMENT = f"{ASSIGNMENT}_solutions"
 SOLUTIONS_MODULE = "lab_solutions.py"
@@ -52,7 +46,7 @@ def learner_work_in(notebook: Path) -> list[str]:
     nb = nbformat.read(notebook, as_version=4)
     signs = []
     for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
+        meta = grading_metadata(cell)
         if is_solution(cell) and "checksum" in meta and compute_checksum(cell) != meta["checksum"]:
             signs.append(f"answer in cell {meta.get('grade_id')!r}")
     if any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
@@ -62,15 +56,13 @@ def learner_work_in(notebook: Path) -> list[str]:
 
 def generate_release(course_dir: Path = COURSE_DIR, force: bool = False) -> Path:
     """Run ``nbgrader generate_assignment`` in ``course_dir``; return the student notebook.
-
-    Refuses (unless ``force``) to replace a student notebook someone has worked in.
-    """
+    Refuses (unless ``force``) to replace a student notebook someone has worked in."""
     if not master_path(course_dir).exists():
         raise CourseError(f"No master notebook at {master_path(course_dir)}.")
-    existing = release_path(course_dir)
-    if existing.exists() and not force and (signs := learner_work_in(existing)):
+    path = release_path(course_dir)
+    if path.exists() and not force and (signs := learner_work_in(path)):
         raise CourseError(
-            f"{existing} has been worked in ({', '.join(signs)}); regenerating would lose it. "
+            f"{path} has been worked in ({', '.join(signs)}); regenerating would lose it. "
             "Copy the notebook elsewhere, then run again with --force."
         )
     result = run_nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course_dir)
@@ -78,9 +70,7 @@ def generate_release(course_dir: Path = COURSE_DIR, force: bool = False) -> Path
         raise CourseError(
             f"nbgrader generate_assignment failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
         )
-    path = release_path(course_dir)
-    leaks = hidden_test_leaks(path.read_text())
-    if leaks:
+    if leaks := hidden_test_leaks(path.read_text()):
         raise CourseError(f"{path} still contains hidden test text: {leaks}")
     return path
 
@@ -88,11 +78,8 @@ def generate_release(course_dir: Path = COURSE_DIR, force: bool = False) -> Path
 def solution_function(source: str, name: str) -> str:
     """The source of function ``name`` in a solution cell: markers and cell magics
     (``%%writefile``) dropped, so that it compares with ``solutions/attention.py``."""
-    code = "\n".join(
-        line for line in remove_solution_markers(source).split("\n") if not line.startswith("%")
-    )
-    lines = code.split("\n")
-    for node in ast.parse(code).body:
+    lines = [line for line in remove_solution_markers(source).split("\n") if line[:1] != "%"]
+    for node in ast.parse("\n".join(lines)).body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return "\n".join(lines[node.lineno - 1 : node.end_lineno])
     raise CourseError(f"The solution cell {name!r} defines no function {name}.")
@@ -105,30 +92,27 @@ def solution_notebook(master: Path) -> nbformat.NotebookNode:
         cell.source = remove_solution_markers(remove_hidden_tests(cell.source))
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    nb.cells.insert(
-        0,
-        nbformat.v4.new_markdown_cell(
-            "# Solutions: Transformers from scratch\n\n"
-            "The lab notebook with the reference answers filled in. Read it next to your own; "
-            "Task 3 of your notebook loads `lab_solutions.py` from this folder and compares."
-        ),
+    title = nbformat.v4.new_markdown_cell(
+        "# Solutions: Transformers from scratch\n\n"
+        "The lab notebook with the reference answers filled in. Read it next to your own; "
+        "Task 3 of your notebook loads `lab_solutions.py` from this folder and compares."
     )
-    nb.cells[0].id = "solutions-title"
+    title.id = "solutions-title"
+    nb.cells.insert(0, title)
     return nb
 
 
 def solution_module(master: Path) -> str:
     """``lab_solutions.py``: the graded functions exactly as in the master's solution cells."""
     cells = graded_cells(nbformat.read(master, as_version=4))
-    missing = [name for name in GRADED_FUNCTIONS if name not in cells]
-    if missing:
+    if missing := [name for name in GRADED_FUNCTIONS if name not in cells]:
         raise CourseError(f"The master notebook has no solution cell for {missing}.")
-    functions = {name: solution_function(cells[name].source, name) for name in GRADED_FUNCTIONS}
     header = (
         '"""Reference solutions of the Transformers From Scratch lab (released after the lab)."""\n'
         "\nimport math\n\nimport torch\n"
     )
-    return header + "".join(f"\n\n{functions[name]}\n" for name in GRADED_FUNCTIONS)
+    functions = [solution_function(cells[name].source, name) for name in GRADED_FUNCTIONS]
+    return header + "".join(f"\n\n{function}\n" for function in functions)
 
 
 def exchange_outbound(course_dir: Path) -> Path:
@@ -145,57 +129,51 @@ def exchange_outbound(course_dir: Path) -> Path:
 
 def release_time(at: str | None, after_minutes: float | None, now: dt.datetime) -> dt.datetime:
     """When to release: ``--at HH:MM`` today (local time), or ``--after-minutes`` from now."""
-    if at is not None and after_minutes is not None:
-        raise CourseError("Give either --at or --after-minutes, not both.")
     if after_minutes is not None:
         if after_minutes < 0:
             raise CourseError(f"--after-minutes must not be negative, got {after_minutes}.")
         return now + dt.timedelta(minutes=after_minutes)
-    if at is not None:
-        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", at)
-        if not match:
-            raise CourseError(f"--at wants a local time like 14:10, got {at!r}.")
-        when = now.replace(hour=int(match[1]), minute=int(match[2]), second=0, microsecond=0)
-        if when < now - dt.timedelta(minutes=1):
-            raise CourseError(
-                f"{at} has already passed today ({now:%H:%M} now). Leave out --at to release now."
-            )
-        return when
-    return now
+    if at is None:
+        return now
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", at)
+    if not match:
+        raise CourseError(f"--at wants a local time like 14:10, got {at!r}.")
+    when = now.replace(hour=int(match[1]), minute=int(match[2]), second=0, microsecond=0)
+    if when < now - dt.timedelta(minutes=1):
+        raise CourseError(
+            f"{at} has already passed today ({now:%H:%M} now). Leave out --at to release now."
+        )
+    return when
 
 
 def wait_until(when: dt.datetime, log=print) -> None:
     """Sleep until ``when``, saying so once a minute."""
-    while True:
-        left = (when - dt.datetime.now()).total_seconds()
-        if left <= 0:
-            return
+    while (left := (when - dt.datetime.now()).total_seconds()) > 0:
         log(f"releasing the solutions at {when:%H:%M:%S} ({left / 60:.1f} min from now)")
         time.sleep(min(left, 60))
 
 
 def write_solutions(destination: Path, master: Path, force: bool = False) -> list[Path]:
     """Write the solution notebook and module into ``destination``; never silently replace."""
-    notebook_text = nbformat.writes(solution_notebook(master)) + "\n"
-    module_text = solution_module(master)
-    files = {f"{SOLUTIONS_ASSIGNMENT}.ipynb": notebook_text, SOLUTIONS_MODULE: module_text}
+    files = {
+        f"{SOLUTIONS_ASSIGNMENT}.ipynb": nbformat.writes(solution_notebook(master)) + "\n",
+        SOLUTIONS_MODULE: solution_module(master),
+    }
     for name, text in files.items():
-        leaks = hidden_test_leaks(text)
-        if leaks:
+        if leaks := hidden_test_leaks(text):
             raise CourseError(f"Refusing to release {name}: it contains hidden test text {leaks}.")
-    for name, text in files.items():
         path = destination / name
         if path.exists() and path.read_text() != text and not force:
             raise CourseError(f"{path} exists and differs; use --force to replace it.")
     destination.mkdir(parents=True, exist_ok=True)
-    written = []
     for name, text in files.items():
         (destination / name).write_text(text)
-        written.append(destination / name)
-    return written
+    return [destination / name for name in files]
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
+def main(argv: list[str]) -> int:
+    """``argv``: ``release`` or ``release-solutions``, and its options."""
+    command = argv[0]
     parser = argparse.ArgumentParser(prog=f"python -m grader {command}")
     parser.add_argument("--course-dir", type=Path, default=COURSE_DIR, help="nbgrader course root")
     parser.add_argument(
@@ -206,31 +184,23 @@ def _parser(command: str) -> argparse.ArgumentParser:
         when.add_argument("--at", help="release at this local time today, e.g. 14:10")
         when.add_argument("--after-minutes", type=float, help="release this many minutes from now")
         parser.add_argument("--out", type=Path, help="write here instead of the nbgrader exchange")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    command, args = argv[0], _parser(argv[0]).parse_args(argv[1:])
+    args = parser.parse_args(argv[1:])
     course_dir = args.course_dir.resolve()
+    if command == "release":
+        print(f"wrote {generate_release(course_dir, force=args.force)}")
+        return 0
+    destination = args.out or exchange_outbound(course_dir)
+    when = release_time(args.at, args.after_minutes, dt.datetime.now())
+    # Build once before waiting, so that a broken master fails now, not at release time.
+    solution_module(master_path(course_dir))
+    wait_until(when)
     try:
-        if command == "release":
-            print(f"wrote {generate_release(course_dir, force=args.force)}")
-            return 0
-        destination = args.out or exchange_outbound(course_dir)
-        when = release_time(args.at, args.after_minutes, dt.datetime.now())
-        # Build once before waiting, so that a broken master fails now, not at release time.
-        solution_module(master_path(course_dir))
-        wait_until(when)
-        try:
-            written = write_solutions(destination, master_path(course_dir), force=args.force)
-        except PermissionError as error:
-            raise CourseError(
-                f"Cannot write to {destination} ({error}). Create the nbgrader exchange "
-                "(see nbgrader's docs) or pass --out DIR."
-            ) from error
-        for path in written:
-            print(f"released {path}")
-    except CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        written = write_solutions(destination, master_path(course_dir), force=args.force)
+    except PermissionError as error:
+        raise CourseError(
+            f"Cannot write to {destination} ({error}). Create the nbgrader exchange "
+            "(see nbgrader's docs) or pass --out DIR."
+        ) from error
+    for path in written:
+        print(f"released {path}")
     return 0

@@ -1,13 +1,8 @@
 """``python -m grader report``: one CSV row per student, from the gradebook and the verdicts.
 
-    python -m grader report --course-dir notebooks --assignment transformers_from_scratch \\
-        --csv grades.csv
-
-Columns: ``student_id, task1_score, task1_max, task2_score, task2_max, total, max_total,
-status, diagnoses``. Scores come from nbgrader's gradebook (so a grader's manual override
-shows); status and diagnoses (``;``-separated mistake keys, e.g. ``missing_scale``) from
-the grader's verdicts. Status is ``ok``, ``forbidden``, ``memory``, ``processes``,
-``timeout``, ``crashed``, ``invalid``, ``missing``, ``error``, or ``not_graded`` for a
+Scores come from nbgrader's gradebook (so a grader's manual override shows); status and
+diagnoses (``;``-separated mistake keys, e.g. ``missing_scale``) from the grader's verdicts.
+Status is a verdict's (``ok``, ``forbidden``, ``timeout``, ...) or ``not_graded`` for a
 submission in the gradebook that ``python -m grader autograde`` has not seen.
 """
 
@@ -15,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
-from grader.course.gradebook import default_db_url
 from grader.course.records import load_results
 
 COLUMNS = [
@@ -34,42 +27,34 @@ COLUMNS = [
 ]
 
 
-def rows(course_dir: Path, assignment: str, db_url: str | None = None) -> list[dict]:
+def rows(course_dir: Path, assignment: str) -> list[dict]:
     """The report's rows, one per student with a submission, sorted by student id."""
     from nbgrader.api import Gradebook, MissingEntry
 
     from grader.judge.grade import instructor_module
 
-    task_of = {
-        grade_id: group.task for grade_id, group in instructor_module("hidden_cases").GROUPS.items()
-    }
+    task_of = {grade_id: g.task for grade_id, g in instructor_module("hidden_cases").GROUPS.items()}
     verdicts = load_results(course_dir, assignment)
     table = []
-    with Gradebook(db_url or default_db_url(course_dir)) as gradebook:
+    with Gradebook(f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}") as gradebook:
         try:
             submissions = gradebook.find_assignment(assignment).submissions
         except MissingEntry:
             raise SystemExit(f"assignment {assignment!r} is not in the gradebook") from None
         for submission in submissions:
-            scores = {1: 0.0, 2: 0.0}
-            maxima = {1: 0.0, 2: 0.0}
+            sums = {"task1_score": 0.0, "task1_max": 0.0, "task2_score": 0.0, "task2_max": 0.0}
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
-                    task = task_of.get(grade.name)
-                    if task is None:
-                        continue
-                    scores[task] += grade.score or 0.0
-                    maxima[task] += grade.max_score or 0.0
+                    if grade.name in task_of:
+                        sums[f"task{task_of[grade.name]}_score"] += grade.score or 0.0
+                        sums[f"task{task_of[grade.name]}_max"] += grade.max_score or 0.0
+            sums["total"] = sums["task1_score"] + sums["task2_score"]
+            sums["max_total"] = sums["task1_max"] + sums["task2_max"]
             verdict = verdicts.get(submission.student.id)
             table.append(
                 {
                     "student_id": submission.student.id,
-                    "task1_score": _number(scores[1]),
-                    "task1_max": _number(maxima[1]),
-                    "task2_score": _number(scores[2]),
-                    "task2_max": _number(maxima[2]),
-                    "total": _number(scores[1] + scores[2]),
-                    "max_total": _number(maxima[1] + maxima[2]),
+                    **{column: _number(value) for column, value in sums.items()},
                     "status": verdict.status if verdict else "not_graded",
                     "diagnoses": ";".join(verdict.diagnoses) if verdict else "",
                 }
@@ -81,26 +66,18 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(value, 2)
 
 
-def write_csv(table: list[dict], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "report":
-        argv = argv[1:]
+def main(argv: list[str]) -> int:
+    """``argv``: ``report`` and its options."""
     parser = argparse.ArgumentParser(prog="python -m grader report")
     parser.add_argument("--course-dir", required=True, type=Path)
     parser.add_argument("--assignment", required=True)
     parser.add_argument("--csv", required=True, type=Path, help="where to write the CSV")
-    parser.add_argument("--db-url", default=None)
-    args = parser.parse_args(argv)
-    table = rows(args.course_dir.resolve(), args.assignment, args.db_url)
-    write_csv(table, args.csv)
+    args = parser.parse_args(argv[1:])
+    table = rows(args.course_dir.resolve(), args.assignment)
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
     print(f"wrote {len(table)} rows to {args.csv}")
     return 0

@@ -1,10 +1,10 @@
 """The judge's end of the line to the sandboxed probe server (``grader.sandbox.server``).
 
-For each graded function it starts a sandbox when none is alive, sends the function's
-program and its cases' inputs as plain data, waits within the wall-clock limit while
-watching the sandbox's memory from outside, and reads back the raw outputs, trusting
-nothing but their shape. A function that crashes, hangs, runs out of memory or floods
-processes ends its sandbox; the next function gets a fresh one.
+For each graded function it starts a sandbox when none is alive, sends the function's program
+and its cases' inputs as plain data, waits within the wall-clock limit while watching the
+sandbox's memory from outside, and reads back the raw outputs, trusting nothing but their
+shape. A function that crashes, hangs, runs out of memory or floods processes ends its
+sandbox; the next function gets a fresh one.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ class _Probe:
 
     def __init__(self, work_dir: Path, limits: Limits, slot: int) -> None:
         self.scratch = work_dir / f"sandbox-{secrets.token_hex(4)}"
-        sandbox.prepare_scratch(
-            self.scratch, slot, sandboxed=sandbox.bwrap_executable() is not None
-        )
         self.limits = limits
         self.errors = work_dir / f"{self.scratch.name}.stderr"
         self.process = sandbox.start(self.scratch, limits, slot, self.errors)
@@ -71,10 +68,8 @@ class _Probe:
                     return None, "timeout"
                 if selector.select(min(_POLL_SECONDS, deadline - now)):
                     chunk = os.read(fd, 65536)
-                    if not chunk:
-                        return None, "crashed"
                     self.buffer += chunk
-                    if len(self.buffer) > 2**20:
+                    if not chunk or len(self.buffer) > 2**20:
                         return None, "crashed"
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + _MEMORY_CHECK_SECONDS
@@ -99,13 +94,14 @@ class _Probe:
     def close(self) -> None:
         if self.alive:
             self.send({"quit": True})
-        sandbox.kill(self.process)
-        self.alive = False
+            sandbox.kill(self.process)
+            self.alive = False
 
 
 def run_functions(
     program: Program, plan: Any, limits: Limits, work_dir: Path, slot: int
 ) -> dict[str, FunctionRun]:
+    """Run each graded function's cases in a sandbox; a fresh one after any that failed."""
     work_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, FunctionRun] = {}
     probe: _Probe | None = None
@@ -121,14 +117,11 @@ def run_functions(
                 if ready is None:
                     probe.close()
                     detail = probe.errors.read_text(errors="replace")[-600:].strip()
-                    outcomes[function] = FunctionRun(
-                        "crashed", f"the sandbox did not start ({why}): {detail}"
-                    )
-                    probe = None
+                    message = f"the sandbox did not start ({why}): {detail}"
+                    outcomes[function] = FunctionRun("crashed", message)
                     continue
-            outcome = _probe_function(probe, function, cases, program, plan)
-            outcomes[function] = outcome
-            if outcome.status != "ok":
+            outcomes[function] = _probe_function(probe, function, cases, program, plan)
+            if outcomes[function].status != "ok":
                 probe.close()
     finally:
         if probe is not None:
@@ -141,30 +134,24 @@ def _probe_function(
     probe: _Probe, function: str, cases: list, program: Program, plan: Any
 ) -> FunctionRun:
     token = secrets.token_hex(8)
-    arrays, described = {}, []
-    for index, case in enumerate(cases):
-        scalars = {}
-        for key, value in plan.inputs[case.name].items():
-            if isinstance(value, np.ndarray):
-                arrays[f"{index}/{key}"] = value
-            else:
-                scalars[key] = value.item() if isinstance(value, np.generic) else value
-        described.append({"index": index, "scalars": scalars})
-    inputs_file = f"in-{token}.npz"
-    np.savez(probe.scratch / inputs_file, **arrays)
-    os.chmod(probe.scratch / inputs_file, 0o644)
+    inputs_file = probe.scratch / f"in-{token}.npz"
+    # Case i's inputs as "i/<name>", scalars as 0-d arrays: an .npz that loads without pickle.
+    arrays = {
+        f"{index}/{name}": np.asarray(value)
+        for index, case in enumerate(cases)
+        for name, value in plan.inputs[case.name].items()
+    }
+    np.savez(inputs_file, **arrays)
+    os.chmod(inputs_file, 0o644)
     request = {
         "token": token,
         "function": function,
-        "step_seconds": probe.limits.step_seconds,
         "program": program.steps[function],
-        "inputs": inputs_file,
-        "cases": described,
+        "inputs": inputs_file.name,
     }
     outcome = FunctionRun()
-    if not probe.send(request):
-        reply, why = None, "crashed"
-    else:
+    reply, why = None, "crashed"
+    if probe.send(request):
         reply, why = probe.read_line(probe.limits.wall_seconds)
         if reply is not None and reply.get("token") != token:
             reply, why = None, "crashed"
@@ -196,23 +183,19 @@ def _collect(scratch: Path, token: str, cases: list, outcome: FunctionRun) -> No
             continue
         if not isinstance(record, dict):
             continue
-        if "program_errors" in record:
-            outcome.program_errors = [str(e)[:600] for e in record["program_errors"] or []][:10]
-            continue
+        if isinstance(record.get("program_errors"), list):
+            outcome.program_errors = [str(e)[:600] for e in record["program_errors"]][:10]
         index = record.get("index")
         if not isinstance(index, int) or not 0 <= index < len(cases):
             continue
         outputs = _read_outputs(scratch / f"out-{token}-{index}.npz")
-        if outputs is None:
-            continue
-        name = cases[index].name
-        outcome.outputs[name] = outputs
-        pool_log = record.get("pool_log")
-        forbidden = record.get("forbidden")
-        outcome.records[name] = {
-            "pool_log": pool_log if isinstance(pool_log, list) else None,
-            "forbidden": [str(f) for f in forbidden] if isinstance(forbidden, list) else [],
-        }
+        if outputs is not None:
+            pool_log, forbidden = record.get("pool_log"), record.get("forbidden")
+            outcome.outputs[cases[index].name] = outputs
+            outcome.records[cases[index].name] = {
+                "pool_log": pool_log if isinstance(pool_log, list) else None,
+                "forbidden": [str(f) for f in forbidden] if isinstance(forbidden, list) else [],
+            }
 
 
 def _read_outputs(path: Path) -> dict | None:
@@ -220,11 +203,10 @@ def _read_outputs(path: Path) -> dict | None:
         if path.is_symlink() or path.stat().st_size > 2**28:
             return None
         with np.load(path, allow_pickle=False) as stored:
-            outputs = {}
-            for key in stored.files:
-                value = stored[key]
-                outputs[key] = str(value) if value.dtype.kind == "U" else value
-            return outputs
+            arrays = {key: stored[key] for key in stored.files}
+        return {
+            key: str(value) if value.dtype.kind == "U" else value for key, value in arrays.items()
+        }
     except Exception:  # noqa: BLE001 - a damaged file is no output, never a judge failure
         return None
 
@@ -237,14 +219,14 @@ def _explain(status: str, limits: Limits, reply: dict | None) -> str:
         )
     if status == "memory":
         return f"stopped: it used more than {limits.memory_mb} MiB of memory."
-    if status == "crashed":
-        how = ""
-        if reply is not None and reply.get("signal"):
-            how = f" (signal {reply['signal']})"
-        elif reply is not None and reply.get("exitcode") not in (None, 0):
-            how = f" (exit code {reply['exitcode']})"
-        return (
-            f"the process running it ended before finishing its tests{how}: os._exit, "
-            "sys.exit in a child, a crash, or killing the grader's processes."
-        )
-    return ""
+    if status != "crashed":
+        return ""
+    how = ""
+    if reply is not None and reply.get("signal"):
+        how = f" (signal {reply['signal']})"
+    elif reply is not None and reply.get("exitcode") not in (None, 0):
+        how = f" (exit code {reply['exitcode']})"
+    return (
+        f"the process running it ended before finishing its tests{how}: os._exit, "
+        "sys.exit in a child, a crash, or killing the grader's processes."
+    )

@@ -1,14 +1,11 @@
 """The trusted judge: grades one submission from the raw outputs of its sandboxed functions.
 
 It never runs submission code. Each graded function runs in the sandbox
-(``grader.judge.channel``) on inputs drawn from the run's seed; its raw outputs are
-compared with ``solutions/`` through the hidden cases (``solutions.hidden_tests``: the same
-definitions the master notebook's hidden cells use). A function that crashes, hangs, runs
-out of memory or floods processes loses its own tests.
-
-A function whose run executed a forbidden built-in (``grader.learner.forbidden``) scores zero on
-every test that runs it, with status ``forbidden``. Every result records the seed its
-inputs were drawn from, so a regrade with that seed gives the same scores and feedback.
+(``grader.judge.channel``) on inputs drawn from the run's seed; its raw outputs are compared
+with ``solutions/`` through ``solutions.hidden_tests``, the definitions the master notebook's
+hidden cells use. A function that crashes, hangs or exhausts a limit loses its own tests; one
+that executed a forbidden built-in (``grader.learner.forbidden``) scores zero on every test
+that runs it. Every result records its seed, so a regrade with it gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import importlib
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,46 +42,28 @@ class Plan:
         return cells
 
     def cases_of(self, function: str) -> list:
-        return [
-            case
-            for group in self.groups.values()
-            if group.function == function
-            for case in group.cases
-        ]
-
-
-def new_seed() -> int:
-    """A fresh secret seed for a grading run."""
-    return secrets.randbits(63)
+        groups = self.groups.values()
+        return [case for group in groups if group.function == function for case in group.cases]
 
 
 def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Plan:
     """Draw every case's inputs from ``seed`` (a new secret one if None) and compute the
-    reference outputs.
-
-    cases_per_group: keep only the first N cases of each test (trial runs, tests of the
-    grader itself); full grading uses them all.
-    """
-    seed = new_seed() if seed is None else int(seed)
-    groups = {}
+    reference outputs. ``cases_per_group`` keeps the first N cases of each test (trial runs)."""
+    seed = secrets.randbits(63) if seed is None else int(seed)
     tests = instructor_module("hidden_cases")
-    for grade_id, group in tests.GROUPS.items():
-        cases = group.cases[:cases_per_group] if cases_per_group else group.cases
-        groups[grade_id] = type(group)(
-            group.grade_id, group.task, group.points, group.function, cases
-        )
-    inputs, expected = {}, {}
-    for group in groups.values():
-        for case in group.cases:
-            inputs[case.name] = tests.case_inputs(case, seed)
-            expected[case.name] = tests.expected_outputs(case, inputs[case.name])
+    groups = {
+        grade_id: replace(group, cases=group.cases[: cases_per_group or None])
+        for grade_id, group in tests.GROUPS.items()
+    }
+    cases = [case for group in groups.values() for case in group.cases]
+    inputs = {case.name: tests.case_inputs(case, seed) for case in cases}
+    expected = {case.name: tests.expected_outputs(case, inputs[case.name]) for case in cases}
     return Plan(groups, inputs, expected, seed)
 
 
 def instructor_module(name: str):
-    """``solutions.<name>`` (``hidden_cases``, ``hidden_tests``) from the repository this
-    grader belongs to. Instructor-side only: nothing that runs in the sandbox imports it
-    (``solutions/`` is not even mounted there)."""
+    """``solutions.<name>`` from the repository this grader belongs to. Instructor-side only:
+    nothing in the sandbox imports it (``solutions/`` is not even mounted there)."""
     repo = Path(__file__).resolve().parents[2]
     if not (repo / "solutions" / f"{name}.py").is_file():
         raise RuntimeError(
@@ -94,9 +73,6 @@ def instructor_module(name: str):
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
     return importlib.import_module(f"solutions.{name}")
-
-
-# -- one submission -------------------------------------------------------------------------
 
 
 def grade_submission(
@@ -111,14 +87,15 @@ def grade_submission(
 ) -> SubmissionResult:
     """Grade one submitted notebook. Always returns a result, whatever the submission does."""
     started = time.monotonic()
-    result = SubmissionResult(student, assignment, Path(notebook).stem, "ok", seed=plan.seed)
-    if not Path(notebook).exists():
+    notebook = Path(notebook)
+    result = SubmissionResult(student, assignment, notebook.stem, "ok", seed=plan.seed)
+    if not notebook.exists():
         result.status = "missing"
-        result.messages.append(f"no submitted notebook {Path(notebook).name}")
+        result.messages.append(f"no submitted notebook {notebook.name}")
         result.tests = all_failed(plan, "missing", "no notebook was submitted")
         return result
     try:
-        program = read_program(Path(notebook), plan.test_cells())
+        program = read_program(notebook, plan.test_cells())
     except ValueError as error:
         result.status = "invalid"
         result.messages.append(str(error))
@@ -147,76 +124,61 @@ def grade_submission(
     return result
 
 
+def _failed(name: str, message: str, diagnosis: str) -> dict:
+    return {"name": name, "passed": False, "message": message, "diagnosis": diagnosis}
+
+
 def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
-    tests = []
-    for group in plan.groups.values():
-        cases = [
-            {"name": case.name, "passed": False, "message": message, "diagnosis": status}
-            for case in group.cases
-        ]
-        tests.append(
-            TestResult(group.grade_id, group.task, group.function, 0, group.points, status, cases)
+    """Every test at zero with ``status``, each case failed with ``message``."""
+    return [
+        TestResult(
+            group.grade_id,
+            group.task,
+            group.function,
+            0,
+            group.points,
+            status,
+            [_failed(case.name, message, status) for case in group.cases],
         )
-    return tests
+        for group in plan.groups.values()
+    ]
 
 
 def _judge(plan: Plan, outcomes: dict[str, FunctionRun]) -> list[TestResult]:
     judge_case = instructor_module("hidden_tests").judge_case
     forbidden = _forbidden_functions(outcomes)
+
+    def verdict(case: Any, outcome: FunctionRun, banned: str | None) -> dict:
+        if banned:
+            return _failed(
+                case.name, f"{case.name}: not graded: {explain_forbidden([banned])}", "forbidden"
+            )
+        outputs = outcome.outputs.get(case.name)
+        if outputs is None:
+            message = f"{case.name}: {outcome.message or 'no result'}"
+            return _failed(
+                case.name, message, outcome.status if outcome.status != "ok" else "crashed"
+            )
+        pool_log = outcome.records.get(case.name, {}).get("pool_log")
+        judged = judge_case(
+            case, plan.inputs[case.name], outputs, pool_log, expected=plan.expected[case.name]
+        )
+        result = asdict(judged)
+        if not judged.passed:  # a sandbox limit, a catalogued mistake, or just wrong
+            result["diagnosis"] = (
+                _resource_diagnosis(judged.message) or judged.diagnosis or "wrong_output"
+            )
+        return result
+
     tests = []
     for group in plan.groups.values():
-        outcome = outcomes[group.function]
-        cases = []
-        for case in group.cases:
-            if group.function in forbidden:
-                message = f"{case.name}: not graded: " + explain_forbidden(
-                    [forbidden[group.function]]
-                )
-                cases.append(
-                    {
-                        "name": case.name,
-                        "passed": False,
-                        "message": message,
-                        "diagnosis": "forbidden",
-                    }
-                )
-                continue
-            outputs = outcome.outputs.get(case.name)
-            if outputs is None:
-                cases.append(
-                    {
-                        "name": case.name,
-                        "passed": False,
-                        "message": f"{case.name}: {outcome.message or 'no result'}",
-                        "diagnosis": outcome.status if outcome.status != "ok" else "crashed",
-                    }
-                )
-                continue
-            record = outcome.records.get(case.name, {})
-            verdict = judge_case(
-                case,
-                plan.inputs[case.name],
-                outputs,
-                record.get("pool_log"),
-                expected=plan.expected[case.name],
-            )
-            case_result = asdict(verdict)
-            if not verdict.passed:
-                case_result["diagnosis"] = _resource_diagnosis(verdict.message) or (
-                    verdict.diagnosis or "wrong_output"  # no catalogued mistake matched
-                )
-            cases.append(case_result)
-        passed = all(case["passed"] for case in cases)
-        status = "forbidden" if group.function in forbidden else _case_status(outcome, cases)
+        outcome, banned = outcomes[group.function], forbidden.get(group.function)
+        cases = [verdict(case, outcome, banned) for case in group.cases]
+        points = group.points if all(case["passed"] for case in cases) else 0
+        status = "forbidden" if banned else _case_status(outcome, cases)
         tests.append(
             TestResult(
-                group.grade_id,
-                group.task,
-                group.function,
-                group.points if passed else 0,
-                group.points,
-                status,
-                cases,
+                group.grade_id, group.task, group.function, points, group.points, status, cases
             )
         )
     return tests
@@ -242,9 +204,7 @@ def _forbidden_functions(outcomes: dict[str, FunctionRun]) -> dict[str, str]:
     """function -> what forbidden thing it executed (the tripwires' records)."""
     used: dict[str, str] = {}
     for function in GRADED_FUNCTIONS:
-        names: list[str] = []
-        for record in outcomes[function].records.values():
-            names.extend(record.get("forbidden") or [])
+        names = [n for r in outcomes[function].records.values() for n in r.get("forbidden") or []]
         if names:
             used[function] = ", ".join(dict.fromkeys(names))
     # The parallel version maps attention_function over the heads: it inherits its verdict.

@@ -1,10 +1,9 @@
 """What of a submitted notebook the grader runs for each graded function.
 
-Reads the notebook as data (nothing is executed here). For each graded function, the
-program is what :mod:`grader.learner.replay` picks from the code cells above the function's first
-test cell: the files of ``%%writefile`` cells and the statements that bind the names the
-function needs (its own ``def`` included), in notebook order. Tours, plots and training
-runs bind nothing a graded function needs, so they are not re-run for grading.
+Reads the notebook as data (nothing is executed here). A function's program is what
+:mod:`grader.learner.replay` picks from the code cells above its first test cell: the files
+of ``%%writefile`` cells and the statements that bind the names it needs (its own ``def``
+included), in notebook order. Tours, plots and training runs bind none, so they are not re-run.
 """
 
 from __future__ import annotations
@@ -23,19 +22,24 @@ GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multi
 class Program:
     """For each graded function: the steps the probe runs, and the names nothing binds.
 
-    A step is ``{"file": name, "source": text}`` or ``{"where": "cell 4, line 2",
-    "source": code}``.
+    A step is ``{"file": name, "source": text}`` or ``{"where": "cell 4, line 2", "source": code}``.
     """
 
     steps: dict[str, list[dict]] = field(default_factory=dict)
     unbound: dict[str, list[str]] = field(default_factory=dict)
 
 
+def grading_metadata(cell: Mapping) -> dict:
+    """A notebook cell's ``nbgrader`` metadata; {} when it has none or it is malformed."""
+    metadata = cell.get("metadata")
+    found = metadata.get("nbgrader") if isinstance(metadata, Mapping) else None
+    return found if isinstance(found, dict) else {}
+
+
 def read_program(notebook: Path, test_cells: Mapping[str, set[str]]) -> Program:
     """The program of a submitted notebook; raises ValueError when it is not a notebook.
 
-    test_cells: for each graded function, the grade ids of the test cells that call it;
-    a function sees the notebook as it is just above the first of them.
+    test_cells: for each graded function, the grade ids of the test cells that call it.
     """
     cells = _code_cells(notebook)
     program = Program()
@@ -53,8 +57,7 @@ def read_program(notebook: Path, test_cells: Mapping[str, set[str]]) -> Program:
 def _code_cells(notebook: Path) -> list[tuple[str | None, Cell]]:
     """(grade_id or None, cell) for every code cell, in notebook order."""
     try:
-        data = json.loads(Path(notebook).read_text(encoding="utf-8"))
-        cells = data["cells"]
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
         if not isinstance(cells, list):
             raise TypeError("cells is not a list")
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -65,6 +68,5 @@ def _code_cells(notebook: Path) -> list[tuple[str | None, Cell]]:
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
-        grade_id = ((cell.get("metadata") or {}).get("nbgrader") or {}).get("grade_id")
-        found.append((grade_id, read_cell(source, number)))
+        found.append((grading_metadata(cell).get("grade_id"), read_cell(source, number)))
     return found

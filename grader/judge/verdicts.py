@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 # Submission statuses, worst first: the first that applies names the submission.
 STATUSES = ("forbidden", "memory", "processes", "timeout", "crashed", "invalid", "missing", "ok")
@@ -46,9 +46,6 @@ class SubmissionResult:
 
     def max_score(self, task: int | None = None) -> float:
         return sum(t.max_points for t in self.tests if task is None or t.task == task)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> SubmissionResult:

@@ -1,45 +1,29 @@
 """Run a submission's code in a bubblewrap sandbox, bounded in memory, CPU, processes and time.
 
-What the sandboxed process sees (Linux with ``bwrap``):
-- the system (``/usr`` and its ``/bin``, ``/lib`` links), the Python installation and the
-  virtual environment, and the public ``former`` and ``grader`` packages, all read-only;
-- one writable folder, the submission's own scratch folder, mounted as ``/home/learner``
-  (its working directory and ``$HOME``), a private ``/tmp``, its own ``/proc`` and ``/dev``;
-- no network (own network namespace), its own process-id, IPC and host-name namespaces;
-- an environment with a handful of neutral variables (``--clearenv``): none of the grader's.
-
-The course folder, ``solutions/``, the gradebook and other submissions are simply not
-mounted. The sandbox dies with the grader (``--die-with-parent``).
-
-Limits (:class:`Limits`, every one overridable from ``python -m grader autograde``):
-- memory: ``RLIMIT_AS`` per process inside the sandbox, and the grader watches the resident
-  memory of the whole process tree from outside and kills it past the same bound;
-- CPU time: ``RLIMIT_CPU`` per process;
-- processes: ``RLIMIT_NPROC``. The kernel counts it per real user id and ignores it for
-  root, so when the grader runs as root the sandbox switches to a user id of its own
-  (one per parallel job) before any submission code runs; an unprivileged grader gets a
-  user namespace from bwrap, where the count covers that sandbox only;
-- wall clock: enforced from outside by killing every process of the sandbox.
-
-Without bwrap (macOS, Windows, a Linux without it) code runs with the resource limits only,
-after a loud warning: fine for an instructor's own trial run, not for a class.
+The sandboxed process sees the system, the Python installation and the public ``former`` and
+``grader`` packages, read-only; its scratch folder as ``/home/learner`` (the one writable
+place) and a private ``/tmp``; no network, none of the grader's environment variables. The
+course, ``solutions/``, the gradebook and other submissions are not mounted. The kernel counts
+RLIMIT_NPROC per user id and not for root, so a root grader runs each parallel job as a user
+id of its own; memory and wall clock are also watched from outside. Without bwrap, code runs
+with the resource limits only, after a loud warning: fine for a trial run, not for a class.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import warnings
-from dataclasses import asdict, dataclass, fields
+from contextlib import suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Inside the sandbox the scratch folder is always here.
 SANDBOX_HOME = "/home/learner"
-# A root grader runs each parallel job's sandbox under its own unprivileged user id, so
-# that RLIMIT_NPROC (counted per user id) bounds one sandbox, not the whole class.
+# RLIMIT_NPROC is counted per user id: one id per parallel job bounds one sandbox, not the class.
 FIRST_SANDBOX_UID = 61000
 
 _SANDBOX_ENV = {
@@ -64,53 +48,33 @@ class Limits:
     file_mb: int = 256  # largest file a process may write
     step_seconds: float = 10.0  # each notebook statement replayed for a function
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def bwrap_executable() -> str | None:
     """Path of bubblewrap, or None where it is missing (or the platform is not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return shutil.which("bwrap")
+    return shutil.which("bwrap") if sys.platform.startswith("linux") else None
 
 
+_UNSANDBOXED = f"""
+{"!" * 78}
+WARNING: bubblewrap (bwrap) is not available, so submissions run WITHOUT a sandbox:
+they can read and write your files and reach the network. Only resource limits
+apply. Grade a class on Linux with bubblewrap installed (apt install bubblewrap).
+{"!" * 78}"""
 _warned = False
 
 
 def warn_unsandboxed() -> None:
     """Say loudly, once, that submissions will run with resource limits only."""
     global _warned
-    if _warned:
-        return
-    _warned = True
-    message = (
-        "\n" + "!" * 78 + "\n"
-        "WARNING: bubblewrap (bwrap) is not available, so submissions run WITHOUT a sandbox:\n"
-        "they can read and write your files and reach the network. Only resource limits\n"
-        "apply. Grade a class on Linux with bubblewrap installed (apt install bubblewrap).\n"
-        + "!"
-        * 78
-    )
-    print(message, file=sys.stderr)
-    warnings.warn("grading without a sandbox (bwrap not found)", RuntimeWarning, stacklevel=2)
+    if not _warned:
+        _warned = True
+        print(_UNSANDBOXED, file=sys.stderr)
+        warnings.warn("grading without a sandbox (bwrap not found)", RuntimeWarning, stacklevel=2)
 
 
 def sandbox_uid(slot: int) -> int | None:
     """User id the sandbox of parallel job ``slot`` runs as; None keeps the grader's own."""
     return FIRST_SANDBOX_UID + slot if os.geteuid() == 0 else None
-
-
-def _python_roots() -> list[Path]:
-    """Folders the interpreter needs: the environment and the installation it was made from."""
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
-    return sorted(root for root in roots if root.exists())
-
-
-def _public_packages() -> list[Path]:
-    """The repository's public packages, mounted where the installed finder expects them."""
-    repo = Path(__file__).resolve().parents[2]
-    return [path for path in (repo / "former", repo / "grader") if path.is_dir()]
 
 
 def _system_binds() -> list[str]:
@@ -125,8 +89,7 @@ def _system_binds() -> list[str]:
     for name in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
         args += ["--ro-bind-try", name, name]
     # CPU topology, read by torch's thread-pool set-up.
-    args += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    return args
+    return args + ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
 
 
 def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
@@ -141,15 +104,20 @@ def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
         # Unprivileged: a user namespace, in which RLIMIT_NPROC counts this sandbox only.
         args += ["--unshare-user"]
     else:
-        # Root: no capabilities but the two the probe needs to switch to the sandbox's
-        # own user id, which it does before any submission code runs.
+        # Root: only the capabilities the probe needs to switch to the sandbox's user id,
+        # which it does before any submission code runs.
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     args += _system_binds()
-    # The private /tmp comes first, so an environment or checkout that lives under /tmp
-    # (a CI clone, say) is bound on top of it rather than hidden by it.
+    # The private /tmp comes first, so an environment or checkout under /tmp (a CI clone)
+    # is bound on top of it rather than hidden by it.
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp"]
-    mounted = _python_roots() + _public_packages()
+    # The environment, the installation it was made from, and the repository's public
+    # packages where the installed finder expects them.
+    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
+    repo = Path(__file__).resolve().parents[2]
+    packages = [path for path in (repo / "former", repo / "grader") if path.is_dir()]
+    mounted = sorted(root for root in python if root.exists()) + packages
     # Folders bwrap creates on the way to a mount point default to 0700: readable by root
     # only, and the probe is not root for long.
     already_there = {Path("/"), Path("/tmp"), Path("/dev"), Path("/dev/shm"), Path("/proc")}
@@ -164,61 +132,35 @@ def bwrap_command(command: list[str], scratch: Path, slot: int) -> list[str]:
     return args + ["--"] + command
 
 
-def probe_command(limits: Limits, slot: int, *, sandboxed: bool) -> list[str]:
-    """The probe's command line (``-I``: no environment variables, no cwd on sys.path)."""
-    uid = sandbox_uid(slot) if sandboxed else None
-    command = [sys.executable, "-I", "-m", "grader.sandbox.server", "--limits", _limits_arg(limits)]
-    if uid is not None:
-        command += ["--uid", str(uid)]
-    if not sandboxed:
-        command += ["--home", "."]
-    return command
-
-
-def _limits_arg(limits: Limits) -> str:
-    return ",".join(f"{name}={value}" for name, value in limits.to_dict().items())
-
-
-def parse_limits_arg(text: str) -> Limits:
-    """Inverse of the ``--limits`` argument written by :func:`probe_command`."""
-    kinds = {field.name: field.type for field in fields(Limits)}
-    values: dict = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        values[name] = float(value) if kinds[name] == "float" else int(value)
-    return Limits(**values)
-
-
 def prepare_scratch(scratch: Path, slot: int, *, sandboxed: bool) -> None:
     """Create an empty scratch folder the sandbox's user may write."""
     scratch.mkdir(parents=True, exist_ok=False)
     uid = sandbox_uid(slot) if sandboxed else None
-    if uid is not None:
-        # Owned by the sandbox's user; group root so that bwrap (root without
-        # capabilities) can enter it before the probe switches user.
+    if uid is None:
+        scratch.chmod(0o700)
+    else:
+        # Group root, so that bwrap (root without capabilities) can enter it before the
+        # probe switches user.
         os.chown(scratch, uid, 0)
         scratch.chmod(0o770)
-    else:
-        scratch.chmod(0o700)
 
 
 def start(scratch: Path, limits: Limits, slot: int, errors: Path) -> subprocess.Popen:
-    """Start the probe for one submission in a sandbox whose only writable folder is ``scratch``.
-
-    The returned process talks line-delimited JSON over stdin/stdout (see grader.sandbox.server).
-    ``errors`` (outside the sandbox) receives what bwrap and the probe print before it starts.
-    """
+    """Start the probe server (``-I``: no environment variables, no cwd on sys.path) in a new
+    sandbox whose only writable folder is ``scratch``; ``errors`` gets what it prints first."""
     sandboxed = bwrap_executable() is not None
-    command = probe_command(limits, slot, sandboxed=sandboxed)
+    prepare_scratch(scratch, slot, sandboxed=sandboxed)
+    uid = sandbox_uid(slot) if sandboxed else None
+    command = [sys.executable, "-I", "-m", "grader.sandbox.server"]
+    command += ["--limits", json.dumps(asdict(limits))]
+    command += ["--uid", str(uid)] if uid is not None else []
     if sandboxed:
-        argv = bwrap_command(command, scratch, slot)
+        argv, cwd = bwrap_command(command, scratch, slot), None
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        cwd = None
     else:
         warn_unsandboxed()
-        argv = command
+        argv, cwd = command + ["--home", "."], scratch
         env = dict(_SANDBOX_ENV, HOME=str(scratch), PATH=os.environ.get("PATH", ""))
-        cwd = scratch
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -274,14 +216,9 @@ def memory_in_use(root: int) -> int:
     tree, resident = process_tree(root)
     total = 0
     for pid in tree:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
-                for line in handle:
-                    if line.startswith(b"Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except (OSError, ValueError):
-            continue
+        with suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            pss = next((line for line in handle if line.startswith(b"Pss:")), None)
+            total += int(pss.split()[1]) * 1024 if pss else 0
     return total or resident
 
 
@@ -289,21 +226,12 @@ def kill(process: subprocess.Popen) -> None:
     """Stop a sandbox and everything it started, even processes that left its group."""
     tree, _ = process_tree(process.pid)
     for pid in [process.pid, *tree]:
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
     for stream in (process.stdin, process.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except OSError:
-            pass
+        with suppress(OSError):
+            stream.close()

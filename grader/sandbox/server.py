@@ -1,29 +1,10 @@
 """Runs inside the sandbox: serves the judge's requests to run a submission's graded functions.
 
-``python -I -m grader.sandbox.server --limits ...`` starts once per submission (torch is
-imported once), switches to the sandbox's own user id when started as root, sets its
-limits, then serves requests, one line of JSON each on stdin::
-
-    {"token": "9f..", "function": "multihead_attention", "step_seconds": 10,
-     "program": [{"file": "my_transformer_model.py", "source": ..},
-                 {"where": "cell 4, line 2", "source": "device = pick_device()"}, ..],
-     "inputs": "in-9f...npz",
-     "cases": [{"index": 0, "scalars": {"heads": 4, "mask": true, "kind": "forward", ..}}]}
-
-The arrays of case ``i`` are stored as ``i/<name>`` in the inputs file (plain .npz).
-
-For every request it forks a fresh child that has run no submission code yet. The child
-replays the function's program (``grader.judge.program``: files, then statements in a fresh
-``__main__`` as a notebook kernel would, each within ``step_seconds``), then runs
-:func:`grader.learner.probe.probe_case` once per case (its tripwires armed), and writes,
-after each case, the raw outputs to ``out-<token>-<i>.npz`` and one JSON line (forbidden
-calls recorded, the instrumented pool's log) to ``out-<token>.jsonl``. Plain data only: no
-pickle crosses the sandbox wall, and a hang in one case keeps the cases before it.
-
-When the child has gone, this process stops anything it left behind and answers
-``{"token": .., "exitcode": .., "signal": ..}`` on its channel, which children cannot reach
-(they get their own stdout and stderr, and this process is not dumpable). Nothing here
-decides a verdict: the judge outside does, from the raw outputs.
+Started once per submission (torch is imported once), it takes the sandbox's user id when root
+and sets its limits. For each request (a JSON line from ``grader.judge.channel``) it forks a
+fresh child that replays the function's program in a fresh ``__main__``, as a notebook kernel
+would, and probes each case, writing plain data (.npz, JSON; no pickle) case by case, so a hang
+keeps the cases before it. How the child ended goes back on a channel children cannot reach.
 """
 
 from __future__ import annotations
@@ -37,25 +18,22 @@ import signal
 import sys
 import time
 import types
+from contextlib import suppress
 
 OUTPUT_LIMIT = 64 * 2**20  # bytes of output arrays per case
-
-_PR_SET_DUMPABLE = 4
-_PR_SET_NO_NEW_PRIVS = 38
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.sandbox.server")
-    parser.add_argument("--limits", required=True)
+    parser.add_argument("--limits", required=True, help="the sandbox's Limits, as JSON")
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--home", default=None)
     args = parser.parse_args(argv)
 
-    from grader.sandbox.launch import SANDBOX_HOME, parse_limits_arg
+    from grader.sandbox.launch import SANDBOX_HOME, Limits
 
-    limits = parse_limits_arg(args.limits)
+    limits = Limits(**json.loads(args.limits))
     home = os.path.abspath(args.home or SANDBOX_HOME)
-    in_sandbox = args.home is None
     if args.uid is not None:
         _become(args.uid)
     _harden()
@@ -80,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         request = json.loads(line)
         if request.get("quit"):
             break
-        reply = _serve(request, limits, home, in_sandbox)
-        channel.write(json.dumps(reply) + "\n")
+        channel.write(json.dumps(_serve(request, limits, home, args.home is None)) + "\n")
     return 0
 
 
@@ -96,26 +73,20 @@ def _become(uid: int) -> None:
 
 def _harden() -> None:
     """No privilege gains on exec; children may not read this process's memory or files."""
-    try:
+    with suppress(OSError, AttributeError):  # not Linux: nothing to harden
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: nothing to harden
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 def _set_limit(which: int, value: int) -> None:
-    try:
-        soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
+    with suppress(ValueError, OSError):  # a platform without this limit
+        _, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (value, value))
-    except (ValueError, OSError):
-        pass  # a platform without this limit
 
 
 def _serve(request: dict, limits, home: str, in_sandbox: bool) -> dict:
-    token = request["token"]
     pid = _fork()
     if pid == 0:
         code = 0
@@ -126,41 +97,34 @@ def _serve(request: dict, limits, home: str, in_sandbox: bool) -> dict:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     _stop_leftovers(pid, in_sandbox)
-    reply = {"token": token, "exitcode": None, "signal": None}
-    if os.WIFSIGNALED(status):
-        reply["signal"] = os.WTERMSIG(status)
-    else:
-        reply["exitcode"] = os.WEXITSTATUS(status)
-    return reply
+    signaled = os.WIFSIGNALED(status)
+    return {
+        "token": request["token"],
+        "exitcode": None if signaled else os.WEXITSTATUS(status),
+        "signal": os.WTERMSIG(status) if signaled else None,
+    }
 
 
-def _fork(patience: float = 10.0) -> int:
-    """fork, waiting a little while processes a previous child left are still being reaped."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
+def _fork() -> int:
+    """fork, waiting up to 10 s while processes a previous child left are still being reaped."""
+    for _ in range(200):
+        with suppress(BlockingIOError):
             return os.fork()
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+        time.sleep(0.05)
+    return os.fork()
 
 
 def _stop_leftovers(child: int, in_sandbox: bool) -> None:
     """Kill what the child left running, so the next function starts on a clean slate."""
-    if in_sandbox:
-        # Own pid namespace: everything but its init (1) and this process is the child's.
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) not in (1, os.getpid()):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-    else:
-        try:
+    if not in_sandbox:
+        with suppress(ProcessLookupError, PermissionError):
             os.killpg(child, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        return
+    # Own pid namespace: everything but its init (1) and this process is the child's.
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, os.getpid()):
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
 
 
 # -- the child: runs submission code ---------------------------------------------------------
@@ -181,30 +145,31 @@ def _child(request: dict, limits, home: str) -> None:
 
     import numpy as np
 
-    arrays = dict(np.load(os.path.join(home, request["inputs"]), allow_pickle=False))
+    # Case i's inputs are stored as "i/<name>"; scalars as 0-d arrays.
+    cases: dict[int, dict] = {}
+    with np.load(os.path.join(home, request["inputs"]), allow_pickle=False) as stored:
+        for key in stored.files:
+            index, _, name = key.partition("/")
+            value = stored[key]
+            cases.setdefault(int(index), {})[name] = value.item() if value.ndim == 0 else value
     results = open(os.path.join(home, f"out-{token}.jsonl"), "w", buffering=1)  # noqa: SIM115
     _block_solutions()
 
     writer = os.getpid()
-    program_errors = _run_program(request["program"], home, request.get("step_seconds", 10.0))
+    program_errors = _run_program(request["program"], home, limits.step_seconds)
     if os.getpid() != writer:
         os._exit(0)
     results.write(json.dumps({"program_errors": program_errors}) + "\n")
-    function = _find_function(request["function"])
-    writer = os.getpid()
-    for case in request["cases"]:
-        index = case["index"]
-        inputs = dict(case["scalars"])
-        prefix = f"{index}/"
-        inputs.update({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
-        outputs, record = _run_case(function, request["function"], inputs)
+    name = request["function"]
+    function = sys.modules["__main__"].__dict__.get(name)
+    for index, inputs in sorted(cases.items()):
+        outputs, record = _run_case(function, name, inputs)
         if os.getpid() != writer:
             os._exit(0)  # a copy the submission forked came back here: only the child reports
         path = os.path.join(home, f"out-{token}-{index}.npz")
         np.savez(path + ".tmp.npz", **_storable(outputs))
         os.replace(path + ".tmp.npz", path)
-        record["index"] = index
-        results.write(json.dumps(record) + "\n")
+        results.write(json.dumps({**record, "index": index}) + "\n")
 
 
 # Attempts to import ``solutions`` made by this child (its program or its calls).
@@ -268,22 +233,16 @@ def _run_program(steps: list[dict], home: str, seconds: float) -> list[str]:
     return errors
 
 
-def _find_function(name: str):
-    """The learner's function, as the notebook's namespace holds it after the program."""
-    return sys.modules["__main__"].__dict__.get(name)
-
-
 def _run_case(function, name: str, inputs: dict) -> tuple[dict, dict]:
     """(plain-data outputs of grader.learner.probe.probe_case, JSON record) for one case."""
     from grader.learner.probe import probe_case
 
-    record: dict = {"forbidden": [], "pool_log": None}
     if not callable(function):
-        return {"error": f"NameError: {name} is not defined (or not a function)"}, record
+        error = f"NameError: {name} is not defined (or not a function)"
+        return {"error": error}, {"forbidden": [], "pool_log": None}
     result = probe_case(inputs, function)
-    record["pool_log"] = result.pool_log
-    record["forbidden"] = result.forbidden + list(dict.fromkeys(_ATTEMPTS))
-    return result.outputs, record
+    forbidden = result.forbidden + list(dict.fromkeys(_ATTEMPTS))
+    return result.outputs, {"forbidden": forbidden, "pool_log": result.pool_log}
 
 
 def _storable(outputs: dict) -> dict:
