@@ -134,6 +134,42 @@ def call(method: Method) -> Any:
         return fn()
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds a single-threaded process has run (ns in /proc/PID/schedstat); None if absent."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def idle_machine_speedups(methods: dict, pools: dict[str, Any], calls: int) -> dict | None:
+    """Speed-up each pool would reach on an otherwise idle machine, from CPU time.
+
+    Wall-clock ratios on a shared machine depend on what other processes leave us, CPU time
+    much less: the serial loop's CPU time over the caller's plus the busiest worker's (the
+    larger of the two when the caller computes too), medians over ``calls`` turns.
+    """
+    if process_cpu_seconds(os.getpid()) is None:
+        return None
+    samples: dict[str, list[float]] = {"serial": [], **{name: [] for name in pools}}
+    for _ in range(calls):
+        start = time.process_time()
+        call(methods["serial"])
+        samples["serial"].append(time.process_time() - start)
+        for name, pool in pools.items():
+            pids = pool.pids if hasattr(pool, "pids") else [p.pid for p in pool._pool]
+            before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+            start = time.process_time()
+            call(methods[name])
+            caller = time.process_time() - start
+            after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
+            busiest = max(b - a for a, b in zip(before, after, strict=True))
+            together = getattr(pool, "include_caller", False)
+            samples[name].append(max(caller, busiest) if together else caller + busiest)
+    serial = statistics.median(samples["serial"])
+    return {name: serial / statistics.median(samples[name]) for name in pools}
+
+
 def plain_serial_seconds(shape: tuple[int, int, int, int], repeats: int) -> float:
     """Median seconds of the serial baseline, run in a fresh process with its default
     allocator (every freed score matrix returned to the system): as a learner times it."""
@@ -158,6 +194,8 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         if repeats is None:
             repeats = int(min(61, max(5, TIME_PER_SHAPE / max(serial_seconds, 1e-4) / 3)))
         samples = interleaved_timings(methods, repeats=repeats, warmup=0)  # warmed above
+        calls = max(5, min(25, int(0.5 / max(serial_seconds, 1e-3)) + 1))
+        estimates = idle_machine_speedups(methods, pools, calls)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     best = {name: min(values) for name, values in samples.items()}
     return {
@@ -165,6 +203,7 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
         "repeats": repeats,
         "seconds": seconds,
         "speedup": {name: seconds["serial"] / value for name, value in seconds.items()},
+        "idle_machine_estimate": estimates,
         "best_seconds": best,
         "best_speedup": {name: best["serial"] / value for name, value in best.items()},
         "max_abs_error": errors,
@@ -232,6 +271,11 @@ def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> N
     print(format_table(rows, "speedup"))
     print("\nthe same from the fastest repeat of each method (less sensitive to other load)")
     print(format_table(rows, "best_speedup"))
+    if all(row["idle_machine_estimate"] for row in rows):
+        print("\npool speed-ups estimated for an idle machine from CPU time")
+        for row in rows:
+            estimate = row["idle_machine_estimate"].items()
+            print(f"{shape_of(row)}: " + ", ".join(f"{n} {x:.2f}x" for n, x in estimate))
     print("\nthe serial loop in a fresh process, default allocator (timed after the table):")
     for row in rows:
         plain, seconds = row["serial_plain_seconds"], row["seconds"]

@@ -27,8 +27,12 @@ def test_benchmark_reports_every_method_for_every_shape(tmp_path, capsys):
         # every method computes the same attention as the serial baseline
         assert max(row["max_abs_error"].values()) < 1e-5
         assert row["serial_plain_seconds"] > 0  # timed in a fresh process
+        # on Linux, the idle-machine estimate from CPU time for each pool
+        assert set(row["idle_machine_estimate"]) == {"pool_map", "workers", "head_pool"}
+        assert all(x > 0 for x in row["idle_machine_estimate"].values())
     table = capsys.readouterr().out
     assert all(name in table for name in ("pieces", "workers", "head_pool", "no_traffic"))
+    assert "estimated for an idle machine" in table
     # a row at a target shape is judged against the target and shown beside the ceiling
     row = {**report["shapes"][0], "b": 4, "h": 8, "t": 512, "s": 16}
     (target,) = parallel.check_targets([row])
