@@ -149,3 +149,24 @@ def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbf
     for grade_id, cell in graded_cells(notebook).items():
         cell.source = answers.get(grade_id, cell.source)
     return notebook
+
+
+def plain_autograde(course: Path, assignment: str, **env: str) -> dict[str, dict[str, float]]:
+    """Grade every submission of ``course`` with plain ``nbgrader autograde``: student ->
+    grade_id -> points, read back from the gradebook."""
+    args = ["autograde", assignment, "--force", f"--CourseDirectory.root={course}"]
+    done = run_nbgrader(args, course, **env)
+    if done.returncode != 0:
+        raise CourseError(f"nbgrader autograde failed:\n{done.stderr[-4000:]}")
+    os.environ["PATH"] = nbgrader_env()["PATH"]  # the gradebook runs alembic by name
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", TRIAL_COURSE_ID) as gradebook:
+        return {
+            submission.student.id: {
+                grade.name: grade.score
+                for notebook in submission.notebooks
+                for grade in notebook.grades
+            }
+            for submission in gradebook.find_assignment(assignment).submissions
+        }

@@ -317,24 +317,8 @@ def _plain_nbgrader(course: Path, students: list[str]) -> dict[str, dict[str, fl
     """Grade ``students`` with plain ``nbgrader autograde``: points per student and cell."""
     for student in students:
         corpus.submit(course, student, corpus.read_cells(student))
-    done = nbgrader.run_nbgrader(
-        ["autograde", corpus.ASSIGNMENT, f"--CourseDirectory.root={course}"],
-        course,
-        PYTHONPATH=str(corpus.REPO),
-        OMP_NUM_THREADS="1",
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    os.environ["PATH"] = nbgrader.nbgrader_env()["PATH"]  # the gradebook runs alembic
-    from nbgrader.api import Gradebook
-
-    scores = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", nbgrader.TRIAL_COURSE_ID) as gradebook:
-        for student in students:
-            notebook = gradebook.find_submission_notebook(
-                corpus.NOTEBOOK, corpus.ASSIGNMENT, student
-            )
-            scores[student] = {grade.name: grade.score for grade in notebook.grades}
-    return scores
+    env = {"PYTHONPATH": str(corpus.REPO), "OMP_NUM_THREADS": "1"}
+    return nbgrader.plain_autograde(course, corpus.ASSIGNMENT, **env)
 
 
 @pytest.fixture(scope="module")
