@@ -6,6 +6,12 @@ import importlib
 import os
 import sys
 
+# jsonschema (under nbformat) imports rfc3987_syntax when installed, for the "iri" string
+# formats, and that module compiles dozens of Earley grammars as it loads: seconds at the start
+# of every command. No notebook or gradebook schema uses those formats, so jsonschema is told
+# the module is absent (it then leaves those two formats unchecked).
+sys.modules.setdefault("rfc3987_syntax", None)
+
 # command -> module whose ``main(argv)`` runs it (argv[0] is the command)
 COMMANDS = {
     "autograde": "grader.course.autograde",

@@ -253,3 +253,13 @@ def test_solution_function_says_which_function_a_cell_lacks():
     assert release.solution_function(source, "helper") == "def helper(x):\n    return x"
     with pytest.raises(nbgrader.CourseError, match="defines no function multihead_attention"):
         release.solution_function(source, "multihead_attention")
+
+
+def test_grader_commands_start_without_compiling_unused_iri_grammars():
+    """nbformat's jsonschema would build rfc3987_syntax's grammars on every command's start."""
+    probe = (
+        "import sys, grader.__main__, nbformat.validator\n"
+        "print(sys.modules.get('rfc3987_syntax') is None)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
