@@ -28,6 +28,10 @@ $(LAB_STAMP): pyproject.toml | $(PY)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP_INSTALL) -e ".[lab,dev,sagemaker]"
+	# The tests start hundreds of processes (kernels, nbgrader, sandboxes): bytecode for all
+	# of them, written once here, also where PYTHONDONTWRITEBYTECODE is set. A few files
+	# written for newer Pythons (torch's py312 test helpers) cannot compile, harmlessly.
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true
 	touch $(STAMP) $(LAB_STAMP)
 
 install: $(STAMP)

@@ -26,6 +26,7 @@ def test_make_lab_installs_only_what_the_notebook_needs() -> None:
     assert 'pip install --no-compile "torch==' in lab
     assert 'pip install --no-compile -e ".[lab]"' in lab
     assert re.findall(r"-e \"\.\[(.*?)\]\"", lab) == ["lab"]  # no test tools, no SDK
+    assert "compileall" not in lab  # bytecode only for what a learner's runs import
     # As root, JupyterLab refuses to start unless told it may.
     assert ("jupyter lab --allow-root" in lab) == (os.geteuid() == 0)
 
@@ -33,3 +34,4 @@ def test_make_lab_installs_only_what_the_notebook_needs() -> None:
 def test_make_test_and_install_add_the_test_tools_and_the_sdk() -> None:
     for target in ("test", "install"):
         assert 'pip install --no-compile -e ".[lab,dev,sagemaker]"' in recipe(target)
+        assert "-m compileall" in recipe(target)  # the tests' many processes start from bytecode
