@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 
@@ -158,10 +159,14 @@ def plain_autograde(course: Path, assignment: str, **env: str) -> dict[str, dict
     done = run_nbgrader(args, course, **env)
     if done.returncode != 0:
         raise CourseError(f"nbgrader autograde failed:\n{done.stderr[-4000:]}")
-    os.environ["PATH"] = nbgrader_env()["PATH"]  # the gradebook runs alembic by name
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", TRIAL_COURSE_ID) as gradebook:
+    database = f"sqlite:///{course / 'gradebook.db'}"
+    # the gradebook runs alembic by name: this interpreter's scripts on PATH, for this read only
+    with (
+        mock.patch.dict(os.environ, {"PATH": nbgrader_env()["PATH"]}),
+        Gradebook(database, TRIAL_COURSE_ID) as gradebook,
+    ):
         return {
             submission.student.id: {
                 grade.name: grade.score

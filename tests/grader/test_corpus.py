@@ -284,26 +284,19 @@ def test_report_has_one_row_per_student(graded_class, tmp_path) -> None:
 
 def test_nbgrader_tools_read_the_grades(graded_class) -> None:
     course, _, _, _ = graded_class
-    env = corpus.nbgrader_env()
     root = f"--CourseDirectory.root={course}"
-    exported = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "export", root, "--to", str(course / "grades.csv")],
-        cwd=course,
-        env=env,
-        capture_output=True,
-        text=True,
+    repo = {"PYTHONPATH": str(corpus.REPO)}  # hidden cells import solutions/
+    exported = nbgrader.run_nbgrader(
+        ["export", root, "--to", str(course / "grades.csv")], course, **repo
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     rows = list(csv.DictReader((course / "grades.csv").open()))
     scores = {row["student_id"]: float(row["score"]) for row in rows}
     assert scores["correct_bmm"] == 100 and scores["attack_allclose"] == 40
-    feedback = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "generate_feedback", "lab"]
-        + ["--student", "mistake_mask_missing", "--force", root],
-        cwd=course,
-        env=env,
-        capture_output=True,
-        text=True,
+    feedback = nbgrader.run_nbgrader(
+        ["generate_feedback", "lab", "--student", "mistake_mask_missing", "--force", root],
+        course,
+        **repo,
     )
     assert feedback.returncode == 0, feedback.stderr[-2000:]
     page = (course / "feedback" / "mistake_mask_missing" / "lab" / "lab.html").read_text()

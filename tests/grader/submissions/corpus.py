@@ -101,11 +101,6 @@ def master_notebook() -> nbformat.NotebookNode:
     return notebook(cells, master=True)
 
 
-def nbgrader_env() -> dict:
-    """nbgrader runs `alembic` from PATH and hidden cells import `solutions` from the repo."""
-    return nbgrader.nbgrader_env(PYTHONPATH=str(REPO))
-
-
 def make_course(root: Path) -> Path:
     """A trial course with the corpus's master as the lab assignment (gradebook included)."""
     return nbgrader.make_trial_course(root, master_notebook(), ASSIGNMENT)
