@@ -1,10 +1,12 @@
-"""The judge's end of the line to the sandboxed probe server (``grader.sandbox.server``).
+"""The judge's end of the line to the sandboxed server (``grader.sandbox.server``).
 
-For each graded function it starts a sandbox when none is alive, sends the function's program
-and its cases' inputs as plain data, waits within the wall-clock limit while watching the
-sandbox's memory from outside, and reads back the raw outputs, trusting nothing but their
-shape. A function that crashes, hangs, runs out of memory or floods processes ends its
-sandbox; the next function gets a fresh one.
+It starts a sandbox, sends the notebook's cells and the hidden cases' inputs as plain data,
+and reads the server's report as the kernel runs: each cell's start and end, each pool call
+with the results it returned. It watches the sandbox's memory and silence from outside. When a
+cell or a test ends the kernel (os._exit, a crash, a hang past its time, memory), that cell is
+recorded and the notebook runs again from the top without it, in a fresh sandbox if the old
+one died too, so one broken cell costs only what depends on it. Outputs are read back bounded
+(bytes, unpacked sizes, shapes, record counts), trusting nothing but their form.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import secrets
 import selectors
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,29 +23,45 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.program import GRADED_FUNCTIONS, Program
+from grader.judge.program import Cell, Program
 from grader.sandbox import launch as sandbox
+from grader.sandbox.archive import ArchiveError, read_arrays
 from grader.sandbox.launch import Limits
+from grader.sandbox.server import INTERRUPT_GRACE_SECONDS
 
 _POLL_SECONDS = 0.2
 _MEMORY_CHECK_SECONDS = 0.5
-_START_SECONDS = 120.0  # time the probe may take to start (torch import on a busy machine)
-_SIGXCPU = getattr(signal, "SIGXCPU", 24)
+_START_SECONDS = 120.0  # time the server may take to start (torch import on a busy machine)
+_SILENCE_MARGIN = 15.0  # seconds the server may stay silent beyond a cell's own limit
+_MAX_RUNS = 6  # runs of one notebook: the first, and one more for each cell that ended one
+_CASE_BYTES = 64 * 2**20  # one case's outputs, unpacked
+_CASE_ELEMENTS = 2**24  # elements of one output array
 
 
 @dataclass
-class FunctionRun:
-    """What came back for one function: per-case outputs, and how the probe ended."""
+class TestRun:
+    """What came back for one test cell."""
 
-    status: str = "ok"
-    message: str = ""
-    outputs: dict[str, dict] = field(default_factory=dict)
-    records: dict[str, dict] = field(default_factory=dict)
-    program_errors: list[str] = field(default_factory=list)
+    ran: bool = False
+    status: str = "ok"  # or how its kernel ended: "timeout", "crashed", "memory"
+    visible_error: str | None = None
+    outputs: dict[int, dict] = field(default_factory=dict)  # case index -> outputs
+    records: dict[int, dict] = field(default_factory=dict)  # case index -> forbidden, tampered
+    pool: dict[int, list[dict]] = field(default_factory=dict)  # case index -> the server's calls
 
 
-class _Probe:
-    """A running sandbox with the probe server in it."""
+@dataclass
+class NotebookRun:
+    """The whole run: tests, and what happened to cells (errors, interruptions, deaths)."""
+
+    tests: dict[str, TestRun] = field(default_factory=dict)
+    cell_errors: dict[int, str] = field(default_factory=dict)
+    interrupted: list[int] = field(default_factory=list)
+    ended_kernel: dict[int, str] = field(default_factory=dict)  # cell -> why
+
+
+class Sandbox:
+    """A running sandbox with the server in it."""
 
     def __init__(self, work_dir: Path, limits: Limits, slot: int) -> None:
         self.scratch = work_dir / f"sandbox-{secrets.token_hex(4)}"
@@ -79,9 +96,10 @@ class _Probe:
             selector.close()
         line, _, self.buffer = self.buffer.partition(b"\n")
         try:
-            return json.loads(line), ""
+            message = json.loads(line)
         except ValueError:
             return None, "crashed"
+        return (message, "") if isinstance(message, dict) else (None, "crashed")
 
     def send(self, message: dict) -> bool:
         try:
@@ -98,82 +116,148 @@ class _Probe:
             self.alive = False
 
 
-def run_functions(
+def run_notebook(
     program: Program, plan: Any, limits: Limits, work_dir: Path, slot: int
-) -> dict[str, FunctionRun]:
-    """Run each graded function's cases in a sandbox; a fresh one after any that failed."""
+) -> NotebookRun:
+    """Run the program's cells with the plan's hidden cases at their test cells."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    outcomes: dict[str, FunctionRun] = {}
-    probe: _Probe | None = None
+    run = NotebookRun()
+    functions = {group.grade_id: group.function for group in plan.groups.values()}
+    run.tests = {grade_id: TestRun() for grade_id in functions}
+    cells = list(program.cells)
+    last = max((cell.number for cell in cells), default=0)
+    cells += [Cell(last + i, "", grade_id) for i, grade_id in enumerate(program.missing_tests, 1)]
+    pending = {g for g in functions if plan.groups[g].cases}
+    box: Sandbox | None = None
     try:
-        for function in GRADED_FUNCTIONS:
-            cases = plan.cases_of(function)
-            if not cases:
-                outcomes[function] = FunctionRun()
-                continue
-            if probe is None or not probe.alive:
-                probe = _Probe(work_dir, limits, slot)
-                ready, why = probe.read_line(_START_SECONDS)
-                if ready is None:
-                    probe.close()
-                    detail = probe.errors.read_text(errors="replace")[-600:].strip()
-                    message = f"the sandbox did not start ({why}): {detail}"
-                    outcomes[function] = FunctionRun("crashed", message)
-                    continue
-            outcomes[function] = _probe_function(probe, function, cases, program, plan)
-            if outcomes[function].status != "ok":
-                probe.close()
+        for _ in range(_MAX_RUNS):
+            if box is None:
+                box, why = _start(work_dir, limits, slot)
+                if why:
+                    for grade_id in pending:
+                        run.tests[grade_id].status = "crashed"
+                    run.cell_errors[0] = why
+                    break
+            died, box_dead = _run_once(box, cells, pending, plan, run)
+            _collect(box.scratch, plan, pending, run)
+            pending = {g for g in pending if not run.tests[g].ran}
+            if box_dead:
+                box.close()
+                box = None
+            if died is None:
+                break
+            number, why = died.get("cell"), str(died.get("why") or "crashed")
+            if not isinstance(number, int):
+                break  # the kernel ended between cells: nothing to leave out
+            run.ended_kernel[number] = why
+            test = next((cell.test for cell in cells if cell.number == number), None)
+            if test in pending:
+                run.tests[test].status = why
+                pending.discard(test)
+            cells = [cell for cell in cells if cell.number != number]
     finally:
-        if probe is not None:
-            probe.close()
+        if box is not None:
+            box.close()
         shutil.rmtree(work_dir, ignore_errors=True)
-    return outcomes
+    return run
 
 
-def _probe_function(
-    probe: _Probe, function: str, cases: list, program: Program, plan: Any
-) -> FunctionRun:
-    token = secrets.token_hex(8)
-    inputs_file = probe.scratch / f"in-{token}.npz"
-    # Case i's inputs as "i/<name>", scalars as 0-d arrays: an .npz that loads without pickle.
-    arrays = {
-        f"{index}/{name}": np.asarray(value)
-        for index, case in enumerate(cases)
-        for name, value in plan.inputs[case.name].items()
-    }
-    np.savez(inputs_file, **arrays)
-    os.chmod(inputs_file, 0o644)
+def _start(work_dir: Path, limits: Limits, slot: int) -> tuple[Sandbox, str]:
+    box = Sandbox(work_dir, limits, slot)
+    ready, why = box.read_line(_START_SECONDS)
+    if ready is None:
+        box.close()
+        detail = box.errors.read_text(errors="replace")[-600:].strip()
+        return box, f"the sandbox did not start ({why}): {detail}"
+    return box, ""
+
+
+def _run_once(
+    box: Sandbox, cells: list[Cell], pending: set[str], plan: Any, run: NotebookRun
+) -> tuple[dict | None, bool]:
+    """One run of the cells; (how the kernel died or None, whether the sandbox died too)."""
+    probes, scales = {}, {}
+    for grade_id in pending:
+        group = plan.groups[grade_id]
+        name = f"in-{grade_id}-{secrets.token_hex(4)}.npz"
+        inputs = [plan.inputs[case.name] for case in group.cases]
+        # The pool's scale stays with the judge and the server: the kernel never sees it.
+        arrays = {
+            f"{index}/{key}": np.asarray(value)
+            for index, case_inputs in enumerate(inputs)
+            for key, value in case_inputs.items()
+            if key != "pool_scale"
+        }
+        np.savez(box.scratch / name, **arrays)
+        os.chmod(box.scratch / name, 0o644)
+        probes[grade_id] = {"function": group.function, "inputs": name}
+        scales[grade_id] = [float(i.get("pool_scale", 1.0)) for i in inputs]
     request = {
-        "token": token,
-        "function": function,
-        "program": program.steps[function],
-        "inputs": inputs_file.name,
+        "cells": [{"number": c.number, "source": c.source, "test": c.test} for c in cells],
+        "probes": probes,
+        "scales": scales,
     }
-    outcome = FunctionRun()
-    reply, why = None, "crashed"
-    if probe.send(request):
-        reply, why = probe.read_line(probe.limits.wall_seconds)
-        if reply is not None and reply.get("token") != token:
-            reply, why = None, "crashed"
-    if reply is None:
-        probe.close()
-        outcome.status = why
-    elif reply.get("signal") == _SIGXCPU:
-        outcome.status = "timeout"
-    _collect(probe.scratch, token, cases, outcome)
-    if outcome.status == "ok" and len(outcome.outputs) < len(cases):
-        outcome.status = "crashed"
-    outcome.message = _explain(outcome.status, probe.limits, reply)
-    return outcome
+    if not box.send(request):
+        return {"why": "crashed"}, True
+    limits = box.limits
+    silence = max(limits.cell_seconds, limits.wall_seconds) + INTERRUPT_GRACE_SECONDS
+    current: dict = {}
+    while True:
+        message, why = box.read_line(silence + _SILENCE_MARGIN)
+        if message is None:
+            return {**current, "why": why}, True
+        event = message.get("event")
+        if event == "start":
+            current = {"cell": message.get("cell"), "test": message.get("test")}
+        elif event == "end":
+            _record_end(message, pending, run)
+            current = {}
+        elif event == "pool":
+            _record_pool(message, pending, run)
+        elif event == "done":
+            died = message.get("died")
+            return (died if isinstance(died, dict) else None), False
 
 
-def _collect(scratch: Path, token: str, cases: list, outcome: FunctionRun) -> None:
-    """Read back what the child wrote, as plain data, trusting nothing but its shape."""
-    path = scratch / f"out-{token}.jsonl"
+def _record_end(message: dict, pending: set[str], run: NotebookRun) -> None:
+    number, test, error = message.get("cell"), message.get("test"), message.get("error")
+    if not isinstance(number, int):
+        return
+    if message.get("interrupted"):
+        run.interrupted.append(number)
+    if test in pending:
+        run.tests[test].ran = True
+        run.tests[test].visible_error = str(error)[:600] if error else None
+    elif error and not test:
+        run.cell_errors[number] = str(error)[:600]
+
+
+def _record_pool(message: dict, pending: set[str], run: NotebookRun) -> None:
+    test, case, call = message.get("test"), message.get("case"), message.get("call")
+    if test not in pending or not isinstance(case, int) or not isinstance(call, dict):
+        return
+    calls = run.tests[test].pool.setdefault(case, [])
+    if len(calls) < 16:
+        results = call.get("results") if isinstance(call.get("results"), list) else []
+        call["results"] = [_evidence_array(result) for result in results[:64]]
+        calls.append(call)
+
+
+def _evidence_array(value: object) -> np.ndarray | None:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return array if array.size <= _CASE_ELEMENTS else None
+
+
+def _collect(scratch: Path, plan: Any, pending: set[str], run: NotebookRun) -> None:
+    """Read back what the kernel wrote for pending tests, as plain data, bounded."""
+    path = scratch / "out.jsonl"
     try:
         if path.is_symlink() or path.stat().st_size > 2**22:
             return
-        lines = path.read_text(errors="replace").splitlines()
+        lines = path.read_text(errors="replace").splitlines()[:4096]
     except OSError:
         return
     for line in lines:
@@ -181,52 +265,31 @@ def _collect(scratch: Path, token: str, cases: list, outcome: FunctionRun) -> No
             record = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(record, dict):
+        test = record.get("test") if isinstance(record, dict) else None
+        index = record.get("index") if isinstance(record, dict) else None
+        if test not in pending or not isinstance(index, int):
             continue
-        if isinstance(record.get("program_errors"), list):
-            outcome.program_errors = [str(e)[:600] for e in record["program_errors"]][:10]
-        index = record.get("index")
-        if not isinstance(index, int) or not 0 <= index < len(cases):
+        if not 0 <= index < len(plan.groups[test].cases):
             continue
-        outputs = _read_outputs(scratch / f"out-{token}-{index}.npz")
-        if outputs is not None:
-            pool_log, forbidden = record.get("pool_log"), record.get("forbidden")
-            outcome.outputs[cases[index].name] = outputs
-            outcome.records[cases[index].name] = {
-                "pool_log": pool_log if isinstance(pool_log, list) else None,
-                "forbidden": [str(f) for f in forbidden] if isinstance(forbidden, list) else [],
-            }
+        outputs = _read_outputs(scratch / f"out-{test}-{index}.npz")
+        if outputs is None:
+            continue
+        forbidden, changed = record.get("forbidden"), record.get("tampered")
+        run.tests[test].outputs[index] = outputs
+        run.tests[test].records[index] = {
+            "forbidden": [str(f) for f in forbidden][:20] if isinstance(forbidden, list) else [],
+            "tampered": [str(c) for c in changed][:20] if isinstance(changed, list) else [],
+        }
 
 
 def _read_outputs(path: Path) -> dict | None:
     try:
-        if path.is_symlink() or path.stat().st_size > 2**28:
-            return None
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        return {
-            key: str(value) if value.dtype.kind == "U" else value for key, value in arrays.items()
-        }
-    except Exception:  # noqa: BLE001 - a damaged file is no output, never a judge failure
+        arrays = read_arrays(path, _CASE_BYTES)
+    except ArchiveError:
         return None
-
-
-def _explain(status: str, limits: Limits, reply: dict | None) -> str:
-    if status == "timeout":
-        return (
-            f"stopped: it ran longer than {limits.wall_seconds:g} s (wall clock) or "
-            f"{limits.cpu_seconds} s of CPU time. Look for an endless loop."
-        )
-    if status == "memory":
-        return f"stopped: it used more than {limits.memory_mb} MiB of memory."
-    if status != "crashed":
-        return ""
-    how = ""
-    if reply is not None and reply.get("signal"):
-        how = f" (signal {reply['signal']})"
-    elif reply is not None and reply.get("exitcode") not in (None, 0):
-        how = f" (exit code {reply['exitcode']})"
-    return (
-        f"the process running it ended before finishing its tests{how}: os._exit, "
-        "sys.exit in a child, a crash, or killing the grader's processes."
-    )
+    outputs = {}
+    for key, value in arrays.items():
+        if value.size > _CASE_ELEMENTS or value.dtype.kind not in "fiubU":
+            continue
+        outputs[key] = str(value) if value.dtype.kind == "U" else value
+    return outputs

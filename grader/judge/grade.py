@@ -1,11 +1,13 @@
-"""The trusted judge: grades one submission from the raw outputs of its sandboxed functions.
+"""The trusted judge: grades one submission from the raw outputs of its notebook's run.
 
-It never runs submission code. Each graded function runs in the sandbox
-(``grader.judge.channel``) on inputs drawn from the run's seed; its raw outputs are compared
-with ``solutions/`` through ``solutions.hidden_tests``, the definitions the master notebook's
-hidden cells use. A function that crashes, hangs or exhausts a limit loses its own tests; one
-that executed a forbidden built-in (``grader.learner.forbidden``) scores zero on every test
-that runs it. Every result records its seed, so a regrade with it gives the same verdicts.
+It never runs submission code. The notebook runs top to bottom in the sandbox
+(``grader.judge.channel``), with each test cell's hidden cases drawn from the run's seed; the
+raw outputs are judged with ``solutions.hidden_tests``, the definitions the master notebook's
+hidden cells use, and pool cases on the server's record of what the pool returned (never the
+kernel's). A test whose cell crashed, hung or exhausted a limit loses its own points; a function
+that executed a forbidden built-in (``grader.learner.forbidden``) scores zero on every test that
+runs it; a test during which the grader's own code was rebound scores zero with the status
+"tampered". Every result records its seed, so a regrade with it gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import importlib
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grader.judge.channel import FunctionRun, run_functions
-from grader.judge.program import GRADED_FUNCTIONS, read_program
+from grader.judge.channel import NotebookRun, TestRun, run_notebook
+from grader.judge.program import Program, read_program
 from grader.judge.verdicts import STATUSES, SubmissionResult, TestResult
+from grader.learner.forbidden import TAMPERING, UNOBSERVED
 from grader.learner.forbidden import explain as explain_forbidden
 from grader.sandbox.launch import Limits
 
@@ -33,13 +36,13 @@ class Plan:
     inputs: dict[str, dict]
     expected: dict[str, dict]
     seed: int
+    # grade id -> the visible part of the master's test cell (nbgrader puts it back when it
+    # grades); a test without one runs the submission's own cell.
+    test_sources: dict[str, str] = field(default_factory=dict)
 
-    def test_cells(self) -> dict[str, set[str]]:
-        """For each graded function, the grade ids of the test cells that call it."""
-        cells: dict[str, set[str]] = {}
-        for group in self.groups.values():
-            cells.setdefault(group.function, set()).add(group.grade_id)
-        return cells
+    def tests(self) -> dict[str, str | None]:
+        """Each test cell's grade id -> the visible source to run in its place, or None."""
+        return {grade_id: self.test_sources.get(grade_id) for grade_id in self.groups}
 
     def cases_of(self, function: str) -> list:
         groups = self.groups.values()
@@ -95,33 +98,48 @@ def grade_submission(
         result.tests = all_failed(plan, "missing", "no notebook was submitted")
         return result
     try:
-        program = read_program(notebook, plan.test_cells())
+        program = read_program(notebook, plan.tests())
     except ValueError as error:
         result.status = "invalid"
         result.messages.append(str(error))
         result.tests = all_failed(plan, "invalid", "the notebook could not be read")
         return result
 
-    outcomes = run_functions(program, plan, limits, Path(work_dir), slot)
-    for function, outcome in outcomes.items():
-        for error in outcome.program_errors:
-            message = f"while re-running what {function} needs from your notebook: {error}"
-            if message not in result.messages:
-                result.messages.append(message)
-        unbound = [name for name in program.unbound.get(function, []) if name != function]
-        if unbound and plan.cases_of(function):
-            result.messages.append(
-                f"{function} uses {', '.join(f'`{n}`' for n in unbound)}, which no plain "
-                "statement above its tests binds (a magic, exec or globals() does not "
-                "count): define it in a cell above with an ordinary statement"
-            )
-        if outcome.message:
-            result.messages.append(f"{function}: {outcome.message}")
-    result.tests = _judge(plan, outcomes)
+    run = run_notebook(program, plan, limits, Path(work_dir), slot)
+    result.tests = _judge(plan, run, program)
+    result.messages += _run_messages(program, run, limits)
     statuses = {test.status for test in result.tests}
     result.status = next((status for status in STATUSES if status in statuses), "ok")
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def _run_messages(program: Program, run: NotebookRun, limits: Limits) -> list[str]:
+    """What the learner should know about the run of their notebook, beyond the tests."""
+    messages = []
+    for number, why in run.ended_kernel.items():
+        messages.append(
+            f"cell {number} ended the notebook's kernel ({why}); the notebook ran again "
+            "without it, so nothing it defines was there for the cells below it"
+        )
+    for number in run.interrupted:
+        messages.append(
+            f"cell {number} ran longer than {limits.cell_seconds:g} s and was interrupted "
+            "(as Jupyter's interrupt button would): what it had not finished is missing below"
+        )
+    for number, error in sorted(run.cell_errors.items())[:5]:
+        messages.append(run.cell_errors[0] if number == 0 else f"cell {number} raised {error}")
+    for grade_id in program.missing_tests:
+        messages.append(
+            f"your notebook has no test cell {grade_id}: its hidden cases ran after your last cell"
+        )
+    if program.skipped:
+        listed = "; ".join(
+            f"cell {number}" + (f" (binds {', '.join(names[:8])})" if names else "")
+            for number, names in program.skipped.items()
+        )
+        messages.append(f"not run while grading, as tagged in the lab: {listed}")
+    return messages
 
 
 def _failed(name: str, message: str, diagnosis: str) -> dict:
@@ -144,44 +162,87 @@ def all_failed(plan: Plan, status: str, message: str) -> list[TestResult]:
     ]
 
 
-def _judge(plan: Plan, outcomes: dict[str, FunctionRun]) -> list[TestResult]:
+def _judge(plan: Plan, run: NotebookRun, program: Program) -> list[TestResult]:
     judge_case = instructor_module("hidden_tests").judge_case
-    forbidden = _forbidden_functions(outcomes)
-
-    def verdict(case: Any, outcome: FunctionRun, banned: str | None) -> dict:
-        if banned:
-            return _failed(
-                case.name, f"{case.name}: not graded: {explain_forbidden([banned])}", "forbidden"
-            )
-        outputs = outcome.outputs.get(case.name)
-        if outputs is None:
-            message = f"{case.name}: {outcome.message or 'no result'}"
-            return _failed(
-                case.name, message, outcome.status if outcome.status != "ok" else "crashed"
-            )
-        pool_log = outcome.records.get(case.name, {}).get("pool_log")
-        judged = judge_case(
-            case, plan.inputs[case.name], outputs, pool_log, expected=plan.expected[case.name]
-        )
-        result = asdict(judged)
-        if not judged.passed:  # a sandbox limit, a catalogued mistake, or just wrong
-            result["diagnosis"] = (
-                _resource_diagnosis(judged.message) or judged.diagnosis or "wrong_output"
-            )
-        return result
-
+    forbidden = _forbidden_functions(plan, run)
     tests = []
     for group in plan.groups.values():
-        outcome, banned = outcomes[group.function], forbidden.get(group.function)
-        cases = [verdict(case, outcome, banned) for case in group.cases]
+        test, banned = run.tests[group.grade_id], forbidden.get(group.function)
+        changed = sorted({c for record in test.records.values() for c in _tampering(record)})
+        cases = []
+        for index, case in enumerate(group.cases):
+            if changed:
+                message = f"{case.name}: not graded: the grader's own code was changed ({', '.join(changed[:3])})"
+                cases.append(_failed(case.name, message, "tampered"))
+            elif banned:
+                message = f"{case.name}: not graded: {explain_forbidden([banned])}"
+                cases.append(_failed(case.name, message, "forbidden"))
+            else:
+                cases.append(_verdict(judge_case, plan, case, test, index, program))
+        if test.visible_error and not changed:
+            message = f"the visible test in this cell failed: {test.visible_error}"
+            cases.insert(0, _failed("visible test", message, "visible_test_failed"))
         points = group.points if all(case["passed"] for case in cases) else 0
-        status = "forbidden" if banned else _case_status(outcome, cases)
+        status = "tampered" if changed else "forbidden" if banned else _case_status(test, cases)
         tests.append(
             TestResult(
                 group.grade_id, group.task, group.function, points, group.points, status, cases
             )
         )
     return tests
+
+
+def _tampering(record: dict) -> list[str]:
+    """The grader's objects a case's record says were changed (the profiler's watch too)."""
+    switched_off = ["the operator watch"] if TAMPERING in record["forbidden"] else []
+    return record["tampered"] + switched_off
+
+
+def _verdict(judge_case, plan: Plan, case: Any, test: TestRun, index: int, program: Program):
+    outputs = test.outputs.get(index)
+    if outputs is None:
+        why = test.status if test.status != "ok" else "crashed"
+        return _failed(case.name, f"{case.name}: {_no_output(why, test)}", why)
+    forbidden = [f for f in test.records[index]["forbidden"] if f != TAMPERING]
+    if forbidden == [UNOBSERVED]:
+        message = f"{case.name}: not graded: {explain_forbidden([UNOBSERVED])}"
+        return _failed(case.name, message, "unobserved")
+    pool_log = test.pool.get(index, [])
+    judged = judge_case(
+        case, plan.inputs[case.name], outputs, pool_log, expected=plan.expected[case.name]
+    )
+    result = asdict(judged)
+    if not judged.passed:  # a sandbox limit, a catalogued mistake, or just wrong
+        result["diagnosis"] = (
+            _resource_diagnosis(judged.message) or judged.diagnosis or "wrong_output"
+        )
+        result["message"] += _unbound_hint(judged.message, program)
+    return result
+
+
+def _no_output(why: str, test: TestRun) -> str:
+    if why == "timeout":
+        return "stopped: the test cell ran past its time limit (look for an endless loop)"
+    if why == "memory":
+        return "stopped: the test cell used more memory than the grader allows"
+    if not test.ran:
+        return "the test cell ended the notebook's kernel (os._exit, a crash or a killed process)"
+    return "no result came back"
+
+
+def _unbound_hint(message: str, program: Program) -> str:
+    """A note when the function needs a name only a skipped cell binds."""
+    marker = "NameError: name '"
+    if marker not in message:
+        return ""
+    name = message.split(marker, 1)[1].split("'", 1)[0]
+    number = program.skipped_binding(name)
+    if number is None:
+        return ""
+    return (
+        f" `{name}` is bound only by cell {number}, which is not run while grading (it "
+        "trains, plots or calls AWS): bind it in a cell of its own above the function"
+    )
 
 
 def _resource_diagnosis(message: str) -> str | None:
@@ -193,23 +254,27 @@ def _resource_diagnosis(message: str) -> str | None:
     return None
 
 
-def _case_status(outcome: FunctionRun, cases: list[dict]) -> str:
+def _case_status(test: TestRun, cases: list[dict]) -> str:
     for case in cases:
         if not case["passed"] and case["diagnosis"] in {"memory", "processes"}:
             return case["diagnosis"]
-    return outcome.status
+    return test.status
 
 
-def _forbidden_functions(outcomes: dict[str, FunctionRun]) -> dict[str, str]:
-    """function -> what forbidden thing it executed (the tripwires' records)."""
-    used: dict[str, str] = {}
-    for function in GRADED_FUNCTIONS:
-        names = [n for r in outcomes[function].records.values() for n in r.get("forbidden") or []]
+def _forbidden_functions(plan: Plan, run: NotebookRun) -> dict[str, str]:
+    """function -> what forbidden thing it executed, by the kernel's and the server's records."""
+    used: dict[str, list[str]] = {}
+    for group in plan.groups.values():
+        test = run.tests[group.grade_id]
+        names = [n for record in test.records.values() for n in record["forbidden"]]
+        names += [n for calls in test.pool.values() for c in calls for n in c.get("forbidden", [])]
+        names = [n for n in names if n not in (UNOBSERVED, TAMPERING)]
         if names:
-            used[function] = ", ".join(dict.fromkeys(names))
+            used.setdefault(group.function, []).extend(names)
+    found = {function: ", ".join(dict.fromkeys(names)) for function, names in used.items()}
     # The parallel version maps attention_function over the heads: it inherits its verdict.
-    if "attention_function" in used and "parallel_multihead_attention" not in used:
-        used["parallel_multihead_attention"] = (
-            used["attention_function"] + " (in attention_function)"
+    if "attention_function" in found and "parallel_multihead_attention" not in found:
+        found["parallel_multihead_attention"] = (
+            found["attention_function"] + " (in attention_function)"
         )
-    return used
+    return found

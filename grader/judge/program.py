@@ -1,32 +1,47 @@
-"""What of a submitted notebook the grader runs for each graded function.
+"""What of a submitted notebook the grader runs: its code cells, in order, as Jupyter would.
 
-Reads the notebook as data (nothing is executed here). A function's program is what
-:mod:`grader.learner.replay` picks from the code cells above its first test cell: the files
-of ``%%writefile`` cells and the statements that bind the names it needs (its own ``def``
-included), in notebook order. Tours, plots and training runs bind none, so they are not re-run.
+Read as data here (nothing is executed). Every code cell runs in the sandbox's kernel, magics
+and all, except cells tagged ``skip-when-graded`` in the master (training runs, speed-up plots,
+SageMaker, the optional task): the lab's release carries the tag, so a submission's copy of such
+a cell does too. For each skipped cell the names it binds are listed, so that feedback can say
+why a function that needs one of them fails. A test cell runs its visible part (the master's, as
+nbgrader puts it back), then the hidden cases of its grade id.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.learner.replay import Cell, plan_replay, read_cell
-
 GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
+SKIP_TAG = "skip-when-graded"
+
+
+@dataclass
+class Cell:
+    """A code cell: its number among all the notebook's cells (1-based), its source, and the
+    grade id of the test it holds, if any."""
+
+    number: int
+    source: str
+    test: str | None = None
 
 
 @dataclass
 class Program:
-    """For each graded function: the steps the probe runs, and the names nothing binds.
+    """The cells the kernel runs; the skipped ones, with the names each binds; test cells the
+    notebook lacks (their cases run after the last cell)."""
 
-    A step is ``{"file": name, "source": text}`` or ``{"where": "cell 4, line 2", "source": code}``.
-    """
+    cells: list[Cell] = field(default_factory=list)
+    skipped: dict[int, list[str]] = field(default_factory=dict)
+    missing_tests: list[str] = field(default_factory=list)
 
-    steps: dict[str, list[dict]] = field(default_factory=dict)
-    unbound: dict[str, list[str]] = field(default_factory=dict)
+    def skipped_binding(self, name: str) -> int | None:
+        """The number of a skipped cell that binds ``name``, if one does."""
+        return next((number for number, names in self.skipped.items() if name in names), None)
 
 
 def grading_metadata(cell: Mapping) -> dict:
@@ -36,37 +51,66 @@ def grading_metadata(cell: Mapping) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def read_program(notebook: Path, test_cells: Mapping[str, set[str]]) -> Program:
+def read_program(notebook: Path, tests: Mapping[str, str | None]) -> Program:
     """The program of a submitted notebook; raises ValueError when it is not a notebook.
 
-    test_cells: for each graded function, the grade ids of the test cells that call it.
+    tests: each test cell's grade id -> the visible source to run in its place (the master's),
+    or None to run the submission's own cell.
     """
-    cells = _code_cells(notebook)
     program = Program()
-    for function in GRADED_FUNCTIONS:
-        tests = test_cells.get(function, set())
-        end = next((i for i, (grade_id, _) in enumerate(cells) if grade_id in tests), len(cells))
-        replay = plan_replay({function}, [cell for _, cell in cells[:end]])
-        steps = [{"file": name, "source": text} for name, text in replay.files]
-        steps += [{"where": s.where, "source": s.source} for s in replay.statements]
-        program.steps[function] = steps
-        program.unbound[function] = sorted(replay.unbound)
+    seen: set[str] = set()
+    for number, cell in enumerate(_cells(notebook), start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        grade_id = grading_metadata(cell).get("grade_id")
+        if grade_id in tests and grade_id not in seen:
+            seen.add(grade_id)
+            visible = tests[grade_id]
+            program.cells.append(Cell(number, source if visible is None else visible, grade_id))
+        elif SKIP_TAG in _tags(cell):
+            program.skipped[number] = bound_names(source)
+        else:
+            program.cells.append(Cell(number, source))
+    program.missing_tests = [grade_id for grade_id in tests if grade_id not in seen]
     return program
 
 
-def _code_cells(notebook: Path) -> list[tuple[str | None, Cell]]:
-    """(grade_id or None, cell) for every code cell, in notebook order."""
+def _cells(notebook: Path) -> list:
     try:
         cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
         if not isinstance(cells, list):
             raise TypeError("cells is not a list")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{notebook} is not a readable notebook: {error}") from error
-    found = []
-    for number, cell in enumerate(cells, start=1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        found.append((grading_metadata(cell).get("grade_id"), read_cell(source, number)))
-    return found
+    return cells
+
+
+def _tags(cell: dict) -> list:
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return tags if isinstance(tags, list) else []
+
+
+def bound_names(source: str) -> list[str]:
+    """The names a cell binds at its top level (assignments, definitions, imports, loops)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(alias.asname or alias.name).split(".")[0] for alias in node.names]
+        else:
+            names += [
+                target.id
+                for target in ast.walk(node)
+                if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store)
+            ]
+    return list(dict.fromkeys(names))

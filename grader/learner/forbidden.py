@@ -8,6 +8,14 @@ operator the dispatcher runs, whatever the Python route; the Python entry points
 ``nn.MultiheadAttention`` and ``F.multi_head_attention_forward`` (which can compute attention
 from ordinary operators) are watched too; switching the profiler off counts as tampering. The
 grading sandbox and the hidden cells under plain ``nbgrader autograde`` run the same tripwires.
+
+Only executed ATen operators count: a ``record_function`` label reading "scaled_dot_product" is
+a label, not an operator. The watch also asks for positive evidence of the work: a graded call
+that ran no product of tensors and no exponential (the work went to a subprocess, numpy or a
+file) was not seen computing attention (:data:`UNOBSERVED`). All of this runs in the process
+that runs the submission: it catches every route a learner takes by accident or by ordinary
+means, and deliberate rebinding of its parts (:func:`integrity_snapshot`); the README's threat
+model says what it cannot exclude.
 """
 
 from __future__ import annotations
@@ -30,11 +38,21 @@ FORBIDDEN_OPERATORS = {
     "_transformer_encoder_layer_fwd": "nn.TransformerEncoderLayer",
 }
 TAMPERING = "switching off the grader's operator check"
+UNOBSERVED = "computing where the grader cannot see it"
+# Positive evidence of attention computed here: a product of tensors and an exponential.
+_PRODUCTS = ("bmm", "mm", "matmul", "einsum", "baddbmm", "addmm", "mv", "dot", "mul", "tensordot")
+_EXPONENTIALS = ("softmax", "_softmax", "log_softmax", "_log_softmax", "exp", "exp_", "sigmoid")
 _MARKER = "grader-tripwires-armed"
 
 
 def explain(found: list[str]) -> str:
     """What a learner reads when a graded function executed forbidden built-ins."""
+    if list(found) == [UNOBSERVED]:
+        return (
+            "it computed no product of tensors and no exponential in the grading process "
+            "(the work went elsewhere: numpy, another process, a file), so the grader could not "
+            "see it compute attention; compute with torch operations in the function itself."
+        )
     return (
         f"it executes {', '.join(found)}, which graded functions may not use; "
         "implement attention yourself (bmm, einsum or matmul, softmax)."
@@ -47,6 +65,7 @@ class Tripwires:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.require_work = False  # set per armed block: Task 1 and one-head calls compute here
 
         # Entry points that compute attention from ordinary operators are watched in Python.
         def watched(original: Callable, what: str) -> Callable:
@@ -69,14 +88,17 @@ class Tripwires:
         )
 
     @contextmanager
-    def armed(self) -> Iterator[None]:
+    def armed(self, require_work: bool = False) -> Iterator[None]:
         """Watch the block: every ATen operator it runs, and the watched entry points.
+        ``require_work``: record :data:`UNOBSERVED` when the block ran no product of tensors
+        and no exponential.
 
         Re-entrant: a block armed inside an armed block is watched by the outer one.
         """
         if self in _ARMED:
             yield
             return
+        self.require_work = require_work
         started = _start_profiler()
         if not started:
             self.seen.append(TAMPERING)  # a profiler the learner started is still running
@@ -86,7 +108,7 @@ class Tripwires:
         finally:
             _ARMED.remove(self)
             if started:
-                self.seen.extend(_stop_profiler())
+                self.seen.extend(_stop_profiler(self.require_work))
 
     def take(self) -> list[str]:
         """Forbidden uses recorded since the last call, once each, in order."""
@@ -116,22 +138,32 @@ def _start_profiler() -> bool:
     return True
 
 
-def _stop_profiler() -> list[str]:
-    """What forbidden operators ran; TAMPERING when the profiler was stopped or replaced."""
+def _stop_profiler(require_work: bool = False) -> list[str]:
+    """What forbidden operators ran (and UNOBSERVED, if asked, when no work ran); TAMPERING
+    when the profiler was stopped or replaced."""
     try:
         with stderr_silenced():
             result = torch.autograd._disable_profiler()
-        names = [event.name() for event in result.events()]
+        events = result.events()
+        names = [event.name() for event in events]
+        # Executed ATen operators only: user labels (record_function) name nothing that ran.
+        operators = {
+            name[len("aten::") :]
+            for event, name in zip(events, names, strict=True)
+            if name.startswith("aten::") and not event.is_user_annotation()
+        }
     except RuntimeError:
         return [TAMPERING]
     if _MARKER not in names:
         return [TAMPERING]
-    return [
+    found = [
         what
-        for name in dict.fromkeys(names)
+        for name in sorted(operators)
         for mark, what in FORBIDDEN_OPERATORS.items()
         if mark in name
     ]
+    worked = operators & set(_PRODUCTS) and operators & set(_EXPONENTIALS)
+    return found + ([UNOBSERVED] if require_work and not worked else [])
 
 
 @contextmanager
@@ -151,3 +183,52 @@ def stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def integrity_snapshot(modules: list) -> dict[str, tuple[object, object]]:
+    """What the grader's own code is before any submission code runs: for every function and
+    method of ``modules`` (and the torch entry points the watch calls), the object and its code.
+    :func:`tampered` compares a later state with it."""
+    snapshot: dict[str, tuple[object, object]] = {}
+
+    def record(label: str, value: object) -> None:
+        snapshot[label] = (value, getattr(value, "__code__", None))
+
+    for module in modules:
+        for name, value in vars(module).items():
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                for attribute, member in vars(value).items():
+                    if callable(member) or isinstance(member, (staticmethod, classmethod)):
+                        record(f"{module.__name__}.{name}.{attribute}", member)
+            elif callable(value):
+                record(f"{module.__name__}.{name}", value)
+    for name in ("_prepare_profiler", "_enable_profiler", "_disable_profiler"):
+        record(f"torch.autograd.{name}", getattr(torch.autograd, name))
+    record("torch.autograd.profiler.record_function", profiler.record_function)
+    return snapshot
+
+
+def tampered(snapshot: dict[str, tuple[object, object]]) -> list[str]:
+    """The names in ``snapshot`` rebound, deleted or given other code since it was taken."""
+    changed = []
+    for label, (value, code) in snapshot.items():
+        owner_path, _, name = label.rpartition(".")
+        current = _resolve(owner_path, name)
+        if current is not value or getattr(current, "__code__", None) is not code:
+            changed.append(label)
+    return changed
+
+
+def _resolve(owner_path: str, name: str) -> object:
+    """The attribute ``name`` of the module or class that ``owner_path`` names, or None."""
+    parts = owner_path.split(".")
+    for split in range(len(parts), 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        owner: object = module
+        for part in parts[split:]:
+            owner = getattr(owner, part, None)
+        where = vars(owner) if isinstance(owner, type) else getattr(owner, "__dict__", {})
+        return where.get(name)
+    return None

@@ -144,21 +144,26 @@ def call_function(fn: Callable, inputs: dict[str, Any], q, k, v, pool) -> object
     return fn(q, k, v, int(inputs["heads"]), mask)
 
 
-def probe_case(inputs: dict[str, Any], fn: Callable) -> ProbeResult:
-    """Run ``fn`` on one case and read back its outputs (see the module docstring)."""
+def probe_case(
+    inputs: dict[str, Any], fn: Callable, *, make_pool: Callable[[str], Any] | None = None
+) -> ProbeResult:
+    """Run ``fn`` on one case and read back its outputs (see the module docstring).
+    ``make_pool(mode)``: the pool for pool cases (default: an :class:`InstrumentedPool`)."""
     kind = inputs["kind"]
     q, k, v = input_tensors(inputs)
     outputs: dict[str, Any] = {}
-    pool: InstrumentedPool | None = None
+    pool: Any = None
     wires = tripwires()
     with quiet(), torch_threads(1):
         try:
             mode, scale = str(inputs.get("pool", "")), float(inputs.get("pool_scale", 1.0))
             if mode not in {"", "inline", "workers"}:
                 raise ValueError(f"unknown pool mode {mode!r}")
-            if mode:
+            if mode and make_pool is not None:
+                pool = make_pool(mode)
+            elif mode:
                 pool = InstrumentedPool(2 if mode == "workers" else 0, result_scale=scale)
-            with wires.armed():
+            with wires.armed(require_work=inputs["function"] != "parallel_multihead_attention"):
                 result = call_function(fn, inputs, q, k, v, pool)
             outputs["out"] = _read_back(result, "the output")
             if kind == "gradient":

@@ -44,9 +44,9 @@ class Limits:
     memory_mb: int = 4096  # address space per process, and resident memory of the whole tree
     cpu_seconds: int = 120  # CPU time per process
     processes: int = 64  # processes and threads of the sandbox's user id
-    wall_seconds: float = 60.0  # wall clock for probing one graded function
+    wall_seconds: float = 60.0  # wall clock for one test cell: its visible part and hidden cases
     file_mb: int = 256  # largest file a process may write
-    step_seconds: float = 10.0  # each notebook statement replayed for a function
+    cell_seconds: float = 30.0  # wall clock for each other notebook cell
 
 
 def bwrap_executable() -> str | None:

@@ -1,10 +1,17 @@
-"""Runs inside the sandbox: serves the judge's requests to run a submission's graded functions.
+"""Runs inside the sandbox: the clean process that runs submitted notebooks and watches them.
 
-Started once per submission (torch is imported once), it takes the sandbox's user id when root
-and sets its limits. For each request (a JSON line from ``grader.judge.channel``) it forks a
-fresh child that replays the function's program in a fresh ``__main__``, as a notebook kernel
-would, and probes each case, writing plain data (.npz, JSON; no pickle) case by case, so a hang
-keeps the cases before it. How the child ended goes back on a channel children cannot reach.
+Started once per submission, before any submission code exists in it (torch and IPython are
+imported once, here), it takes the sandbox's user id when root and sets its limits. For each
+request (a JSON line from ``grader.judge.channel``) it forks a fresh kernel
+(:mod:`grader.sandbox.kernel`) that runs the notebook's cells, and relays the kernel's progress
+to the judge on a channel the kernel cannot reach. It never runs submission code itself, so
+what it reports is the grader's own observation:
+
+- how each cell ended, and which ran past its time (interrupted) or ended the kernel;
+- every call of a pool case's pool: the items' shapes, and the results it handed back, after
+  multiplying them by the judge's scale, which only this process and the judge know. In
+  "workers" mode the items are computed by processes forked from this clean one, which find
+  the function by its module's name, as spawned workers do.
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ import ctypes
 import json
 import os
 import resource
+import selectors
+import shutil
 import signal
 import sys
 import time
-import types
 from contextlib import suppress
 
-OUTPUT_LIMIT = 64 * 2**20  # bytes of output arrays per case
+INTERRUPT_GRACE_SECONDS = 3.0  # after SIGINT, before the kernel is killed
+EVIDENCE_LIMIT = 2**15  # elements of one pool result the judge gets back as evidence
+ARCHIVE_LIMIT = 2**26  # bytes a pool archive from the kernel may hold, unpacked
+_SIGXCPU = getattr(signal, "SIGXCPU", 24)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,28 +48,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.uid is not None:
         _become(args.uid)
     _harden()
-    _set_limit(resource.RLIMIT_NPROC, limits.processes)
-    _set_limit(resource.RLIMIT_FSIZE, limits.file_mb * 2**20)
-    _set_limit(resource.RLIMIT_CORE, 0)
+    set_limit(resource.RLIMIT_NPROC, limits.processes)
+    set_limit(resource.RLIMIT_FSIZE, limits.file_mb * 2**20)
+    set_limit(resource.RLIMIT_CORE, 0)
 
-    # The channel is a private copy of stdout; children get their own stdout/stderr files.
+    # The channel is a private copy of stdout; kernels close it and write to log files.
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    os.environ["IPYTHONDIR"] = "/tmp/ipython"
 
-    import numpy  # noqa: F401 - imported once here, inherited by every child
+    import IPython.core.interactiveshell  # noqa: F401 - imported once here, for every kernel
+    import numpy  # noqa: F401
     import torch
 
-    import grader.learner.probe  # noqa: F401
+    import grader.learner.forbidden as forbidden
+    import grader.learner.pool as pool
+    import grader.learner.probe as probe
+    import grader.sandbox.kernel as kernel
 
     # No operator profiling here: a child forked after a profiler ran in its parent hangs.
     torch.set_num_threads(1)
+    snapshot = forbidden.integrity_snapshot([forbidden, probe, pool, kernel])
     channel.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("quit"):
             break
-        channel.write(json.dumps(_serve(request, limits, home, args.home is None)) + "\n")
+        Run(request, limits, home, channel, snapshot, in_sandbox=args.home is None).serve()
     return 0
 
 
@@ -79,34 +96,15 @@ def _harden() -> None:
         libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
-def _set_limit(which: int, value: int) -> None:
+def set_limit(which: int, value: int) -> None:
     with suppress(ValueError, OSError):  # a platform without this limit
         _, hard = resource.getrlimit(which)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (value, value))
 
 
-def _serve(request: dict, limits, home: str, in_sandbox: bool) -> dict:
-    pid = _fork()
-    if pid == 0:
-        code = 0
-        try:
-            _child(request, limits, home)
-        except BaseException:  # noqa: BLE001 - whatever happens, the child ends here
-            code = 3
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    _stop_leftovers(pid, in_sandbox)
-    signaled = os.WIFSIGNALED(status)
-    return {
-        "token": request["token"],
-        "exitcode": None if signaled else os.WEXITSTATUS(status),
-        "signal": os.WTERMSIG(status) if signaled else None,
-    }
-
-
-def _fork() -> int:
-    """fork, waiting up to 10 s while processes a previous child left are still being reaped."""
+def fork() -> int:
+    """fork, waiting up to 10 s while processes a previous kernel left are still being reaped."""
     for _ in range(200):
         with suppress(BlockingIOError):
             return os.fork()
@@ -114,151 +112,173 @@ def _fork() -> int:
     return os.fork()
 
 
-def _stop_leftovers(child: int, in_sandbox: bool) -> None:
-    """Kill what the child left running, so the next function starts on a clean slate."""
+class Run:
+    """One request: a kernel runs the cells; this process watches it and serves its pool."""
+
+    def __init__(
+        self, request: dict, limits, home: str, channel, snapshot: dict, *, in_sandbox: bool
+    ) -> None:
+        self.request, self.limits, self.home = request, limits, home
+        self.channel, self.snapshot, self.in_sandbox = channel, snapshot, in_sandbox
+        self.current: dict | None = None  # the cell running now: {"cell", "test"}
+        self.interrupted = False
+        self.timed_out = False
+
+    def serve(self) -> None:
+        work = os.path.join(self.home, "work")
+        shutil.rmtree(work, ignore_errors=True)  # each run starts from the submitted notebook
+        os.mkdir(work)
+        to_kernel_r, to_kernel_w = os.pipe()
+        from_kernel_r, from_kernel_w = os.pipe()
+        pid = fork()
+        if pid == 0:
+            os.close(to_kernel_w)
+            os.close(from_kernel_r)
+            self._kernel(from_kernel_w, to_kernel_r)
+        os.close(to_kernel_r)
+        os.close(from_kernel_w)
+        self.pid, self.replies = pid, os.fdopen(to_kernel_w, "w", buffering=1)
+        finished = self._watch(from_kernel_r)
+        os.close(from_kernel_r)
+        status = self._reap(finished)
+        stop_leftovers(self.in_sandbox)
+        died = None
+        if not finished:
+            died = {**(self.current or {}), **status}
+        self._tell({"event": "done", "died": died})
+
+    def _kernel(self, write_fd: int, read_fd: int) -> None:
+        """The forked kernel: runs submission code until it ends, then exits."""
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            os.close(self.channel.fileno())  # the judge's channel is the server's alone
+            log = os.open(os.path.join(self.home, "kernel.log"), os.O_WRONLY | os.O_CREAT, 0o600)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+            set_limit(resource.RLIMIT_AS, self.limits.memory_mb * 2**20)
+            set_limit(resource.RLIMIT_CPU, self.limits.cpu_seconds)
+            from grader.sandbox.kernel import Lines, block_solutions, run_kernel
+
+            block_solutions()
+            run_kernel(self.request, Lines(write_fd, read_fd), self.home, self.snapshot)
+        except BaseException:  # noqa: BLE001 - whatever happens, the kernel ends here
+            code = 3
+        os._exit(code)
+
+    def _watch(self, fd: int) -> bool:
+        """Relay the kernel's lines until it finishes (True) or dies or is killed (False)."""
+        selector = selectors.DefaultSelector()
+        selector.register(fd, selectors.EVENT_READ)
+        buffer = b""
+        deadline = time.monotonic() + self.limits.cell_seconds
+        try:
+            while True:
+                while b"\n" in buffer:
+                    line, _, buffer = buffer.partition(b"\n")
+                    message = _parse(line)
+                    if message is None:
+                        return False
+                    if message.get("event") == "finished":
+                        return True
+                    deadline = self._handle(message, deadline)
+                now = time.monotonic()
+                if now >= deadline:
+                    if self.interrupted:
+                        self.timed_out = True
+                        return False
+                    with suppress(ProcessLookupError):
+                        os.kill(self.pid, signal.SIGINT)
+                    self.interrupted = True
+                    deadline = now + INTERRUPT_GRACE_SECONDS
+                    continue
+                if selector.select(deadline - now):
+                    chunk = os.read(fd, 65536)
+                    if not chunk or len(buffer) > 2**20:
+                        return False
+                    buffer += chunk
+        finally:
+            selector.close()
+
+    def _handle(self, message: dict, deadline: float) -> float:
+        """Act on one kernel line; returns the deadline of what runs next."""
+        event = message.get("event")
+        if event == "start":
+            self.current = {"cell": message.get("cell"), "test": message.get("test")}
+            self.interrupted = False
+            self._tell({"event": "start", **self.current})
+            seconds = self.limits.wall_seconds if self.current["test"] else self.limits.cell_seconds
+            return time.monotonic() + seconds
+        if event == "end":
+            error = message.get("error")
+            self._tell(
+                {
+                    "event": "end",
+                    **(self.current or {}),
+                    "error": str(error)[:600] if error else None,
+                    "interrupted": self.interrupted,
+                }
+            )
+            self.current, self.interrupted = None, False
+            return time.monotonic() + self.limits.cell_seconds
+        if event == "pool":
+            self._serve_pool(message, deadline)
+        return deadline
+
+    def _serve_pool(self, message: dict, deadline: float) -> None:
+        from grader.sandbox.pool_service import serve_pool_call
+
+        reply, evidence = serve_pool_call(message, self.request, self.home, self.limits, deadline)
+        self.replies.write(json.dumps(reply) + "\n")
+        if evidence is not None:
+            self._tell({"event": "pool", **evidence})
+
+    def _reap(self, finished: bool) -> dict:
+        """Wait for the kernel (killing it unless it finished); how it ended."""
+        if not finished:
+            with suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        _, status = os.waitpid(self.pid, 0)
+        with suppress(OSError):
+            self.replies.close()
+        signaled = os.WIFSIGNALED(status)
+        number = os.WTERMSIG(status) if signaled else None
+        timed_out = self.timed_out or self.interrupted or number == _SIGXCPU
+        why = "timeout" if timed_out else "crashed"
+        return {
+            "why": why,
+            "exitcode": None if signaled else os.WEXITSTATUS(status),
+            "signal": None if self.timed_out else number,
+        }
+
+    def _tell(self, message: dict) -> None:
+        self.channel.write(json.dumps(message) + "\n")
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def stop_leftovers(in_sandbox: bool) -> None:
+    """Kill what the kernel left running, so the next run starts on a clean slate."""
     if not in_sandbox:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(child, signal.SIGKILL)
-        return
-    # Own pid namespace: everything but its init (1) and this process is the child's.
+        return  # outside a pid namespace the kernel's own group was killed above
+    # Own pid namespace: everything but its init (1) and this process is the kernel's.
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in (1, os.getpid()):
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
-
-
-# -- the child: runs submission code ---------------------------------------------------------
-
-
-def _child(request: dict, limits, home: str) -> None:
-    os.setpgid(0, 0)
-    token = request["token"]
-    log = os.open(os.path.join(home, f"log-{token}.txt"), os.O_WRONLY | os.O_CREAT, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
-    _set_limit(resource.RLIMIT_AS, limits.memory_mb * 2**20)
-    _set_limit(resource.RLIMIT_CPU, limits.cpu_seconds)
-    os.chdir(home)
-    sys.path.insert(0, home)
-
-    import numpy as np
-
-    # Case i's inputs are stored as "i/<name>"; scalars as 0-d arrays.
-    cases: dict[int, dict] = {}
-    with np.load(os.path.join(home, request["inputs"]), allow_pickle=False) as stored:
-        for key in stored.files:
-            index, _, name = key.partition("/")
-            value = stored[key]
-            cases.setdefault(int(index), {})[name] = value.item() if value.ndim == 0 else value
-    results = open(os.path.join(home, f"out-{token}.jsonl"), "w", buffering=1)  # noqa: SIM115
-    _block_solutions()
-
-    writer = os.getpid()
-    program_errors = _run_program(request["program"], home, limits.step_seconds)
-    if os.getpid() != writer:
-        os._exit(0)
-    results.write(json.dumps({"program_errors": program_errors}) + "\n")
-    name = request["function"]
-    function = sys.modules["__main__"].__dict__.get(name)
-    for index, inputs in sorted(cases.items()):
-        outputs, record = _run_case(function, name, inputs)
-        if os.getpid() != writer:
-            os._exit(0)  # a copy the submission forked came back here: only the child reports
-        path = os.path.join(home, f"out-{token}-{index}.npz")
-        np.savez(path + ".tmp.npz", **_storable(outputs))
-        os.replace(path + ".tmp.npz", path)
-        results.write(json.dumps({**record, "index": index}) + "\n")
-
-
-# Attempts to import ``solutions`` made by this child (its program or its calls).
-_ATTEMPTS: list[str] = []
-
-
-def _block_solutions() -> None:
-    """Importing ``solutions`` fails in the sandbox anyway; record that it was tried."""
-
-    class _Solutions:
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name.split(".")[0] == "solutions":
-                _ATTEMPTS.append(f"import {name}")
-                raise ImportError("solutions are not available to submissions")
-            return None
-
-    sys.meta_path.insert(0, _Solutions)
-
-
-class _StepTooLong(BaseException):
-    """A replayed statement ran past its time (a training run, a download)."""
-
-
-def _run_program(steps: list[dict], home: str, seconds: float) -> list[str]:
-    """Replay the function's program in a fresh ``__main__``, as a notebook kernel would."""
-    from grader.learner.probe import describe_exception, quiet
-
-    main_module = types.ModuleType("__main__")
-    main_module.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = main_module
-    errors = []
-
-    def too_long(signum, frame):
-        raise _StepTooLong()
-
-    signal.signal(signal.SIGALRM, too_long)
-    for step in steps:
-        if "file" in step:
-            with open(os.path.join(home, os.path.basename(step["file"])), "w") as handle:
-                handle.write(step["source"])
-            continue
-        quoted = " ".join(step["source"].split())
-        quoted = quoted if len(quoted) <= 60 else quoted[:57] + "..."
-        try:
-            code = compile(step["source"], f"<{step['where']}>", "exec")
-            signal.setitimer(signal.ITIMER_REAL, seconds)
-            with quiet():
-                exec(code, main_module.__dict__)
-        except _StepTooLong:
-            errors.append(
-                f"{step['where']} (`{quoted}`) ran longer than {seconds:g} s, so it was "
-                "stopped: the grader re-runs only the statements that bind names your "
-                "function uses, and does not train or load data; bind what the function "
-                "needs in a quick statement of its own"
-            )
-        except BaseException as error:  # noqa: BLE001 - a broken statement must not stop the others
-            errors.append(f"{step['where']} (`{quoted}`): {describe_exception(error)}")
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    return errors
-
-
-def _run_case(function, name: str, inputs: dict) -> tuple[dict, dict]:
-    """(plain-data outputs of grader.learner.probe.probe_case, JSON record) for one case."""
-    from grader.learner.probe import probe_case
-
-    if not callable(function):
-        error = f"NameError: {name} is not defined (or not a function)"
-        return {"error": error}, {"forbidden": [], "pool_log": None}
-    result = probe_case(inputs, function)
-    forbidden = result.forbidden + list(dict.fromkeys(_ATTEMPTS))
-    return result.outputs, {"forbidden": forbidden, "pool_log": result.pool_log}
-
-
-def _storable(outputs: dict) -> dict:
-    """Arrays as they are, strings as numpy strings: an .npz that loads without pickle."""
-    import numpy as np
-
-    stored, size = {}, 0
-    for key, value in outputs.items():
-        array = np.array(value[:2000]) if isinstance(value, str) else np.asarray(value)
-        if array.dtype == object:
-            continue
-        size += array.nbytes
-        if size > OUTPUT_LIMIT:
-            return {"error": np.array("ValueError: the outputs are too large")}
-        stored[key] = array
-    return stored
+    with suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 if __name__ == "__main__":
