@@ -126,7 +126,8 @@ def run_notebook(
     run.tests = {grade_id: TestRun() for grade_id in functions}
     cells = list(program.cells)
     last = max((cell.number for cell in cells), default=0)
-    cells += [Cell(last + i, "", grade_id) for i, grade_id in enumerate(program.missing_tests, 1)]
+    missing = enumerate(program.missing_tests, 1)
+    cells += [Cell(last + i, plan.test_sources.get(g, ""), g) for i, g in missing]
     pending = {g for g in functions if plan.groups[g].cases}
     box: Sandbox | None = None
     try:

@@ -204,7 +204,7 @@ def _verdict(judge_case, plan: Plan, case: Any, test: TestRun, index: int, progr
         why = test.status if test.status != "ok" else "crashed"
         return _failed(case.name, f"{case.name}: {_no_output(why, test)}", why)
     forbidden = [f for f in test.records[index]["forbidden"] if f != TAMPERING]
-    if forbidden == [UNOBSERVED]:
+    if forbidden == [UNOBSERVED] and "error" not in outputs:  # it returned, but how?
         message = f"{case.name}: not graded: {explain_forbidden([UNOBSERVED])}"
         return _failed(case.name, message, "unobserved")
     pool_log = test.pool.get(index, [])
