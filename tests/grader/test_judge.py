@@ -219,3 +219,48 @@ def test_the_same_seed_draws_the_same_inputs_and_another_seed_others():
         or not np.array_equal(inputs["queries"], other.inputs[name]["queries"])
         for name, inputs in first.inputs.items()
     )
+
+
+def test_the_kernel_cannot_look_into_the_server_that_watches_it(tmp_path, plan):
+    probe = (
+        "import os\n"
+        "SETTINGS = {'scale': math.sqrt}\n"
+        "for what in ('fd', 'mem', 'environ'):\n"
+        "    try:\n"
+        "        path = f'/proc/{os.getppid()}/{what}'\n"
+        "        os.listdir(path) if what == 'fd' else open(path, 'rb').read(1)\n"
+        "        SETTINGS['scale'] = abs  # a wall fell: the answer goes wrong\n"
+        "    except OSError:\n"
+        "        pass"
+    )
+    result = grade(tmp_path, plan, lab((None, probe), ("multihead_attention", SCALED)))
+    assert result.score() == 100, [c for t in result.tests for c in t.cases if not c["passed"]]
+
+
+def test_an_answer_computed_out_of_sight_earns_nothing_and_a_label_costs_nothing(tmp_path, plan):
+    numpy_answer = (
+        "import numpy as np\n"
+        "def multihead_attention(queries, keys, values, heads, mask=False):\n"
+        "    b, t, hs = queries.shape\n"
+        "    q, k, v = (x.detach().double().numpy().reshape(b, t, heads, -1).transpose(0, 2, 1, 3)\n"
+        "               for x in (queries, keys, values))\n"
+        "    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])\n"
+        "    if mask:\n"
+        "        scores = np.where(np.triu(np.ones((t, t), bool), 1), -np.inf, scores)\n"
+        "    w = np.exp(scores - scores.max(-1, keepdims=True))\n"
+        "    w = w / w.sum(-1, keepdims=True)\n"
+        "    out = (w @ v).transpose(0, 2, 1, 3).reshape(b, t, hs)\n"
+        "    return torch.from_numpy(out).to(queries.dtype)"
+    )
+    result = grade(tmp_path, plan, lab(("multihead_attention", numpy_answer)))
+    assert result.score(1) == 0 and "unobserved" in result.diagnoses
+    labelled = "from torch.profiler import record_function\n" + SCALED.replace(
+        "    b, t, hs",
+        "    with record_function('scaled_dot_product_attention (mine)'):\n        pass\n    b, t, hs",
+    )
+    result = grade(
+        tmp_path,
+        plan,
+        lab((None, "SETTINGS = {'scale': math.sqrt}"), ("multihead_attention", labelled)),
+    )
+    assert (result.status, result.score()) == ("ok", 100), result.diagnoses
