@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.learner.skipped import SKIP_TAG
+
 GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multihead_attention")
-SKIP_TAG = "skip-when-graded"
 
 
 @dataclass

@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Submission statuses, worst first: the first that applies names the submission.
-STATUSES = ("tampered", "forbidden", "memory", "processes", "timeout", "crashed", "invalid", "missing", "ok")
+STATUSES = (
+    "tampered",
+    "forbidden",
+    "memory",
+    "processes",
+    "timeout",
+    "crashed",
+    "invalid",
+    "missing",
+    "ok",
+)
 
 
 @dataclass
