@@ -37,7 +37,7 @@ LIMIT_OPTIONS = {
     "--memory": ("memory_mb", "memory bound of a sandbox, MiB"),
     "--cpu-seconds": ("cpu_seconds", "CPU seconds per process"),
     "--processes": ("processes", "processes per sandbox"),
-    "--step-seconds": ("step_seconds", "seconds for each notebook statement a function re-runs"),
+    "--cell-seconds": ("cell_seconds", "seconds each notebook cell may run before an interrupt"),
 }
 
 
@@ -113,6 +113,7 @@ def autograde(
         notebook = writer.graded_notebook(set(groups))
         previous = recorded_seed(course_dir, assignment)
         plan = make_plan(seed if seed is not None else previous, cases_per_test)
+        plan.test_sources = writer.visible_tests(notebook)
         if previous is not None and plan.seed != previous and progress:
             print(
                 f"note: grading with seed {plan.seed}; results graded before used "

@@ -70,6 +70,20 @@ class GradebookWriter:
             "was the assignment generated from the lab's master notebook?"
         )
 
+    def visible_tests(self, notebook: str) -> dict[str, str]:
+        """Each test cell's grade id -> the master's source without its hidden tests: what
+        nbgrader puts back in a submission's test cell when it grades."""
+        from nbgrader.api import MissingEntry
+
+        sources = {}
+        for cell in self.notebooks.get(notebook, {}):
+            try:
+                master = self.gradebook.find_source_cell(cell, notebook, self.assignment)
+            except MissingEntry:
+                continue
+            sources[cell] = remove_hidden_tests(master.source, HIDDEN_NOTE)
+        return sources
+
     def record(self, result: SubmissionResult, submitted: Path) -> None:
         """Write one submission's scores (creating the student and submission as needed)."""
         from nbgrader.utils import parse_utc
