@@ -105,9 +105,14 @@ def sdk_refusal(error: BaseException) -> str | None:
         return role_refused(str(error))
     if not type(error).__module__.startswith(("sagemaker.", "pydantic")):
         return None
-    first = " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
+    if type(error).__name__ == "ValidationError" and hasattr(error, "errors"):
+        first = error.errors()[0]  # pydantic: which setting of which SDK object, and why
+        where = ".".join(str(part) for part in first["loc"][:1])
+        reason = f"{error.title} {where}: {first['msg']}."
+    else:
+        reason = " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
     return (
-        f"The SageMaker SDK refused the job before sending it: {first} Change the setting it "
+        f"The SageMaker SDK refused the job before sending it: {reason} Change the setting it "
         "names (python -m former.sagemaker launch --help) and try again."
     )
 
@@ -123,7 +128,7 @@ def role_refused(message: str) -> str:
         lacks = f"permissions {missing.group(1).strip()}" if missing else "permissions it checks"
     return (
         f"The SageMaker SDK refused {who} before sending anything: it lacks {lacks}. Ask your "
-        "account administrator to add them to the role, or pass a role that has them "
+        "account administrator to give the role what it lacks, or pass a role that has it "
         "(--role, $SAGEMAKER_ROLE)."
     )
 

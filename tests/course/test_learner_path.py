@@ -87,3 +87,9 @@ def test_the_scale_experiment_shows_the_softmax_saturating_without_the_scale(cap
     scaled, unscaled = curves["scaled by 1/√s"], curves["not scaled"]
     assert max(scaled) - min(scaled) < 0.5 and min(scaled) > math.log2(32) - 1  # spread, always
     assert unscaled[-1] < 1 < scaled[-1]  # one-hot, nearly, for large heads
+
+
+def test_the_restore_cell_is_the_second_code_cell_as_the_readme_says() -> None:
+    code_cells = [cell.get("id") for cell in CELLS if cell["cell_type"] == "code"]
+    assert code_cells[:2] == ["setup", "restore"]  # its behaviour: test_parallel_notebook_pool
+    assert "run its second code cell alone" in (REPO_ROOT / "README.md").read_text()

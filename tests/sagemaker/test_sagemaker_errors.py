@@ -279,3 +279,16 @@ def test_log_lines_go_on_past_an_empty_page(aws) -> None:
         lines = list(new_log_lines(logs, "former-classify-1", {}))
     assert lines == [pages[0][0][0], pages[2][0][0]]
     stubber.assert_no_pending_responses()
+
+
+def test_a_setting_the_sdk_rejects_is_one_line() -> None:
+    """The SDK validates its request objects (pydantic) before sending anything."""
+    from sagemaker.core.training import configs
+
+    with pytest.raises(Exception) as raised:
+        configs.Compute(instance_type="ml.g5.xlarge", instance_count="many")
+    assert explain(raised.value) == (
+        "The SageMaker SDK refused the job before sending it: Compute instance_count: Input "
+        "should be a valid integer, unable to parse string as an integer. Change the setting it "
+        "names (python -m former.sagemaker launch --help) and try again."
+    )
