@@ -103,7 +103,7 @@ def sdk_refusal(error: BaseException) -> str | None:
     """The line for a request the SageMaker SDK refused before sending it; None for other errors."""
     if type(error).__name__ == "RoleValidationError":
         return role_refused(str(error))
-    if not type(error).__module__.startswith(("sagemaker.", "pydantic")):
+    if not (type(error).__module__.startswith(("sagemaker.", "pydantic")) or raised_in_sdk(error)):
         return None
     if type(error).__name__ == "ValidationError" and hasattr(error, "errors"):
         first = error.errors()[0]  # pydantic: which setting of which SDK object, and why
@@ -115,6 +115,14 @@ def sdk_refusal(error: BaseException) -> str | None:
         f"The SageMaker SDK refused the job before sending it: {reason} Change the setting it "
         "names (python -m former.sagemaker launch --help) and try again."
     )
+
+
+def raised_in_sdk(error: BaseException) -> bool:
+    """Whether the SageMaker SDK's own code raised ``error`` (a ValueError on a setting, say)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("sagemaker.")
 
 
 def role_refused(message: str) -> str:

@@ -292,3 +292,14 @@ def test_a_setting_the_sdk_rejects_is_one_line() -> None:
         "should be a valid integer, unable to parse string as an integer. Change the setting it "
         "names (python -m former.sagemaker launch --help) and try again."
     )
+
+
+def test_a_value_the_sdk_itself_rejects_is_one_line() -> None:
+    from sagemaker.core import image_uris
+
+    with pytest.raises(ValueError) as raised:
+        image_uris.retrieve("pytorch", "us-east-1", "0.0.1", "py312", "ml.g5.xlarge")
+    line = explain(raised.value)
+    assert line.startswith("The SageMaker SDK refused the job before sending it: ")
+    assert "\n" not in line
+    assert explain(ValueError("raised by this project, not the SDK")) is None
