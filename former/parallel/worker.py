@@ -66,14 +66,16 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 2**31 - 1)  # ...and the heap is never trimmed
 
 
-def file_version(module_name: str | None) -> int | None:
-    """Modification time of a module's file; None for ``__main__`` and file-less modules."""
+def file_version(module_name: str | None) -> tuple[int, int] | None:
+    """Modification time and size of a module's file (a rewrite within the clock's granularity
+    mostly changes the size); None for ``__main__`` and file-less modules."""
     if module_name in {None, "__main__", "__mp_main__"}:
         return None
     try:
-        return os.stat(sys.modules[module_name].__file__).st_mtime_ns
+        stat = os.stat(sys.modules[module_name].__file__)
     except (KeyError, AttributeError, TypeError, OSError):
         return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def load_function(module_name: str | None, function_bytes: bytes, versions: dict) -> Callable:

@@ -23,6 +23,8 @@ LAUNCH_HELP = {
     "region": "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's",
     "gpus_per_instance": "for instance types not in the table",
     "max_wait_seconds": "spot only (default: 2 x max run)",
+    "framework_version": "PyTorch image, e.g. 2.10 (default: the newest AWS still patches, "
+    "not newer than the local torch)",
     "image_uri": "training image; overrides --framework-version",
     "learner_module": "default: ./my_transformer_model.py",
 }

@@ -84,6 +84,8 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
         cause = cause.__cause__ or cause.__context__
     if isinstance(cause, aws.ClientError):
         return explain_client_error(cause, region)
+    if cause is None:
+        return sdk_refusal(error)
     if isinstance(cause, (aws.NoCredentialsError, aws.PartialCredentialsError)):
         return f"No AWS credentials found: {CREDENTIALS_HELP}, then run this again."
     if isinstance(cause, (aws.TokenRetrievalError, aws.SSOError, aws.CredentialRetrievalError)):
@@ -95,6 +97,48 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
     if isinstance(cause, aws.EndpointConnectionError):
         return f"Cannot reach AWS ({cause}): check your network and the region name {region!r}."
     return f"AWS call failed: {cause}" if isinstance(cause, aws.BotoCoreError) else None
+
+
+def sdk_refusal(error: BaseException) -> str | None:
+    """The line for a request the SageMaker SDK refused before sending it; None for other errors."""
+    if type(error).__name__ == "RoleValidationError":
+        return role_refused(str(error))
+    if not (type(error).__module__.startswith(("sagemaker.", "pydantic")) or raised_in_sdk(error)):
+        return None
+    if type(error).__name__ == "ValidationError" and hasattr(error, "errors"):
+        first = error.errors()[0]  # pydantic: which setting of which SDK object, and why
+        where = ".".join(str(part) for part in first["loc"][:1])
+        reason = f"{error.title} {where}: {first['msg']}."
+    else:
+        reason = " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
+    return (
+        f"The SageMaker SDK refused the job before sending it: {reason} Change the setting it "
+        "names (python -m former.sagemaker launch --help) and try again."
+    )
+
+
+def raised_in_sdk(error: BaseException) -> bool:
+    """Whether the SageMaker SDK's own code raised ``error`` (a ValueError on a setting, say)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("sagemaker.")
+
+
+def role_refused(message: str) -> str:
+    """The SDK's several-line RoleValidationError in one line: which role lacks what."""
+    role = re.search(r"IAM role '([^']+)'", message)
+    missing = re.search(r"(?:Missing|Required) permissions: (.+)", message)
+    who = f"the role {role.group(1)}" if role else "no role (none could be found for you)"
+    if "trust policy" in message:
+        lacks = "a trust policy that lets sagemaker.amazonaws.com assume it"
+    else:
+        lacks = f"permissions {missing.group(1).strip()}" if missing else "permissions it checks"
+    return (
+        f"The SageMaker SDK refused {who} before sending anything: it lacks {lacks}. Ask your "
+        "account administrator to give the role what it lacks, or pass a role that has it "
+        "(--role, $SAGEMAKER_ROLE)."
+    )
 
 
 def explain_client_error(error, region: str | None) -> str:

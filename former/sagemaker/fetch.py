@@ -29,12 +29,9 @@ def fetch_model(
         return folder / MODEL_FILE  # fetched before: the artifact of a finished job never changes
     job = job_status(job_name, region=region, boto_session=boto_session)
     artifact = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
-    if job["TrainingJobStatus"] != "Completed" or not artifact:
-        raise SageMakerError(
-            f"Training job {job_name} is {job['TrainingJobStatus']} "
-            f"({job.get('SecondaryStatus', '')}), so it has no model to fetch yet: "
-            f"follow('{job_name}') waits for it."
-        )
+    # A stopped job uploads what it had saved: a model if it was stopped after training.
+    if job["TrainingJobStatus"] not in ("Completed", "Stopped") or not artifact:
+        raise SageMakerError(no_model(job_name, job))
     folder.mkdir(parents=True, exist_ok=True)
     archive = folder / "model.tar.gz"
     with aws_errors(region):
@@ -44,8 +41,27 @@ def fetch_model(
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
         tar.extractall(folder, members=members, **safe)
     if not (folder / MODEL_FILE).is_file():
-        raise SageMakerError(f"{artifact} holds no {MODEL_FILE}: was it written by model.py?")
+        raise SageMakerError(
+            f"{artifact} holds no {MODEL_FILE}: the job ({job['TrainingJobStatus']}) ended before "
+            "model.py saved its model, or did not run model.py; launch it again."
+        )
     return folder / MODEL_FILE
+
+
+def no_model(job_name: str, job: dict[str, Any]) -> str:
+    """Why a job has no model to fetch, and what to do: wait for it, or launch again."""
+    status = job["TrainingJobStatus"]
+    where = f"{status} ({job.get('SecondaryStatus', '')})"
+    if status in ("InProgress", "Stopping"):
+        return f"Training job {job_name} is {where}, so it has no model to fetch yet: " + (
+            f"follow('{job_name}') waits for it."
+        )
+    reason = job.get("FailureReason")
+    return (
+        f"Training job {job_name} is {where} and has no model"
+        + (f" ({reason})" if reason else "")
+        + ": it will not get one, so fix what stopped it and launch it again."
+    )
 
 
 def load_fetched_model(path: Path) -> tuple[nn.Module, Any, Any]:

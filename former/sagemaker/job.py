@@ -8,11 +8,14 @@ the installed ``former`` package and the learner's ``my_transformer_model.py``.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from former.sagemaker.errors import SDK_REQUIREMENT as SDK_PACKAGE
 from former.sagemaker.errors import SageMakerError
 from former.sagemaker.progress import METRIC_DEFINITIONS
 
@@ -28,7 +31,13 @@ if __name__ == "__main__":
     sys.exit(main())
 """
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
-PY_VERSION = "py312"
+# End of patch of the AWS PyTorch training images (AWS Deep Learning Containers framework support
+# policy); versions older than these are past theirs, newer ones not yet listed are supported.
+END_OF_PATCH: dict[tuple[int, int], date] = {
+    (2, 8): date(2026, 8, 6),
+    (2, 9): date(2026, 10, 15),
+    (2, 10): date(2027, 1, 21),
+}
 # GPUs per instance for the types a course is likely to use (the SDK's table misses most).
 _SIZES = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
 _EIGHT_GPUS = ("p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge")
@@ -39,7 +48,9 @@ GPUS_PER_INSTANCE: dict[str, int] = {
     **{f"ml.{name}": 8 for name in (*_EIGHT_GPUS, "p5en.48xlarge")},
     **{"ml.g4dn.12xlarge": 4, "ml.p3.2xlarge": 1, "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8},
 }
+# CPU families; a generation digit follows the letter, so Trainium (ml.trn1) is not "ml.t".
 CPU_INSTANCE_FAMILIES = ("ml.m", "ml.c", "ml.r", "ml.t")
+NEURON_FAMILIES = ("trn", "inf")  # Trainium, Inferentia: no CUDA, the PyTorch image cannot run
 # What model.py needs beyond the training image (which brings torch and numpy).
 RUNTIME_REQUIREMENTS = "tqdm>=4.60\n"
 
@@ -61,7 +72,7 @@ class JobSettings:
     checkpoint_s3_uri: str | None = None
     output_s3_uri: str | None = None
     bucket: str | None = None
-    framework_version: str = "2.8"
+    framework_version: str | None = None
     image_uri: str | None = None
     learner_module: str | Path | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -75,10 +86,22 @@ class JobSettings:
         return max(gpus if gpus is not None else gpus_per_instance(self.instance_type), 1)
 
 
+def is_cpu_instance(instance_type: str) -> bool:
+    """``ml.m5.xlarge``, ``ml.c7i.large``, ``ml.t3.medium``: a CPU family letter and a digit
+    (``ml.trn1``, ``ml.p4d`` are accelerators)."""
+    family = instance_type.removeprefix("ml.").partition(".")[0]
+    return len(family) > 1 and f"ml.{family[0]}" in CPU_INSTANCE_FAMILIES and family[1].isdigit()
+
+
 def gpus_per_instance(instance_type: str) -> int:
     """Number of GPUs on one instance of ``instance_type`` (0 for CPU instances)."""
-    if instance_type.startswith(CPU_INSTANCE_FAMILIES):
+    if is_cpu_instance(instance_type):
         return 0
+    if instance_type.removeprefix("ml.").startswith(NEURON_FAMILIES):
+        raise SageMakerError(
+            f"{instance_type} is a Trainium/Inferentia instance, which the PyTorch training image "
+            "cannot use: pick a GPU type (ml.g5.xlarge) or a CPU type (ml.m5.xlarge)."
+        )
     if instance_type not in GPUS_PER_INSTANCE:
         raise SageMakerError(
             f"Unknown instance type {instance_type!r}: pass --gpus-per-instance N so the launcher "
@@ -87,19 +110,86 @@ def gpus_per_instance(instance_type: str) -> int:
     return GPUS_PER_INSTANCE[instance_type]
 
 
-def training_image_uri(region: str, framework_version: str, instance_type: str) -> str:
-    """ECR URI of the AWS PyTorch training image (py312) for ``region``."""
+def minor_version(version: str) -> tuple[int, int]:
+    """``"2.10.0"`` or ``"2.10"`` -> ``(2, 10)``."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def is_supported(version: str, today: date) -> bool:
+    """Whether AWS still patches the PyTorch training image of ``version`` on ``today``."""
+    end = END_OF_PATCH.get(minor_version(version))
+    if end is not None:
+        return today <= end
+    return minor_version(version) > max(END_OF_PATCH)  # newer than the table: not ended yet
+
+
+def pytorch_training_images(region: str) -> dict[str, list[str]]:
+    """The SDK's PyTorch training images published in ``region``: version -> Python versions."""
     from sagemaker.core import image_uris
 
+    versions = image_uris.config_for_framework("pytorch")["training"]["versions"]
+    return {
+        version: spec["py_versions"]
+        for version, spec in versions.items()
+        if region in spec.get("registries", {})
+    }
+
+
+def choose_framework_version(local_torch: str, today: date, images: dict[str, list[str]]) -> str:
+    """The newest image version AWS still supports on ``today`` and not newer than the local
+    torch (which loads the model ``fetch`` brings back), else the oldest supported one; with
+    none supported (an old SDK), the newest available, which :func:`training_image` flags."""
+    supported = sorted((v for v in images if is_supported(v, today)), key=minor_version)
+    candidates = supported or sorted(images, key=minor_version)
+    older = [v for v in candidates if minor_version(v) <= minor_version(local_torch)]
+    if supported:
+        return older[-1] if older else supported[0]
+    return (older or candidates)[-1]
+
+
+def today() -> date:
+    """The date support is judged on."""
+    return date.today()
+
+
+def training_image(region: str, framework_version: str | None, instance_type: str) -> str:
+    """ECR URI of the AWS PyTorch training image for ``region``: ``framework_version``, or the one
+    :func:`choose_framework_version` picks; its Python version from the SDK's image config.
+    Prints what was chosen."""
+    import torch
+    from sagemaker.core import image_uris
+
+    images = pytorch_training_images(region)
+    if not images:
+        raise SageMakerError(
+            f"The SageMaker SDK knows no PyTorch training image in region {region!r}: pick "
+            f"another region, upgrade the SDK (pip install -U '{SDK_PACKAGE}') or pass --image-uri."
+        )
+    if framework_version is None:
+        version = choose_framework_version(torch.__version__, today(), images)
+    else:
+        found = [v for v in images if minor_version(v) == minor_version(framework_version)]
+        if not found:
+            available = ", ".join(sorted({".".join(map(str, minor_version(v))) for v in images}))
+            raise SageMakerError(
+                f"No PyTorch {framework_version} training image in region {region!r}: pick one "
+                f"of {available} (--framework-version), or pass --image-uri."
+            )
+        version = max(found, key=lambda v: tuple(map(int, v.split("."))))
+    py_version = sorted(images[version], key=lambda py: int(py.removeprefix("py")))[-1]
     try:
-        return image_uris.retrieve(
-            "pytorch", region, framework_version, PY_VERSION, instance_type, image_scope="training"
+        uri = image_uris.retrieve(
+            "pytorch", region, version, py_version, instance_type, image_scope="training"
         )
     except ValueError as error:
         raise SageMakerError(
-            f"No PyTorch {framework_version} {PY_VERSION} training image for region {region!r} "
-            f"({error}): pick another --framework-version or pass --image-uri."
+            f"No PyTorch {version} {py_version} training image for {instance_type} in region "
+            f"{region!r} ({error}): pick another --framework-version or pass --image-uri."
         ) from error
+    note = "" if is_supported(version, today()) else " (past its end of patch: no more fixes)"
+    print(f"Training image: PyTorch {version}, {py_version}{note}: {uri}", file=sys.stderr)
+    return uri
 
 
 def normalise_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
@@ -172,7 +262,7 @@ def build_model_trainer(
     processes = settings.processes_per_instance
     # torchrun joins every process on every host into one job (gloo on CPU, nccl on GPU).
     several = processes * settings.instance_count > 1
-    image = settings.image_uri or training_image_uri(
+    image = settings.image_uri or training_image(
         sagemaker_session.boto_region_name, settings.framework_version, settings.instance_type
     )
     output = settings.output_s3_uri

@@ -18,10 +18,13 @@ from former.sagemaker.errors import JobFailedError, SageMakerError, aws_errors
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 POLL_SECONDS = 15
-# What model.py prints, e.g. "epoch=2 train_loss=0.41 val_acc=0.873" ("epoch=1.25" within one).
+MAX_LOG_PAGES = 10_000  # per stream and poll: a bound, should a service never repeat its token
+# What model.py prints, e.g. "epoch=2 step=780 train_loss=0.41 val_acc=0.873" ("epoch=1.25"
+# within one); the step is the x-axis of the notebook's live plot.
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 METRIC_DEFINITIONS: tuple[dict[str, str], ...] = tuple(
-    {"Name": name, "Regex": rf"\b{name}=" + _NUMBER} for name in ("epoch", "train_loss", "val_acc")
+    {"Name": name, "Regex": rf"\b{name}=" + _NUMBER}
+    for name in ("epoch", "step", "train_loss", "val_acc")
 )
 
 
@@ -42,13 +45,15 @@ def new_log_lines(logs: Any, job_name: str, tokens: dict[str, str]) -> Iterator[
     except logs.exceptions.ResourceNotFoundException:
         return  # no log group before the account's first job starts
     for stream in streams:
-        while True:
+        # A page may be empty in the middle of a stream: only a page that hands back the token
+        # it was asked with is the end (as CloudWatch documents GetLogEvents).
+        for _ in range(MAX_LOG_PAGES):
             token = tokens.get(stream)
             where = {"logStreamName": stream, **({"nextToken": token} if token else {})}
             page = logs.get_log_events(logGroupName=LOG_GROUP, startFromHead=True, **where)
             yield from (event["message"].rstrip("\n") for event in page["events"])
             tokens[stream] = page.get("nextForwardToken", token)
-            if not page["events"] or tokens[stream] == token:
+            if tokens[stream] == token or tokens[stream] is None:
                 break
 
 

@@ -85,14 +85,17 @@ def aws(workdir: Path, monkeypatch: pytest.MonkeyPatch, no_telemetry: list):
         yield boto3.Session(region_name=REGION)
 
 
-def run_notebook_sagemaker_cell(namespace: dict) -> None:
-    """Run the master notebook's SageMaker cell in ``namespace``, as the notebook's kernel would."""
+def run_notebook_sagemaker_cell(namespace: dict, job_name: str = "") -> None:
+    """Run the master notebook's SageMaker cell in ``namespace``, as the notebook's kernel would;
+    ``job_name``: written into the cell's ``JOB_NAME = ""`` line, as a learner reattaching does."""
     import json
 
     from grader.course.nbgrader import master_path
 
     cells = json.loads(master_path().read_text())["cells"]
     source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])
+    assert 'JOB_NAME = ""' in source
+    source = source.replace('JOB_NAME = ""', f"JOB_NAME = {job_name!r}", 1)
     exec(compile(source, "sagemaker-code", "exec"), namespace)
 
 

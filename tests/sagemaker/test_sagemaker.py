@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,12 @@ def s3_text(session, uri_prefix: str, name: str) -> str:
     return body["Body"].read().decode()
 
 
-def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path) -> None:
+def test_multi_gpu_job_is_submitted_with_everything_it_needs(
+    aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(
+        job, "today", lambda: date(2026, 9, 1)
+    )  # the clock: which images AWS still supports
     result = launcher.launch_training_job(
         workdir / "reviews.csv",
         role=ROLE,
@@ -64,7 +70,10 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
     request = result.request
     spec = request["AlgorithmSpecification"]
     assert spec["TrainingImage"] == (
-        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-gpu-py312"
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"
+    )
+    assert (
+        f"Training image: PyTorch 2.10.0, py313: {spec['TrainingImage']}" in capsys.readouterr().err
     )
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.12xlarge"
     assert request["RoleArn"] == ROLE
@@ -84,6 +93,7 @@ def test_multi_gpu_job_is_submitted_with_everything_it_needs(aws, workdir: Path)
     line = "epoch=1.25 step=98 train_loss=0.41 val_acc=0.873 val_examples=2000"
     assert {n: re.search(r, line).group(1) for n, r in metrics.items()} == {
         "epoch": "1.25",
+        "step": "98",
         "train_loss": "0.41",
         "val_acc": "0.873",
     }
@@ -184,7 +194,7 @@ def test_dry_run_prints_the_request_and_touches_no_aws(
     request = json.loads(out.out)
     image = request["AlgorithmSpecification"]["TrainingImage"]
     assert image.startswith("763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.")
-    assert image.endswith("-gpu-py312")
+    assert re.search(r":2\.\d+\.\d+-gpu-py3\d+$", image)
     assert request["HyperParameters"] == {"attention": "sdpa", "epochs": "3"}
     assert channel(request, "training").startswith(
         "s3://sagemaker-eu-west-1-123456789012/former/data/"
@@ -300,8 +310,46 @@ def test_gpu_counts_cover_the_default_and_multi_gpu_instances() -> None:
     assert job.gpus_per_instance("ml.g5.12xlarge") == 4
     assert job.gpus_per_instance("ml.p4d.24xlarge") == 8
     assert job.gpus_per_instance("ml.m5.xlarge") == 0
+    assert job.gpus_per_instance("ml.t3.medium") == 0
+    assert job.gpus_per_instance("ml.c7i.2xlarge") == 0
     with pytest.raises(launcher.SageMakerError, match="--gpus-per-instance"):
         job.gpus_per_instance("ml.z9.mega")
+    # Trainium starts with "ml.t" but is no CPU type, and the PyTorch image cannot use it.
+    with pytest.raises(launcher.SageMakerError, match="Trainium/Inferentia .* pick a GPU type"):
+        job.gpus_per_instance("ml.trn1.32xlarge")
+
+
+@pytest.mark.parametrize(
+    ("today", "local_torch", "chosen"),
+    [
+        (date(2026, 7, 1), "2.13.0", "2.10.0"),  # the newest supported
+        (date(2026, 7, 1), "2.8.1", "2.8.0"),  # not newer than the torch that loads the model
+        (date(2026, 9, 1), "2.8.1", "2.9.0"),  # 2.8 ended: the oldest supported
+        (date(2026, 12, 4), "2.13.0", "2.10.0"),
+        (date(2030, 1, 1), "2.13.0", "2.10.0"),  # none supported: the newest, flagged
+    ],
+)
+def test_the_training_image_is_a_supported_one_for_the_local_torch(
+    today: date, local_torch: str, chosen: str
+) -> None:
+    images = job.pytorch_training_images("us-east-1")  # the SDK's own image config
+    assert job.choose_framework_version(local_torch, today, images) == chosen
+
+
+def test_the_training_image_takes_its_python_version_from_the_sdk_and_says_what_it_chose(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from sagemaker.core import image_uris
+
+    monkeypatch.setattr(job, "today", lambda: date(2026, 12, 4))
+    config = image_uris.config_for_framework("pytorch")["training"]["versions"]
+    uri = job.training_image("eu-west-1", "2.10", "ml.g5.xlarge")
+    assert uri.endswith(f":2.10.0-gpu-{config['2.10.0']['py_versions'][-1]}")
+    assert capsys.readouterr().err == f"Training image: PyTorch 2.10.0, py313: {uri}\n"
+    job.training_image("eu-west-1", "2.8", "ml.m5.xlarge")
+    assert "2.8.0, py312 (past its end of patch" in capsys.readouterr().err
+    with pytest.raises(launcher.SageMakerError, match="No PyTorch 1.99 training image .* 2.10"):
+        job.training_image("eu-west-1", "1.99", "ml.g5.xlarge")
 
 
 def test_hyperparameters_reach_model_py_as_the_container_passes_them() -> None:

@@ -194,3 +194,112 @@ def test_without_the_sdk_every_call_says_how_to_add_it(monkeypatch, capsys) -> N
     assert capsys.readouterr().out == (
         f"{sagemaker.sdk_missing()} Or set INSTALL_SAGEMAKER_SDK = True in this cell.\n"
     )
+
+
+def test_a_role_the_sdk_refuses_is_one_line_before_anything_is_sent(
+    aws, workdir: Path, monkeypatch
+) -> None:
+    """SDK v3 simulates the role's policies (IAM's SimulatePrincipalPolicy, which moto lacks:
+    answered here as AWS answers for a role without the EC2 network-interface permissions)."""
+    from botocore import handlers
+    from botocore.awsrequest import AWSResponse
+
+    def simulate(model, params, **_):
+        body = params["body"]  # the query request's fields: ActionNames.member.N=...
+        actions = [v for k, v in body.items() if k.startswith("ActionNames.member.")]
+        results = [
+            {"EvalActionName": a, "EvalDecision": "implicitDeny" if "ec2:" in a else "allowed"}
+            for a in actions
+        ]
+        response = AWSResponse("https://iam.amazonaws.com/", 200, {}, None)
+        return response, {"EvaluationResults": results, "IsTruncated": False}
+
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "true")
+    hook = ("before-call.iam.SimulatePrincipalPolicy", simulate)
+    monkeypatch.setattr(handlers, "BUILTIN_HANDLERS", [*handlers.BUILTIN_HANDLERS, hook])
+    with pytest.raises(sagemaker.SageMakerError) as raised:
+        launch(aws, workdir / "reviews.csv")
+    text = str(raised.value)
+    assert text.startswith(f"The SageMaker SDK refused the role {ROLE} before sending anything: ")
+    assert "ec2:CreateNetworkInterface" in text and "\n" not in text
+    assert "--role, $SAGEMAKER_ROLE" in text
+    assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_a_failed_or_stopped_job_says_there_is_no_model_to_wait_for(aws, workdir: Path) -> None:
+    failed = launch(aws, workdir / "reviews.csv")
+    reason = "AlgorithmError: model.py: error: out of memory"
+    timeline = JobTimeline(aws, failed.job_name, [], None, failure=reason)
+    for _ in timeline.STEPS:
+        timeline.advance()
+    with pytest.raises(sagemaker.SageMakerError) as raised:
+        sagemaker.fetch_model(failed.job_name, workdir / "models", boto_session=aws)
+    assert str(raised.value) == (
+        f"Training job {failed.job_name} is Failed (Failed) and has no model ({reason}): it will "
+        "not get one, so fix what stopped it and launch it again."
+    )
+
+    stopped = launch(aws, workdir / "reviews.csv")
+    timeline = JobTimeline(aws, stopped.job_name, [], None)
+    timeline.job.training_job_status, timeline.job.secondary_status = "Stopped", "Stopped"
+    with pytest.raises(sagemaker.SageMakerError) as raised:
+        sagemaker.fetch_model(stopped.job_name, workdir / "models", boto_session=aws)
+    assert "is Stopped (Stopped) and has no model: it will not get one" in str(raised.value)
+    assert "follow(" not in str(raised.value)
+
+
+def test_log_lines_go_on_past_an_empty_page(aws) -> None:
+    """CloudWatch may answer a page with no events in the middle of a stream; only a page that
+    returns the token it was asked with is the end."""
+    from botocore.stub import Stubber
+
+    from former.sagemaker.progress import LOG_GROUP, new_log_lines
+
+    logs = aws.client("logs")
+    stubber = Stubber(logs)
+    stream = "former-classify-1/algo-1-1700000000"
+    stubber.add_response("describe_log_streams", {"logStreams": [{"logStreamName": stream}]})
+    pages = [  # (events, the token asked with, the token handed back)
+        (["epoch=0.5 step=10 train_loss=0.69 val_acc=0.55"], None, "f/1"),
+        ([], "f/1", "f/2"),
+        (["epoch=1 step=20 train_loss=0.5 val_acc=0.6"], "f/2", "f/3"),
+        ([], "f/3", "f/3"),
+    ]
+    for events, asked, handed in pages:
+        expected = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+        stubber.add_response(
+            "get_log_events",
+            {
+                "events": [{"message": m + "\n", "timestamp": 0} for m in events],
+                "nextForwardToken": handed,
+            },
+            {**expected, **({"nextToken": asked} if asked else {})},
+        )
+    with stubber:
+        lines = list(new_log_lines(logs, "former-classify-1", {}))
+    assert lines == [pages[0][0][0], pages[2][0][0]]
+    stubber.assert_no_pending_responses()
+
+
+def test_a_setting_the_sdk_rejects_is_one_line() -> None:
+    """The SDK validates its request objects (pydantic) before sending anything."""
+    from sagemaker.core.training import configs
+
+    with pytest.raises(Exception) as raised:
+        configs.Compute(instance_type="ml.g5.xlarge", instance_count="many")
+    assert explain(raised.value) == (
+        "The SageMaker SDK refused the job before sending it: Compute instance_count: Input "
+        "should be a valid integer, unable to parse string as an integer. Change the setting it "
+        "names (python -m former.sagemaker launch --help) and try again."
+    )
+
+
+def test_a_value_the_sdk_itself_rejects_is_one_line() -> None:
+    from sagemaker.core import image_uris
+
+    with pytest.raises(ValueError) as raised:
+        image_uris.retrieve("pytorch", "us-east-1", "0.0.1", "py312", "ml.g5.xlarge")
+    line = explain(raised.value)
+    assert line.startswith("The SageMaker SDK refused the job before sending it: ")
+    assert "\n" not in line
+    assert explain(ValueError("raised by this project, not the SDK")) is None

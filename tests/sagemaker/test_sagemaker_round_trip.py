@@ -33,6 +33,7 @@ pytest.importorskip("sagemaker.train")
 
 from former import sagemaker  # noqa: E402
 from former.sagemaker.__main__ import main  # noqa: E402
+from former.sagemaker.progress import parse_metrics  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:sagemaker.train.configs has been moved:DeprecationWarning"
@@ -173,15 +174,18 @@ def test_the_cli_follows_a_job_to_its_end(aws, workdir: Path, monkeypatch, capsy
     assert "epoch=1 train_loss=0.5 val_acc=0.6" in out and "Completed after 425 s" in out
 
 
-def test_the_notebook_cell_runs_the_round_trip(
+def test_the_notebook_cell_runs_the_round_trip_and_reattaches(
     aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    """The master notebook's SageMaker cell, as a learner with AWS credentials runs it."""
+    """The master notebook's SageMaker cell, as a learner with AWS credentials runs it: the job's
+    metric lines, read from its logs through the real metric definitions, drive the cell's own
+    live plot; then, as after a kernel restart, the cell with JOB_NAME set reattaches."""
     imdb = shared_file("imdb_sample.csv")
-    for name, value in {"LAB_IMDB": str(imdb), "SAGEMAKER_ROLE": ROLE}.items():
+    for name, value in {"LAB_IMDB": str(imdb), "SAGEMAKER_ROLE": ROLE, "MPLBACKEND": "Agg"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.syspath_prepend(str(workdir))
     launch = sagemaker.launch_training_job
+    job_lines: list[str] = []
 
     def launch_and_run_the_job(*args, **kwargs):
         """The service's half starts once the job exists: the container runs, moto's job moves."""
@@ -189,24 +193,63 @@ def test_the_notebook_cell_runs_the_round_trip(
         # A smaller model than the cell asks for keeps the container's run short.
         ran = run_as_container(aws, launched.request, workdir / "container", *SMALL_MODEL)
         assert ran.returncode == 0, ran.stderr[-3000:]
+        job_lines.extend(ran.stdout.splitlines())
         timeline = JobTimeline(
-            aws, launched.job_name, ran.stdout.splitlines(), workdir / "container/opt/ml/model"
+            aws, launched.job_name, job_lines, workdir / "container/opt/ml/model"
         )
         monkeypatch.setattr("time.sleep", timeline.advance)
         return launched
 
     monkeypatch.setattr(sagemaker, "launch_training_job", launch_and_run_the_job)
-    curve: list[dict] = []
-    namespace = {
-        "os": os, "GRADING": False, "QUICK": True, "MODULE": Path("my_transformer_model.py"),
-        "LivePlot": lambda: curve.append,
-    }  # fmt: skip
-    run_notebook_sagemaker_cell(namespace)
+    base = {"os": os, "GRADING": False, "QUICK": True, "MODULE": Path("my_transformer_model.py")}
+    launched_cell = dict(base)
+    run_notebook_sagemaker_cell(launched_cell)
     out = capsys.readouterr().out
-    print(out)
+    with capsys.disabled():
+        print(out)
     assert "submitted former-classify-" in out and "After a kernel restart, set JOB_NAME" in out
     assert "] Training: " in out and "val_acc=" in out and "spot saved" in out
     accuracy = float(re.search(r"accuracy ([0-9.]+) on 500 IMDB test reviews", out).group(1))
-    assert 0.5 < accuracy <= 1 and len(curve) >= 2  # the job's curve reached the live plot
+    assert 0.5 < accuracy <= 1
     assert "'A wonderful film: the acting is superb and the story moving.': " in out
     assert "SageMaker: " not in out and "Traceback" not in out
+    metric_lines = [line for line in job_lines if "val_acc=" in line]
+    assert len(metric_lines) >= 2
+    assert_plot_shows(launched_cell["job_plot"], metric_lines)
+
+    name = re.search(r"set JOB_NAME = '([^']+)'", out).group(1)
+    reattached_cell = dict(base)
+    run_notebook_sagemaker_cell(reattached_cell, job_name=name)
+    out = capsys.readouterr().out
+    with capsys.disabled():
+        print(out)
+    assert "submitted" not in out and "Completed after" in out
+    assert re.search(r"accuracy ([0-9.]+) on 500 IMDB test reviews", out).group(1) == str(accuracy)
+    assert "SageMaker: " not in out and "Traceback" not in out
+    assert_plot_shows(reattached_cell["job_plot"], metric_lines)
+
+
+def assert_plot_shows(plot, metric_lines: list[str]) -> None:
+    """The plot's two panels hold one point per metric line: its step, loss and accuracy."""
+    expected = [parse_metrics(line) for line in metric_lines]
+    (loss_line,) = plot.ax_loss.get_lines()
+    (acc_line,) = plot.ax_metric.get_lines()
+    assert list(loss_line.get_xdata()) == [m["step"] for m in expected]
+    assert list(loss_line.get_ydata()) == [m["train_loss"] for m in expected]
+    assert list(acc_line.get_ydata()) == [m["val_acc"] for m in expected]
+    assert plot.ax_loss.get_xlabel() == "step"
+
+
+def test_the_live_plot_draws_a_job_whose_metric_lines_carry_no_step(monkeypatch) -> None:
+    """Jobs launched with the older metric definitions log lines without a step: the plot's
+    x-axis is then the epoch."""
+    from former.live_plot import LivePlot
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    plot = LivePlot()
+    for line in ("epoch=0.5 train_loss=0.69 val_acc=0.55", "epoch=1 train_loss=0.5 val_acc=0.6"):
+        plot(parse_metrics(line))
+    (loss_line,) = plot.ax_loss.get_lines()
+    assert list(loss_line.get_xdata()) == [0.5, 1.0]
+    assert list(plot.ax_metric.get_lines()[0].get_ydata()) == [0.55, 0.6]
+    assert plot.ax_loss.get_xlabel() == "epoch"

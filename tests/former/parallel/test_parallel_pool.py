@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -378,3 +380,14 @@ def test_a_pool_of_one_with_the_caller_starts_no_worker():
         assert pool.map(where_and_threads, range(3)) == [(os.getpid(), 1)] * 3
         with pytest.raises(UnpicklableFunctionError):  # as it would with workers
             pool.map(lambda x: x, [1])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_cores_are_counted_as_the_process_may_use_them():
+    """A hub or container that pins the kernel to one core gets one, whatever the machine has."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from former.parallel import available_cpus; print(available_cpus())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
