@@ -37,7 +37,7 @@ if sandbox.bwrap_executable() is None:
         pytest.fail("bubblewrap (bwrap) is required in CI", pytrace=False)
     pytest.skip("bubblewrap (bwrap) is not installed", allow_module_level=True)
 
-LIMITS = Limits(memory_mb=1536, wall_seconds=20, cpu_seconds=60, step_seconds=4)
+LIMITS = Limits(memory_mb=1536, wall_seconds=20, cpu_seconds=60, cell_seconds=10)
 FULL, ZERO, SOME = "full", "zero", "some"  # some: more than zero, less than full
 OK_100 = {"task1": FULL, "task2": FULL, "status": "ok", "diagnosis": None}
 TASK1_WRONG = {"task1": ZERO, "task2": FULL, "status": "ok"}
@@ -247,7 +247,7 @@ def test_a_regrade_from_the_command_line_reproduces_scores_and_feedback(graded_c
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env["PATH"] = "/usr/bin:/bin"  # an environment that was never activated
     command = [sys.executable, "-m", "grader", "autograde", "--course-dir", str(course)]
-    command += ["--assignment", "lab", "--jobs", "2", "--quiet", "--step-seconds", "4"]
+    command += ["--assignment", "lab", "--jobs", "2", "--quiet", "--cell-seconds", "10"]
     for student in students:
         command += ["--student", student]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
