@@ -34,9 +34,17 @@ class Lines:
     def __init__(self, write_fd: int, read_fd: int) -> None:
         self.out = os.fdopen(write_fd, "w", buffering=1)
         self.replies = os.fdopen(read_fd, "r")
+        self.owner = os.getpid()
 
     def send(self, message: dict) -> None:
+        self.quit_if_a_copy()
         self.out.write(json.dumps(message) + "\n")
+
+    def quit_if_a_copy(self) -> None:
+        """A process the submission forked from the kernel, come back to the kernel's code,
+        ends here: only the kernel speaks to the server and writes results."""
+        if os.getpid() != self.owner:
+            os._exit(0)
 
     def ask(self, message: dict) -> dict:
         self.send(message)
@@ -100,6 +108,7 @@ def run_kernel(request: dict, lines: Lines, home: str, snapshot: dict) -> None:
                 fn = shell.user_ns.get(probes[test]["function"])
                 pool = ServerPoolFactory(lines, test, index)
                 outputs, forbidden = _probe(inputs, fn, probes[test]["function"], pool)
+                lines.quit_if_a_copy()
                 np.savez(os.path.join(home, f"out-{test}-{index}.npz"), **_storable(outputs))
                 changed = tampered(snapshot)
                 forbidden += list(dict.fromkeys(_SOLUTION_IMPORTS))
@@ -171,16 +180,12 @@ class ServerPool:
 
     def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
         module, qualname, importable, why = function_origin(func)
-        if self.mode == "workers" and not importable:
-            raise pickle.PicklingError(
-                f"Worker processes cannot import the mapped function: {why}. Define it in "
-                "a module (e.g. with %%writefile my_transformer_model.py) and import it."
-            )
         self.calls += 1
         stem = f"pool-{self.factory.test}-{self.factory.index}-{self.calls}"
         folder = os.path.dirname(os.getcwd())
         if self.mode == "workers":
-            _save_items(os.path.join(folder, f"{stem}-items.npz"), items)
+            if importable:  # an unimportable function is refused by the server, as Pool would
+                _save_items(os.path.join(folder, f"{stem}-items.npz"), items)
             raw = None
         else:
             raw = [func(*item) if star else func(item) for item in items]
@@ -204,6 +209,8 @@ class ServerPool:
                 },
             }
         )
+        if reply.get("refused"):
+            raise pickle.PicklingError(reply["refused"])
         if reply.get("error"):
             raise RuntimeError(reply["error"])
         returned = _load_results(os.path.join(folder, f"{stem}-returned.npz"), len(items))

@@ -39,11 +39,18 @@ def serve_pool_call(
         return {"error": "bad pool call"}, None
     call = message.get("call") if isinstance(message.get("call"), dict) else {}
     forbidden: list[str] = []
+    workers = message.get("mode") == "workers"
+    if workers and not call.get("importable"):
+        refused = (
+            f"Worker processes cannot import the mapped function: {call.get('why_not_importable')}"
+            ". Define it in a module (e.g. with %%writefile my_transformer_model.py) and import it."
+        )
+        evidence = {"test": test, "case": case, "call": {**_described(call), "results": []}}
+        return {"refused": refused}, evidence
     try:
-        if message.get("mode") == "workers":
-            raw, forbidden = _compute_in_worker(
-                call, stem, bool(message.get("star")), home, limits, deadline
-            )
+        if workers:
+            star = bool(message.get("star"))
+            raw, forbidden = _compute_in_worker(call, stem, star, home, limits, deadline)
         else:
             raw = read_archive(os.path.join(home, f"{stem}-raw.npz"))
     except PoolError as error:

@@ -28,6 +28,8 @@ import sys
 import time
 from contextlib import suppress
 
+from grader.sandbox.launch import process_tree
+
 INTERRUPT_GRACE_SECONDS = 3.0  # after SIGINT, before the kernel is killed
 EVIDENCE_LIMIT = 2**15  # elements of one pool result the judge gets back as evidence
 ARCHIVE_LIMIT = 2**26  # bytes a pool archive from the kernel may hold, unpacked
@@ -121,6 +123,7 @@ class Run:
         self.request, self.limits, self.home = request, limits, home
         self.channel, self.snapshot, self.in_sandbox = channel, snapshot, in_sandbox
         self.current: dict | None = None  # the cell running now: {"cell", "test"}
+        self.before_test: set[int] = set()  # the kernel's processes when a test cell started
         self.interrupted = False
         self.timed_out = False
 
@@ -208,10 +211,14 @@ class Run:
         if event == "start":
             self.current = {"cell": message.get("cell"), "test": message.get("test")}
             self.interrupted = False
+            if self.current["test"]:
+                self.before_test = self._processes()
             self._tell({"event": "start", **self.current})
             seconds = self.limits.wall_seconds if self.current["test"] else self.limits.cell_seconds
             return time.monotonic() + seconds
         if event == "end":
+            if (self.current or {}).get("test"):
+                self._stop_processes_of_the_test()
             error = message.get("error")
             self._tell(
                 {
@@ -226,6 +233,20 @@ class Run:
         if event == "pool":
             self._serve_pool(message, deadline)
         return deadline
+
+    def _stop_processes_of_the_test(self) -> None:
+        """Kill what the test cell's calls started and left running (a graded function that
+        forks), so the tests after it start with the processes the notebook itself made."""
+        for pid in self._processes() - self.before_test - {self.pid, os.getpid(), 1}:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _processes(self) -> set[int]:
+        """The kernel's processes: in the sandbox's own pid namespace every process there
+        (orphans are re-parented to its init), elsewhere the kernel's descendants."""
+        if not self.in_sandbox:
+            return set(process_tree(self.pid)[0])
+        return {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
 
     def _serve_pool(self, message: dict, deadline: float) -> None:
         from grader.sandbox.pool_service import serve_pool_call
