@@ -130,8 +130,17 @@ def run_notebook(
     cells += [Cell(last + i, plan.test_sources.get(g, ""), g) for i, g in missing]
     pending = {g for g in functions if plan.groups[g].cases}
     box: Sandbox | None = None
+    deadline = time.monotonic() + limits.notebook_seconds
     try:
         for _ in range(_MAX_RUNS):
+            if time.monotonic() >= deadline:
+                for grade_id in pending:
+                    run.tests[grade_id].status = "timeout"
+                run.cell_errors[0] = (
+                    f"grading stopped: the notebook ran longer than {limits.notebook_seconds:g} s "
+                    "in all"
+                )
+                break
             if box is None:
                 box, why = _start(work_dir, limits, slot)
                 if why:
@@ -139,7 +148,7 @@ def run_notebook(
                         run.tests[grade_id].status = "crashed"
                     run.cell_errors[0] = why
                     break
-            died, box_dead = _run_once(box, cells, pending, plan, run)
+            died, box_dead = _run_once(box, cells, pending, plan, run, deadline)
             _collect(box.scratch, plan, pending, run)
             pending = {g for g in pending if not run.tests[g].ran}
             if box_dead:
@@ -174,7 +183,12 @@ def _start(work_dir: Path, limits: Limits, slot: int) -> tuple[Sandbox, str]:
 
 
 def _run_once(
-    box: Sandbox, cells: list[Cell], pending: set[str], plan: Any, run: NotebookRun
+    box: Sandbox,
+    cells: list[Cell],
+    pending: set[str],
+    plan: Any,
+    run: NotebookRun,
+    deadline: float,
 ) -> tuple[dict | None, bool]:
     """One run of the cells; (how the kernel died or None, whether the sandbox died too)."""
     probes, scales = {}, {}
@@ -204,7 +218,8 @@ def _run_once(
     silence = max(limits.cell_seconds, limits.wall_seconds) + INTERRUPT_GRACE_SECONDS
     current: dict = {}
     while True:
-        message, why = box.read_line(silence + _SILENCE_MARGIN)
+        left = deadline - time.monotonic()
+        message, why = box.read_line(min(silence + _SILENCE_MARGIN, max(left, 0.0)))
         if message is None:
             return {**current, "why": why}, True
         event = message.get("event")

@@ -47,6 +47,7 @@ class Limits:
     wall_seconds: float = 60.0  # wall clock for one test cell: its visible part and hidden cases
     file_mb: int = 256  # largest file a process may write
     cell_seconds: float = 30.0  # wall clock for each other notebook cell
+    notebook_seconds: float = 600.0  # wall clock for a whole submission, every run of it
 
 
 def bwrap_executable() -> str | None:
