@@ -81,8 +81,7 @@ EXPECTED = {
     "correct_tensor_in_place": OK_100,  # a mask table made by triu_, a scale table by slice writes
     "correct_attributes_set": OK_100,  # a namespace's attributes, a class attribute, setattr
     "correct_cache_filled_by_call": OK_100,  # a module-level cache that a call fills
-    "correct_save_multihead_attention": OK_100,  # attention_function calls what the notebook's
-    # save_multihead_attention() appends to my_transformer_model.py (then a reload)
+    "correct_save_multihead_attention": OK_100,  # uses what save_multihead_attention() appends
     "correct_writefile_append": OK_100,  # helpers added to the module by %%writefile -a
     "correct_module_open_write": OK_100,  # the module written by open(...).write in the cell
     "correct_module_rewritten_and_reloaded": OK_100,  # write_text a draft, import, rewrite, reload
