@@ -156,7 +156,7 @@ EXPECTED = {
     "attack_elsewhere_thread": TASK1_FORBIDDEN,  # a thread of its own runs sdpa
     "attack_elsewhere_numpy": TASK1_FORBIDDEN,  # attention in numpy
     # the files the grader reads back, rewritten from a thread while it runs
-    "attack_results_bomb": TAMPERED,  # 2 MB archives that inflate to 2 GiB, forged records
+    "attack_results_bomb": TAMPERED,  # 1 MB archives that inflate to 1 GiB, forged records
     "attack_results_odd_shapes": TAMPERED,  # 32-dim, empty, complex arrays; flooded records
     "attack_results_forged": TAMPERED,  # sdpa answers to the inputs file, "no forbidden"
     # torch and numpy comparisons, finiteness and gradcheck patched to say yes: wrong answer
