@@ -4,7 +4,10 @@ Every entry of ``tests/grader/submissions/`` is submitted to one nbgrader course
 ``python -m grader autograde`` with every hidden case, on the seed the notebook's hidden
 cells use. Plain ``nbgrader autograde`` then grades every entry that is not an attack, and
 the two graders must agree on every test cell. Attacks that probe the sandbox's walls
-answer correctly only when the wall held, so full marks for them prove the wall.
+answer correctly only when the wall held, so full marks for them prove the wall. Every other
+attack must lose the points of what it fakes: tampering with the grader's objects or with the
+files it reads back is reported as "tampered", an answer computed where the grader cannot see
+it as "forbidden", and a decoy of the pool's results loses the pool-usage test.
 """
 
 from __future__ import annotations
