@@ -4,7 +4,10 @@ Every entry of ``tests/grader/submissions/`` is submitted to one nbgrader course
 ``python -m grader autograde`` with every hidden case, on the seed the notebook's hidden
 cells use. Plain ``nbgrader autograde`` then grades every entry that is not an attack, and
 the two graders must agree on every test cell. Attacks that probe the sandbox's walls
-answer correctly only when the wall held, so full marks for them prove the wall.
+answer correctly only when the wall held, so full marks for them prove the wall. Every other
+attack must lose the points of what it fakes: tampering with the grader's objects or with the
+files it reads back is reported as "tampered", an answer computed where the grader cannot see
+it as "forbidden", and a decoy of the pool's results loses the pool-usage test.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ OK_100 = {"task1": FULL, "task2": FULL, "status": "ok", "diagnosis": None}
 TASK1_WRONG = {"task1": ZERO, "task2": FULL, "status": "ok"}
 TASK1_FORBIDDEN = {**TASK1_WRONG, "status": "forbidden", "diagnosis": "forbidden"}
 DECOY = {"task1": FULL, "task2": SOME, "diagnosis": "pool_results_unused"}
+ONE_ITEM = {"task1": FULL, "task2": SOME, "diagnosis": "one_item_for_all_heads"}
+# deliberate tampering with the grader's objects or the files it reads back: reported as such
+TAMPERED = {"task1": ZERO, "status": "tampered"}
 
 EXPECTED = {
     # right answers, in many idioms: float32 constants and softmax, helper cells and
@@ -69,6 +75,25 @@ EXPECTED = {
             "attack_tamper",  # could write nothing outside its own folder
         )
     },
+    # graded state is what a top-to-bottom run gives at each test cell, whatever made it
+    "correct_magic_time": OK_100,  # %%time on the graded cells of Task 1 and Task 2
+    "correct_magic_capture": OK_100,  # %%capture (with a name, and --no-stderr) on graded cells
+    "correct_line_magics": OK_100,  # %env, !echo, `x = !ls`, %timeit; a constant bound by %time
+    "correct_settings_dict_in_steps": OK_100,  # a settings dict filled by item and update()
+    "correct_list_appended": OK_100,  # lists of steps grown by append and +=
+    "correct_tensor_in_place": OK_100,  # a mask table made by triu_, a scale table by slice writes
+    "correct_attributes_set": OK_100,  # a namespace's attributes, a class attribute, setattr
+    "correct_cache_filled_by_call": OK_100,  # a module-level cache that a call fills
+    "correct_save_multihead_attention": OK_100,  # uses what save_multihead_attention() appends
+    "correct_writefile_append": OK_100,  # helpers added to the module by %%writefile -a
+    "correct_module_open_write": OK_100,  # the module written by open(...).write in the cell
+    "correct_module_rewritten_and_reloaded": OK_100,  # write_text a draft, import, rewrite, reload
+    "correct_names_bound_before_tests": OK_100,  # helpers bound between a function and its tests
+    "correct_rebound_after_tests": OK_100,  # names (the function too) rebound after the tests ran
+    "correct_profiler_labels": OK_100,  # record_function("scaled_dot_product ...") labels only
+    "correct_parallel_chunksize": OK_100,  # pool.map(..., chunksize=1)
+    "correct_parallel_map_async": OK_100,  # pool.map_async(...).get()
+    "correct_parallel_imap": OK_100,  # list(pool.imap(...))
     "mistake_missing_scale": {"task1": "<full", "task2": FULL, "diagnosis": "missing_scale"},
     "mistake_softmax_axis": {"task1": "<full", "task2": FULL, "diagnosis": "softmax_wrong_axis"},
     "mistake_mask_missing": {"task1": SOME, "task2": FULL, "diagnosis": "mask_missing"},
@@ -90,6 +115,11 @@ EXPECTED = {
     "mistake_decoy_pool_len": DECOY,
     "mistake_decoy_pool_discarded": DECOY,
     "mistake_decoy_pool_recomputed": DECOY,
+    "mistake_decoy_map_async_discarded": DECOY,  # map_async, wait(), results never read
+    "mistake_decoy_chunksize_recomputed": DECOY,  # map(chunksize=1), then a serial loop
+    "mistake_decoy_async_get_recomputed": DECOY,  # map_async().get() checked, then recomputed
+    "mistake_decoy_imap_discarded": DECOY,  # imap consumed and dropped
+    "mistake_one_item_head_loop": ONE_ITEM,  # all heads as one item to a loop in the module
     # fused attention, by any route
     "forbidden_sdpa": TASK1_FORBIDDEN,
     "forbidden_sdpa_overrides_off": TASK1_FORBIDDEN,
@@ -114,6 +144,26 @@ EXPECTED = {
     "attack_memory_hog": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
     "attack_memory_hog_bytes": {**TASK1_WRONG, "status": "memory", "diagnosis": "memory"},
     "attack_fork_bomb": {**TASK1_WRONG, "status": "processes", "diagnosis": "processes"},
+    # rebinding the grader's tripwires, then F.scaled_dot_product_attention
+    "attack_tripwires_found_by_gc": TAMPERED,  # Tripwires instances found by gc, blinded
+    "attack_tripwire_module_rebound": TAMPERED,  # class methods, module functions, its table
+    "attack_profiler_functions_rebound": TAMPERED,  # torch.autograd._disable_profiler filters
+    "attack_profiler_switched_off": TAMPERED,  # profiler stopped, enabling it made a no-op
+    # the pool's secret factor read and applied to a decoy: Task 2's pool test loses its points
+    "attack_pool_scale_attribute": DECOY,  # read from the pool object's attributes
+    "attack_pool_scale_input_file": DECOY,  # read from the inputs file in the working folder
+    # the answer computed where no tripwire looks: it earns nothing
+    "attack_elsewhere_process_pool": TASK1_FORBIDDEN,  # a spawn Pool of its own runs sdpa
+    "attack_elsewhere_subprocess": TASK1_FORBIDDEN,  # a Python subprocess runs sdpa
+    "attack_elsewhere_subprocess_decoy_work": TASK1_FORBIDDEN,  # ... with a bmm and softmax here
+    "attack_elsewhere_thread": TASK1_FORBIDDEN,  # a thread of its own runs sdpa
+    "attack_elsewhere_numpy": TASK1_FORBIDDEN,  # attention in numpy
+    # the files the grader reads back, rewritten from a thread while it runs
+    "attack_results_bomb": TAMPERED,  # 1 MB archives that inflate to 1 GiB, forged records
+    "attack_results_odd_shapes": TAMPERED,  # 32-dim, empty, complex arrays; flooded records
+    "attack_results_forged": TAMPERED,  # sdpa answers to the inputs file, "no forbidden"
+    # torch and numpy comparisons, finiteness and gradcheck patched to say yes: wrong answer
+    "attack_patched_torch_checks": TASK1_WRONG,
 }
 
 

@@ -4,10 +4,16 @@ A corpus entry is ``<name>.ipynb`` in this folder, a notebook like the ones lear
 in: its answer cells carry nbgrader metadata with their grade id (JupyterLab's Create
 Assignment panel writes the same), other cells none. Graded cells it leaves out are taken
 from ``correct_bmm.ipynb``, so an entry only holds what makes it special.
+
+Other cells go before the graded ones, unless their metadata places them among the graded
+cells, as a learner's notebook has them: ``{"corpus": {"after": "<grade id>"}}`` puts a cell
+right after that graded cell (before its test cells), ``{"corpus": {"after_tests": "<grade
+id>"}}`` after its test cells. Placed cells keep their order in the entry.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -26,27 +32,57 @@ TASK1_TESTS = [grade_id for grade_id, group in GROUPS.items() if group.task == 1
 TASK2_TESTS = [grade_id for grade_id, group in GROUPS.items() if group.task == 2]
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where an extra cell goes: after graded cell ``grade_id``, before or after its tests."""
+
+    grade_id: str
+    after_tests: bool = False
+
+
+# (grade id, source) of a graded cell; (None, source) of a cell at the top; (Place, source)
+# of a cell among the graded ones.
+Cell = tuple[str | Place | None, str]
+
+
 def entries() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.ipynb"))
 
 
-def read_cells(name: str) -> list[tuple[str | None, str]]:
-    """[(grade_id or None, source)] of a corpus entry, completed from correct_bmm."""
+def read_cells(name: str) -> list[Cell]:
+    """The cells of a corpus entry (see :data:`Cell`), completed from correct_bmm."""
     cells = _read(HERE / f"{name}.ipynb")
-    present = {grade_id for grade_id, _ in cells}
+    present = {key for key, _ in cells if isinstance(key, str)}
     if name != "correct_bmm":
-        base = dict((g, s) for g, s in _read(HERE / "correct_bmm.ipynb") if g)
+        base = {g: s for g, s in _read(HERE / "correct_bmm.ipynb") if isinstance(g, str)}
         cells += [(g, base[g]) for g in GRADED if g not in present]
     return cells
 
 
-def _read(path: Path) -> list[tuple[str | None, str]]:
+def _read(path: Path) -> list[Cell]:
     notebook = nbformat.read(path, as_version=4)
     return [
-        (cell.metadata.get("nbgrader", {}).get("grade_id"), cell.source + "\n")
+        (_key(cell.metadata, path), cell.source + "\n")
         for cell in notebook.cells
         if cell.cell_type == "code"
     ]
+
+
+def _key(metadata: dict, path: Path) -> str | Place | None:
+    """A code cell's grade id, its Place among the graded cells, or None (top)."""
+    grade_id = metadata.get("nbgrader", {}).get("grade_id")
+    if grade_id:
+        return grade_id
+    placement = metadata.get("corpus", {})
+    for field, after_tests in (("after", False), ("after_tests", True)):
+        if field in placement:
+            if placement[field] not in GRADED:
+                raise ValueError(
+                    f"{path.name}: a cell is placed {field} {placement[field]!r}; "
+                    f"place cells after one of {', '.join(GRADED)}"
+                )
+            return Place(placement[field], after_tests)
+    return None
 
 
 def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
@@ -63,36 +99,48 @@ def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
     return cell
 
 
-def notebook(cells: list[tuple[str | None, str]], *, master: bool = False) -> nbformat.NotebookNode:
-    """A lab notebook: the given cells in lab order, each task followed by its test cells."""
+def notebook(cells: list[Cell], *, master: bool = False) -> nbformat.NotebookNode:
+    """A lab notebook: the given cells in lab order, each task followed by its test cells,
+    placed cells where their :class:`Place` says."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    ungraded = [source for grade_id, source in cells if grade_id is None]
-    graded = {grade_id: source for grade_id, source in cells if grade_id}
+    ungraded = [source for key, source in cells if key is None]
+    graded = {key: source for key, source in cells if isinstance(key, str)}
+    placed = [(key, source) for key, source in cells if isinstance(key, Place)]
     out = [nbformat.v4.new_code_cell("import math\nimport torch\nimport torch.nn.functional as F")]
     out += [nbformat.v4.new_code_cell(source) for source in ungraded]
     for grade_id in GRADED:
         cell = nbformat.v4.new_code_cell(graded[grade_id])
         cell.metadata["nbgrader"] = nbgrader.nbgrader_metadata(grade_id, solution=True)
         out.append(cell)
+        out += _placed(placed, grade_id, after_tests=False)
         tests = (
             TASK1_TESTS
             if grade_id == "multihead_attention"
             else (TASK2_TESTS if grade_id == "parallel_multihead_attention" else [])
         )
         out += [_test_cell(test, hidden=master) for test in tests]
+        out += _placed(placed, grade_id, after_tests=True)
     nb.cells = out
     return nb
+
+
+def _placed(placed: list[Cell], grade_id: str, *, after_tests: bool) -> list[nbformat.NotebookNode]:
+    return [
+        nbformat.v4.new_code_cell(source)
+        for place, source in placed
+        if place == Place(grade_id, after_tests)
+    ]
 
 
 def master_notebook() -> nbformat.NotebookNode:
     cells = []
     for grade_id, source in read_cells("correct_bmm"):
-        if grade_id:
+        if isinstance(grade_id, str):
             head, _, body = source.partition("\n") if source.startswith("%%") else ("", "", source)
             source = (
                 (head + "\n" if head else "") + "### BEGIN SOLUTION\n" + body + "### END SOLUTION\n"
@@ -111,5 +159,5 @@ def is_attack(name: str) -> bool:
     return name.startswith("attack_") or name == "forbidden_import_solutions"
 
 
-def submit(course: Path, student: str, cells: list[tuple[str | None, str]]) -> Path:
+def submit(course: Path, student: str, cells: list[Cell]) -> Path:
     return nbgrader.submit(course, ASSIGNMENT, student, notebook(cells))
