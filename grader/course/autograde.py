@@ -33,11 +33,12 @@ from grader.sandbox.launch import Limits
 
 # Sandbox limits on the command line: option -> (Limits field, help).
 LIMIT_OPTIONS = {
-    "--timeout": ("wall_seconds", "wall-clock seconds per graded function"),
+    "--timeout": ("wall_seconds", "wall-clock seconds per test cell"),
     "--memory": ("memory_mb", "memory bound of a sandbox, MiB"),
     "--cpu-seconds": ("cpu_seconds", "CPU seconds per process"),
     "--processes": ("processes", "processes per sandbox"),
     "--cell-seconds": ("cell_seconds", "seconds each notebook cell may run before an interrupt"),
+    "--notebook-seconds": ("notebook_seconds", "seconds for a whole submission, every run of it"),
 }
 
 
