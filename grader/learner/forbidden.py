@@ -11,8 +11,9 @@ grading sandbox and the hidden cells under plain ``nbgrader autograde`` run the 
 
 Only executed ATen operators count: a ``record_function`` label reading "scaled_dot_product" is
 a label, not an operator. The watch also asks for positive evidence of the work: a graded call
-that ran no product of tensors and no exponential (the work went to a subprocess, numpy or a
-file) was not seen computing attention (:data:`UNOBSERVED`). All of this runs in the process
+that did not run, itself, products of tensors and exponentials of the size attention needs (the
+work went to a subprocess, numpy or a file) was not seen computing attention
+(:data:`UNOBSERVED`). All of this runs in the process
 that runs the submission: it catches every route a learner takes by accident or by ordinary
 means, and deliberate rebinding of its parts (:func:`integrity_snapshot`); the README's threat
 model says what it cannot exclude.
@@ -21,6 +22,7 @@ model says what it cannot exclude.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -39,9 +41,10 @@ FORBIDDEN_OPERATORS = {
 }
 TAMPERING = "switching off the grader's operator check"
 UNOBSERVED = "computing where the grader cannot see it"
-# Positive evidence of attention computed here: a product of tensors and an exponential.
-_PRODUCTS = ("bmm", "mm", "matmul", "einsum", "baddbmm", "addmm", "mv", "dot", "mul", "tensordot")
-_EXPONENTIALS = ("softmax", "_softmax", "log_softmax", "_log_softmax", "exp", "exp_", "sigmoid")
+# Positive evidence of attention computed here: the operators that multiply and exponentiate
+# (composites such as matmul, einsum and softmax run these underneath).
+_PRODUCTS = ("bmm", "baddbmm", "mm", "addmm", "mv", "dot", "mul", "mul_")
+_EXPONENTIALS = ("_softmax", "_log_softmax", "exp", "exp_", "sigmoid")
 _MARKER = "grader-tripwires-armed"
 
 
@@ -49,9 +52,10 @@ def explain(found: list[str]) -> str:
     """What a learner reads when a graded function executed forbidden built-ins."""
     if list(found) == [UNOBSERVED]:
         return (
-            "it computed no product of tensors and no exponential in the grading process "
-            "(the work went elsewhere: numpy, another process, a file), so the grader could not "
-            "see it compute attention; compute with torch operations in the function itself."
+            "the grader did not see it compute attention: it ran too few products of tensors "
+            "or exponentials in the grading process for the sizes given (the work went "
+            "elsewhere: numpy, another process, a file); compute with torch operations in the "
+            "function itself."
         )
     return (
         f"it executes {', '.join(found)}, which graded functions may not use; "
@@ -65,7 +69,7 @@ class Tripwires:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self.require_work = False  # set per armed block: Task 1 and one-head calls compute here
+        self.work: tuple[int, int] | None = None  # set per armed block; see armed()
 
         # Entry points that compute attention from ordinary operators are watched in Python.
         def watched(original: Callable, what: str) -> Callable:
@@ -88,17 +92,17 @@ class Tripwires:
         )
 
     @contextmanager
-    def armed(self, require_work: bool = False) -> Iterator[None]:
+    def armed(self, work: tuple[int, int] | None = None) -> Iterator[None]:
         """Watch the block: every ATen operator it runs, and the watched entry points.
-        ``require_work``: record :data:`UNOBSERVED` when the block ran no product of tensors
-        and no exponential.
+        ``work``: (multiply-adds, exponentials) the block must run itself, else it records
+        :data:`UNOBSERVED` (see :func:`attention_work`).
 
         Re-entrant: a block armed inside an armed block is watched by the outer one.
         """
         if self in _ARMED:
             yield
             return
-        self.require_work = require_work
+        self.work = work
         started = _start_profiler()
         if not started:
             self.seen.append(TAMPERING)  # a profiler the learner started is still running
@@ -108,7 +112,7 @@ class Tripwires:
         finally:
             _ARMED.remove(self)
             if started:
-                self.seen.extend(_stop_profiler(self.require_work))
+                self.seen.extend(_stop_profiler(self.work))
 
     def take(self) -> list[str]:
         """Forbidden uses recorded since the last call, once each, in order."""
@@ -120,11 +124,20 @@ class Tripwires:
 _ARMED: list[Tripwires] = []
 
 
+def attention_work(b: int, t: int, heads: int, s: int) -> tuple[int, int]:
+    """The least (multiply-adds, exponentials) any attention over (b, t, heads * s) runs: the
+    scores of a causal mask's lower triangle, and their exponentials."""
+    pairs = b * heads * t * (t + 1) // 2
+    return pairs * s, pairs
+
+
 def _start_profiler() -> bool:
     """Start PyTorch's CPU operator profiler at the lowest level (the public context manager
     costs tens of milliseconds per run in post-processing); False when one already runs."""
     settings = profiler.profile(
-        use_cpu=True, experimental_config=_ExperimentalConfig(profile_all_threads=True)
+        use_cpu=True,
+        record_shapes=True,
+        experimental_config=_ExperimentalConfig(profile_all_threads=True),
     )
     config, activities = settings.config(), settings.kineto_activities
     try:
@@ -138,32 +151,60 @@ def _start_profiler() -> bool:
     return True
 
 
-def _stop_profiler(require_work: bool = False) -> list[str]:
-    """What forbidden operators ran (and UNOBSERVED, if asked, when no work ran); TAMPERING
-    when the profiler was stopped or replaced."""
+def _stop_profiler(work: tuple[int, int] | None = None) -> list[str]:
+    """What forbidden operators ran, and UNOBSERVED when less ``work`` ran than asked;
+    TAMPERING when the profiler was stopped or replaced."""
     try:
         with stderr_silenced():
             result = torch.autograd._disable_profiler()
-        events = result.events()
-        names = [event.name() for event in events]
-        # Executed ATen operators only: user labels (record_function) name nothing that ran.
-        operators = {
-            name[len("aten::") :]
-            for event, name in zip(events, names, strict=True)
-            if name.startswith("aten::") and not event.is_user_annotation()
-        }
+        events = [
+            (event.name(), event)
+            for event in result.events()
+            # Executed ATen operators only: user labels (record_function) name nothing that ran.
+            if not event.is_user_annotation()
+        ]
     except RuntimeError:
         return [TAMPERING]
-    if _MARKER not in names:
+    names = {name for name, _ in events}
+    if _MARKER not in {event.name() for event in result.events()}:
         return [TAMPERING]
     found = [
         what
-        for name in sorted(operators)
+        for name in sorted(names)
+        if name.startswith("aten::")
         for mark, what in FORBIDDEN_OPERATORS.items()
         if mark in name
     ]
-    worked = operators & set(_PRODUCTS) and operators & set(_EXPONENTIALS)
-    return found + ([UNOBSERVED] if require_work and not worked else [])
+    if work is not None and not _enough_work(events, work):
+        found.append(UNOBSERVED)
+    return found
+
+
+def _enough_work(events: list, work: tuple[int, int]) -> bool:
+    products = exponentials = 0
+    for name, event in events:
+        operator = name[len("aten::") :] if name.startswith("aten::") else ""
+        shapes = [list(shape) for shape in event.shapes()]
+        if operator in _PRODUCTS:
+            products += _multiply_adds(operator, shapes)
+        elif operator in _EXPONENTIALS and shapes:
+            exponentials += math.prod(shapes[0])
+    return products >= work[0] and exponentials >= work[1]
+
+
+def _multiply_adds(operator: str, shapes: list[list[int]]) -> int:
+    """Multiply-adds an operator ran, from its inputs' shapes."""
+    matrices = shapes[1:3] if operator in ("baddbmm", "addmm") else shapes[:2]
+    if len(matrices) < 2 or not all(matrices):
+        return max((math.prod(shape) for shape in shapes if shape), default=0)  # elementwise
+    first, second = matrices
+    if operator in ("bmm", "baddbmm") and len(first) == 3 and len(second) == 3:
+        return first[0] * first[1] * first[2] * second[2]
+    if operator in ("mm", "addmm") and len(first) == 2 and len(second) == 2:
+        return first[0] * first[1] * second[1]
+    if operator == "mv" and len(first) == 2:
+        return first[0] * first[1]
+    return max(math.prod(first), math.prod(second))  # dot, mul: elementwise
 
 
 @contextmanager

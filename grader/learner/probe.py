@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from former.threads import torch_threads
-from grader.learner.forbidden import Tripwires, stderr_silenced
+from grader.learner.forbidden import Tripwires, attention_work, stderr_silenced
 from grader.learner.pool import InstrumentedPool
 
 # Private handles on the C implementations: a learner who monkeypatches torch.Tensor
@@ -163,7 +163,7 @@ def probe_case(
                 pool = make_pool(mode)
             elif mode:
                 pool = InstrumentedPool(2 if mode == "workers" else 0, result_scale=scale)
-            with wires.armed(require_work=inputs["function"] != "parallel_multihead_attention"):
+            with wires.armed(_work(inputs)):
                 result = call_function(fn, inputs, q, k, v, pool)
             outputs["out"] = _read_back(result, "the output")
             if kind == "gradient":
@@ -180,6 +180,16 @@ def probe_case(
             if pool is not None:
                 pool.terminate()
     return ProbeResult(outputs, pool_log, wires.take())
+
+
+def _work(inputs: dict[str, Any]) -> tuple[int, int] | None:
+    """What the call must be seen computing: attention's work, except for the parallel
+    version, whose heads are computed by the pool (the pool's record is the evidence)."""
+    if inputs["function"] == "parallel_multihead_attention":
+        return None
+    b, t, width = np.shape(inputs["queries"])
+    heads = int(inputs["heads"]) if inputs["function"] == "multihead_attention" else 1
+    return attention_work(b, t, heads, max(width // heads, 1))
 
 
 def _gradients(result: torch.Tensor, upstream: np.ndarray, q, k, v) -> dict[str, Any]:
