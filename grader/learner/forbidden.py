@@ -249,9 +249,15 @@ def integrity_snapshot(modules: list) -> dict[str, tuple[object, object]]:
     return snapshot
 
 
-def tampered(snapshot: dict[str, tuple[object, object]]) -> list[str]:
-    """The names in ``snapshot`` rebound, deleted or given other code since it was taken."""
-    changed = []
+def tampered(snapshot: dict[str, tuple[object, object]], instances: tuple = ()) -> list[str]:
+    """The names in ``snapshot`` rebound, deleted or given other code since it was taken, and
+    the methods of ``instances`` (the grader's live objects) shadowed on the instance."""
+    changed = [
+        f"{type(instance).__name__}.{name} (on its instance)"
+        for instance in instances
+        for name in vars(instance)
+        if callable(getattr(type(instance), name, None))
+    ]
     for label, (value, code) in snapshot.items():
         owner_path, _, name = label.rpartition(".")
         current = _resolve(owner_path, name)

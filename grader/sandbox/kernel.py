@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from grader.learner.pool import describe_item, function_origin
-from grader.learner.probe import describe_exception, probe_case
+from grader.learner.probe import describe_exception, probe_case, tripwires
 
 # Result tensors larger than this are not sent through the server's pool (elements).
 POOL_RESULT_LIMIT = 2**20
@@ -110,7 +110,7 @@ def run_kernel(request: dict, lines: Lines, home: str, snapshot: dict) -> None:
                 outputs, forbidden = _probe(inputs, fn, probes[test]["function"], pool)
                 lines.quit_if_a_copy()
                 np.savez(os.path.join(home, f"out-{test}-{index}.npz"), **_storable(outputs))
-                changed = tampered(snapshot)
+                changed = tampered(snapshot, (tripwires(),))
                 forbidden += list(dict.fromkeys(_SOLUTION_IMPORTS))
                 record = {"test": test, "index": index, "forbidden": forbidden}
                 results.write(json.dumps({**record, "tampered": changed}) + "\n")
