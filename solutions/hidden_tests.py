@@ -28,13 +28,12 @@ from grader.learner.diagnose import (
     tolerance,
 )
 from grader.learner.forbidden import explain as explain_forbidden
-from grader.learner.mistakes import MISTAKES_BY_KEY
 from grader.learner.probe import probe_case, quiet
 from grader.learner.properties import (
     VERDICTS,
     assembled_verdict,
-    causal_verdict,
     head_by_head_verdict,
+    named_if_catalogued,
 )
 from solutions.hidden_cases import (
     GROUPS,
@@ -138,38 +137,9 @@ def _values(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
     return Diagnosis(False, diagnosis.mistake, f"wrong output. {diagnosis.message}")
 
 
-def _named_if_catalogued(diagnosis: Diagnosis, inputs, out, *, needs_mask: bool) -> Diagnosis:
-    """A property failure, naming the catalogued mistake the output reproduces, if any."""
-    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    named = diagnose_attention(out, q, k, v, int(inputs["heads"]), bool(inputs["mask"]))
-    mistake = MISTAKES_BY_KEY.get(named.mistake or "")
-    if mistake is None or mistake.needs_mask != needs_mask:
-        return diagnosis
-    return Diagnosis(False, mistake.key, f"{diagnosis.message} {named.message}")
-
-
-def _causal(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
-    verdict = causal_verdict(inputs, outputs)
-    if verdict.correct:
-        return verdict
-    return _named_if_catalogued(verdict, inputs, out, needs_mask=True)
-
-
 def _property(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
-    return VERDICTS[case.kind](inputs, outputs)
-
-
-def _unmodified(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
-    for name in ("queries", "keys", "values"):
-        after = outputs.get(f"{name}_after")
-        if after is None or not _identical(np.asarray(after), np.asarray(inputs[name])):
-            return Diagnosis(
-                False,
-                "inputs_modified",
-                f"your function changed its `{name}` argument in place (e.g. `{name} /= ...`, "
-                "`masked_fill_`, or writing into a view); work on new tensors instead.",
-            )
-    return Diagnosis(True, None, "")
+    verdict = VERDICTS[case.kind](inputs, outputs)
+    return verdict if verdict.correct else named_if_catalogued(verdict, inputs, out)
 
 
 def _heads(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
@@ -185,7 +155,7 @@ def _heads(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
     verdict = head_by_head_verdict(inputs, outputs)
     if verdict.correct:
         return verdict
-    return _named_if_catalogued(verdict, inputs, out, needs_mask=False)
+    return named_if_catalogued(verdict, inputs, out)
 
 
 def _pool(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
@@ -194,10 +164,10 @@ def _pool(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
 
 _KIND_VERDICTS = {
     "forward": _values,
-    "causal": _causal,
+    "causal": _property,
     "bounded": _property,
     "gradient": _property,
-    "unmodified": _unmodified,
+    "unmodified": _property,
     "heads": _heads,
     "pool": _pool,
     "worker_pool": _pool,
@@ -210,11 +180,6 @@ def _text(outputs: dict[str, Any], key: str) -> str:
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else ""
     return "" if value is None else str(value)
-
-
-def _identical(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-for-bit unchanged: NaN equals NaN here."""
-    return a.shape == b.shape and bool(((a == b) | ((a != a) & (b != b))).all())
 
 
 # -- in the notebook's kernel ----------------------------------------------------------------------

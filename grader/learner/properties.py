@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from former.attention import sdpa_attention
 from grader.learner.diagnose import (
     Diagnosis,
     compare,
@@ -27,14 +26,13 @@ from grader.learner.diagnose import (
     tolerance,
 )
 from grader.learner.mistakes import MISTAKES_BY_KEY, POOL_MISTAKES_BY_KEY
-from grader.learner.probe import describe_exception
+from grader.learner.probe import probe_case, property_inputs
 from grader.learner.replay import Cell, parse_statements, plan_replay
+from grader.learner.report import LearnerError, NotImplementedYet
 
 # The small visible example: (b, t, heads, s).
 EXAMPLE = (2, 5, 3, 4)
 LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
-# (b, t, heads, s, mask): one position, one head, head size 1.
-DEGENERATE = ((1, 1, 1, 1, False), (3, 1, 2, 4, True), (2, 6, 1, 8, True), (2, 5, 4, 1, True))
 Run = Callable[..., Any]
 
 
@@ -46,87 +44,6 @@ def example_inputs(
         torch.randn(b, t, heads * s, generator=generator, dtype=torch.float64) for _ in range(3)
     )
     return (q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype)
-
-
-def attention_case(
-    run: Run, b: int, t: int, heads: int, s: int, mask: bool, **example: Any
-) -> Diagnosis:
-    q, k, v = example_inputs(b, t, heads, s, **example)
-    return diagnose_attention(
-        run(q.clone(), k.clone(), v.clone(), heads, mask), q, k, v, heads, mask
-    )
-
-
-def degenerate_sizes(run: Run) -> Diagnosis:
-    for b, t, heads, s, mask in DEGENERATE:
-        diagnosis = attention_case(run, b, t, heads, s, mask)
-        if not diagnosis.correct:
-            sizes = f"b={b}, t={t}, heads={heads}, s={s}, mask={mask}"
-            return Diagnosis(False, diagnosis.mistake, f"With {sizes}: {diagnosis.message}")
-    return Diagnosis(True, None, "")
-
-
-def gradients(run: Run, b: int, t: int, heads: int, s: int) -> Diagnosis:
-    """Do gradients of (out * upstream).sum() reach q, k and v, and equal the reference's?"""
-    q, k, v = example_inputs(b, t, heads, s, dtype=torch.float64)
-    mine = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    out = run(*mine, heads, True)
-    forward = diagnose_attention(out, q, k, v, heads, True)
-    if not forward.correct:
-        return Diagnosis(
-            False, forward.mistake, f"The output is wrong, so are its gradients. {forward.message}"
-        )
-    if not out.requires_grad:
-        return Diagnosis(
-            False,
-            "no_gradient",
-            "The output does not track gradients: avoid .detach(), .data, .numpy(), "
-            "torch.no_grad() and building the result in a fresh tensor.",
-        )
-    upstream = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    try:
-        (out.to(torch.float64) * upstream).sum().backward()
-    except Exception as error:  # noqa: BLE001 - e.g. in-place ops autograd cannot undo
-        return Diagnosis(False, "no_gradient", f"backward() failed: {describe_exception(error)}")
-    theirs = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    (sdpa_attention(*theirs, heads, True) * upstream).sum().backward()
-    for name, got, want in zip(("queries", "keys", "values"), mine, theirs, strict=True):
-        if got.grad is None:
-            return Diagnosis(
-                False, "no_gradient", f"{name} gets no gradient: the output does not depend on it."
-            )
-        result = compare(got.grad.numpy(), want.grad.numpy(), tolerance())
-        if not result.ok:
-            return Diagnosis(
-                False,
-                "wrong_gradient",
-                f"The output is right but the gradient of {name} is not (largest error "
-                f"{result.max_error:.3g}); avoid in-place writes into tensors autograd still needs.",
-            )
-    return Diagnosis(True, None, "")
-
-
-def unmodified(run: Run, b: int, t: int, heads: int, s: int) -> tuple[bool, str]:
-    q, k, v = (
-        torch.randn(b, t, heads * s, generator=torch.Generator().manual_seed(i)) for i in range(3)
-    )
-    copies = [x.clone() for x in (q, k, v)]
-    run(q, k, v, heads, True)
-    for name, before, after in zip(("queries", "keys", "values"), copies, (q, k, v), strict=True):
-        if not torch.equal(before, after):
-            return False, f"your function changed `{name}` in place; work on new tensors instead"
-    return True, ""
-
-
-def sliced_inputs(run: Run, heads: int, *, requires_grad: bool = True) -> Diagnosis:
-    """Inputs (b=2, t=6, s=4) as a model hands them over: slices of one wider tensor
-    (requiring grad, as in training), and the mask given as 1 rather than True."""
-    s = 4
-    q, k, v = example_inputs(2, 6, heads, s)
-    wide = torch.cat([q, k, v], dim=-1).requires_grad_(requires_grad)
-    width = heads * s
-    out = run(*(wide[..., i * width : (i + 1) * width] for i in range(3)), heads, 1)
-    return diagnose_attention(out, q, k, v, heads, True)
 
 
 def importable(ok: bool, why: str) -> Diagnosis:
@@ -157,25 +74,6 @@ def unrecreatable_names(fn: Callable, name: str) -> Diagnosis | None:
         f"that bind the names your function uses): set {'it' if one else 'them'} with an "
         "ordinary statement in a cell above, or inside the function",
     )
-
-
-def built_from_results(run: Run, calls: list) -> Diagnosis:
-    """With a pool that scales every result by 2.5, a function that assembles its output
-    from the results returns 2.5 times the answer; one that computes the heads some other
-    way returns the answer itself. A misuse of the pool, if any, is the better explanation."""
-    b, t, heads, s = EXAMPLE
-    q, k, v = example_inputs(b, t, heads, s)
-    out = run(q.clone(), k.clone(), v.clone(), heads, False, result_scale=2.5)
-    usage = diagnose_pool_usage(calls, heads, head_shape=(b, t, s), require_importable=False)
-    if not usage.correct:
-        return usage
-    if not isinstance(out, torch.Tensor):
-        return diagnose_attention(out, q, k, v, heads, False)
-    got = out.detach().double()
-    scaled = diagnose_attention(got / 2.5, q, k, v, heads, False)
-    if not scaled.correct and diagnose_attention(got, q, k, v, heads, False).correct:
-        return named_mistake(POOL_MISTAKES_BY_KEY["pool_results_unused"])
-    return scaled
 
 
 def agrees(run: Run, reference: Run) -> tuple[bool, str]:
@@ -386,9 +284,113 @@ def assembled_verdict(
     return Diagnosis(True, None, "")
 
 
+def unmodified_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+    """queries, keys and values are bit for bit what they were after the call (NaN = NaN)."""
+    for name in ("queries", "keys", "values"):
+        after, before = outputs.get(f"{name}_after"), np.asarray(inputs[name])
+        same = after is not None and np.shape(after) == before.shape
+        if same:
+            after = np.asarray(after)
+            same = bool(((after == before) | ((after != after) & (before != before))).all())
+        if not same:
+            return Diagnosis(
+                False,
+                "inputs_modified",
+                f"Your function changed its `{name}` argument in place (e.g. `{name} /= ...`, "
+                "`masked_fill_`, or writing into a view); work on new tensors instead.",
+            )
+    return Diagnosis(True, None, "")
+
+
 VERDICTS = {
+    "unmodified": unmodified_verdict,
     "causal": causal_verdict,
     "bounded": bounded_verdict,
     "gradient": gradient_verdict,
     "heads": head_by_head_verdict,
 }
+
+
+# -- the visible checks' probes: the judge's calls and verdicts on small examples -------------
+
+
+def visible_inputs(
+    function: str,
+    kind: str,
+    b: int,
+    t: int,
+    heads: int,
+    s: int,
+    *,
+    mask: bool,
+    dtype: str = "float32",
+    large: bool = False,
+    mask_as: str = "bool",
+    layout: str = "contiguous",
+    requires_grad: bool = False,
+    pool: str = "",
+) -> dict[str, Any]:
+    """A small example in the probe's input format, drawn from a seed made of its sizes."""
+    rng = np.random.default_rng([b, t, heads, s, int(mask), int(large)])
+    q, k, v = (rng.standard_normal((b, t, heads * s)) for _ in range(3))
+    inputs: dict[str, Any] = {"heads": heads, "mask": mask}
+    if large:
+        inputs.update(calm_queries=q.astype(dtype), calm_keys=k.astype(dtype))
+        q, k = q * LARGE, k * LARGE
+    inputs.update(
+        function=function,
+        kind=kind,
+        mask_as=mask_as,
+        layout=layout,
+        requires_grad=requires_grad,
+        pool=pool,
+        queries=q.astype(dtype),
+        keys=k.astype(dtype),
+        values=v.astype(dtype),
+    )
+    inputs.update(property_inputs(kind, inputs, rng))
+    return inputs
+
+
+def probe_property(
+    report: Any,
+    fn: Callable,
+    inputs: dict[str, Any],
+    *,
+    make_pool: Callable[[str], Any] | None = None,
+) -> Diagnosis:
+    """Run the probe on ``inputs`` and judge it as the grader does ("forward": against the
+    reference, with the mistake catalogue); forbidden operators go to ``report``."""
+    result = probe_case(inputs, fn, make_pool=make_pool)
+    if result.forbidden:
+        report.note_forbidden(result.forbidden)
+    outputs = result.outputs
+    error = outputs.get("error")
+    if error:
+        if str(error).startswith("NotImplementedError"):
+            raise NotImplementedYet()
+        details = "; ".join(x for x in (outputs.get("error_where"), outputs.get("error_call")) if x)
+        raise LearnerError(f"raised {error}" + (f" ({details})" if details else ""))
+    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
+    heads = int(inputs["heads"])
+    out = outputs["out"]
+    if tuple(np.shape(out)) != tuple(np.shape(q)) or inputs["kind"] == "forward":
+        return diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
+    if inputs["kind"] in ("pool", "worker_pool"):
+        return assembled_verdict(inputs, outputs, result.pool_log)
+    verdict = VERDICTS[inputs["kind"]](inputs, outputs)
+    return verdict if verdict.correct else named_if_catalogued(verdict, inputs, out)
+
+
+def named_if_catalogued(verdict: Diagnosis, inputs: dict[str, Any], out: object) -> Diagnosis:
+    """A property failure, naming the catalogued mistake that ``out`` reproduces, if any: the
+    feedback then names it, and a visible check shows a failure it causes as following from
+    the first."""
+    if verdict.mistake in MISTAKES_BY_KEY:
+        return verdict
+    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
+    heads = 1 if inputs["function"] == "attention_function" else int(inputs["heads"])
+    named = diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
+    if named.mistake not in MISTAKES_BY_KEY:
+        return verdict
+    return Diagnosis(False, named.mistake, f"{verdict.message} {named.message}")
