@@ -32,7 +32,6 @@ from grader.learner.probe import probe_case, quiet
 from grader.learner.properties import (
     VERDICTS,
     assembled_verdict,
-    head_by_head_verdict,
     named_if_catalogued,
 )
 from solutions.hidden_cases import (
@@ -142,22 +141,6 @@ def _property(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
     return verdict if verdict.correct else named_if_catalogued(verdict, inputs, out)
 
 
-def _heads(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
-    """Against the learner's own attention_function; without one, against the reference."""
-    if outputs.get("own_out") is None:
-        verdict = _values(case, inputs, outputs, pool_log, expected, out)
-        if verdict.correct:
-            return verdict
-        own = _text(outputs, "own_error")
-        return Diagnosis(
-            False, verdict.mistake, f"{verdict.message} ({own})" if own else verdict.message
-        )
-    verdict = head_by_head_verdict(inputs, outputs)
-    if verdict.correct:
-        return verdict
-    return named_if_catalogued(verdict, inputs, out)
-
-
 def _pool(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
     return assembled_verdict(inputs, outputs, pool_log)
 
@@ -168,7 +151,7 @@ _KIND_VERDICTS = {
     "bounded": _property,
     "gradient": _property,
     "unmodified": _property,
-    "heads": _heads,
+    "heads": _property,
     "pool": _pool,
     "worker_pool": _pool,
 }

@@ -100,6 +100,13 @@ def _array(value: object) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+def _text(value: object) -> str:
+    """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else ""
+    return "" if value is None else str(value)
+
+
 def case_tolerance(inputs: dict[str, Any]) -> float:
     """The tolerance for a case's inputs (``diagnose.tolerance``, wider for large scores)."""
     heads = 1 if inputs["function"] == "attention_function" else int(inputs["heads"])
@@ -117,7 +124,12 @@ def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis
     output at position i is the unmasked function's on the first i + 1 positions."""
     tol = case_tolerance(inputs)
     out, cut = _array(outputs["out"]), int(inputs["cut"])
-    future = compare(_array(outputs["out_future"])[:, : cut + 1], out[:, : cut + 1], tol)
+    # Parts of the output are compared at the whole output's scale, as values are.
+    with np.errstate(invalid="ignore"):
+        scale = float(np.abs(np.where((out - out) == 0, out, 0.0)).max(initial=0.0))
+    future = compare(
+        _array(outputs["out_future"])[:, : cut + 1], out[:, : cut + 1], tol, scale=scale
+    )
     if not future.ok:
         return Diagnosis(
             False,
@@ -144,7 +156,7 @@ def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis
     for row, length in zip(
         _array(outputs["prefix_rows"]), np.asarray(inputs["prefixes"]).tolist(), strict=True
     ):
-        prefix = compare(row, out[:, length - 1], tol)
+        prefix = compare(row, out[:, length - 1], tol, scale=scale)
         if not prefix.ok:
             return Diagnosis(
                 False,
@@ -229,7 +241,22 @@ def gradient_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnos
 
 def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
     """The parallel output equals the learner's own attention_function applied head by head
-    (probe kind "heads"), right or wrong as that function may be."""
+    (probe kind "heads"), right or wrong as that function may be; without one, the values
+    are compared with the reference."""
+    if outputs.get("own_out") is None:
+        q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
+        heads = int(inputs["heads"])
+        diagnosis = diagnose_attention(outputs["out"], q, k, v, heads, bool(inputs["mask"]))
+        if diagnosis.correct:
+            return diagnosis
+        why = _text(outputs.get("own_error"))
+        return Diagnosis(
+            False,
+            diagnosis.mistake,
+            f"{diagnosis.message} (compared with the reference: {why})"
+            if why
+            else diagnosis.message,
+        )
     result = compare(_array(outputs["out"]), _array(outputs["own_out"]), case_tolerance(inputs))
     if result.ok:
         return Diagnosis(True, None, "")

@@ -345,9 +345,9 @@ def test_a_backward_that_disagrees_with_the_forward_costs_the_gradient_test_only
 
     failures = failing_groups(halved)
     assert set(failures) == {"test_task1_gradients"}
-    assert "backward disagrees with your own forward for queries" in failures[
-        "test_task1_gradients"
-    ]
+    assert (
+        "backward disagrees with your own forward for queries" in failures["test_task1_gradients"]
+    )
 
 
 def test_monkeypatched_comparisons_do_not_rescue_a_wrong_answer(monkeypatch):
@@ -569,9 +569,10 @@ def test_a_wrong_attention_function_costs_test_5_only():
 def test_heads_assembled_in_the_wrong_order_cost_the_parallel_values_only():
     failures = task2_failures(notebook(order="results[::-1]"))
     assert set(failures) == {"test_task2_parallel_values"}
-    assert "differs from your attention_function applied head by head" in failures[
-        "test_task2_parallel_values"
-    ]
+    assert (
+        "differs from your attention_function applied head by head"
+        in failures["test_task2_parallel_values"]
+    )
 
 
 def test_the_pool_log_carries_what_the_pool_returned_after_its_scale():
