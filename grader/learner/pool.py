@@ -156,9 +156,25 @@ class InstrumentedPool:
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("map", func, list(iterable))
 
-    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
-        """Like ``map`` (recorded as one call), but returns an object with ``.get()``."""
-        results = self._run("map_async", func, list(iterable))  # already computed
+    def map_async(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+    ):
+        """Like ``map`` (recorded as one call), but returns an object with ``.get()``; takes
+        what ``multiprocessing.Pool.map_async`` takes."""
+        try:
+            results = self._run("map_async", func, list(iterable))  # already computed
+        except Exception as error:
+            if error_callback is None:
+                raise
+            error_callback(error)
+            raise
+        if callback is not None:
+            callback(results)
         return types.SimpleNamespace(
             get=lambda timeout=None: results,
             wait=lambda timeout=None: None,
@@ -168,6 +184,9 @@ class InstrumentedPool:
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
         return iter(self._run("imap", func, list(iterable)))
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
+        return iter(self._run("imap_unordered", func, list(iterable)))  # in order: allowed
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
