@@ -257,7 +257,9 @@ def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Dia
             if why
             else diagnosis.message,
         )
-    result = compare(_array(outputs["out"]), _array(outputs["own_out"]), case_tolerance(inputs))
+    # Heads computed through a pool that scales its results carry its scale (none by default).
+    own = _array(outputs["own_out"]) * float(inputs.get("pool_scale", 1.0))
+    result = compare(_array(outputs["out"]), own, case_tolerance(inputs))
     if result.ok:
         return Diagnosis(True, None, "")
     return Diagnosis(
