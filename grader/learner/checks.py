@@ -91,7 +91,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
 
     The lines follow the four tests: values (Test 1), the causal mask as a property of your
     own function (Test 2), robustness (Test 3), gradients (Test 4)."""
-    report = CheckReport("multihead_attention")
+    report = CheckReport("multihead_attention", source=fn)
     run = _serial(fn)
     b, t, heads, s = EXAMPLE
     first = _small_example(report, run, heads)
@@ -167,7 +167,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
 @torch_threads(1)
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
-    report = CheckReport("attention_function")
+    report = CheckReport("attention_function", source=fn)
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:
         return call_learner(fn, (q, k, v, mask))  # heads is always 1
@@ -220,7 +220,7 @@ def check_parallel_multihead_attention(
     None runs the heads in this process. reference: the learner's serial
     ``multihead_attention``, to show both agree.
     """
-    report = CheckReport("parallel_multihead_attention")
+    report = CheckReport("parallel_multihead_attention", source=fn)
     calls: list = []
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:

@@ -7,12 +7,15 @@ second ✗ but a ``·`` line saying it follows from the failure above.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from grader.learner.diagnose import Diagnosis
 from grader.learner.forbidden import explain as explain_forbidden
+from grader.learner.mistakes import LOOK_AT_LAST, LOOK_FOR
 from grader.learner.probe import describe_exception, tripwires, where_in_learner_code
 
 PASS, FAIL, FOLLOWS = "✓", "✗", "·"
@@ -42,6 +45,7 @@ class CheckReport:
     results: list[CheckResult] = field(default_factory=list)
     not_implemented: bool = False
     forbidden: list[str] = field(default_factory=list)
+    source: Callable | None = None  # the learner's function, to point at a line of it
 
     def __post_init__(self) -> None:
         tripwires().take()  # what an earlier, interrupted check left behind
@@ -75,6 +79,9 @@ class CheckReport:
         print(f"  {PASS if passed else FAIL} {name}")
         if not passed and detail:
             print(f"      ↳ {detail}")
+        line = line_to_look_at(self.source, mistake) if not passed else ""
+        if line:
+            print(f"      ↳ look at {line}")
         return passed
 
     def note_forbidden(self, found: list[str]) -> None:
@@ -113,6 +120,27 @@ class CheckReport:
         else:
             print(f"  {sum(r.passed for r in self.results)}/{len(self.results)} checks passed.")
         return self
+
+
+def line_to_look_at(fn: Callable | None, mistake: str | None) -> str:
+    """'line 7 of multihead_attention: scores = q @ k.transpose(-2, -1)' where ``mistake``
+    usually sits in ``fn`` ("" when unknown: no source, no catalogued mistake, no match).
+    Line numbers count as the notebook shows them, within the cell."""
+    patterns = LOOK_FOR.get(mistake or "")
+    if fn is None or not patterns:
+        return ""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return ""
+    body = [(start + i, text.strip()) for i, text in enumerate(lines) if i > 0]
+    code = [(n, t) for n, t in body if t and not t.startswith(("#", '"""'))]
+    for pattern in patterns:
+        found = [(n, t) for n, t in code if re.search(pattern, t)]
+        if found:
+            number, text = found[-1] if mistake in LOOK_AT_LAST else found[0]
+            return f"line {number} of {getattr(fn, '__name__', 'your function')}: {text}"
+    return ""
 
 
 class NotImplementedYet(Exception):

@@ -334,3 +334,22 @@ def test_a_backward_that_disagrees_with_the_forward_fails_the_gradient_line(caps
     printed = capsys.readouterr().out
     assert [r.name for r in report.results if not r.passed] == [GRADIENT_LINE]
     assert "backward disagrees with your own forward for keys" in printed
+
+
+def inverted_mask(queries, keys, values, heads, mask=False):
+    b, t, e = queries.shape
+    s = e // heads
+    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))
+    scores = q @ k.transpose(-2, -1) / s**0.5
+    if mask:
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1), float("-inf"))
+    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+
+
+def test_the_first_failure_points_at_the_line_to_look_at(capsys):
+    check_multihead_attention(inverted_mask)
+    printed = capsys.readouterr().out
+    start = inverted_mask.__code__.co_firstlineno
+    line = "scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1)"
+    assert f"↳ look at line {start + 6} of inverted_mask: {line}" in printed
+    assert printed.count("look at line") == 1  # the lines that follow do not repeat it
