@@ -33,6 +33,7 @@ from grader.learner.properties import (
     VERDICTS,
     assembled_verdict,
     named_if_catalogued,
+    text_value,
 )
 from solutions.hidden_cases import (
     GROUPS,
@@ -83,7 +84,7 @@ def judge_case(
         return fail(explain_forbidden(forbidden), "forbidden")
     heads, mask = int(inputs["heads"]), bool(inputs["mask"])
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    error = _text(outputs, "error")
+    error = text_value(outputs.get("error"))
     if error:
         if error.startswith("NotImplementedError"):
             return fail("not implemented yet: fill in the function's cell.", "not_implemented")
@@ -91,7 +92,7 @@ def judge_case(
             diagnosis = diagnose_pool_usage(pool_log or [], heads)
             if diagnosis.mistake == "worker_not_importable":
                 return fail(diagnosis.message, diagnosis.mistake)
-        where, call = _text(outputs, "error_where"), _text(outputs, "error_call")
+        where, call = text_value(outputs.get("error_where")), text_value(outputs.get("error_call"))
         details = "; ".join(x for x in (where, call) if x)
         return fail(f"your function raised {error}{f' ({details})' if details else ''}.", "raised")
 
@@ -155,14 +156,6 @@ _KIND_VERDICTS = {
     "pool": _pool,
     "worker_pool": _pool,
 }
-
-
-def _text(outputs: dict[str, Any], key: str) -> str:
-    """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
-    value = outputs.get(key)
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else ""
-    return "" if value is None else str(value)
 
 
 # -- in the notebook's kernel ----------------------------------------------------------------------

@@ -100,7 +100,7 @@ def _array(value: object) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def _text(value: object) -> str:
+def text_value(value: object) -> str:
     """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else ""
@@ -249,7 +249,7 @@ def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Dia
         diagnosis = diagnose_attention(outputs["out"], q, k, v, heads, bool(inputs["mask"]))
         if diagnosis.correct:
             return diagnosis
-        why = _text(outputs.get("own_error"))
+        why = text_value(outputs.get("own_error"))
         return Diagnosis(
             False,
             diagnosis.mistake,
