@@ -242,7 +242,13 @@ def gradient_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnos
 def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
     """The parallel output equals the learner's own attention_function applied head by head
     (probe kind "heads"), right or wrong as that function may be; without one, the values
-    are compared with the reference."""
+    are compared with the reference. Raising what attention_function raises on the heads
+    holds too: that is attention_function's failure."""
+    raised = text_value(outputs.get("raised_like_own"))
+    if raised:
+        return Diagnosis(
+            True, None, f"your attention_function raises {raised} on these heads (Test 5)"
+        )
     if outputs.get("own_out") is None:
         q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
         heads = int(inputs["heads"])
@@ -400,6 +406,8 @@ def probe_property(
             raise NotImplementedYet()
         details = "; ".join(x for x in (outputs.get("error_where"), outputs.get("error_call")) if x)
         raise LearnerError(f"raised {error}" + (f" ({details})" if details else ""))
+    if inputs["kind"] == "heads" and outputs.get("raised_like_own") is not None:
+        return head_by_head_verdict(inputs, outputs)
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
     heads = int(inputs["heads"])
     out = outputs["out"]

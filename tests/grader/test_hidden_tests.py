@@ -616,3 +616,21 @@ def test_a_probe_uses_the_pool_it_is_given():
     np.testing.assert_allclose(
         probe.outputs["out"], 3.0 * expected_outputs(case, inputs)["out"], rtol=1e-4
     )
+
+
+def test_an_attention_function_that_raises_costs_test_5_and_not_the_parallel_values():
+    namespace = notebook()
+    exec(  # a causal table cut for 200 positions: the training length, 256, raises
+        "TABLE = torch.ones(200, 200, dtype=torch.bool).triu(1)\n"
+        "def attention_function(args):\n"
+        "    q, k, v, mask = args\n"
+        "    scores = q @ k.transpose(1, 2) / math.sqrt(q.size(-1))\n"
+        "    if mask:\n"
+        "        t = q.size(1)\n"
+        "        scores = scores.masked_fill(TABLE[:t, :t], float('-inf'))\n"
+        "    return scores.softmax(-1) @ v\n",
+        namespace,
+    )
+    failures = task2_failures(namespace)
+    assert set(failures) == {"test_task2_attention_function"}
+    assert "head_masked_training_length" in failures["test_task2_attention_function"]
