@@ -17,7 +17,8 @@ these inputs:
   processes that find functions by module name, as under spawn); ``pool_scale``: the pool
   multiplies every result by it, so the output shows whether it was built from them
 - and per kind (see :func:`property_inputs`): "causal": ``cut`` (int), ``future_keys``,
-  ``future_values`` (arrays like keys), ``self_position`` (int), ``self_shift`` (float),
+  ``future_values`` (arrays like keys), ``self_position``, ``past_position`` (ints),
+  ``self_shift`` (float),
   ``prefixes`` (int array of lengths); "bounded": ``calm_queries``, ``calm_keys``;
   "gradient": ``upstream`` (array like the output), ``direction_queries``,
   ``direction_keys``, ``direction_values`` (float64 arrays), ``fd_step`` (float)
@@ -27,7 +28,8 @@ Calls per kind (every one with the tripwires armed), each the judge can recomput
 - "causal": ``out`` = f(q, k, v, mask); ``out_future`` = f(q, k', v', mask), k' and v' equal to
   k and v at positions <= cut and to future_keys/future_values after it; ``out_self`` =
   f(q, k'', v'', mask), k'' and v'' = k and v with self_shift * d added at position
-  self_position, d: that position's query, per head scaled to norm sqrt(s);
+  self_position, d: that position's query, per head scaled to norm sqrt(s); ``out_past``
+  likewise with position 0's key and value moved along the query of past_position;
   ``prefix_rows`` (n, b, width): row L-1 of f(q[:, :L], k[:, :L], v[:, :L], mask=False) for
   each L in prefixes
 - "bounded": ``out`` and ``out_calm`` = f(calm_queries, calm_keys, v, mask)
@@ -147,6 +149,7 @@ def property_inputs(kind: str, inputs: dict[str, Any], rng: np.random.Generator)
             extra[name] = rng.standard_normal((b, t, width)).astype(dtype)
         extra["self_position"] = int(rng.integers(0, min(t, 4)))  # early: its weight is not tiny
         extra["self_shift"] = SELF_SHIFT
+        extra["past_position"] = int(rng.integers(1, t)) if t > 1 else 0  # sees position 0
         lengths = {1, int(rng.integers(1, t + 1)), t}
         extra["prefixes"] = np.array(sorted(lengths), dtype=np.int64)
     elif kind == "gradient":
@@ -252,7 +255,11 @@ def _causal(calls: _Calls, inputs: dict[str, Any]) -> dict[str, Any]:
     )
     outputs["out_future"] = calls.read("with later keys and values changed", future)
     outputs["out_self"] = calls.read(
-        "with one position's key and value changed", _towards_own_query(inputs, p)
+        "with one position's key and value changed", _towards_query(inputs, p, p)
+    )
+    past = int(inputs["past_position"])
+    outputs["out_past"] = calls.read(
+        "with the first position's key and value changed", _towards_query(inputs, 0, past)
     )
     rows = []
     for length in np.asarray(inputs["prefixes"]).tolist():
@@ -263,15 +270,15 @@ def _causal(calls: _Calls, inputs: dict[str, Any]) -> dict[str, Any]:
     return outputs
 
 
-def _towards_own_query(inputs: dict[str, Any], p: int) -> tuple[np.ndarray, ...]:
+def _towards_query(inputs: dict[str, Any], p: int, r: int) -> tuple[np.ndarray, ...]:
     """q, k, v with key and value at position p moved by self_shift times the direction of
-    that position's own query (per head, of norm sqrt(s)): a position that sees itself then
-    gives itself a clear weight, whatever the scale, and its output moves with the value."""
+    position r's query (per head, of norm sqrt(s)): if r sees p, it gives p a clear weight
+    whatever the scale, and its output moves with p's value."""
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
     b, t, width = np.shape(q)
     heads = int(inputs["heads"])
     s = width // heads
-    own = np.asarray(q, dtype=np.float64)[:, p].reshape(b, heads, s)
+    own = np.asarray(q, dtype=np.float64)[:, r].reshape(b, heads, s)
     norm = np.sqrt((own**2).sum(-1, keepdims=True))
     direction = (own / np.maximum(norm, 1e-12) * np.sqrt(s)).reshape(b, width)
     moved = []

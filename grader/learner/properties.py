@@ -120,8 +120,9 @@ def _where(index: tuple[int, ...], inputs: dict[str, Any]) -> str:
 
 def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
     """Causality as a property of the learner's own function (probe kind "causal"): later
-    keys and values change no earlier output, each position sees itself, and the masked
-    output at position i is the unmasked function's on the first i + 1 positions."""
+    keys and values change no earlier output, each position sees itself and the first
+    position, and the masked output at position i is the unmasked function's on the first
+    i + 1 positions."""
     tol = case_tolerance(inputs)
     out, cut = _array(outputs["out"]), int(inputs["cut"])
     # Parts of the output are compared at the whole output's scale, as values are.
@@ -153,6 +154,19 @@ def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis
             f"there ({_where((batch, p, head * (width // heads)), inputs)}): each position "
             "must still see itself (j <= i includes j = i).",
         )
+    r = int(inputs.get("past_position", 0))
+    if r > 0:
+        moved = np.abs(_array(outputs["out_past"])[:, r] - out[:, r]).reshape(b, heads, -1)
+        sees = moved.max(-1, initial=0.0) >= 1e-4 * float(inputs["self_shift"])
+        if not sees.all():
+            batch, head = (int(i) for i in np.argwhere(~sees)[0])
+            return Diagnosis(
+                False,
+                "mask_hides_past",
+                f"Changing the key and value at position 0 did not change your masked output "
+                f"at position {r} ({_where((batch, r, head * (width // heads)), inputs)}): "
+                "with mask=True each position still sees every earlier one.",
+            )
     for row, length in zip(
         _array(outputs["prefix_rows"]), np.asarray(inputs["prefixes"]).tolist(), strict=True
     ):

@@ -634,3 +634,12 @@ def test_an_attention_function_that_raises_costs_test_5_and_not_the_parallel_val
     failures = task2_failures(namespace)
     assert set(failures) == {"test_task2_attention_function"}
     assert "head_masked_training_length" in failures["test_task2_attention_function"]
+
+
+def test_a_function_that_returns_its_values_is_not_causal_attention():
+    def own_values(queries, keys, values, heads, mask=False):
+        return values.clone()
+
+    failures = failing_groups(own_values)
+    assert {"test_task1_values", "test_task1_mask", "test_task1_gradients"} <= set(failures)
+    assert "did not change your masked output at position" in failures["test_task1_mask"]
