@@ -115,7 +115,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
         requires_grad=True,
     )
     probe(
-        "causal mask (mask=True): later positions change nothing, each position sees itself, "
+        "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
         "position i gets what your function without the mask gives on positions 0..i",
         "causal",
         b,

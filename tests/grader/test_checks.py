@@ -18,7 +18,7 @@ from solutions import attention as solution
 from solutions.hidden_tests import HiddenTestFailure, run_group
 
 CAUSAL_LINE = (
-    "causal mask (mask=True): later positions change nothing, each position sees itself, "
+    "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
     "position i gets what your function without the mask gives on positions 0..i"
 )
 LARGE_LINE = "stable on large scores (around ±1000): finite, within the range of the values"
