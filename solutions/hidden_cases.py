@@ -19,12 +19,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from grader.learner.probe import property_inputs
 from solutions import attention as reference
 
 # Inputs of the notebook's hidden cells; the sandboxed grader records the seed it used.
 NOTEBOOK_SEED = 2020
 
 POOL_KINDS = ("pool", "worker_pool")
+# What each kind of case checks (see grader.learner.probe for the calls it makes).
+KINDS = {
+    "forward": "values, compared with the reference",
+    "causal": "causality of the learner's own masked function",
+    "bounded": "finite output within the range of the values on huge scores",
+    "unmodified": "inputs left unmodified",
+    "gradient": "the learner's backward against finite differences of its forward",
+    "heads": "the parallel output against the learner's own attention_function, head by head",
+    "pool": "one map call, one item per head, output assembled from the pool's results",
+    "worker_pool": "the same with worker processes, which must import the mapped function",
+}
 
 # Scores q·k/sqrt(s) of a "large scores" case are around ±LARGE_SCORE: exp() overflows.
 LARGE_SCORE = 1000.0
@@ -81,37 +93,45 @@ def _build_groups() -> dict[str, Group]:
     mha, head, par = "multihead_attention", "attention_function", "parallel_multihead_attention"
     drawn = ((1, 4), (2, 16), (2, 6), (2, 12))  # b, t, heads, s: random shapes
     long, context = TRAINING_LENGTH, GENERATION_CONTEXT
-    f64, masked, large = {"dtype": "float64"}, {"mask": True}, {"large_scores": True}
+    f64, masked = {"dtype": "float64"}, {"mask": True}
+    causal, large = {"mask": True, "kind": "causal"}, {"large_scores": True, "kind": "bounded"}
     sliced, as_int, inline = {"layout": "sliced"}, {"mask_as": "int"}, {"pool": "inline"}
-    grad = {"kind": "gradient"}
+    grad, heads = {"kind": "gradient"}, {"kind": "heads", "pool": "inline"}
     table = {
         ("test_task1_values", 1, 20, mha): [
             _case("small_float32", 2, 5, 3, 4),
             _case("random_float32", *drawn),
             _case("random_float64", *drawn, **f64),
             _case("sixteen_heads_float64", 2, 9, 16, 2, **f64),
+            _case("one_head_float64", 2, 6, 1, 8, **f64),
+            _case("head_size_one", 2, 5, 4, 1),
             _case("training_length_batch_of_one", 1, long, 2, 4),
             _case("sliced_inputs", 2, 12, 3, 4, **sliced),
             _case("inputs_require_grad", 2, 7, 2, 4, requires_grad=True),
         ],
+        # Causality as a property of the learner's own function, whatever its values.
         ("test_task1_mask", 1, 15, mha): [
-            _case("masked_small_float32", 2, 5, 3, 4, **masked),
-            _case("masked_random_float32", *drawn, **masked),
-            _case("masked_random_float64", *drawn, **masked, **f64),
-            _case("masked_generation_context", 1, context, 2, 4, **masked),
-            _case("masked_training_length", 1, long, 2, 2, **masked),
-            _case("mask_given_as_one", 2, 6, 2, 4, **as_int, **masked),
-            _case("masked_sliced_inputs", 2, 10, 2, 3, **sliced, **masked),
+            _case("masked_small_float32", 2, 5, 3, 4, **causal),
+            _case("masked_random_float32", *drawn, **causal),
+            _case("masked_random_float64", *drawn, **causal, **f64),
+            _case("masked_one_position", 3, 1, 2, 4, **causal),
+            _case("masked_one_head_float64", 2, 6, 1, 8, **causal, **f64),
+            _case("masked_head_size_one", 2, 5, 4, 1, **causal),
+            _case("masked_generation_context", 1, context, 2, 4, **causal),
+            _case("masked_training_length", 1, long, 2, 2, **causal),
+            _case("mask_given_as_one", 2, 6, 2, 4, **as_int, **causal),
+            _case("masked_sliced_inputs", 2, 10, 2, 3, **sliced, **causal),
         ],
+        # Finite, bounded output on huge scores; one position gives its own value (whatever
+        # the scale); inputs left as they were.
         ("test_task1_robust", 1, 10, mha): [
             _case("large_scores_float32", 2, 8, 2, 4, **large),
             _case("large_scores_masked_float64", 2, 8, 3, 5, **large, **masked, **f64),
-            _case("one_position_masked", 3, 1, 2, 4, **masked),
-            _case("one_head_masked_float64", 2, 6, 1, 8, **masked, **f64),
-            _case("head_size_one_masked", 2, 5, 4, 1, **masked),
+            _case("one_position", 3, 1, 2, 4),
             _case("all_sizes_one_float64", 1, 1, 1, 1, **f64),
             _case("inputs_unmodified", 2, 6, 2, 4, kind="unmodified", **masked),
         ],
+        # The learner's backward against finite differences of its own forward.
         ("test_task1_gradients", 1, 15, mha): [
             _case("gradients_float64", 2, 5, 3, 4, **grad, **f64),
             _case("gradients_masked_float64", 2, 6, 2, 3, **grad, **masked, **f64),
@@ -127,14 +147,12 @@ def _build_groups() -> dict[str, Group]:
             _case("head_sliced_mask_as_one", 2, 8, 1, 4, **sliced, **as_int, **masked),
         ],
         ("test_task2_parallel_values", 2, 15, par): [
-            _case("parallel_float32", 2, 6, 3, 4, **inline),
-            _case("parallel_masked_float64", *drawn, **masked, **f64, **inline),
-            _case("parallel_one_head_one_token_masked", 2, 1, 1, 6, **masked, **inline),
-            _case("parallel_sixteen_heads_masked", 1, 8, 16, 2, **masked, **inline),
-            _case("parallel_masked_training_length", 1, long, 2, 2, **masked, **inline),
-            _case(
-                "parallel_sliced_mask_as_one", 2, 7, 3, 4, **sliced, **as_int, **masked, **inline
-            ),
+            _case("parallel_float32", 2, 6, 3, 4, **heads),
+            _case("parallel_masked_float64", *drawn, **masked, **f64, **heads),
+            _case("parallel_one_head_one_token_masked", 2, 1, 1, 6, **masked, **heads),
+            _case("parallel_sixteen_heads_masked", 1, 8, 16, 2, **masked, **heads),
+            _case("parallel_masked_training_length", 1, long, 2, 2, **masked, **heads),
+            _case("parallel_sliced_mask_as_one", 2, 7, 3, 4, **sliced, **as_int, **masked, **heads),
         ],
         ("test_task2_pool_usage", 2, 15, par): [
             _case("one_item_per_head", 2, 6, 4, 3, kind="pool", **inline),
@@ -165,26 +183,25 @@ def case_inputs(case: Case, seed: int) -> dict[str, Any]:
         for lo, hi in (case.batch, case.length, case.heads, case.head_size)
     )
     q, k, v = (rng.standard_normal((b, t, heads * s)) for _ in range(3))
-    if case.large_scores:
-        # q·k/sqrt(s) then has standard deviation LARGE_SCORE.
-        factor = math.sqrt(LARGE_SCORE)
-        q, k = q * factor, k * factor
     dtype = np.dtype(case.dtype)
     inputs: dict[str, Any] = {"case": case.name, "heads": heads, "mask": bool(case.mask)}
+    if case.large_scores:
+        # q·k/sqrt(s) then has standard deviation LARGE_SCORE; the calm ones are around ±1.
+        inputs.update(calm_queries=q.astype(dtype), calm_keys=k.astype(dtype))
+        factor = math.sqrt(LARGE_SCORE)
+        q, k = q * factor, k * factor
     for name in ("function", "kind", "mask_as", "layout", "requires_grad", "pool"):
         inputs[name] = getattr(case, name)
     inputs.update(queries=q.astype(dtype), keys=k.astype(dtype), values=v.astype(dtype))
-    if case.kind == "gradient":
-        inputs["upstream"] = rng.standard_normal((b, t, heads * s)).astype(dtype)
+    inputs.update(property_inputs(case.kind, inputs, rng))
     if case.kind in POOL_KINDS:
         # A scale no one guesses: only an output built from the pool's results carries it.
         inputs["pool_scale"] = float(rng.uniform(1.5, 3.0))
     return inputs
 
 
-def _float64(array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    tensor = torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
-    return tensor.requires_grad_(True) if requires_grad else tensor
+def _float64(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
 
 
 @contextlib.contextmanager
@@ -216,9 +233,9 @@ def pristine_torch() -> Iterator[None]:
 
 
 def expected_outputs(case: Case, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The reference outputs for ``inputs``, from ``solutions.attention`` in float64."""
-    wants_grad = case.kind == "gradient"
-    q, k, v = (_float64(inputs[n], wants_grad) for n in ("queries", "keys", "values"))
+    """The reference output for ``inputs``, from ``solutions.attention`` in float64: what
+    value cases compare with, and the shape every case's output must have."""
+    q, k, v = (_float64(inputs[n]) for n in ("queries", "keys", "values"))
     heads, mask = int(inputs["heads"]), bool(inputs["mask"])
     with pristine_torch():
         if case.function == "attention_function":
@@ -226,10 +243,6 @@ def expected_outputs(case: Case, inputs: dict[str, Any]) -> dict[str, np.ndarray
         else:
             out = reference.multihead_attention(q, k, v, heads, mask)
         expected = {"out": out.detach().numpy().copy()}
-        if wants_grad:
-            (out * _float64(inputs["upstream"])).sum().backward()
-            for name, tensor in (("queries", q), ("keys", k), ("values", v)):
-                expected[f"grad_{name}"] = tensor.grad.numpy().copy()
     if case.kind == "unmodified":
         for name in ("queries", "keys", "values"):
             expected[f"{name}_after"] = np.array(inputs[name], copy=True)

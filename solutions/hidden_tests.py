@@ -4,8 +4,10 @@ The master notebook's hidden cells call ``run_group("test_task1_values", globals
 learner's kernel, under plain ``nbgrader autograde``. The grader's trusted judge never runs
 learner code: it draws ``case_inputs(case, seed)``, has a sandboxed process run
 ``grader.learner.probe.probe_case`` on them, and calls :func:`judge_case` on the plain data
-that comes back. Verdicts compare with ``solutions.attention`` in float64 under the one
-tolerance policy (``grader.learner.diagnose.tolerance``); a failure carries a diagnosis.
+that comes back. Each test cell checks its own property (``solutions.hidden_cases.KINDS``),
+with the rules the visible checks use (``grader.learner.properties``): only value cases
+compare with ``solutions.attention`` in float64, all under the one tolerance policy
+(``grader.learner.diagnose.tolerance``); a failure carries a diagnosis.
 Instructor-only.
 """
 
@@ -18,20 +20,25 @@ import numpy as np
 
 from former.threads import torch_threads
 from grader.learner.diagnose import (
+    Diagnosis,
     compare,
     diagnose_attention,
     diagnose_pool_usage,
     has_large_scores,
-    locate,
     tolerance,
 )
 from grader.learner.forbidden import explain as explain_forbidden
-from grader.learner.mistakes import POOL_MISTAKES_BY_KEY
 from grader.learner.probe import probe_case, quiet
+from grader.learner.properties import (
+    VERDICTS,
+    assembled_verdict,
+    head_by_head_verdict,
+    named_if_catalogued,
+    text_value,
+)
 from solutions.hidden_cases import (
     GROUPS,
     NOTEBOOK_SEED,
-    POOL_KINDS,
     Case,
     case_inputs,
     describe_inputs,
@@ -62,8 +69,10 @@ def judge_case(
 ) -> CaseResult:
     """Verdict on the outputs ``probe_case`` read back from the learner's function.
 
-    pool_log: ``InstrumentedPool.log()`` for pool cases; forbidden: the forbidden operators the
-    call executed; expected: reference outputs computed earlier (before learner code ran).
+    Each kind of case judges its own property (``KINDS``): only "forward" cases and one-head
+    cases compare values with the reference. pool_log: the pool's log (with each call's
+    ``results``) for parallel cases; forbidden: the forbidden operators the calls executed;
+    expected: reference outputs computed earlier (before learner code ran).
     """
     if expected is None:
         expected = expected_outputs(case, inputs)
@@ -76,7 +85,7 @@ def judge_case(
         return fail(explain_forbidden(forbidden), "forbidden")
     heads, mask = int(inputs["heads"]), bool(inputs["mask"])
     q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    error = _text(outputs, "error")
+    error = text_value(outputs.get("error"))
     if error:
         if error.startswith("NotImplementedError"):
             return fail("not implemented yet: fill in the function's cell.", "not_implemented")
@@ -84,88 +93,73 @@ def judge_case(
             diagnosis = diagnose_pool_usage(pool_log or [], heads)
             if diagnosis.mistake == "worker_not_importable":
                 return fail(diagnosis.message, diagnosis.mistake)
-        where = _text(outputs, "error_where")
-        return fail(f"your function raised {error}{f' ({where})' if where else ''}.", "raised")
+        where, call = text_value(outputs.get("error_where")), text_value(outputs.get("error_call"))
+        details = "; ".join(x for x in (where, call) if x)
+        return fail(f"your function raised {error}{f' ({details})' if details else ''}.", "raised")
 
+    if case.kind == "heads" and outputs.get("raised_like_own") is not None:
+        verdict = head_by_head_verdict(inputs, outputs)
+        return CaseResult(case.name, verdict.correct, f"{label}: passed ({verdict.message})")
+    problem = _output_problem(outputs, expected, q, k, v, heads, mask)
+    if problem is not None:
+        return fail(problem.message, problem.mistake)
+    out = np.asarray(outputs["out"], dtype=np.float64)
+    verdict = _KIND_VERDICTS[case.kind](case, inputs, outputs, pool_log, expected, out)
+    if verdict.correct:
+        return CaseResult(case.name, True, f"{label}: passed", None)
+    return fail(verdict.message, verdict.mistake)
+
+
+def _output_problem(outputs, expected, q, k, v, heads: int, mask: bool) -> Diagnosis | None:
+    """No output, not numbers, or the wrong shape (explained), else None."""
     out = outputs.get("out")
     if out is None:
-        return fail("no output came back.", "no_output")
+        return Diagnosis(False, "no_output", "no output came back.")
     try:
         out = np.asarray(out, dtype=np.float64)
     except (TypeError, ValueError):
-        return fail("the output is not an array of numbers.", "not_a_tensor")
+        return Diagnosis(False, "not_a_tensor", "the output is not an array of numbers.")
     if tuple(out.shape) != tuple(expected["out"].shape):
-        diagnosis = diagnose_attention(out, q, k, v, heads, mask)
-        return fail(diagnosis.message, diagnosis.mistake)
-    tol = tolerance(has_large_scores(q, k, heads))
-    scale = float(inputs.get("pool_scale", 1.0)) if case.kind in POOL_KINDS else 1.0
-    if not compare(out, expected["out"] * scale, tol).ok:
-        if scale != 1.0 and compare(out, expected["out"], tol).ok:
-            message, mistake = _pool_problem(pool_log, heads, q.shape, case.kind)
-            return fail(message, mistake or "pool_results_unused")
-        diagnosis = diagnose_attention(out / scale, q, k, v, heads, mask)
-        return fail(f"wrong output. {diagnosis.message}", diagnosis.mistake)
-
-    if case.kind == "gradient":
-        if _text(outputs, "grad_error"):
-            return fail(f"the output is right but {_text(outputs, 'grad_error')}.", "no_gradient")
-        for name in ("queries", "keys", "values"):
-            got = outputs.get(f"grad_{name}")
-            if got is None:
-                return fail(f"no gradient came back for {name}.", "no_gradient")
-            result = compare(np.asarray(got), expected[f"grad_{name}"], tol)
-            if not result.ok:
-                where = locate(result.index, heads, q.shape[-1])
-                return fail(
-                    f"the output is right but the gradient of {name} is not: largest error "
-                    f"{result.max_error:.3g} (scale {result.scale:.3g}) at {where}. Avoid "
-                    "in-place writes into tensors autograd still needs, .data and .detach().",
-                    "wrong_gradient",
-                )
-
-    if case.kind == "unmodified":
-        for name in ("queries", "keys", "values"):
-            after = outputs.get(f"{name}_after")
-            if after is None or not _identical(np.asarray(after), expected[f"{name}_after"]):
-                return fail(
-                    f"your function changed its `{name}` argument in place (e.g. `{name} /= ...`, "
-                    "`masked_fill_`, or writing into a view); work on new tensors instead.",
-                    "inputs_modified",
-                )
-
-    if case.kind in POOL_KINDS:
-        message, mistake = _pool_problem(pool_log, heads, q.shape, case.kind)
-        if mistake:  # a misuse the output does not show (an unimportable worker, say)
-            return fail(message, mistake)
-
-    return CaseResult(case.name, True, f"{label}: passed", None)
+        return diagnose_attention(out, q, k, v, heads, mask)
+    return None
 
 
-def _pool_problem(pool_log: list | None, heads: int, shape: tuple, kind: str) -> tuple[str, str]:
-    """(message, mistake) about how a pool case used its pool; mistake "" when the calls look
-    right (the message then explains an output that lacks the pool's scale)."""
-    b, t, width = shape
-    workers = kind == "worker_pool"
-    diagnosis = diagnose_pool_usage(
-        pool_log or [], heads, head_shape=(b, t, width // heads), require_importable=workers
-    )
-    if not diagnosis.correct:
-        return f"the values are right, but {diagnosis.message}", diagnosis.mistake or ""
-    unused = POOL_MISTAKES_BY_KEY["pool_results_unused"]
-    return f"the values are right, but it looks like {unused.title}. Hint: {unused.hint}", ""
+def _values(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
+    """Values against the reference; a mistake in the catalogue is named."""
+    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
+    heads, mask = int(inputs["heads"]), bool(inputs["mask"])
+    if compare(out, expected["out"], tolerance(has_large_scores(q, k, heads))).ok:
+        return Diagnosis(True, None, "")
+    diagnosis = diagnose_attention(out, q, k, v, heads, mask)
+    if int(np.shape(q)[1]) == 1 and diagnosis.mistake is None:
+        diagnosis = Diagnosis(
+            False,
+            None,
+            "with one position, each query sees only its own key, so the output must be its "
+            f"value row. {diagnosis.message}",
+        )
+    return Diagnosis(False, diagnosis.mistake, f"wrong output. {diagnosis.message}")
 
 
-def _text(outputs: dict[str, Any], key: str) -> str:
-    """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
-    value = outputs.get(key)
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else ""
-    return "" if value is None else str(value)
+def _property(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
+    verdict = VERDICTS[case.kind](inputs, outputs)
+    return verdict if verdict.correct else named_if_catalogued(verdict, inputs, out)
 
 
-def _identical(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-for-bit unchanged: NaN equals NaN here."""
-    return a.shape == b.shape and bool(((a == b) | ((a != a) & (b != b))).all())
+def _pool(case, inputs, outputs, pool_log, expected, out) -> Diagnosis:
+    return assembled_verdict(inputs, outputs, pool_log)
+
+
+_KIND_VERDICTS = {
+    "forward": _values,
+    "causal": _property,
+    "bounded": _property,
+    "gradient": _property,
+    "unmodified": _property,
+    "heads": _property,
+    "pool": _pool,
+    "worker_pool": _pool,
+}
 
 
 # -- in the notebook's kernel ----------------------------------------------------------------------

@@ -8,7 +8,6 @@ reason, though the grader runs more cases.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,18 +18,13 @@ from grader.learner.diagnose import Diagnosis, diagnose_attention, diagnose_pool
 from grader.learner.pool import InstrumentedPool, function_origin
 from grader.learner.properties import (
     EXAMPLE,
-    LARGE,
     Run,
     agrees,
-    attention_case,
-    built_from_results,
-    degenerate_sizes,
     example_inputs,
-    gradients,
     importable,
-    sliced_inputs,
-    unmodified,
+    probe_property,
     unrecreatable_names,
+    visible_inputs,
 )
 from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
 
@@ -79,10 +73,25 @@ def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
 # -- Task 1 ------------------------------------------------------------------------------------
 
 
+def _prober(report: CheckReport, fn: Callable, function: str) -> Callable[..., Any]:
+    """``probe(name, kind, b, t, heads, s, **example)``: record the verdict the grader's rules
+    give for one property of ``fn`` on a small example (``visible_inputs``'s options)."""
+
+    def probe(name: str, kind: str, b: int, t: int, heads: int, s: int, **example: Any) -> bool:
+        example.setdefault("mask", False)
+        inputs = visible_inputs(function, kind, b, t, heads, s, **example)
+        return report.check(name, probe_property, report, fn, inputs)
+
+    return probe
+
+
 @torch_threads(1)
 def check_multihead_attention(fn: Callable) -> CheckReport:
-    """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s)."""
-    report = CheckReport("multihead_attention")
+    """Check ``fn(queries, keys, values, heads, mask=False)``: inputs (b, t, heads * s).
+
+    The lines follow the four tests: values (Test 1), the causal mask as a property of your
+    own function (Test 2), robustness (Test 3), gradients (Test 4)."""
+    report = CheckReport("multihead_attention", source=fn)
     run = _serial(fn)
     b, t, heads, s = EXAMPLE
     first = _small_example(report, run, heads)
@@ -93,19 +102,61 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
         report.record(
             "scales the scores by 1/sqrt(s)", not scale_mistake, first.message, first.mistake
         )
-    record = report.check
-    case = functools.partial(attention_case, run)
-    sliced = functools.partial(sliced_inputs, run)
-    record("causal mask (mask=True): position i sees only j <= i", case, b, t, heads, s, True)
-    record("stable on large scores (around ±1000)", case, 2, 6, 2, 4, False, scale=LARGE)
-    record("works with one position, one head, head size 1", degenerate_sizes, run)
-    record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 2, 4, True)
-    record(
-        "inputs as a model passes them (slices of one tensor, requiring grad, mask=1)", sliced, 3
+    probe = _prober(report, fn, "multihead_attention")
+    probe("float64 inputs", "forward", 2, 4, 2, 3, dtype="float64")
+    probe(
+        "inputs as a model passes them (slices of one tensor, requiring grad)",
+        "forward",
+        2,
+        6,
+        3,
+        4,
+        layout="sliced",
+        requires_grad=True,
     )
-    record("float64 inputs (with mask)", case, 2, 4, 2, 3, True, dtype=torch.float64)
-    record("gradients flow to queries, keys and values (with mask)", gradients, run, 2, 5, 2, 3)
-    record("leaves its inputs unmodified", unmodified, run, 2, 4, 2, 3)
+    probe(
+        "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
+        "position i gets what your function without the mask gives on positions 0..i",
+        "causal",
+        b,
+        t,
+        heads,
+        s,
+        mask=True,
+    )
+    probe(
+        "causal mask on long sequences (t = 256, the training length)",
+        "causal",
+        1,
+        256,
+        2,
+        4,
+        mask=True,
+    )
+    probe("causal mask given as mask=1", "causal", 2, 6, 2, 4, mask=True, mask_as="int")
+    probe(
+        "stable on large scores (around ±1000): finite, within the range of the values",
+        "bounded",
+        2,
+        6,
+        2,
+        4,
+        mask=True,
+        large=True,
+    )
+    probe("one position: the output is its value", "forward", 3, 1, 2, 4)
+    probe("leaves its inputs unmodified", "unmodified", 2, 4, 2, 3, mask=True)
+    probe(
+        "gradients reach queries, keys and values and agree with finite differences of your "
+        "function (with mask)",
+        "gradient",
+        2,
+        5,
+        2,
+        3,
+        mask=True,
+        dtype="float64",
+    )
     _record_names(report, fn, "multihead_attention")
     return report.finish()
 
@@ -116,7 +167,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
 @torch_threads(1)
 def check_attention_function(fn: Callable) -> CheckReport:
     """Check ``fn((q, k, v, mask))`` for one head: q, k, v of shape (b, t, s)."""
-    report = CheckReport("attention_function")
+    report = CheckReport("attention_function", source=fn)
 
     def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:
         return call_learner(fn, (q, k, v, mask))  # heads is always 1
@@ -125,23 +176,34 @@ def check_attention_function(fn: Callable) -> CheckReport:
     if isinstance(first, CheckReport):
         return first
     b, t, _, s = EXAMPLE
-    record = report.check
-    case = functools.partial(attention_case, run)
-    sliced = functools.partial(sliced_inputs, run)
-    record("causal mask (mask=True)", case, b, t, 1, s, True)
-    record("stable on large scores (around ±1000)", case, 2, 6, 1, 4, True, scale=LARGE)
-    record("works with one position", case, 3, 1, 1, 4, True)
-    record("float64 inputs (with mask)", case, 2, 4, 1, 3, True, dtype=torch.float64)
-    record("gradients flow to q, k and v (with mask)", gradients, run, 2, 5, 1, 3)
-    record("long sequences (t = 256, the training length, with mask)", case, 1, 256, 1, 4, True)
-    record(
-        "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
-        sliced,
+    probe = _prober(report, fn, "attention_function")
+    masked = {"mask": True}
+    probe("causal mask (mask=True)", "forward", b, t, 1, s, **masked)
+    probe("stable on large scores (around ±1000)", "forward", 2, 6, 1, 4, large=True, **masked)
+    probe("works with one position", "forward", 3, 1, 1, 4, **masked)
+    probe("float64 inputs (with mask)", "forward", 2, 4, 1, 3, dtype="float64", **masked)
+    probe(
+        "long sequences (t = 256, the training length, with mask)",
+        "forward",
         1,
-        requires_grad=False,
+        256,
+        1,
+        4,
+        **masked,
     )
-    record("leaves its inputs unmodified", unmodified, run, 2, 4, 1, 3)
-    record(
+    probe(
+        "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
+        "forward",
+        2,
+        6,
+        1,
+        4,
+        layout="sliced",
+        mask_as="int",
+        **masked,
+    )
+    probe("leaves its inputs unmodified", "unmodified", 2, 4, 1, 3, **masked)
+    report.check(
         "importable by worker processes (defined in a module such as my_transformer_model)",
         lambda: importable(*function_origin(fn)[2:]),
     )
@@ -158,11 +220,11 @@ def check_parallel_multihead_attention(
     None runs the heads in this process. reference: the learner's serial
     ``multihead_attention``, to show both agree.
     """
-    report = CheckReport("parallel_multihead_attention")
+    report = CheckReport("parallel_multihead_attention", source=fn)
     calls: list = []
 
-    def run(q: Any, k: Any, v: Any, heads: int, mask: Any, result_scale: float = 1.0) -> Any:
-        recorder = InstrumentedPool(pool=pool, result_scale=result_scale)
+    def run(q: Any, k: Any, v: Any, heads: int, mask: Any) -> Any:
+        recorder = InstrumentedPool(pool=pool)
         out = call_learner(fn, q, k, v, heads, mask, pool=recorder)
         calls[:] = recorder.calls
         return out
@@ -178,15 +240,53 @@ def check_parallel_multihead_attention(
             "the mapped function is importable by worker processes (spawn, forkserver)",
             importable(calls[0].importable, calls[0].why_not_importable),
         )
-    record = report.check
-    case = functools.partial(attention_case, run)
-    sliced = functools.partial(sliced_inputs, run)
-    record("causal mask (mask=True)", case, b, t, heads, s, True)
-    record("the output is built from the results pool.map returns", built_from_results, run, calls)
-    record("works with one head and one position", degenerate_sizes, run)
-    record("long sequences (t = 256, with mask)", case, 1, 256, 2, 4, True)
-    record("inputs sliced from one wider tensor, mask=1", sliced, 3, requires_grad=False)
+
+    def probe(name: str, kind: str, b: int, t: int, heads: int, s: int, **example: Any) -> bool:
+        inputs = visible_inputs("parallel_multihead_attention", kind, b, t, heads, s, **example)
+        # A factor no one guesses: only an output built from the pool's results carries it.
+        scale = 2.5 if kind == "pool" else 1.0
+
+        def make_pool(mode: str) -> InstrumentedPool:
+            return InstrumentedPool(pool=pool, result_scale=scale)
+
+        return report.check(name, probe_property, report, fn, inputs, make_pool=make_pool)
+
+    inline = {"pool": "inline"}
+    probe(
+        "the output is built from the results pool.map returns",
+        "pool",
+        b,
+        t,
+        heads,
+        s,
+        mask=False,
+        **inline,
+    )
+    probe(
+        "equals your attention_function applied head by head (mask=True)",
+        "heads",
+        b,
+        t,
+        heads,
+        s,
+        mask=True,
+        **inline,
+    )
+    probe("works with one head and one position", "heads", 2, 1, 1, 6, mask=True, **inline)
+    probe("long sequences (t = 256, with mask)", "heads", 1, 256, 2, 4, mask=True, **inline)
+    probe(
+        "inputs sliced from one wider tensor, mask=1",
+        "heads",
+        2,
+        6,
+        3,
+        4,
+        mask=True,
+        layout="sliced",
+        mask_as="int",
+        **inline,
+    )
     _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
-        record("agrees with your multihead_attention", agrees, run, _serial(reference))
+        report.check("agrees with your multihead_attention", agrees, run, _serial(reference))
     return report.finish()

@@ -76,8 +76,11 @@ def _finite(x: np.ndarray) -> np.ndarray:
         return (x - x) == 0
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, tol: float) -> Comparison:
-    """Elementwise |actual - expected| <= tol * scale (scale: max |expected|, at least 1e-6)."""
+def compare(
+    actual: np.ndarray, expected: np.ndarray, tol: float, *, scale: float | None = None
+) -> Comparison:
+    """Elementwise |actual - expected| <= tol * scale (scale: max |expected| unless given, as
+    for a part of a larger output; at least 1e-6)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -87,7 +90,9 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: float) -> Comparison:
     expected_finite, actual_finite = _finite(expected), _finite(actual)
     finite_expected = expected.copy()
     finite_expected[~expected_finite] = 0.0
-    scale = max(float(abs(finite_expected).max()), 1e-6)
+    if scale is None:
+        scale = float(abs(finite_expected).max())
+    scale = max(scale, 1e-6)
     nonfinite = int((expected_finite & ~actual_finite).sum())
     # Where both are non-finite (a masked-out NaN both sides) they agree; elsewhere compare.
     error = abs(actual - expected)

@@ -317,3 +317,23 @@ POOL_MISTAKES: list[PoolMistake] = [
 ]
 
 POOL_MISTAKES_BY_KEY: dict[str, PoolMistake] = {m.key: m for m in POOL_MISTAKES}
+
+# Where in a learner's function each mistake usually sits: regular expressions tried in turn,
+# the first line matching one is the line the first ✗ points at (the last matching line for
+# mistakes made at the end).
+LOOK_FOR: dict[str, tuple[str, ...]] = {
+    "missing_scale": (r"scores\s*=", r"@|bmm|matmul|einsum"),
+    "scale_one_over_s": (r"sqrt|\*\*\s*0?\.5", r"scale"),
+    "scale_sqrt_emb": (r"sqrt|\*\*\s*0?\.5", r"scale"),
+    "scale_times_sqrt_s": (r"sqrt|\*\*\s*0?\.5", r"scale"),
+    "softmax_wrong_axis": (r"softmax", r"exp\("),
+    "heads_not_transposed": (r"view|reshape|split|chunk", r"permute|transpose"),
+    "output_not_transposed": (r"view|reshape|cat\(", r"permute|transpose"),
+    "mask_missing": (r"\bif\b.*mask", r"masked_fill|triu|tril"),
+    "mask_inverted": (r"triu|tril", r"masked_fill|inf", r"mask"),
+    "mask_hides_diagonal": (r"triu|tril", r"masked_fill|inf", r"mask"),
+    "mask_after_softmax": (r"masked_fill|triu|tril|\*\s*mask", r"mask"),
+    "keys_values_swapped": (r"@|bmm|matmul|einsum",),
+    "unstable_softmax": (r"exp\(", r"softmax"),
+}
+LOOK_AT_LAST = {"output_not_transposed"}

@@ -21,11 +21,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from former.parallel import use_one_thread
 
 _WORKER_TIMEOUT = 120.0  # seconds; a worker that dies while starting makes a Pool wait forever
+MAX_LOGGED_ITEMS = 64  # items (and results) a log describes: far more than any lab's heads
+
+# Private handles on the C implementations: code in the kernel that monkeypatches
+# torch.Tensor methods cannot change what the log says the pool returned.
+_TensorBase = torch._C.TensorBase
+_detach, _to_double, _to_cpu, _to_numpy = (
+    _TensorBase.detach,
+    _TensorBase.double,
+    _TensorBase.cpu,
+    _TensorBase.numpy,
+)
 
 
 @dataclass
@@ -40,6 +52,9 @@ class PoolCall:
     why_not_importable: str
     n_items: int
     items: list[dict[str, Any]] = field(default_factory=list)
+    # Per item (the first MAX_LOGGED_ITEMS): the tensor the pool returned for it, after its
+    # scale, as a float64 array; None where the function returned no tensor.
+    results: list[Any] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolCall:
@@ -72,6 +87,13 @@ def _why_not_importable(target: object, module: str, qualname: str) -> str:
     if found is not target:
         return f"{module}.{qualname} names a different object now (redefined after import?)"
     return ""
+
+
+def result_array(result: object) -> Any:
+    """A float64 numpy copy of a tensor the pool returned; None for anything else."""
+    if not isinstance(result, _TensorBase) or not _TensorBase.is_floating_point(result):
+        return None
+    return np.array(_to_numpy(_to_cpu(_to_double(_detach(result)))), dtype=np.float64, copy=True)
 
 
 def describe_item(item: object) -> dict[str, Any]:
@@ -110,10 +132,9 @@ class InstrumentedPool:
 
     def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
         module, qualname, importable, why = function_origin(func)
-        described = [describe_item(item) for item in items[:64]]
-        self.calls.append(
-            PoolCall(method, qualname, module, importable, why, len(items), described)
-        )
+        described = [describe_item(item) for item in items[:MAX_LOGGED_ITEMS]]
+        call = PoolCall(method, qualname, module, importable, why, len(items), described)
+        self.calls.append(call)
         if self.processes:
             if not importable:
                 # Sending it anyway would fail inside the worker, which can hang the pool.
@@ -126,16 +147,34 @@ class InstrumentedPool:
             results = list((self._wrapped.starmap if star else self._wrapped.map)(func, items))
         else:
             results = [func(*item) if star else func(item) for item in items]
-        if self.result_scale == 1.0:
-            return results
-        return [r * self.result_scale if isinstance(r, torch.Tensor) else r for r in results]
+        results = list(results)
+        if self.result_scale != 1.0:
+            results = [r * self.result_scale if isinstance(r, torch.Tensor) else r for r in results]
+        call.results = [result_array(r) for r in results[:MAX_LOGGED_ITEMS]]
+        return results
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("map", func, list(iterable))
 
-    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
-        """Like ``map`` (recorded as one call), but returns an object with ``.get()``."""
-        results = self._run("map_async", func, list(iterable))  # already computed
+    def map_async(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+    ):
+        """Like ``map`` (recorded as one call), but returns an object with ``.get()``; takes
+        what ``multiprocessing.Pool.map_async`` takes."""
+        try:
+            results = self._run("map_async", func, list(iterable))  # already computed
+        except Exception as error:
+            if error_callback is None:
+                raise
+            error_callback(error)
+            raise
+        if callback is not None:
+            callback(results)
         return types.SimpleNamespace(
             get=lambda timeout=None: results,
             wait=lambda timeout=None: None,
@@ -145,6 +184,9 @@ class InstrumentedPool:
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
         return iter(self._run("imap", func, list(iterable)))
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
+        return iter(self._run("imap_unordered", func, list(iterable)))  # in order: allowed
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("starmap", func, [tuple(item) for item in iterable], star=True)

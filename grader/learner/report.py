@@ -1,19 +1,24 @@
 """What a visible check prints under the learner's cell, and the report it returns: one
-``✓``/``✗`` line per property, a failure's mistake and hint once, "not implemented yet" for a
-stub, and for any other error its type, message and line of the learner's code (no traceback).
+``✓``/``✗`` line per property, "not implemented yet" for a stub, and for any other error its
+type, message and line of the learner's code (no traceback). The first ✗ names the mistake,
+its hint and the line to look at; a later property that fails for the same mistake is not a
+second ✗ but a ``·`` line saying it follows from the failure above.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from grader.learner.diagnose import Diagnosis
 from grader.learner.forbidden import explain as explain_forbidden
+from grader.learner.mistakes import LOOK_AT_LAST, LOOK_FOR
 from grader.learner.probe import describe_exception, tripwires, where_in_learner_code
 
-PASS, FAIL = "✓", "✗"
+PASS, FAIL, FOLLOWS = "✓", "✗", "·"
 NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
 MORE_WHEN_GRADED = (
     "More cases run when your notebook is graded (other shapes, float64, long sequences, "
@@ -39,6 +44,8 @@ class CheckReport:
     function: str
     results: list[CheckResult] = field(default_factory=list)
     not_implemented: bool = False
+    forbidden: list[str] = field(default_factory=list)
+    source: Callable | None = None  # the learner's function, to point at a line of it
 
     def __post_init__(self) -> None:
         tripwires().take()  # what an earlier, interrupted check left behind
@@ -62,13 +69,24 @@ class CheckReport:
         return f"<CheckReport {self.function}: {ok}/{len(self.results)} checks passed>"
 
     def record(self, name: str, passed: bool, detail: str = "", mistake: str | None = None) -> bool:
-        """Print one line (and, for a failure, its detail, once per mistake)."""
-        explained = mistake is not None and mistake in self.mistakes
+        """Print one line: ✓, ✗ with its detail, or · when an earlier ✗ named the same mistake
+        (this property then fails only because of it)."""
+        follows = not passed and mistake is not None and mistake in self.mistakes
         self.results.append(CheckResult(name, passed, detail, mistake))
+        if follows:
+            print(f"  {FOLLOWS} {name}: follows from the failure above")
+            return passed
         print(f"  {PASS if passed else FAIL} {name}")
         if not passed and detail:
-            print("      ↳ the same mistake as above" if explained else f"      ↳ {detail}")
+            print(f"      ↳ {detail}")
+        line = line_to_look_at(self.source, mistake) if not passed else ""
+        if line:
+            print(f"      ↳ look at {line}")
         return passed
+
+    def note_forbidden(self, found: list[str]) -> None:
+        """Forbidden operators a probe saw (reported once, by :meth:`finish`)."""
+        self.forbidden.extend(f for f in found if f not in self.forbidden)
 
     def diagnosis(self, name: str, diagnosis: Diagnosis) -> bool:
         return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
@@ -94,7 +112,7 @@ class CheckReport:
         return self
 
     def finish(self) -> CheckReport:
-        found = tripwires().take()
+        found = self.forbidden + [f for f in tripwires().take() if f not in self.forbidden]
         if found:
             self.record("uses no built-in attention", False, explain_forbidden(found), "forbidden")
         if self.passed:
@@ -102,6 +120,27 @@ class CheckReport:
         else:
             print(f"  {sum(r.passed for r in self.results)}/{len(self.results)} checks passed.")
         return self
+
+
+def line_to_look_at(fn: Callable | None, mistake: str | None) -> str:
+    """'line 7 of multihead_attention: scores = q @ k.transpose(-2, -1)' where ``mistake``
+    usually sits in ``fn`` ("" when unknown: no source, no catalogued mistake, no match).
+    Line numbers count as the notebook shows them, within the cell."""
+    patterns = LOOK_FOR.get(mistake or "")
+    if fn is None or not patterns:
+        return ""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return ""
+    body = [(start + i, text.strip()) for i, text in enumerate(lines) if i > 0]
+    code = [(n, t) for n, t in body if t and not t.startswith(("#", '"""'))]
+    for pattern in patterns:
+        found = [(n, t) for n, t in code if re.search(pattern, t)]
+        if found:
+            number, text = found[-1] if mistake in LOOK_AT_LAST else found[0]
+            return f"line {number} of {getattr(fn, '__name__', 'your function')}: {text}"
+    return ""
 
 
 class NotImplementedYet(Exception):

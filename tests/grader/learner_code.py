@@ -196,3 +196,94 @@ def parallel_with(attention_function):
         return torch.cat(pool.map(attention_function, data_to_map), dim=-1)
 
     return parallel_multihead_attention
+
+
+# -- mistakes written in several idioms: each keyword swaps in one wrong step ------------------
+
+
+def _hidden(t, how):
+    """(t, t) bool, True where the scores are hidden, for each way of getting the mask."""
+    if how == "missing":
+        return torch.zeros(t, t, dtype=torch.bool)
+    if how == "inverted":
+        return torch.ones(t, t, dtype=torch.bool).tril(-1)
+    if how == "diagonal":
+        return torch.ones(t, t, dtype=torch.bool).triu(0)
+    return torch.ones(t, t, dtype=torch.bool).triu(1)
+
+
+def einsum_idiom(queries, keys, values, heads, mask=False, *, scaled=True, how="", after=False):
+    b, t, e = queries.shape
+    s = e // heads
+    q, k, v = (x.reshape(b, t, heads, s) for x in (queries, keys, values))
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / (s**0.5 if scaled else 1.0)
+    hidden = _hidden(t, how)
+    if mask and not after:
+        scores = scores.masked_fill(hidden, float("-inf"))
+    weights = scores.softmax(-1)
+    if mask and after:
+        weights = weights * ~hidden
+    return torch.einsum("bhij,bjhd->bihd", weights, v).reshape(b, t, e)
+
+
+def loop_idiom(queries, keys, values, heads, mask=False, *, scaled=True, how="", after=False):
+    s = queries.size(-1) // heads
+    t = queries.size(1)
+    outs = []
+    for i in range(heads):
+        q, k, v = (x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values))
+        scores = q @ k.transpose(1, 2)
+        if scaled:
+            scores = scores / math.sqrt(s)
+        keep = (~_hidden(t, how)).float()
+        if mask and not after:
+            scores = scores * keep - 1e9 * (1 - keep)  # a big negative number, not -inf
+        weights = torch.softmax(scores, -1)
+        if mask and after:
+            weights = weights * keep
+        outs.append(weights @ v)
+    return torch.cat(outs, -1)
+
+
+def bmm_idiom(queries, keys, values, heads, mask=False, *, scaled=True, how="", after=False):
+    b, t, e = queries.size()
+    s = e // heads
+
+    def fold(x):
+        return x.view(b, t, heads, s).transpose(1, 2).reshape(b * heads, t, s)
+
+    q, k, v = fold(queries), fold(keys), fold(values)
+    scores = torch.bmm(q, k.transpose(1, 2))
+    if scaled:
+        scores = scores / math.sqrt(s)
+    hidden = _hidden(t, how)
+    if mask and not after:
+        scores[:, hidden] = float("-inf")
+    weights = torch.softmax(scores, dim=2)
+    if mask and after:
+        weights = weights.masked_fill(hidden, 0.0)
+    out = torch.bmm(weights, v)
+    return out.view(b, heads, t, s).transpose(1, 2).reshape(b, t, e)
+
+
+IDIOMS = {"einsum": einsum_idiom, "loop": loop_idiom, "bmm": bmm_idiom}
+# mistake key -> the keywords that make it
+IDIOM_MISTAKES = {
+    "missing_scale": {"scaled": False},
+    "mask_missing": {"how": "missing"},
+    "mask_inverted": {"how": "inverted"},
+    "mask_hides_diagonal": {"how": "diagonal"},
+    "mask_after_softmax": {"after": True},
+}
+
+
+def in_idiom(idiom: str, mistake: str = ""):
+    """``multihead_attention`` written in ``idiom``, with ``mistake`` (a key of IDIOM_MISTAKES)."""
+    function = IDIOMS[idiom]
+    options = IDIOM_MISTAKES.get(mistake, {})
+
+    def multihead_attention(queries, keys, values, heads, mask=False):
+        return function(queries, keys, values, heads, mask, **options)
+
+    multihead_attention.__qualname__ = f"{idiom}_{mistake or 'right'}"
+    return multihead_attention

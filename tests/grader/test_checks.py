@@ -17,6 +17,16 @@ from grader.learner.report import MORE_WHEN_GRADED
 from solutions import attention as solution
 from solutions.hidden_tests import HiddenTestFailure, run_group
 
+CAUSAL_LINE = (
+    "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
+    "position i gets what your function without the mask gives on positions 0..i"
+)
+LARGE_LINE = "stable on large scores (around ±1000): finite, within the range of the values"
+GRADIENT_LINE = (
+    "gradients reach queries, keys and values and agree with finite differences of your "
+    "function (with mask)"
+)
+
 
 def stub_attention(queries, keys, values, heads, mask=False):
     raise NotImplementedError
@@ -65,26 +75,43 @@ def test_a_wrong_answer_names_the_mistake_and_its_hint(capsys):
     printed = capsys.readouterr().out
     assert not report.passed and report.mistakes[0] == "missing_scale"
     assert "✗ matches the reference on a small example (no mask)" in printed
-    assert "✗ scales the scores by 1/sqrt(s)" in printed
+    assert "· scales the scores by 1/sqrt(s): follows from the failure above" in printed
     assert mistake.title in printed and mistake.hint in printed
-    assert printed.count(mistake.hint) == 1  # said once, then "the same mistake as above"
+    assert printed.count(mistake.hint) == 1  # said once; later lines follow from it
+    assert printed.count("✗") == 1  # one ✗: the line to act on
+    # The causal mask, robustness and gradients are properties a missing scale keeps.
+    for line in ("causal mask", "stable on large scores", "one position", "gradients reach"):
+        assert all(r.passed for r in report.results if r.name.startswith(line)), line
+
+
+def test_an_inverted_mask_is_one_failure_and_lines_that_follow_from_it(capsys):
+    report = check_multihead_attention(HAND_WRITTEN_MISTAKES["mask_inverted"])
+    printed = capsys.readouterr().out
+    assert printed.count("✗") == 1 and "✗ causal mask (mask=True)" in printed
+    assert MISTAKES_BY_KEY["mask_inverted"].title in printed
+    assert "· causal mask on long sequences (t = 256, the training length): follows" in printed
+    assert "✓ gradients reach queries, keys and values" in printed
+    assert report.mistakes == ["mask_inverted"]
 
 
 def test_a_mask_mistake_fails_only_the_mask_lines(capsys):
     report = check_multihead_attention(HAND_WRITTEN_MISTAKES["mask_after_softmax"])
     printed = capsys.readouterr().out
     assert "✓ matches the reference on a small example (no mask)" in printed
-    assert "✗ causal mask (mask=True): position i sees only j <= i" in printed
+    assert "✗ causal mask (mask=True): later positions change nothing" in printed
     assert report.mistakes[0] == "mask_after_softmax"
+    assert [r.name for r in report.results if not r.passed] == [
+        CAUSAL_LINE,
+        "causal mask on long sequences (t = 256, the training length)",
+        "causal mask given as mask=1",
+    ]
 
 
 def test_an_unstable_softmax_fails_the_large_scores_line(capsys):
     report = check_multihead_attention(HAND_WRITTEN_MISTAKES["unstable_softmax"])
     printed = capsys.readouterr().out
     assert "✗ stable on large scores (around ±1000)" in printed
-    assert [r.name for r in report.results if not r.passed] == [
-        "stable on large scores (around ±1000)"
-    ]
+    assert [r.name for r in report.results if not r.passed] == [LARGE_LINE]
 
 
 def test_learner_errors_show_type_message_and_line(capsys):
@@ -119,7 +146,7 @@ def test_a_detached_output_fails_only_the_gradient_line(capsys):
 
     report = check_multihead_attention(detached)
     failed = [r for r in report.results if not r.passed]
-    assert [r.name for r in failed] == ["gradients flow to queries, keys and values (with mask)"]
+    assert [r.name for r in failed] == [GRADIENT_LINE]
     assert "does not track gradients" in capsys.readouterr().out
 
 
@@ -203,7 +230,7 @@ def test_checks_and_hidden_cases_draw_the_line_at_the_same_error(error, passes, 
 def test_a_fixed_size_causal_table_fails_the_long_sequence_line(capsys):
     report = check_multihead_attention(fixed_table_style(64))
     assert [r.name for r in report.results if not r.passed] == [
-        "long sequences (t = 256, the training length, with mask)"
+        "causal mask on long sequences (t = 256, the training length)"
     ]
 
 
@@ -259,3 +286,70 @@ def test_names_only_a_magic_or_exec_sets_are_flagged_before_submission(capsys):
     printed = capsys.readouterr().out
     assert report.mistakes == ["unbound_names"]
     assert "`SHIFT`, `WIDTH` are set by a magic, exec or globals()" in printed
+
+
+def test_a_wrong_attention_function_is_named_once_and_the_parallel_version_is_judged_on_it(
+    capsys,
+):
+    namespace: dict = {"__name__": "learner_notebook"}
+    exec(
+        "import torch\n"
+        "def attention_function(args):\n"
+        "    q, k, v, mask = args\n"
+        "    scores = q @ k.transpose(1, 2)\n"  # no scale
+        "    if mask:\n"
+        "        t = q.size(1)\n"
+        "        hidden = torch.ones(t, t, dtype=torch.bool).triu(1)\n"
+        "        scores = scores.masked_fill(hidden, float('-inf'))\n"
+        "    return scores.softmax(-1) @ v\n"
+        "def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):\n"
+        "    s = queries.size(-1) // heads\n"
+        "    items = [tuple(x[..., i * s:(i + 1) * s] for x in (queries, keys, values)) + (mask,)\n"
+        "             for i in range(heads)]\n"
+        "    return torch.cat(pool.map(attention_function, items), dim=-1)\n",
+        namespace,
+    )
+    report = check_parallel_multihead_attention(namespace["parallel_multihead_attention"])
+    printed = capsys.readouterr().out
+    # (functions made by exec cannot be imported by workers: that is said too)
+    assert report.mistakes == ["missing_scale", "worker_not_importable"]
+    assert "✓ equals your attention_function applied head by head (mask=True)" in printed
+    assert "✓ the output is built from the results pool.map returns" in printed
+
+
+def test_a_backward_that_disagrees_with_the_forward_fails_the_gradient_line(capsys):
+    class Doubled(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 2 * grad
+
+    def doubled(queries, keys, values, heads, mask=False):
+        return bmm_style(queries, Doubled.apply(keys), values, heads, mask)
+
+    report = check_multihead_attention(doubled)
+    printed = capsys.readouterr().out
+    assert [r.name for r in report.results if not r.passed] == [GRADIENT_LINE]
+    assert "backward disagrees with your own forward for keys" in printed
+
+
+def inverted_mask(queries, keys, values, heads, mask=False):
+    b, t, e = queries.shape
+    s = e // heads
+    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))
+    scores = q @ k.transpose(-2, -1) / s**0.5
+    if mask:
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1), float("-inf"))
+    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+
+
+def test_the_first_failure_points_at_the_line_to_look_at(capsys):
+    check_multihead_attention(inverted_mask)
+    printed = capsys.readouterr().out
+    start = inverted_mask.__code__.co_firstlineno
+    line = "scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1)"
+    assert f"↳ look at line {start + 6} of inverted_mask: {line}" in printed
+    assert printed.count("look at line") == 1  # the lines that follow do not repeat it

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from learner_code import HAND_WRITTEN_MISTAKES, written_out
 
 from former.attention import sdpa_attention
-from grader.learner.diagnose import diagnose_attention, diagnose_pool_usage
+from grader.learner.diagnose import compare, diagnose_attention, diagnose_pool_usage
 from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES
 from grader.learner.pool import InstrumentedPool, function_origin
 from solutions import attention as solution
@@ -305,6 +305,36 @@ def test_map_async_and_imap_count_as_one_call_per_head():
         outs = result.get() if method == "map_async" else list(result)
         assert torch.allclose(torch.cat(outs, -1), sdpa_attention(q, k, v, 3), atol=1e-5)
         assert diagnose_pool_usage(pool.calls, 3, head_shape=(2, 5, 4)).correct
+
+
+def test_the_instrumented_pool_takes_what_a_real_pool_takes():
+    q, k, v = inputs()
+    pool, seen = InstrumentedPool(result_scale=2.0), []
+    items = per_head_items(q, k, v, 3, False)
+    pool.map_async(head_attention, items, 1, callback=seen.append).get(timeout=5)
+    list(pool.imap_unordered(head_attention, items, chunksize=2))
+    pool.map(head_attention, items, chunksize=3)
+    assert [c.method for c in pool.calls] == ["map_async", "imap_unordered", "map"]
+    (results,) = seen
+    assert torch.allclose(torch.cat(results, -1), 2 * sdpa_attention(q, k, v, 3), atol=1e-5)
+
+
+def test_the_pool_log_holds_each_returned_tensor_after_the_scale_and_none_for_the_rest():
+    q, k, v = inputs()
+    pool = InstrumentedPool(result_scale=2.0)
+    outs = pool.map(head_attention, per_head_items(q, k, v, 3, False))
+    pool.map(len, per_head_items(q, k, v, 3, False))
+    first, second = pool.log()
+    assert [r.dtype for r in first["results"]] == [np.float64] * 3
+    for out, logged in zip(outs, first["results"], strict=True):
+        np.testing.assert_array_equal(out.double().numpy(), logged)
+    assert second["results"] == [None, None, None]
+
+
+def test_parts_of_an_output_can_be_compared_at_the_whole_outputs_scale():
+    part = np.array([0.01, 0.02])
+    assert not compare(part + 1e-5, part, 2e-4).ok
+    assert compare(part + 1e-5, part, 2e-4, scale=1.0).ok
 
 
 def test_inf_or_nan_on_large_scores_is_named_an_unstable_softmax_even_when_rows_differ():

@@ -14,11 +14,14 @@ import pytest
 import torch
 from learner_code import (
     HAND_WRITTEN_MISTAKES,
+    IDIOM_MISTAKES,
+    IDIOMS,
     STYLES,
     bmm_style,
     einsum_style,
     fixed_table_style,
     head_by_einsum,
+    in_idiom,
     parallel_with,
 )
 
@@ -29,6 +32,7 @@ from solutions.hidden_cases import (
     CASES,
     GENERATION_CONTEXT,
     GROUPS,
+    KINDS,
     TRAINING_LENGTH,
     case_inputs,
     expected_outputs,
@@ -70,7 +74,7 @@ def test_cases_cover_what_the_design_promises():
     cases = list(CASES.values())
     assert {c.dtype for c in cases} == {"float32", "float64"}
     assert {c.mask for c in cases} == {True, False}
-    assert {c.kind for c in cases} == {"forward", "gradient", "unmodified", "pool", "worker_pool"}
+    assert {c.kind for c in cases} == set(KINDS)
     assert any(c.kind == "gradient" and c.mask for c in cases)
     assert any(c.large_scores for c in cases)
     for size in ("length", "heads", "head_size"):
@@ -112,7 +116,7 @@ def test_case_inputs_are_plain_data_reproducible_from_the_seed():
     case = CASES["random_float32"]
     first, again, other = case_inputs(case, 1), case_inputs(case, 1), case_inputs(case, 2)
     for value in first.values():
-        assert isinstance(value, (np.ndarray, int, bool, str))
+        assert isinstance(value, (np.ndarray, int, float, bool, str))
     assert all(np.array_equal(first[n], again[n]) for n in ("queries", "keys", "values"))
     assert not np.array_equal(first["queries"], other["queries"])
     assert first["queries"].dtype == np.float32
@@ -272,18 +276,78 @@ def failing_groups(function) -> dict[str, str]:
     return failures
 
 
+# Which tests each catalogued mistake fails: the test of the property it breaks first, then
+# only properties it really breaks too. A wrong softmax axis leaks later queries into earlier
+# outputs and its weights do not sum to 1; a wrong head layout mixes positions; swapped keys
+# and values give outputs outside the values' range; a hidden diagonal gives NaN at the first
+# position (with -inf), so NaN gradients.
+FAILS = {
+    "missing_scale": {"values"},
+    "scale_one_over_s": {"values"},
+    "scale_sqrt_emb": {"values"},
+    "scale_times_sqrt_s": {"values"},
+    "softmax_wrong_axis": {"values", "mask", "robust"},
+    "heads_not_transposed": {"values", "mask"},
+    "output_not_transposed": {"values", "mask"},
+    "mask_missing": {"mask"},
+    "mask_inverted": {"mask"},
+    "mask_hides_diagonal": {"mask", "gradients"},
+    "mask_after_softmax": {"mask"},
+    "keys_values_swapped": {"values", "robust"},
+    "unstable_softmax": {"robust"},
+}
+
+
+def test_the_table_covers_the_catalogue():
+    assert set(FAILS) == {m.key for m in MISTAKES}
+
+
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.key)
-def test_each_mistake_fails_its_cases_and_is_named(mistake):
+def test_each_mistake_costs_the_tests_of_what_it_breaks_and_is_named(mistake):
     failures = failing_groups(HAND_WRITTEN_MISTAKES[mistake.key])
-    if mistake.needs_large_scores:
-        assert set(failures) == {"test_task1_robust"}
-    elif mistake.needs_mask:
-        assert "test_task1_values" not in failures
-        assert {"test_task1_mask", "test_task1_gradients"} <= set(failures)
-    else:
-        assert {"test_task1_values", "test_task1_mask", "test_task1_gradients"} <= set(failures)
-    for message in failures.values():
-        assert mistake.title in message
+    assert {g.removeprefix("test_task1_") for g in failures} == FAILS[mistake.key]
+    first = next(g for g in TASK1 if g in failures)
+    assert mistake.title in failures[first]
+
+
+@pytest.mark.parametrize("idiom", IDIOMS)
+@pytest.mark.parametrize("mistake", IDIOM_MISTAKES)
+def test_scale_and_mask_mistakes_cost_their_own_test_in_every_idiom(idiom, mistake):
+    failures = failing_groups(in_idiom(idiom, mistake))
+    expected = "test_task1_values" if mistake == "missing_scale" else "test_task1_mask"
+    assert expected in failures
+    assert MISTAKES_BY_KEY[mistake].title in failures[expected]
+    # A hidden diagonal with -inf also gives NaN gradients; nothing else costs another test.
+    assert set(failures) - {expected} <= (
+        {"test_task1_gradients"} if mistake == "mask_hides_diagonal" else set()
+    )
+
+
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_right_answers_in_every_idiom_pass(idiom):
+    assert failing_groups(in_idiom(idiom)) == {}
+
+
+def test_a_backward_that_disagrees_with_the_forward_costs_the_gradient_test_only():
+    class HalfGradient(torch.autograd.Function):
+        """The identity, with a backward that halves what passes through."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad / 2
+
+    def halved(queries, keys, values, heads, mask=False):
+        return bmm_style(HalfGradient.apply(queries), keys, values, heads, mask)
+
+    failures = failing_groups(halved)
+    assert set(failures) == {"test_task1_gradients"}
+    assert (
+        "backward disagrees with your own forward for queries" in failures["test_task1_gradients"]
+    )
 
 
 def test_monkeypatched_comparisons_do_not_rescue_a_wrong_answer(monkeypatch):
@@ -442,3 +506,140 @@ def test_the_package_shipped_to_learners_never_imports_solutions_or_the_instruct
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(LEARNER.parent.parent))
+
+
+# -- Task 2: each test its own property --------------------------------------------------------
+
+NOTEBOOK_CELLS = """
+import math
+import torch
+
+
+def attention_function(args):
+    q, k, v, mask = args
+    scores = q @ k.transpose(1, 2){scale}
+    if mask:
+        t = q.size(1)
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def parallel_multihead_attention(queries, keys, values, heads, mask=False, pool=None):
+    s = queries.size(-1) // heads
+    items = [
+        tuple(x[:, :, i * s : (i + 1) * s] for x in (queries, keys, values)) + (mask,)
+        for i in range(heads)
+    ]
+    results = pool.map(attention_function, items)
+    return torch.cat({order}, dim=-1)
+"""
+
+
+def notebook(scale: str = " / math.sqrt(q.size(-1))", order: str = "results") -> dict:
+    """A namespace as a notebook leaves it: both functions defined in the same place."""
+    namespace: dict = {"__name__": "learner_notebook"}
+    exec(NOTEBOOK_CELLS.format(scale=scale, order=order), namespace)
+    return namespace
+
+
+def task2_failures(namespace: dict) -> dict[str, str]:
+    failures = {}
+    for grade_id in ("test_task2_attention_function", "test_task2_parallel_values"):
+        try:
+            run_group(grade_id, namespace)
+        except HiddenTestFailure as failure:
+            failures[grade_id] = str(failure)
+    for case in GROUPS["test_task2_pool_usage"].cases:
+        if case.kind == "worker_pool":
+            continue  # functions from exec cannot be imported by workers
+        inputs = case_inputs(case, 3)
+        probe = probe_case(inputs, namespace["parallel_multihead_attention"])
+        verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+        if not verdict.passed:
+            failures["test_task2_pool_usage"] = verdict.message
+    return failures
+
+
+def test_a_wrong_attention_function_costs_test_5_only():
+    failures = task2_failures(notebook(scale=""))
+    assert set(failures) == {"test_task2_attention_function"}
+    assert MISTAKES_BY_KEY["missing_scale"].title in failures["test_task2_attention_function"]
+
+
+def test_heads_assembled_in_the_wrong_order_cost_the_parallel_values_only():
+    failures = task2_failures(notebook(order="results[::-1]"))
+    assert set(failures) == {"test_task2_parallel_values"}
+    assert (
+        "differs from your attention_function applied head by head"
+        in failures["test_task2_parallel_values"]
+    )
+
+
+def test_the_pool_log_carries_what_the_pool_returned_after_its_scale():
+    case = CASES["one_item_per_head"]
+    inputs = case_inputs(case, 4)
+    probe = probe_case(inputs, solution.parallel_multihead_attention)
+    (call,) = probe.pool_log
+    assert len(call["results"]) == inputs["heads"] == call["n_items"]
+    s = inputs["queries"].shape[-1] // inputs["heads"]
+    for i, result in enumerate(call["results"]):
+        assert result.dtype == np.float64
+        np.testing.assert_allclose(result, probe.outputs["out"][..., i * s : (i + 1) * s])
+    unscaled = expected_outputs(case, inputs)["out"][..., :s]
+    np.testing.assert_allclose(call["results"][0], unscaled * inputs["pool_scale"], rtol=1e-4)
+
+
+def test_pool_usage_is_judged_from_the_pools_results_not_the_reference():
+    case = CASES["one_item_per_head"]
+    inputs = case_inputs(case, 4)
+    probe = probe_case(inputs, notebook(scale="")["parallel_multihead_attention"])
+    assert judge_case(case, inputs, probe.outputs, probe.pool_log).passed  # wrong values
+    (call,) = probe.pool_log
+    call["results"] = [r * 1.01 for r in call["results"]]  # the output is not these
+    verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+    assert not verdict.passed and verdict.diagnosis == "pool_results_unused"
+
+
+def test_a_probe_uses_the_pool_it_is_given():
+    made = []
+
+    def make_pool(mode):
+        from grader.learner.pool import InstrumentedPool
+
+        made.append(mode)
+        return InstrumentedPool(result_scale=3.0)
+
+    case = CASES["one_item_per_head_masked"]
+    inputs = case_inputs(case, 4)
+    probe = probe_case(inputs, solution.parallel_multihead_attention, make_pool=make_pool)
+    assert made == ["inline"]
+    np.testing.assert_allclose(
+        probe.outputs["out"], 3.0 * expected_outputs(case, inputs)["out"], rtol=1e-4
+    )
+
+
+def test_an_attention_function_that_raises_costs_test_5_and_not_the_parallel_values():
+    namespace = notebook()
+    exec(  # a causal table cut for 200 positions: the training length, 256, raises
+        "TABLE = torch.ones(200, 200, dtype=torch.bool).triu(1)\n"
+        "def attention_function(args):\n"
+        "    q, k, v, mask = args\n"
+        "    scores = q @ k.transpose(1, 2) / math.sqrt(q.size(-1))\n"
+        "    if mask:\n"
+        "        t = q.size(1)\n"
+        "        scores = scores.masked_fill(TABLE[:t, :t], float('-inf'))\n"
+        "    return scores.softmax(-1) @ v\n",
+        namespace,
+    )
+    failures = task2_failures(namespace)
+    assert set(failures) == {"test_task2_attention_function"}
+    assert "head_masked_training_length" in failures["test_task2_attention_function"]
+
+
+def test_a_function_that_returns_its_values_is_not_causal_attention():
+    def own_values(queries, keys, values, heads, mask=False):
+        return values.clone()
+
+    failures = failing_groups(own_values)
+    assert {"test_task1_values", "test_task1_mask", "test_task1_gradients"} <= set(failures)
+    assert "did not change your masked output at position" in failures["test_task1_mask"]
