@@ -22,8 +22,8 @@ from grader.learner.properties import (
     agrees,
     example_inputs,
     importable,
+    names_only_skipped_cells_bind,
     probe_property,
-    unrecreatable_names,
     visible_inputs,
 )
 from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
@@ -65,9 +65,9 @@ def _small_example(report: CheckReport, run: Run, heads: int) -> Diagnosis | Che
 
 
 def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
-    unbound = unrecreatable_names(fn, name)
-    if unbound is not None:
-        report.diagnosis("uses only notebook names the grader can recreate", unbound)
+    needed = names_only_skipped_cells_bind(fn)
+    if needed is not None:
+        report.diagnosis("uses no name that only cells skipped while grading bind", needed)
 
 
 # -- Task 1 ------------------------------------------------------------------------------------

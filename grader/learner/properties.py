@@ -27,8 +27,8 @@ from grader.learner.diagnose import (
 )
 from grader.learner.mistakes import MISTAKES_BY_KEY, POOL_MISTAKES_BY_KEY
 from grader.learner.probe import probe_case, property_inputs
-from grader.learner.replay import Cell, parse_statements, plan_replay
 from grader.learner.report import LearnerError, NotImplementedYet
+from grader.learner.skipped import skipped_names_used
 
 # The small visible example: (b, t, heads, s).
 EXAMPLE = (2, 5, 3, 4)
@@ -52,27 +52,20 @@ def importable(ok: bool, why: str) -> Diagnosis:
     return Diagnosis(ok, None if ok else mistake.key, "" if ok else f"{why}. Hint: {mistake.hint}")
 
 
-def unrecreatable_names(fn: Callable, name: str) -> Diagnosis | None:
-    """A failure naming the notebook variables ``fn`` uses that the grader's replay
-    (``grader.learner.replay``) of the cells run so far would leave unbound; None when there
-    are none, outside a notebook, or for module functions."""
-    namespace = getattr(fn, "__globals__", None) or {}
-    history = namespace.get("In")
-    if getattr(fn, "__module__", None) != "__main__" or not isinstance(history, list):
-        return None
-    cells = [Cell(i, parse_statements(code, i)) for i, code in enumerate(history) if code]
-    unbound = plan_replay({name}, cells).unbound
-    names = sorted(n for n in unbound if n in namespace and n != name)
+def names_only_skipped_cells_bind(fn: Callable) -> Diagnosis | None:
+    """A failure naming the globals ``fn`` reads that, in the lab, only cells the grader does
+    not run bind (``grader.learner.skipped``); None when there are none."""
+    names = skipped_names_used(fn)
     if not names:
         return None
     one = len(names) == 1
     return Diagnosis(
         False,
-        "unbound_names",
-        f"{', '.join(f'`{n}`' for n in names)} {'is' if one else 'are'} set by a magic, exec or "
-        "globals(), which the grader does not re-run (it re-runs only the ordinary statements "
-        f"that bind the names your function uses): set {'it' if one else 'them'} with an "
-        "ordinary statement in a cell above, or inside the function",
+        "skipped_names",
+        f"{', '.join(f'`{n}`' for n in names)} {'is' if one else 'are'} bound in the lab only "
+        "by cells that are not run while grading (training, plots, SageMaker, the optional "
+        f"task), so your function would fail there: bind {'it' if one else 'them'} in a cell "
+        "of your own above the function, or inside it (if you already do, ignore this)",
     )
 
 

@@ -263,29 +263,26 @@ def test_a_decoy_pool_call_is_told_its_output_ignores_the_results(capsys):
     assert "✗ the output is built from the results pool.map returns" in printed
 
 
-def test_names_only_a_magic_or_exec_sets_are_flagged_before_submission(capsys):
-    history = [
-        "",
-        "import math\nimport torch",
-        "get_ipython().run_line_magic('time', 'WIDTH = 1.0')",
-        "exec('SHIFT = 0.0')",
+def test_names_only_skipped_cells_bind_are_flagged_before_submission(capsys):
+    namespace = {"__name__": "__main__", "device": "cpu", "config": None}
+    exec(
+        "import math\nimport torch\n"
         "def multihead_attention(queries, keys, values, heads, mask=False):\n"
         "    b, t, e = queries.shape\n"
         "    s = e // heads\n"
         "    q, k, v = (x.view(b, t, heads, s).transpose(1, 2) for x in (queries, keys, values))\n"
-        "    scores = q @ k.transpose(-1, -2) / math.sqrt(s) * WIDTH + SHIFT\n"
+        "    scores = q @ k.transpose(-1, -2) / math.sqrt(s) + 0 * (config is None)\n"
         "    if mask:\n"
-        "        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), -math.inf)\n"
+        "        future = torch.ones(t, t, dtype=torch.bool, device=device).triu(1)\n"
+        "        scores = scores.masked_fill(future, -math.inf)\n"
         "    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)",
-    ]
-    namespace = {"__name__": "__main__", "In": history, "WIDTH": 1.0, "SHIFT": 0.0}
-    for cell in history[1:]:
-        if not cell.startswith("get_ipython"):
-            exec(cell, namespace)
+        namespace,
+    )
     report = check_multihead_attention(namespace["multihead_attention"])
     printed = capsys.readouterr().out
-    assert report.mistakes == ["unbound_names"]
-    assert "`SHIFT`, `WIDTH` are set by a magic, exec or globals()" in printed
+    assert report.mistakes == ["skipped_names"]
+    assert "`config` is bound in the lab only by cells that are not run while grading" in printed
+    assert "`device`" not in printed  # the set-up cell binds it, and every grading run has it
 
 
 def test_a_wrong_attention_function_is_named_once_and_the_parallel_version_is_judged_on_it(
