@@ -44,10 +44,6 @@ class Plan:
         """Each test cell's grade id -> the visible source to run in its place, or None."""
         return {grade_id: self.test_sources.get(grade_id) for grade_id in self.groups}
 
-    def cases_of(self, function: str) -> list:
-        groups = self.groups.values()
-        return [case for group in groups if group.function == function for case in group.cases]
-
 
 def make_plan(seed: int | None = None, cases_per_group: int | None = None) -> Plan:
     """Draw every case's inputs from ``seed`` (a new secret one if None) and compute the
