@@ -175,7 +175,7 @@ def _stop_profiler(work: tuple[int, int] | None = None) -> list[str]:
         for mark, what in FORBIDDEN_OPERATORS.items()
         if mark in name
     ]
-    if work is not None and not _enough_work(events, work):
+    if work is not None and not found and not _enough_work(events, work):
         found.append(UNOBSERVED)
     return found
 

@@ -636,10 +636,25 @@ def test_an_attention_function_that_raises_costs_test_5_and_not_the_parallel_val
     assert "head_masked_training_length" in failures["test_task2_attention_function"]
 
 
-def test_a_function_that_returns_its_values_is_not_causal_attention():
+def test_a_function_that_returns_its_values_is_not_seen_computing_attention():
     def own_values(queries, keys, values, heads, mask=False):
         return values.clone()
 
     failures = failing_groups(own_values)
-    assert {"test_task1_values", "test_task1_mask", "test_task1_gradients"} <= set(failures)
+    assert set(failures) == {
+        "test_task1_values",
+        "test_task1_mask",
+        "test_task1_robust",
+        "test_task1_gradients",
+    }
+    assert all("did not see it compute attention" in text for text in failures.values())
+
+
+def test_values_mixed_in_without_attention_work_are_not_causal_attention():
+    def mixed(queries, keys, values, heads, mask=False):
+        b, t, e = values.shape
+        weights = torch.softmax(queries @ keys.transpose(1, 2), -1)  # computed, then ignored
+        return values + 0 * (weights.sum() + (queries * keys).sum())
+
+    failures = failing_groups(mixed)
     assert "did not change your masked output at position" in failures["test_task1_mask"]
