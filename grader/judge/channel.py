@@ -208,7 +208,10 @@ def _run_once(
         probes[grade_id] = {"function": group.function, "inputs": name}
         scales[grade_id] = [float(i.get("pool_scale", 1.0)) for i in inputs]
     request = {
-        "cells": [{"number": c.number, "source": c.source, "test": c.test} for c in cells],
+        "cells": [
+            {"number": c.number, "source": c.source, "test": c.test, "answer": c.answer}
+            for c in cells
+        ],
         "probes": probes,
         "scales": scales,
     }

@@ -23,12 +23,13 @@ GRADED_FUNCTIONS = ("multihead_attention", "attention_function", "parallel_multi
 
 @dataclass
 class Cell:
-    """A code cell: its number among all the notebook's cells (1-based), its source, and the
-    grade id of the test it holds, if any."""
+    """A code cell: its number among all the notebook's cells (1-based), its source, the grade
+    id of the test it holds, or of the answer (a graded function's name) it holds."""
 
     number: int
     source: str
     test: str | None = None
+    answer: str | None = None
 
 
 @dataclass
@@ -73,7 +74,8 @@ def read_program(notebook: Path, tests: Mapping[str, str | None]) -> Program:
         elif SKIP_TAG in _tags(cell):
             program.skipped[number] = bound_names(source)
         else:
-            program.cells.append(Cell(number, source))
+            answer = grade_id if grading_metadata(cell).get("solution") else None
+            program.cells.append(Cell(number, source, answer=answer))
     program.missing_tests = [grade_id for grade_id in tests if grade_id not in seen]
     return program
 

@@ -99,19 +99,27 @@ def run_kernel(request: dict, lines: Lines, home: str, snapshot: dict) -> None:
     shell = make_shell()
     probes = request.get("probes", {})
     results = open(os.path.join(home, "out.jsonl"), "a", buffering=1)  # noqa: SIM115
+    # Attempts to import solutions, by whom: a graded function's own cell, or "*" (any other
+    # cell, which every function may have used).
+    attempts: dict[str, list[str]] = {}
     for cell in request["cells"]:
         test = cell.get("test")
         lines.send({"event": "start", "cell": cell["number"], "test": test})
+        before = len(_SOLUTION_IMPORTS)
         error = _run_cell(shell, cell["source"])
+        attempts.setdefault(cell.get("answer") or "*", []).extend(_SOLUTION_IMPORTS[before:])
         if test in probes:
+            function = probes[test]["function"]
             for index, inputs in enumerate(_case_inputs(home, probes[test])):
-                fn = shell.user_ns.get(probes[test]["function"])
+                fn = shell.user_ns.get(function)
                 pool = ServerPoolFactory(lines, test, index)
-                outputs, forbidden = _probe(inputs, fn, probes[test]["function"], pool)
+                before = len(_SOLUTION_IMPORTS)
+                outputs, forbidden = _probe(inputs, fn, function, pool)
                 lines.quit_if_a_copy()
                 np.savez(os.path.join(home, f"out-{test}-{index}.npz"), **_storable(outputs))
                 changed = tampered(snapshot, (tripwires(),))
-                forbidden += list(dict.fromkeys(_SOLUTION_IMPORTS))
+                tried = attempts.get(function, []) + attempts.get("*", [])
+                forbidden += list(dict.fromkeys(tried + _SOLUTION_IMPORTS[before:]))
                 record = {"test": test, "index": index, "forbidden": forbidden}
                 results.write(json.dumps({**record, "tampered": changed}) + "\n")
         lines.send({"event": "end", "cell": cell["number"], "test": test, "error": error})

@@ -49,6 +49,8 @@ DECOY = {"task1": FULL, "task2": SOME, "diagnosis": "pool_results_unused"}
 ONE_ITEM = {"task1": FULL, "task2": SOME, "diagnosis": "one_item_for_all_heads"}
 # deliberate tampering with the grader's objects or the files it reads back: reported as such
 TAMPERED = {"task1": ZERO, "status": "tampered"}
+# Computed out of the grader's sight, or not computed at all: nothing seen, nothing earned.
+UNOBSERVED = {"task1": ZERO, "task2": FULL, "status": "ok", "diagnosis": "unobserved"}
 
 EXPECTED = {
     # right answers, in many idioms: float32 constants and softmax, helper cells and
@@ -135,9 +137,9 @@ EXPECTED = {
         "diagnosis": "forbidden",
     },
     # attacks on the grader itself
-    "attack_allclose": {**TASK1_WRONG, "diagnosis": "wrong_output"},
-    "attack_fake_output": {**TASK1_WRONG, "diagnosis": "wrong_output"},
-    "attack_swallowed_exceptions": {**TASK1_WRONG, "diagnosis": "wrong_output"},
+    "attack_allclose": UNOBSERVED,  # returns without computing
+    "attack_fake_output": UNOBSERVED,  # returns without computing
+    "attack_swallowed_exceptions": UNOBSERVED,  # returns without computing
     "attack_exit": {**TASK1_WRONG, "status": "crashed", "diagnosis": "crashed"},
     "attack_kill_grader": {**TASK1_WRONG, "status": "crashed", "diagnosis": "crashed"},
     "attack_infinite_loop": {**TASK1_WRONG, "status": "timeout", "diagnosis": "timeout"},
@@ -153,15 +155,17 @@ EXPECTED = {
     "attack_pool_scale_attribute": DECOY,  # read from the pool object's attributes
     "attack_pool_scale_input_file": DECOY,  # read from the inputs file in the working folder
     # the answer computed where no tripwire looks: it earns nothing
-    "attack_elsewhere_process_pool": TASK1_FORBIDDEN,  # a spawn Pool of its own runs sdpa
-    "attack_elsewhere_subprocess": TASK1_FORBIDDEN,  # a Python subprocess runs sdpa
-    "attack_elsewhere_subprocess_decoy_work": TASK1_FORBIDDEN,  # ... with a bmm and softmax here
+    # a spawn Pool of its own runs sdpa (its worker, started in a test, ends with the test)
+    "attack_elsewhere_process_pool": {**UNOBSERVED, "status": ("ok", "timeout")},
+    "attack_elsewhere_subprocess": UNOBSERVED,  # a Python subprocess runs sdpa
+    "attack_elsewhere_subprocess_decoy_work": UNOBSERVED,  # ... with a small bmm and softmax here
     "attack_elsewhere_thread": TASK1_FORBIDDEN,  # a thread of its own runs sdpa
-    "attack_elsewhere_numpy": TASK1_FORBIDDEN,  # attention in numpy
+    "attack_elsewhere_numpy": UNOBSERVED,  # attention in numpy
     # the files the grader reads back, rewritten from a thread while it runs
-    "attack_results_bomb": TAMPERED,  # 1 MB archives that inflate to 1 GiB, forged records
-    "attack_results_odd_shapes": TAMPERED,  # 32-dim, empty, complex arrays; flooded records
-    "attack_results_forged": TAMPERED,  # sdpa answers to the inputs file, "no forbidden"
+    # results forged where the grader reads them: overwritten by the grader's own, or refused
+    "attack_results_bomb": UNOBSERVED,  # 1 MB archives that inflate to 1 GiB, forged records
+    "attack_results_odd_shapes": UNOBSERVED,  # 32-dim, empty, complex arrays; flooded records
+    "attack_results_forged": UNOBSERVED,  # sdpa answers to the inputs file, "no forbidden"
     # torch and numpy comparisons, finiteness and gradcheck patched to say yes: wrong answer
     "attack_patched_torch_checks": TASK1_WRONG,
 }
@@ -223,7 +227,9 @@ def _check(result, expected: dict) -> None:
             assert 0 < score < maximum, detail
         elif wanted == "<full":
             assert score < maximum, detail
-    assert result.status == expected.get("status", "ok"), (result.status, result.messages)
+    status = expected.get("status", "ok")
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert result.status in statuses, (result.status, result.messages)
     if expected.get("diagnosis"):
         assert expected["diagnosis"] in result.diagnoses, result.diagnoses
     elif "diagnosis" in expected:
