@@ -40,6 +40,17 @@ def release_path(course_dir: Path = COURSE_DIR) -> Path:
     return course_dir / "release" / ASSIGNMENT / NOTEBOOK
 
 
+def course_config(course_dir: Path):
+    """The course's ``nbgrader_config.py`` as a traitlets Config (what nbgrader run in
+    ``course_dir`` reads from there)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    path = Path(course_dir) / "nbgrader_config.py"
+    if not path.is_file():
+        raise CourseError(f"no nbgrader_config.py in {course_dir}: is it the course folder?")
+    return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
+
+
 def nbgrader_env(**extra: str) -> dict[str, str]:
     """The environment plus ``extra``, this interpreter's scripts first on PATH: nbgrader runs
     ``alembic`` and ``jupyter`` by name, so an environment works without being activated."""

@@ -23,6 +23,7 @@ from grader.course.nbgrader import (
     COURSE_DIR,
     GRADED_FUNCTIONS,
     CourseError,
+    course_config,
     graded_cells,
     hidden_test_leaks,
     master_path,
@@ -117,9 +118,7 @@ def solution_module(master: Path) -> str:
 
 def exchange_outbound(course_dir: Path) -> Path:
     """``<Exchange.root>/<course_id>/outbound/<solutions assignment>`` from the course config."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config = course_config(course_dir)
     course_id = config.CourseDirectory.get("course_id")
     if not course_id:
         raise CourseError(f"{course_dir / 'nbgrader_config.py'} sets no CourseDirectory.course_id.")
