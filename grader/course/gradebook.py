@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from grader.course.feedback import failure_lines
-from grader.course.nbgrader import course_config, remove_hidden_tests
+from grader.course.nbgrader import course_config, open_gradebook, remove_hidden_tests
 from grader.judge.program import grading_metadata
 from grader.judge.verdicts import SubmissionResult, TestResult
 
@@ -43,7 +43,7 @@ class GradebookWriter:
     """The single writer of one assignment's grades in a course's gradebook."""
 
     def __init__(self, course_dir: Path, assignment: str) -> None:
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
         self.course_dir = Path(course_dir)
         self.assignment = assignment
@@ -54,7 +54,7 @@ class GradebookWriter:
                 f"no gradebook at {database}: run {generate} (it records the assignment's cells)"
             )
         self.database_url = f"sqlite:///{database}"
-        self.gradebook = Gradebook(self.database_url)
+        self.gradebook = open_gradebook(self.course_dir)
         try:
             record = self.gradebook.find_assignment(assignment)
         except MissingEntry as error:

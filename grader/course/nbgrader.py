@@ -61,6 +61,16 @@ def nbgrader_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def open_gradebook(course_dir: Path, course_id: str | None = None):
+    """nbgrader's Gradebook of ``course_dir`` (created when missing). Creating one runs
+    ``alembic`` by name: this interpreter's scripts are on PATH while it opens."""
+    from nbgrader.api import Gradebook
+
+    database = f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
+    with mock.patch.dict(os.environ, {"PATH": nbgrader_env()["PATH"]}):
+        return Gradebook(database, course_id) if course_id else Gradebook(database)
+
+
 def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.CompletedProcess:
     """Run ``nbgrader ARGS`` in ``course_dir`` (where its nbgrader_config.py is)."""
     return subprocess.run(
@@ -170,14 +180,7 @@ def plain_autograde(course: Path, assignment: str, **env: str) -> dict[str, dict
     done = run_nbgrader(args, course, **env)
     if done.returncode != 0:
         raise CourseError(f"nbgrader autograde failed:\n{done.stderr[-4000:]}")
-    from nbgrader.api import Gradebook
-
-    database = f"sqlite:///{course / 'gradebook.db'}"
-    # the gradebook runs alembic by name: this interpreter's scripts on PATH, for this read only
-    with (
-        mock.patch.dict(os.environ, {"PATH": nbgrader_env()["PATH"]}),
-        Gradebook(database, TRIAL_COURSE_ID) as gradebook,
-    ):
+    with open_gradebook(course, TRIAL_COURSE_ID) as gradebook:
         return {
             submission.student.id: {
                 grade.name: grade.score

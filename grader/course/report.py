@@ -15,6 +15,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from grader.course.nbgrader import open_gradebook
 from grader.course.records import load_results
 
 COLUMNS = [
@@ -35,14 +36,14 @@ COLUMNS = [
 
 def rows(course_dir: Path, assignment: str) -> list[dict]:
     """The report's rows, one per roster learner or submitter, sorted by student id."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     from grader.judge.grade import instructor_module
 
     task_of = {grade_id: g.task for grade_id, g in instructor_module("hidden_cases").GROUPS.items()}
     verdicts = load_results(course_dir, assignment)
     table = []
-    with Gradebook(f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course_dir) as gradebook:
         try:
             record = gradebook.find_assignment(assignment)
         except MissingEntry:
