@@ -307,3 +307,20 @@ def test_grader_commands_start_without_compiling_unused_iri_grammars():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_learners_submit_before_task_3_and_its_budgets_give_the_suggested_due_date():
+    nb = nbformat.read(MASTER, as_version=4)
+    intro = nb.cells[0].source
+    budgets = {}
+    for line in intro.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[2].endswith(" min"):
+            budgets[cells[0]] = int(cells[2].removesuffix(" min"))
+    assert list(budgets) == ["0", "1", "optional", "2", "3"], budgets
+    before_task_3 = sum(minutes for task, minutes in budgets.items() if task != "3")
+    assert before_task_3 == release.MINUTES_BEFORE_SOLUTIONS
+    assert f"{before_task_3}\nminutes" in intro or f"{before_task_3} minutes" in intro
+    assert "*before* Task 3" in intro
+    task3 = next(cell.source for cell in nb.cells if cell.get("id") == "task3")
+    assert "Submit your notebook before this task" in task3
