@@ -198,13 +198,15 @@ def due_date(course_dir: Path, assignment: str = ASSIGNMENT) -> dt.datetime | No
 def check_not_before_due(when: dt.datetime, due: dt.datetime | None, course_dir: Path) -> None:
     """Refuse to give learners the solutions while they may still submit."""
     if due is None:
-        suggested = dt.datetime.now() + dt.timedelta(minutes=MINUTES_BEFORE_SOLUTIONS)
+        suggested = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            minutes=MINUTES_BEFORE_SOLUTIONS
+        )
         raise CourseError(
             f"{ASSIGNMENT} has no due date in {course_dir / 'gradebook.db'}, so the solutions "
             "could reach learners who have not submitted. Set one, e.g. for a lab starting now "
             f"(its tasks before Task 3 take {MINUTES_BEFORE_SOLUTIONS} min): cd {course_dir} && "
-            f"nbgrader db assignment add {ASSIGNMENT} --duedate '{suggested:%Y-%m-%d %H:%M}' "
-            "(local time); or pass --before-due to release anyway."
+            f"nbgrader db assignment add {ASSIGNMENT} --duedate '{suggested:%Y-%m-%d %H:%M} UTC'"
+            "; or pass --before-due to release anyway."
         )
     if when < due:
         raise CourseError(
