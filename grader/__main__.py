@@ -19,6 +19,7 @@ COMMANDS = {
     "release": "grader.course.release",
     "release-solutions": "grader.course.release",
     "student-bundle": "grader.course.bundle",
+    "hub": "grader.course.hub",
 }
 
 

@@ -1,10 +1,13 @@
 """nbgrader configuration of the Transformers From Scratch course (this folder is the course root).
 
 Run nbgrader from this folder (``cd notebooks``), or ``python -m grader release`` and friends
-from the repository root.
+from the repository root. The folder is self-contained: copied anywhere (a hub's instructor
+home, a grading machine), it grades wherever the project is installed.
 """
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -24,9 +27,24 @@ from nbgrader.utils import is_grade
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
-# The repository that holds solutions/hidden_tests.py (None for a copy of the course elsewhere).
-HERE = Path(__file__).resolve()
-REPO_ROOT = next((p for p in HERE.parents if (p / "solutions" / "hidden_tests.py").is_file()), None)
+
+def instructor_repository():
+    """The repository the installed ``grader`` package comes from, when it holds
+    solutions/hidden_tests.py (the rule the sandboxed grader follows too); else None."""
+    spec = importlib.util.find_spec("grader")
+    if spec is None or not spec.origin:
+        return None
+    repo = Path(spec.origin).resolve().parents[1]
+    return repo if (repo / "solutions" / "hidden_tests.py").is_file() else None
+
+
+REPO_ROOT = instructor_repository()
+
+# nbgrader runs ``alembic`` and ``jupyter`` by name: the environment's scripts first on PATH, so
+# `.venv/bin/nbgrader ...` works without activating the environment.
+_scripts = os.path.dirname(sys.executable)
+if _scripts not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join(filter(None, [_scripts, os.environ.get("PATH")]))
 
 c.CourseDirectory.course_id = "transformers-from-scratch"
 # What running the notebook leaves next to it never becomes part of a release or a grade.

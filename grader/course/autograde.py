@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from grader.course.feedback import write_feedback
-from grader.course.gradebook import GradebookWriter
+from grader.course.gradebook import GradebookWriter, copy_exchange_files
 from grader.course.nbgrader import CourseError
 from grader.course.records import record_seed, recorded_seed, save_result
 from grader.judge.grade import all_failed, grade_submission, instructor_module, make_plan
@@ -158,9 +158,10 @@ def autograde(
                 for future in as_completed(futures):
                     result = future.result()
                     submitted = course_dir / "submitted" / result.student / assignment
-                    writer.record(result, submitted)
+                    penalty = writer.record(result, submitted)
                     writer.write_autograded(result, submitted)
-                    write_feedback(course_dir, result)
+                    feedback = write_feedback(course_dir, result, penalty)
+                    copy_exchange_files(submitted, feedback.parent)
                     save_result(course_dir, result)
                     results.append(result)
                     bar.set_postfix_str(f"{result.student}: {result.status}", refresh=False)

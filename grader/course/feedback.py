@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from grader.judge.verdicts import SubmissionResult
+from grader.judge.verdicts import SubmissionResult, TestResult
 
 STATUS_WORDS = {
     "ok": "graded",
@@ -32,10 +32,30 @@ code { background: #f3f3f3; padding: 0 .2rem; }
 """
 
 
-def render(result: SubmissionResult) -> str:
+def failure_lines(test: TestResult) -> list[str]:
+    """One line per distinct diagnosis of a test's failed cases: the first such case's message
+    and how many other cases failed the same way (a mistake breaks most cases alike, and
+    the learner reads it once)."""
+    groups: dict[str, list[dict]] = {}
+    for case in test.cases:
+        if not case["passed"]:
+            groups.setdefault(case.get("diagnosis") or case["message"], []).append(case)
+    lines = []
+    for diagnosis, cases in groups.items():
+        line = cases[0]["message"]
+        if cases[0].get("diagnosis"):
+            line += f" [{diagnosis}]"
+        if len(cases) > 1:
+            others = ", ".join(case["name"] for case in cases[1:])
+            line += f" (the same in {len(cases) - 1} more: {others})"
+        lines.append(line)
+    return lines
+
+
+def render(result: SubmissionResult, late_penalty: float | None = None) -> str:
     """The feedback page of one submission, as HTML."""
     e = html.escape
-    total, maximum = result.score(), result.max_score()
+    total, maximum = result.score() - (late_penalty or 0.0), result.max_score()
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>Feedback: {e(result.assignment)} ({e(result.student)})</title>",
@@ -44,6 +64,11 @@ def render(result: SubmissionResult) -> str:
         f"<p>Student <code>{e(result.student)}</code>, notebook <code>{e(result.notebook)}</code>."
         f" Status: <strong>{e(result.status)}</strong> ({e(STATUS_WORDS.get(result.status, ''))}).</p>",
     ]
+    if late_penalty:
+        parts.append(
+            f"<p class='note'>Submitted after the due date: late penalty {late_penalty:g} "
+            f"(score before the penalty {result.score():g}).</p>"
+        )
     if result.messages:
         parts.append("<div class='note'><ul>")
         parts += [f"<li>{e(message)}</li>" for message in result.messages]
@@ -51,14 +76,10 @@ def render(result: SubmissionResult) -> str:
     parts.append("<table><tr><th>test</th><th>points</th><th>cases</th></tr>")
     for test in result.tests:
         verdict = "pass" if test.passed else "fail"
-        rows = []
-        for case in test.cases:
-            mark = "&#10003;" if case["passed"] else "&#10007;"
-            text = e(case["name"]) if case["passed"] else e(case["message"])
-            hint = f" <em>[{e(case['diagnosis'])}]</em>" if case.get("diagnosis") else ""
-            rows.append(
-                f"<li class='{'pass' if case['passed'] else 'fail'}'>{mark} {text}{hint}</li>"
-            )
+        rows = [f"<li class='fail'>&#10007; {e(line)}</li>" for line in failure_lines(test)]
+        passed = [case["name"] for case in test.cases if case["passed"]]
+        if passed:
+            rows.append(f"<li class='pass'>&#10003; {e(', '.join(passed))}</li>")
         parts.append(
             f"<tr><td class='{verdict}'>{e(test.grade_id)} (task {test.task})</td>"
             f"<td>{test.points:g} / {test.max_points:g}</td><td><ul>{''.join(rows)}</ul></td></tr>"
@@ -67,10 +88,13 @@ def render(result: SubmissionResult) -> str:
     return "\n".join(parts)
 
 
-def write_feedback(course_dir: Path, result: SubmissionResult) -> Path:
-    """``feedback/<student>/<assignment>/<notebook>.html``, where nbgrader keeps feedback."""
+def write_feedback(
+    course_dir: Path, result: SubmissionResult, late_penalty: float | None = None
+) -> Path:
+    """``feedback/<student>/<assignment>/<notebook>.html``, where nbgrader keeps feedback
+    (``nbgrader release_feedback`` also wants the submission's exchange files beside it)."""
     path = Path(course_dir) / "feedback" / result.student / result.assignment
     path = path / f"{result.notebook}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(result), encoding="utf-8")
+    path.write_text(render(result, late_penalty), encoding="utf-8")
     return path

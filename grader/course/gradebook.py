@@ -15,12 +15,24 @@ import shutil
 import warnings
 from pathlib import Path
 
-from grader.course.nbgrader import remove_hidden_tests
+from grader.course.feedback import failure_lines
+from grader.course.nbgrader import course_config, open_gradebook, remove_hidden_tests
 from grader.judge.program import grading_metadata
 from grader.judge.verdicts import SubmissionResult, TestResult
 
 # What a learner's autograded notebook shows where the master's hidden tests were.
 HIDDEN_NOTE = "# (hidden tests, run by the grader)"
+# What ``nbgrader submit`` puts beside a notebook and its exchange needs again to release the
+# feedback: when it was handed in, and the secret only the submitter's fetch_feedback knows.
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
+def copy_exchange_files(submitted: Path, destination: Path) -> None:
+    """Copy the submission's exchange files (those it has) into ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in EXCHANGE_FILES:
+        if (submitted / name).is_file():
+            shutil.copyfile(submitted / name, destination / name)
 
 
 class GradebookError(RuntimeError):
@@ -31,7 +43,7 @@ class GradebookWriter:
     """The single writer of one assignment's grades in a course's gradebook."""
 
     def __init__(self, course_dir: Path, assignment: str) -> None:
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
         self.course_dir = Path(course_dir)
         self.assignment = assignment
@@ -41,7 +53,8 @@ class GradebookWriter:
             raise GradebookError(
                 f"no gradebook at {database}: run {generate} (it records the assignment's cells)"
             )
-        self.gradebook = Gradebook(f"sqlite:///{database}")
+        self.database_url = f"sqlite:///{database}"
+        self.gradebook = open_gradebook(self.course_dir)
         try:
             record = self.gradebook.find_assignment(assignment)
         except MissingEntry as error:
@@ -49,6 +62,7 @@ class GradebookWriter:
             raise GradebookError(
                 f"assignment {assignment!r} is not in the gradebook: run {generate}"
             ) from error
+        self.config = course_config(self.course_dir)
         self.notebooks = {
             notebook.name: {cell.name: cell.max_score for cell in notebook.grade_cells}
             for notebook in record.notebooks
@@ -84,8 +98,9 @@ class GradebookWriter:
             sources[cell] = remove_hidden_tests(master.source, HIDDEN_NOTE)
         return sources
 
-    def record(self, result: SubmissionResult, submitted: Path) -> None:
-        """Write one submission's scores (creating the student and submission as needed)."""
+    def record(self, result: SubmissionResult, submitted: Path) -> float | None:
+        """Write one submission's scores (creating the student and submission as needed) and
+        its late penalty; return the penalty (None when on time or the policy forgives)."""
         from nbgrader.utils import parse_utc
         from sqlalchemy.exc import SAWarning
 
@@ -108,6 +123,29 @@ class GradebookWriter:
                     grade.auto_score = points[cell]
                     grade.needs_manual_grade = grade.manual_score is not None
             gradebook.db.commit()
+        return self.assign_late_penalty(result)
+
+    def assign_late_penalty(self, result: SubmissionResult) -> float | None:
+        """The course's late policy, applied by nbgrader's own preprocessor (so plain nbgrader
+        and this grader agree): the ``AssignLatePenalties.plugin_class`` the course config
+        names, a ``LateSubmissionPlugin`` or a subclass, with its ``penalty_method``."""
+        import nbformat
+        from nbgrader.preprocessors import AssignLatePenalties
+
+        resources = {
+            "nbgrader": {
+                "notebook": result.notebook,
+                "assignment": self.assignment,
+                "student": result.student,
+                "db_url": self.database_url,
+            }
+        }
+        AssignLatePenalties(config=self.config).preprocess(nbformat.v4.new_notebook(), resources)
+        self.gradebook.db.expire_all()  # the preprocessor wrote through its own connection
+        notebook = self.gradebook.find_submission_notebook(
+            result.notebook, self.assignment, result.student
+        )
+        return notebook.late_submission_penalty
 
     def write_autograded(self, result: SubmissionResult, submitted: Path) -> Path | None:
         """The autograded notebook (master test cells back, verdicts as their outputs)."""
@@ -135,8 +173,7 @@ class GradebookWriter:
         destination.mkdir(parents=True, exist_ok=True)
         path = destination / f"{result.notebook}.ipynb"
         path.write_text(json.dumps(notebook, indent=1), encoding="utf-8")
-        if (submitted / "timestamp.txt").exists():
-            shutil.copyfile(submitted / "timestamp.txt", destination / "timestamp.txt")
+        copy_exchange_files(submitted, destination)  # generate_feedback passes them on
         return path
 
 
@@ -146,7 +183,7 @@ def _verdict_outputs(test: TestResult) -> list[dict]:
     summary = f"{test.grade_id}: {passed}/{len(test.cases)} cases passed\n"
     outputs = [{"output_type": "stream", "name": "stdout", "text": summary}]
     if not test.passed:
-        failures = "\n".join(f"- {case['message']}" for case in test.cases if not case["passed"])
+        failures = "\n".join(f"- {line}" for line in failure_lines(test))
         outputs.append(
             {
                 "output_type": "error",

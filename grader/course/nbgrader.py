@@ -40,6 +40,17 @@ def release_path(course_dir: Path = COURSE_DIR) -> Path:
     return course_dir / "release" / ASSIGNMENT / NOTEBOOK
 
 
+def course_config(course_dir: Path):
+    """The course's ``nbgrader_config.py`` as a traitlets Config (what nbgrader run in
+    ``course_dir`` reads from there)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    path = Path(course_dir) / "nbgrader_config.py"
+    if not path.is_file():
+        raise CourseError(f"no nbgrader_config.py in {course_dir}: is it the course folder?")
+    return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
+
+
 def nbgrader_env(**extra: str) -> dict[str, str]:
     """The environment plus ``extra``, this interpreter's scripts first on PATH: nbgrader runs
     ``alembic`` and ``jupyter`` by name, so an environment works without being activated."""
@@ -48,6 +59,16 @@ def nbgrader_env(**extra: str) -> dict[str, str]:
     if scripts not in path.split(os.pathsep):
         env["PATH"] = os.pathsep.join(filter(None, [scripts, path]))
     return env
+
+
+def open_gradebook(course_dir: Path, course_id: str | None = None):
+    """nbgrader's Gradebook of ``course_dir`` (created when missing). Creating one runs
+    ``alembic`` by name: this interpreter's scripts are on PATH while it opens."""
+    from nbgrader.api import Gradebook
+
+    database = f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
+    with mock.patch.dict(os.environ, {"PATH": nbgrader_env()["PATH"]}):
+        return Gradebook(database, course_id) if course_id else Gradebook(database)
 
 
 def run_nbgrader(args: list[str], course_dir: Path, **env: str) -> subprocess.CompletedProcess:
@@ -159,14 +180,7 @@ def plain_autograde(course: Path, assignment: str, **env: str) -> dict[str, dict
     done = run_nbgrader(args, course, **env)
     if done.returncode != 0:
         raise CourseError(f"nbgrader autograde failed:\n{done.stderr[-4000:]}")
-    from nbgrader.api import Gradebook
-
-    database = f"sqlite:///{course / 'gradebook.db'}"
-    # the gradebook runs alembic by name: this interpreter's scripts on PATH, for this read only
-    with (
-        mock.patch.dict(os.environ, {"PATH": nbgrader_env()["PATH"]}),
-        Gradebook(database, TRIAL_COURSE_ID) as gradebook,
-    ):
+    with open_gradebook(course, TRIAL_COURSE_ID) as gradebook:
         return {
             submission.student.id: {
                 grade.name: grade.score

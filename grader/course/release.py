@@ -3,8 +3,10 @@
 ``release`` runs ``nbgrader generate_assignment`` on the master. ``release-solutions`` writes
 the master without hidden tests, solution markers or outputs, plus ``lab_solutions.py`` (the
 graded functions, which Task 3 loads), to the nbgrader exchange as
-``transformers_from_scratch_solutions`` or to ``--out DIR``, at ``--at``/``--after-minutes``
-(waiting in the foreground). ``nbgrader generate_solution`` would keep the hidden tests.
+``transformers_from_scratch_solutions`` or to ``--out DIR``: at the assignment's due date (the
+one in the gradebook), or ``--at``/``--after-minutes``, never before the due date unless
+``--before-due``; ``--detach`` waits in the background instead of holding the terminal.
+``nbgrader generate_solution`` would keep the hidden tests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import argparse
 import ast
 import datetime as dt
 import re
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +28,11 @@ from grader.course.nbgrader import (
     COURSE_DIR,
     GRADED_FUNCTIONS,
     CourseError,
+    course_config,
     graded_cells,
     hidden_test_leaks,
     master_path,
+    open_gradebook,
     release_path,
     remove_hidden_tests,
     remove_solution_markers,
@@ -36,6 +43,9 @@ from grader.judge.program import grading_metadata
 SOLUTIONS_ASSIGNMENT = f"{ASSIGNMENT}_solutions"
 SOLUTIONS_MODULE = "lab_solutions.py"
 DEFAULT_EXCHANGE = "/srv/nbgrader/exchange"
+# The time budgets of the notebook's tasks before Task 3 (0, 1, the optional one and 2): the
+# due date a lab starting now should get, after which the solutions come out.
+MINUTES_BEFORE_SOLUTIONS = 80
 
 
 def learner_work_in(notebook: Path) -> list[str]:
@@ -117,9 +127,7 @@ def solution_module(master: Path) -> str:
 
 def exchange_outbound(course_dir: Path) -> Path:
     """``<Exchange.root>/<course_id>/outbound/<solutions assignment>`` from the course config."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config = course_config(course_dir)
     course_id = config.CourseDirectory.get("course_id")
     if not course_id:
         raise CourseError(f"{course_dir / 'nbgrader_config.py'} sets no CourseDirectory.course_id.")
@@ -171,6 +179,79 @@ def write_solutions(destination: Path, master: Path, force: bool = False) -> lis
     return [destination / name for name in files]
 
 
+def due_date(course_dir: Path, assignment: str = ASSIGNMENT) -> dt.datetime | None:
+    """The assignment's due date in the course's gradebook, as local time (None: not set)."""
+    from nbgrader.api import MissingEntry
+
+    if not (Path(course_dir) / "gradebook.db").is_file():
+        return None
+    with open_gradebook(course_dir) as gradebook:
+        try:
+            due = gradebook.find_assignment(assignment).duedate  # naive UTC
+        except MissingEntry:
+            return None
+    if due is None:
+        return None
+    return due.replace(tzinfo=dt.timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def check_not_before_due(when: dt.datetime, due: dt.datetime | None, course_dir: Path) -> None:
+    """Refuse to give learners the solutions while they may still submit."""
+    if due is None:
+        suggested = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            minutes=MINUTES_BEFORE_SOLUTIONS
+        )
+        raise CourseError(
+            f"{ASSIGNMENT} has no due date in {course_dir / 'gradebook.db'}, so the solutions "
+            "could reach learners who have not submitted. Set one, e.g. for a lab starting now "
+            f"(its tasks before Task 3 take {MINUTES_BEFORE_SOLUTIONS} min): cd {course_dir} && "
+            f"nbgrader db assignment add {ASSIGNMENT} --duedate '{suggested:%Y-%m-%d %H:%M} UTC'"
+            "; or pass --before-due to release anyway."
+        )
+    if when < due:
+        raise CourseError(
+            f"{ASSIGNMENT} is due {due:%Y-%m-%d %H:%M:%S}, after the release time "
+            f"{when:%Y-%m-%d %H:%M:%S}: learners could copy the solutions into their "
+            "submission. Leave out --at/--after-minutes to release at the due date, or pass "
+            "--before-due to release anyway."
+        )
+
+
+def schedule_line(argv: list[str], when: dt.datetime) -> str:
+    """A shell line that releases at ``when`` through at(1), for a terminal that must close
+    (cron or a systemd timer run the same command: ``python -m grader release-solutions``)."""
+    command = shlex.join([sys.executable, "-m", "grader", *argv, "--when", when.isoformat()])
+    return f"echo {shlex.quote(f'cd {Path.cwd()} && {command}')} | at {when:%H:%M %Y-%m-%d}"
+
+
+def _without_timing(argv: list[str]) -> list[str]:
+    """``argv`` without --at/--after-minutes and their values (--when replaces them)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--at", "--after-minutes"):
+            skip = True
+        elif not arg.startswith(("--at=", "--after-minutes=")):
+            kept.append(arg)
+    return kept
+
+
+def detach(argv: list[str], when: dt.datetime, log: Path) -> int:
+    """Start this command again in its own session, waiting until ``when``; its output goes to
+    ``log``. Returns the process id."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "grader", *argv, "--when", when.isoformat()],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the terminal closing (no SIGHUP)
+        )
+    return child.pid
+
+
 def main(argv: list[str]) -> int:
     """``argv``: ``release`` or ``release-solutions``, and its options."""
     command = argv[0]
@@ -183,16 +264,51 @@ def main(argv: list[str]) -> int:
         when = parser.add_mutually_exclusive_group()
         when.add_argument("--at", help="release at this local time today, e.g. 14:10")
         when.add_argument("--after-minutes", type=float, help="release this many minutes from now")
+        when.add_argument("--when", help=argparse.SUPPRESS)  # ISO time, for --detach and at(1)
         parser.add_argument("--out", type=Path, help="write here instead of the nbgrader exchange")
+        parser.add_argument(
+            "--before-due",
+            action="store_true",
+            help="release even before the assignment's due date (or without one)",
+        )
+        parser.add_argument(
+            "--detach",
+            action="store_true",
+            help="wait in the background (log in grader_results/) and give the terminal back",
+        )
     args = parser.parse_args(argv[1:])
     course_dir = args.course_dir.resolve()
     if command == "release":
         print(f"wrote {generate_release(course_dir, force=args.force)}")
         return 0
     destination = args.out or exchange_outbound(course_dir)
-    when = release_time(args.at, args.after_minutes, dt.datetime.now())
+    now, due = dt.datetime.now(), due_date(course_dir)
+    if args.when:
+        when = dt.datetime.fromisoformat(args.when)
+    elif args.at is None and args.after_minutes is None and due and not args.before_due:
+        when = max(now, due)  # by default, at the due date
+    else:
+        when = release_time(args.at, args.after_minutes, now)
+    if not args.before_due:
+        check_not_before_due(when, due, course_dir)
     # Build once before waiting, so that a broken master fails now, not at release time.
     solution_module(master_path(course_dir))
+    if when > now and not args.when:
+        again = [arg for arg in argv if arg != "--detach"]
+        again += [] if "--course-dir" in again else ["--course-dir", str(course_dir)]
+        again = _without_timing(again)
+        if args.detach:
+            log = course_dir / "grader_results" / "release-solutions.log"
+            pid = detach(again, when, log)
+            print(
+                f"releasing the solutions at {when:%Y-%m-%d %H:%M:%S} in the background "
+                f"(process {pid}, log {log}); `kill {pid}` cancels"
+            )
+            return 0
+        print(
+            f"to give this terminal back, cancel (Ctrl-C) and run with --detach, or:\n"
+            f"  {schedule_line(again, when)}"
+        )
     wait_until(when)
     try:
         written = write_solutions(destination, master_path(course_dir), force=args.force)

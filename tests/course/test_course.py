@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -132,45 +133,88 @@ def test_release_time_at_and_after_minutes():
         release.release_time("2pm", None, now)
 
 
-def test_release_solutions_command_waits_then_writes(tmp_path):
-    out = tmp_path / "outbound"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grader",
-            "release-solutions",
-            "--after-minutes",
-            "0.02",
-            "--out",
-            str(out),
-        ],
+def course_due(tmp_path: Path, due: dt.datetime | None) -> Path:
+    """A course folder (config, source) whose gradebook has the lab due at local time ``due``,
+    as `nbgrader db assignment add --duedate` records it, and its own exchange."""
+    course = copy_course(tmp_path / "course")
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write(f"\nc.Exchange.root = {str(tmp_path / 'exchange')!r}\n")
+    utc = due.astimezone(dt.timezone.utc).replace(tzinfo=None) if due else None
+    with nbgrader.open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(nbgrader.ASSIGNMENT, duedate=utc)
+    return course
+
+
+def release_solutions(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "grader", "release-solutions", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def test_release_solutions_command_waits_then_writes(tmp_path):
+    course = course_due(tmp_path, dt.datetime.now() - dt.timedelta(hours=1))
+    out = tmp_path / "outbound"
+    args = ["--course-dir", str(course), "--after-minutes", "0.1", "--out", str(out)]
+    result = release_solutions(*args)
     assert result.returncode == 0, result.stderr
     assert "releasing the solutions at" in result.stdout
+    assert "| at " in result.stdout  # the line that frees the terminal next time
     assert (out / "lab_solutions.py").is_file()
 
 
 def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
-    config = tmp_path / "nbgrader_config.py"
-    config.write_text(
-        (COURSE / "nbgrader_config.py").read_text()
-        + f"\nc.Exchange.root = {str(tmp_path / 'exchange')!r}\n"
-    )
-    shutil.copytree(COURSE / "source", tmp_path / "source")
-    result = subprocess.run(
-        [sys.executable, "-m", "grader", "release-solutions", "--course-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
+    course = course_due(tmp_path, dt.datetime.now() - dt.timedelta(minutes=1))
+    result = release_solutions("--course-dir", str(course))
     assert result.returncode == 0, result.stderr
     outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
     assert (outbound / "transformers_from_scratch_solutions" / "lab_solutions.py").is_file()
+
+
+def test_release_solutions_refuses_before_the_due_date_unless_forced(tmp_path):
+    course = course_due(tmp_path, dt.datetime.now() + dt.timedelta(hours=2))
+    outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
+    for minutes in ("0", "60"):
+        refused = release_solutions("--course-dir", str(course), "--after-minutes", minutes)
+        assert refused.returncode == 1, refused.stdout
+        assert "is due" in refused.stderr and "--before-due" in refused.stderr
+    assert not outbound.exists()
+    forced = release_solutions("--course-dir", str(course), "--before-due")
+    assert forced.returncode == 0, forced.stderr
+    assert (outbound / "transformers_from_scratch_solutions" / "lab_solutions.py").is_file()
+
+
+def test_release_solutions_without_a_due_date_says_how_to_set_one(tmp_path):
+    course = course_due(tmp_path, None)
+    refused = release_solutions("--course-dir", str(course))
+    assert refused.returncode == 1
+    assert "nbgrader db assignment add transformers_from_scratch --duedate" in refused.stderr
+    assert f"{release.MINUTES_BEFORE_SOLUTIONS} min" in refused.stderr
+
+
+def test_release_solutions_detached_gives_the_terminal_back_and_releases_at_the_due_date(
+    tmp_path,
+):
+    due = dt.datetime.now() + dt.timedelta(seconds=15)
+    course = course_due(tmp_path, due)
+    started = dt.datetime.now()
+    result = release_solutions("--course-dir", str(course), "--detach", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "in the background" in result.stdout
+    outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
+    module = outbound / "transformers_from_scratch_solutions" / "lab_solutions.py"
+    assert not module.exists()  # not before the due date
+    log = course / "grader_results" / "release-solutions.log"
+    for _ in range(180):
+        if module.is_file():
+            break
+        time.sleep(0.5)
+    assert module.is_file(), log.read_text() if log.exists() else "no log"
+    assert dt.datetime.fromtimestamp(module.stat().st_mtime) >= due
+    assert started < due
 
 
 # --------------------------------------------------------------------------- student bundle
@@ -263,3 +307,20 @@ def test_grader_commands_start_without_compiling_unused_iri_grammars():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_learners_submit_before_task_3_and_its_budgets_give_the_suggested_due_date():
+    nb = nbformat.read(MASTER, as_version=4)
+    intro = nb.cells[0].source
+    budgets = {}
+    for line in intro.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[2].endswith(" min"):
+            budgets[cells[0]] = int(cells[2].removesuffix(" min"))
+    assert list(budgets) == ["0", "1", "optional", "2", "3"], budgets
+    before_task_3 = sum(minutes for task, minutes in budgets.items() if task != "3")
+    assert before_task_3 == release.MINUTES_BEFORE_SOLUTIONS
+    assert f"{before_task_3}\nminutes" in intro or f"{before_task_3} minutes" in intro
+    assert "*before* Task 3" in intro
+    task3 = next(cell.source for cell in nb.cells if cell.get("id") == "task3")
+    assert "Submit your notebook before this task" in task3

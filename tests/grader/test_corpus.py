@@ -330,6 +330,9 @@ def test_report_has_one_row_per_student(graded_class, tmp_path) -> None:
         "max_total",
         "status",
         "diagnoses",
+        "submitted_at",
+        "seconds_late",
+        "late_penalty",
     ]
     assert set(rows) == set(results)
     assert rows["correct_bmm"]["total"] == "100" and rows["correct_bmm"]["status"] == "ok"
