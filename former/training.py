@@ -40,7 +40,7 @@ class ClassifierConfig(RunSettings):
     depth: int = 1
     max_length: int = 256
     vocab_size: int = 20_000
-    bigrams: int = 0
+    bigrams: int = 100_000
     batch_size: int = 64
     lr: float = 3e-3
     lr_warmup: int = 2_500
@@ -79,14 +79,9 @@ def build_classifier(
     bigram_keys: torch.Tensor | None = None,
 ) -> CTransformer:
     """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``;
-    ``attention`` overrides ``config.attention``. With ``config.bigrams``, ``bigram_keys``
-    are the pairs that get embeddings (:func:`classifier_for` picks them from the data)."""
-    if config.bigrams and bigram_keys is None:
-        raise ValueError(
-            f"this configuration embeds {config.bigrams} bigrams: build the model with "
-            "classifier_for(config, data), which picks them from the training reviews, or pass "
-            "bigram_keys=frequent_bigrams(data.train, len(data.vocab), config.bigrams)."
-        )
+    ``attention`` overrides ``config.attention``. ``bigram_keys``: the word pairs that get
+    embeddings, which :func:`classifier_for` picks from the data (``config.bigrams`` of them);
+    without them the model has no bigram embedding."""
     torch.manual_seed(config.seed)
     return CTransformer(
         emb=config.emb,
@@ -99,7 +94,7 @@ def build_classifier(
         dropout=config.dropout,
         wide=config.wide,
         attention=config.attention if attention is None else attention,
-        bigram_keys=bigram_keys if config.bigrams else None,
+        bigram_keys=bigram_keys,
     )
 
 
@@ -244,7 +239,9 @@ def predict(
     device = next(models[0].parameters()).device
     probabilities = ensemble_probabilities(models, split, 64, max_length, device)
     labels = probabilities.argmax(dim=-1)
-    return [(int(label), float(row[label])) for label, row in zip(labels, probabilities, strict=True)]
+    return [
+        (int(label), float(row[label])) for label, row in zip(labels, probabilities, strict=True)
+    ]
 
 
 def save_model(
@@ -281,7 +278,8 @@ def load_model(
     # Models saved before bigrams existed have none.
     config = ClassifierConfig.from_dict({"bigrams": 0, **payload["config"]})
     # The keys are a buffer of the state dict: placeholders of the right size until loaded.
-    keys = torch.zeros(payload.get("num_bigrams", 0), dtype=torch.long)
+    num_bigrams = payload.get("num_bigrams", 0)
+    keys = torch.zeros(num_bigrams, dtype=torch.long) if num_bigrams else None
     model = build_classifier(config, payload["num_tokens"], payload["num_classes"], attention, keys)
     model.load_state_dict(payload["state_dict"])
     model.eval()
