@@ -24,7 +24,7 @@ from torch import nn
 
 from former.loop import data_parallel, main_process_first, process_rank
 from former.runs import RunMismatchError
-from former.training import ClassifierConfig, build_classifier, fit_classifier, save_model
+from former.training import ClassifierConfig, classifier_for, fit_classifier, save_model
 
 PROG = "model.py"
 DEFAULT_ATTENTION = "my_transformer_model:multihead_attention"
@@ -164,7 +164,7 @@ def run_job(args: argparse.Namespace, unknown: list[str]) -> tuple[nn.Module, di
         log(f"data: {data.source}")
         log(f"training on {world_size} process(es), device {device}, attention {config.attention}")
         # build_classifier seeds torch from config.seed: identical initial weights on every rank.
-        model = build_classifier(config, len(data.vocab), data.num_classes)
+        model = classifier_for(config, data)
         checkpoints = {name: vars(args)[name] for name in ("checkpoint_dir", "checkpoint_every")}
         try:
             metrics = fit_classifier(model, data, config, device=device, log=log, **checkpoints)

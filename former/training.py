@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from former.attention import AttentionSpec
-from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches
+from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches, frequent_bigrams
 from former.loop import evaluating, evenly_spaced, train, unwrap
 from former.loop import pick_device as pick_device  # part of this module's API
 from former.runs import RunMismatchError as RunMismatchError  # part of this module's API
@@ -31,13 +31,16 @@ class ClassifierConfig(RunSettings):
     """Everything that defines a classifier training run. The defaults aim at a good IMDB
     accuracy in one short epoch on a laptop CPU (``benchmarks/train.py`` measures it).
     lr_warmup counts training examples, not steps; eval_subset: validation examples per
-    evaluation during training (0: all), the last evaluation always uses the whole split."""
+    evaluation during training (0: all), the last evaluation always uses the whole split.
+    bigrams: the K most frequent word pairs of the training split get embeddings of their own,
+    added to their second word's (0: none)."""
 
     emb: int = 64
     heads: int = 4
     depth: int = 1
     max_length: int = 256
     vocab_size: int = 20_000
+    bigrams: int = 100_000
     batch_size: int = 64
     lr: float = 3e-3
     lr_warmup: int = 2_500
@@ -60,6 +63,8 @@ class ClassifierConfig(RunSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "max_length", "epochs", "evals_per_epoch")
+        if self.bigrams < 0:
+            raise ValueError(f"bigrams must be 0 (none) or more; got {self.bigrams}.")
         if self.vocab_size < 3:
             raise ValueError(
                 f"vocab_size must be at least 3 (<pad>, <unk>, one word); got {self.vocab_size}."
@@ -71,9 +76,12 @@ def build_classifier(
     num_tokens: int,
     num_classes: int,
     attention: AttentionSpec = None,
+    bigram_keys: torch.Tensor | None = None,
 ) -> CTransformer:
     """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``;
-    ``attention`` overrides ``config.attention``."""
+    ``attention`` overrides ``config.attention``. ``bigram_keys``: the word pairs that get
+    embeddings, which :func:`classifier_for` picks from the data (``config.bigrams`` of them);
+    without them the model has no bigram embedding."""
     torch.manual_seed(config.seed)
     return CTransformer(
         emb=config.emb,
@@ -86,7 +94,17 @@ def build_classifier(
         dropout=config.dropout,
         wide=config.wide,
         attention=config.attention if attention is None else attention,
+        bigram_keys=bigram_keys,
     )
+
+
+def classifier_for(
+    config: ClassifierConfig, data: ClassificationData, attention: AttentionSpec = None
+) -> CTransformer:
+    """:func:`build_classifier` for ``data``: its vocabulary, classes and, with
+    ``config.bigrams``, its training split's most frequent bigrams."""
+    keys = frequent_bigrams(data.train, len(data.vocab), config.bigrams) if config.bigrams else None
+    return build_classifier(config, len(data.vocab), data.num_classes, attention, keys)
 
 
 @dataclass
@@ -161,17 +179,46 @@ def evaluate(
     model: nn.Module, split: TextSplit, batch_size: int, max_length: int, device: torch.device
 ) -> float:
     """Classification accuracy of ``model`` on ``split`` (texts truncated to ``max_length``)."""
+    return accuracy(class_probabilities(model, split, batch_size, max_length, device), split)
+
+
+def accuracy(probabilities: torch.Tensor, split: TextSplit) -> float:
+    """The share of ``split`` whose most probable class, in (n, classes) ``probabilities``, is
+    its label."""
+    return float((probabilities.argmax(dim=-1) == split.labels).float().mean())
+
+
+def class_probabilities(
+    model: nn.Module, split: TextSplit, batch_size: int, max_length: int, device: torch.device
+) -> torch.Tensor:
+    """(n, classes) float32 probabilities of ``model`` for each text of ``split``, in its
+    order (texts truncated to ``max_length``)."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split.")
-    correct = 0
-    # Shortest first: batches carry almost no padding (faster, and kept out of attention).
-    by_length = split.select(torch.argsort(split.lengths(), stable=True))
+    # Shortest first: batches carry little padding, so less work.
+    order = torch.argsort(split.lengths(), stable=True)
+    parts = []
     with evaluating(model) as model:
-        for batch in batches(by_length, batch_size, max_length, shuffle=False):
+        for batch in batches(split.select(order), batch_size, max_length, shuffle=False):
             batch = to_device(batch, device)
-            predictions = model(batch.tokens, batch.padding_mask).argmax(dim=-1)
-            correct += int((predictions == batch.labels).sum())
-    return correct / len(split)
+            parts.append(model(batch.tokens, batch.padding_mask).float().exp().cpu())
+    probabilities = torch.empty(len(split), parts[0].size(1))
+    probabilities[order] = torch.cat(parts)
+    return probabilities
+
+
+def ensemble_probabilities(
+    models: list[nn.Module],
+    split: TextSplit,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """(n, classes): the average of the ``models``' probabilities for each text of ``split``."""
+    if not models:
+        raise ValueError("an ensemble needs at least one model.")
+    total = sum(class_probabilities(m, split, batch_size, max_length, device) for m in models)
+    return total / len(models)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -179,19 +226,22 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def predict(
-    model: nn.Module, vocab: Vocabulary, texts: list[str], max_length: int
+    model: nn.Module | list[nn.Module], vocab: Vocabulary, texts: list[str], max_length: int
 ) -> list[tuple[int, float]]:
-    """(label, probability of that label) for each text, truncated to ``max_length`` tokens."""
-    results = []
-    with evaluating(model) as model:
-        device = next(model.parameters()).device
-        for text in texts:
-            ids = vocab.encode_text(text)[:max_length] or [vocab.unk_index]
-            tokens = torch.tensor([ids], dtype=torch.long, device=device)
-            probabilities = model(tokens, torch.ones_like(tokens, dtype=torch.bool)).exp()[0]
-            label = int(probabilities.argmax())
-            results.append((label, float(probabilities[label])))
-    return results
+    """(label, probability of that label) for each text, truncated to ``max_length`` tokens;
+    for a list of models (one vocabulary), their probabilities averaged."""
+    if not texts:
+        return []
+    models = model if isinstance(model, list) else [model]
+    ids = [vocab.encode_text(text)[:max_length] or [vocab.unk_index] for text in texts]
+    sequences = [torch.tensor(row, dtype=torch.long) for row in ids]
+    split = TextSplit(sequences, torch.zeros(len(ids), dtype=torch.long))
+    device = next(models[0].parameters()).device
+    probabilities = ensemble_probabilities(models, split, 64, max_length, device)
+    labels = probabilities.argmax(dim=-1)
+    return [
+        (int(label), float(row[label])) for label, row in zip(labels, probabilities, strict=True)
+    ]
 
 
 def save_model(
@@ -212,6 +262,7 @@ def save_model(
         vocab=vocab.to_dict(),
         num_tokens=model.num_tokens,
         num_classes=model.toprobs.out_features,
+        num_bigrams=model.num_bigrams,
         class_names=list(class_names) if class_names else None,
     )
 
@@ -224,10 +275,12 @@ def load_model(
     """Load what :func:`save_model` wrote (the file or its folder); ``attention`` overrides
     the saved one (for a function that cannot be imported here)."""
     payload = read_model_file(path, MODEL_FORMAT, map_location)
-    config = ClassifierConfig.from_dict(payload["config"])
-    model = build_classifier(
-        config, payload["num_tokens"], payload["num_classes"], attention=attention
-    )
+    # Models saved before bigrams existed have none.
+    config = ClassifierConfig.from_dict({"bigrams": 0, **payload["config"]})
+    # The keys are a buffer of the state dict: placeholders of the right size until loaded.
+    num_bigrams = payload.get("num_bigrams", 0)
+    keys = torch.zeros(num_bigrams, dtype=torch.long) if num_bigrams else None
+    model = build_classifier(config, payload["num_tokens"], payload["num_classes"], attention, keys)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     model.class_names = tuple(payload.get("class_names") or ())

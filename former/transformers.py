@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from former.attention import AttentionSpec
-from former.modules import TransformerBlock
+from former.modules import BigramEmbedding, TransformerBlock
 
 EMBEDDING_STD = 0.02
 
@@ -26,6 +26,7 @@ class _Backbone(nn.Module):
         dropout: float,
         wide: bool,
         attention: AttentionSpec,
+        bigram_keys: Tensor | None = None,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -43,13 +44,19 @@ class _Backbone(nn.Module):
             )
         )
         self.norm = nn.LayerNorm(emb)
+        self.bigram_embedding = (
+            None
+            if bigram_keys is None
+            else BigramEmbedding(bigram_keys, num_tokens, emb, std=EMBEDDING_STD)
+        )
         # From N(0, 1), PyTorch's default, AdamW's small steps barely move a rare word and random
         # positions drown the words; from N(0, 0.02^2) a word is shaped by its first occurrences.
         for embedding in (self.token_embedding, self.pos_embedding):
             nn.init.normal_(embedding.weight, mean=0.0, std=EMBEDDING_STD)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (b, t) token ids -> (b, t, emb)."""
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """x: (b, t) token ids; padding_mask: (b, t) bool, True at real tokens, kept out of
+        attention -> (b, t, emb)."""
         if x.dim() != 2:
             raise ValueError(f"expected token ids of shape (b, t), got {tuple(x.shape)}.")
         t = x.size(1)
@@ -60,13 +67,20 @@ class _Backbone(nn.Module):
                 "seq_length."
             )
         positions = self.pos_embedding(torch.arange(t, device=x.device))
-        h = self.dropout(self.token_embedding(x) + positions[None, :, :])
-        return self.norm(self.tblocks(h))
+        h = self.token_embedding(x) + positions[None, :, :]
+        if self.bigram_embedding is not None:
+            h = h + self.bigram_embedding(x)
+        h = self.dropout(h)
+        for block in self.tblocks:
+            h = block(h, padding_mask)
+        return self.norm(h)
 
 
 class CTransformer(nn.Module):
     """Transformer for sequence classification (e.g. IMDB sentiment): log-probabilities over
-    classes. Pooling ignores padding, so a short review in a long batch is classified alone."""
+    classes. Attention and pooling ignore padding, so a short review in a batch of longer ones
+    is classified as it is alone. bigram_keys: (k,) ``previous * num_tokens + token`` of the
+    word pairs that get their own embedding (:func:`former.data.frequent_bigrams`)."""
 
     def __init__(
         self,
@@ -80,26 +94,33 @@ class CTransformer(nn.Module):
         dropout: float = 0.0,
         wide: bool = False,
         attention: AttentionSpec = None,
+        bigram_keys: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.num_tokens, self.max_pool = num_tokens, max_pool
         self.backbone = _Backbone(
-            emb, heads, depth, seq_length, num_tokens, False, dropout, wide, attention
+            emb, heads, depth, seq_length, num_tokens, False, dropout, wide, attention, bigram_keys
         )
         self.toprobs = nn.Linear(emb, num_classes)
+
+    @property
+    def num_bigrams(self) -> int:
+        """How many word pairs have their own embedding (0: none)."""
+        bigrams = self.backbone.bigram_embedding
+        return 0 if bigrams is None else len(bigrams.keys)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x: (b, t) token ids; padding_mask: (b, t) bool, True for real tokens
         -> (b, num_classes) log-probabilities."""
-        h = self.backbone(x)
+        if padding_mask is not None and padding_mask.shape != x.shape:
+            raise ValueError(
+                f"padding_mask has shape {tuple(padding_mask.shape)}, expected the shape "
+                f"of the token ids {tuple(x.shape)}."
+            )
+        h = self.backbone(x, padding_mask)
         if padding_mask is None:
             pooled = h.max(dim=1).values if self.max_pool else h.mean(dim=1)
         else:
-            if padding_mask.shape != x.shape:
-                raise ValueError(
-                    f"padding_mask has shape {tuple(padding_mask.shape)}, expected the shape "
-                    f"of the token ids {tuple(x.shape)}."
-                )
             keep = padding_mask.unsqueeze(-1).to(h.dtype)
             if self.max_pool:
                 pooled = h.masked_fill(keep == 0, float("-inf")).max(dim=1).values

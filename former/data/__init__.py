@@ -2,6 +2,7 @@
 found, downloaded or generated as :mod:`former.data.locate` says."""
 
 from former.data.batching import Batch, batches, random_windows
+from former.data.bigrams import frequent_bigrams
 from former.data.imdb import ImdbFormatError, load_imdb
 from former.data.locate import ChecksumError, DownloadError
 from former.data.splits import ClassificationData, TextSplit
@@ -18,6 +19,7 @@ __all__ = [
     "TextSplit",
     "Vocabulary",
     "batches",
+    "frequent_bigrams",
     "load_enwik8",
     "load_imdb",
     "load_shakespeare",

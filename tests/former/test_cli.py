@@ -169,6 +169,23 @@ def test_train_save_resume_and_predict(tmp_path, capsys):
         assert re.match(r'label=(negative|positive) probability=(0\.[5-9]\d\d|1\.000) text="', line)
 
 
+def test_bigrams_and_seeds_train_save_and_predict_together(tmp_path, capsys):
+    """--bigrams K and --seeds N: each member saved with its bigrams, predict averages them."""
+    out = tmp_path / "ensemble"
+    arguments = ["--data", "synthetic", "-e", "1", "--no-progress", *TINY_CLASSIFIER]
+    assert classify.main([*arguments, "--bigrams", "100", "--seeds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bigrams=100, seed=1" in printed and "bigrams=100, seed=2" in printed
+    assert re.search(r"^seeds=2 ensemble_val_acc=[0-9.]+$", printed, re.M), printed
+    members = [out / "seed-1", out / "seed-2"]
+    assert all((member / "model.pt").exists() for member in members)
+    texts = ["the plot was not good .", "the cast was great ."]
+    models = ["--model", str(members[0]), "--model", str(members[1])]
+    assert classify.main(["predict", *models, *texts]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("label=") for line in lines)
+
+
 def expect_usage_error(main, arguments, capsys, *fragments: str) -> str:
     assert main(arguments) == 2
     captured = capsys.readouterr()
@@ -190,6 +207,8 @@ def expect_usage_error(main, arguments, capsys, *fragments: str) -> str:
         (["-e", "0"], ["epochs must be at least 1"]),
         (["--device", "tpu"], ["unknown device 'tpu'"]),
         (["--resume"], ["--resume needs --out"]),
+        (["--bigrams", "-1"], ["bigrams must be 0 (none) or more"]),
+        (["--seeds", "0"], ["--seeds must be at least 1"]),
     ],
 )
 def test_classify_bad_input_is_one_line_and_exit_2(arguments, fragments, capsys):

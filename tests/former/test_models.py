@@ -94,7 +94,7 @@ def test_pooling_ignores_padding(max_pool):
     padded = torch.cat([torch.randint(2, 40, (1, 6)), torch.zeros(1, 10, dtype=torch.long)], 1)
     mask = padded != 0
     with torch.no_grad():
-        h = model.backbone(padded)[:, :6]
+        h = model.backbone(padded, mask)[:, :6]
         pooled = h.max(dim=1).values if max_pool else h.mean(dim=1)
         expected = torch.log_softmax(model.toprobs(pooled), dim=1)
         torch.testing.assert_close(model(padded, mask), expected)
@@ -165,3 +165,59 @@ def test_too_long_sequence_is_explained():
     model = CTransformer(8, 2, 1, 4, 10, 2, attention="sdpa")
     with pytest.raises(ValueError, match="longer than the model's seq_length 4"):
         model(torch.randint(0, 10, (1, 5)))
+
+
+def written_out_attention(q, k, v, heads, mask=False):
+    """A learner's `multihead_attention`, written out (not the fused kernel): the padding fix
+    must work through the contract, whatever implements it."""
+    return attention_written_out(q, k, v, heads, mask)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    length=st.integers(1, 12),
+    longest=st.integers(13, 24),
+    max_pool=st.booleans(),
+    wide=st.booleans(),
+    attention=st.sampled_from(["sdpa", written_out_attention]),
+    bigrams=st.booleans(),
+    seed=st.integers(0, 3),
+)
+def test_padding_never_changes_a_prediction(
+    length, longest, max_pool, wide, attention, bigrams, seed
+):
+    """A review alone, and the same review in a batch of longer ones (so padded), get the same
+    probabilities: padded keys get no attention and no pooling."""
+    torch.manual_seed(seed)
+    keys = torch.tensor([2 * 40 + 3, 5 * 40 + 7, 3 * 40 + 2]) if bigrams else None
+    model = CTransformer(
+        16, 2, 2, 32, 40, 2, max_pool=max_pool, wide=wide, attention=attention, bigram_keys=keys
+    ).eval()
+    review = torch.randint(2, 10, (1, length))
+    longer = torch.randint(2, 40, (2, longest))
+    batch = torch.cat([torch.nn.functional.pad(review, (0, longest - length)), longer])
+    with torch.no_grad():
+        alone = model(review, torch.ones_like(review, dtype=torch.bool)).exp()
+        in_batch = model(batch, batch != 0).exp()[:1]
+    torch.testing.assert_close(in_batch, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_padded_keys_change_nothing_the_attention_sees_of_real_keys():
+    """The extra feature that masks padded keys leaves the real scores at 1/sqrt(s)."""
+    torch.manual_seed(0)
+    layer = SelfAttention(12, heads=3, attention=written_out_attention).eval()
+    x = torch.randn(1, 5, 12)
+    padded = torch.cat([x, torch.randn(1, 4, 12)], dim=1)
+    mask = torch.tensor([[True] * 5 + [False] * 4])
+    torch.testing.assert_close(layer(padded, mask)[:, :5], layer(x), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(layer(padded)[:, :5], layer(x), atol=1e-3)
+
+
+def test_bigram_embedding_is_added_at_the_second_word_of_listed_pairs():
+    model = CTransformer(8, 2, 1, 16, 10, 2, attention="sdpa", bigram_keys=torch.tensor([23, 47]))
+    embedding = model.backbone.bigram_embedding
+    x = torch.tensor([[2, 3, 4, 7, 2, 3, 0]])  # pairs 2-3 (key 23) twice, 4-7 (key 47) once
+    assert embedding.ids(x).tolist() == [[0, 1, 0, 2, 0, 1, 0]]
+    assert model.num_bigrams == 2
+    assert torch.equal(embedding(x)[0, 0], torch.zeros(8))
+    assert CTransformer(8, 2, 1, 16, 10, 2, attention="sdpa").num_bigrams == 0

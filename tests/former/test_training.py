@@ -27,6 +27,9 @@ from former.training import (
     ClassifierConfig,
     RunMismatchError,
     build_classifier,
+    class_probabilities,
+    classifier_for,
+    ensemble_probabilities,
     evaluate,
     fit_classifier,
     load_model,
@@ -212,6 +215,56 @@ def test_save_load_predict_round_trip(small_data, tmp_path):
     assert evaluate(loaded, small_data.val, batch_size=16, max_length=32, device=CPU) == (
         evaluate(model, small_data.val, batch_size=16, max_length=32, device=CPU)
     )
+
+
+def test_bigrams_are_picked_from_the_data_and_saved_with_the_model(small_data, tmp_path):
+    """The word pairs a model embeds travel in model.pt: a loaded model (as SageMaker's fetch
+    loads it) answers exactly as the trained one."""
+    config = tiny_config(epochs=1, bigrams=50)
+    assert build_classifier(config, len(small_data.vocab), 2).num_bigrams == 0  # no data, no pairs
+    model = classifier_for(config, small_data)
+    assert model.num_bigrams == 50
+    fit_classifier(model, small_data, config, device=CPU, log=quiet)
+    save_model(tmp_path, model, config, small_data.vocab)
+    loaded, loaded_config, vocab = load_model(tmp_path)
+    assert loaded_config.bigrams == 50
+    assert torch.equal(loaded.backbone.bigram_embedding.keys, model.backbone.bigram_embedding.keys)
+    split = small_data.val
+    torch.testing.assert_close(
+        class_probabilities(loaded, split, 16, 32, CPU),
+        class_probabilities(model, split, 16, 32, CPU),
+    )
+    texts = ["the movie was not good .", "the plot was boring but the cast was great ."]
+    assert predict(loaded, vocab, texts, 32) == predict(model, small_data.vocab, texts, 32)
+
+
+def test_models_saved_before_bigrams_still_load(small_data, tmp_path):
+    config = tiny_config(epochs=1)
+    model = build_classifier(config, len(small_data.vocab), 2)
+    path = save_model(tmp_path, model, config, small_data.vocab)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["bigrams"], payload["num_bigrams"]
+    torch.save(payload, path)
+    loaded, loaded_config, _ = load_model(tmp_path)
+    assert loaded_config.bigrams == 0 and loaded.num_bigrams == 0
+    assert loaded_config == replace(config, bigrams=0)
+
+
+def test_an_ensemble_averages_its_members_probabilities(small_data):
+    configs = [tiny_config(epochs=1, seed=seed) for seed in (1, 2)]
+    models = [classifier_for(config, small_data) for config in configs]
+    for model, config in zip(models, configs, strict=True):
+        fit_classifier(model, small_data, config, device=CPU, log=quiet)
+    split = small_data.val
+    each = [class_probabilities(model, split, 16, 32, CPU) for model in models]
+    averaged = ensemble_probabilities(models, split, 16, 32, CPU)
+    torch.testing.assert_close(averaged, (each[0] + each[1]) / 2)
+    assert not torch.allclose(each[0], each[1])
+    texts = ["the movie was not good .", "the cast was great .", "zzz"]
+    alone = [predict(model, small_data.vocab, texts, 32) for model in models]
+    for i, (label, probability) in enumerate(predict(models, small_data.vocab, texts, 32)):
+        of_label = [p if lab == label else 1 - p for lab, p in (each[i] for each in alone)]
+        assert probability == pytest.approx(sum(of_label) / 2, abs=1e-6)
 
 
 def test_save_model_never_overwrites_another_run(small_data, tmp_path):
