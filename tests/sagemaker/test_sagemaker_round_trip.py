@@ -224,7 +224,8 @@ def test_the_notebook_cell_runs_the_round_trip_and_reattaches(
     with capsys.disabled():
         print(out)
     assert "submitted" not in out and "Completed after" in out
-    assert re.search(r"accuracy ([0-9.]+) on 500 IMDB test reviews", out).group(1) == str(accuracy)
+    again = float(re.search(r"accuracy ([0-9.]+) on 500 IMDB test reviews", out).group(1))
+    assert again == accuracy
     assert "SageMaker: " not in out and "Traceback" not in out
     assert_plot_shows(reattached_cell["job_plot"], metric_lines)
 
