@@ -317,7 +317,7 @@ def test_learners_submit_before_task_3_and_its_budgets_give_the_suggested_due_da
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if len(cells) == 3 and cells[2].endswith(" min"):
             budgets[cells[0]] = int(cells[2].removesuffix(" min"))
-    assert list(budgets) == ["0", "1", "optional", "2", "3"], budgets
+    assert list(budgets) == ["0", "1", "2", "optional", "3"], budgets
     before_task_3 = sum(minutes for task, minutes in budgets.items() if task != "3")
     assert before_task_3 == release.MINUTES_BEFORE_SOLUTIONS
     assert f"{before_task_3}\nminutes" in intro or f"{before_task_3} minutes" in intro

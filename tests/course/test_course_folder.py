@@ -95,7 +95,16 @@ def test_validate_in_make_lab_uses_the_course_cell_timeout(monkeypatch):
     )
 
     dry_run = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed-lab", "-o", ".venv/bin/python", "lab"],
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "-o",
+            ".venv/.installed-lab",
+            "-o",
+            ".venv/bin/python",
+            "lab",
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

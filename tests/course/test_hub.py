@@ -192,12 +192,10 @@ def learner_and_instructor(page, base: str, hub_dir: Path, shots: Path) -> None:
     expect(notebook.get_by_text("def multihead_attention").first).to_be_attached()
     idle = notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     expect(idle.first).to_be_attached(timeout=180_000)  # the kernel started
-    cells = notebook.locator(".jp-Cell")
-    cells.first.locator(".jp-InputPrompt").click()  # select the first cell, command mode
-    for _ in range(cells.count() - 1):  # run each cell in turn, as a learner does
-        page.keyboard.press("Shift+Enter")
-        page.wait_for_timeout(300)
-    page.keyboard.press("Control+Enter")  # the last one, without adding a cell
+    # Run > Run All Cells, as a learner does: keystrokes cell by cell can be lost on a busy machine
+    notebook.locator(".jp-Cell").first.locator(".jp-InputPrompt").click()  # focus the notebook
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     prompts = notebook.locator(".jp-InputArea-prompt")
     expect(prompts.filter(has_text="[1]").first).to_be_attached(timeout=180_000)
     expect(prompts.filter(has_text="[*]")).to_have_count(0, timeout=180_000)
