@@ -7,6 +7,7 @@ the installed ``former`` package and the learner's ``my_transformer_model.py``.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from collections.abc import Mapping
@@ -269,7 +270,9 @@ def build_model_trainer(
     trainer = ModelTrainer(
         sagemaker_session=sagemaker_session,
         role=role,
-        base_job_name=settings.base_job_name,
+        # The SDK adds the time to the second: a few random hex digits keep two launches in one
+        # second from asking for the same name (SageMaker refuses the second).
+        base_job_name=f"{settings.base_job_name}-{secrets.token_hex(2)}",
         training_image=image,
         source_code=configs.SourceCode(
             source_dir=str(source_dir), entry_script=ENTRY_SCRIPT, requirements="requirements.txt"

@@ -37,18 +37,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_server(
+    url: str,
+    process: subprocess.Popen,
+    timeout: float = 120,
+    *,
+    what: str = "jupyter lab",
+    log: Path | None = None,
+) -> None:
+    """Return once ``url`` answers 200; raise, with the end of ``log``, when ``process`` exits
+    or ``timeout`` passes."""
+    tail = (lambda: "\n" + log.read_text()[-3000:]) if log is not None else (lambda: "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {process.returncode}")
+            raise RuntimeError(f"{what} exited with {process.returncode}{tail()}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"jupyter lab did not answer {url} within {timeout} s")
+    raise TimeoutError(f"{what} did not answer {url} within {timeout} s{tail()}")
 
 
 @pytest.fixture(scope="module")

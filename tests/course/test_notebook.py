@@ -179,7 +179,9 @@ def test_master_cells_lint_clean_where_ruff_cannot_see_them():
 def test_master_is_saved_without_outputs():
     nb = nbformat.read(MASTER, as_version=4)
     ran = [c.id for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
-    assert ran == [], "clear the master's outputs before committing it (Edit > Clear Outputs of All Cells)"
+    assert ran == [], (
+        "clear the master's outputs before committing it (Edit > Clear Outputs of All Cells)"
+    )
 
 
 def test_every_task_states_its_time_budget():

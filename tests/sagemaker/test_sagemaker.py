@@ -387,7 +387,7 @@ def test_without_credentials_the_notebook_cell_shows_the_job_it_would_submit(
     run_notebook_sagemaker_cell(namespace)
     out = capsys.readouterr()
     assert re.fullmatch(
-        r"dry run, nothing sent: former-classify-[0-9-]+, 1 x ml\.g5\.xlarge, hyperparameters "
+        r"dry run, nothing sent: former-classify-[0-9a-f]{4}-[0-9]+, 1 x ml\.g5\.xlarge, hyperparameters "
         r"\{'attention': 'my_transformer_model:multihead_attention', 'epochs': '1'\}\n",
         out.out,
     )
