@@ -67,6 +67,7 @@ class GradebookWriter:
             notebook.name: {cell.name: cell.max_score for cell in notebook.grade_cells}
             for notebook in record.notebooks
         }
+        self._visible: dict[str, dict[str, str]] = {}  # notebook -> visible_tests()
 
     def __enter__(self) -> GradebookWriter:
         return self
@@ -86,17 +87,19 @@ class GradebookWriter:
 
     def visible_tests(self, notebook: str) -> dict[str, str]:
         """Each test cell's grade id -> the master's source without its hidden tests: what
-        nbgrader puts back in a submission's test cell when it grades."""
+        nbgrader puts back in a submission's test cell when it grades. Read once per notebook."""
         from nbgrader.api import MissingEntry
 
-        sources = {}
-        for cell in self.notebooks.get(notebook, {}):
-            try:
-                master = self.gradebook.find_source_cell(cell, notebook, self.assignment)
-            except MissingEntry:
-                continue
-            sources[cell] = remove_hidden_tests(master.source, HIDDEN_NOTE)
-        return sources
+        if notebook not in self._visible:
+            sources = {}
+            for cell in self.notebooks.get(notebook, {}):
+                try:
+                    master = self.gradebook.find_source_cell(cell, notebook, self.assignment)
+                except MissingEntry:
+                    continue
+                sources[cell] = remove_hidden_tests(master.source, HIDDEN_NOTE)
+            self._visible[notebook] = sources
+        return self._visible[notebook]
 
     def record(self, result: SubmissionResult, submitted: Path) -> float | None:
         """Write one submission's scores (creating the student and submission as needed) and
@@ -149,24 +152,20 @@ class GradebookWriter:
 
     def write_autograded(self, result: SubmissionResult, submitted: Path) -> Path | None:
         """The autograded notebook (master test cells back, verdicts as their outputs)."""
-        from nbgrader.api import MissingEntry
-
         try:
             notebook = json.loads((submitted / f"{result.notebook}.ipynb").read_text("utf-8"))
             cells = notebook["cells"]
         except (OSError, ValueError, KeyError):
             return None
         tests = {test.grade_id: test for test in result.tests}
+        visible = self.visible_tests(result.notebook)
         for cell in cells:
             meta = grading_metadata(cell)
             grade_id = meta.get("grade_id")
             if not grade_id or meta.get("solution") or not meta.get("grade"):
                 continue
-            try:
-                master = self.gradebook.find_source_cell(grade_id, result.notebook, self.assignment)
-                cell["source"] = remove_hidden_tests(master.source, HIDDEN_NOTE)
-            except MissingEntry:
-                pass
+            if grade_id in visible:
+                cell["source"] = visible[grade_id]
             if cell.get("cell_type") == "code" and grade_id in tests:
                 cell["outputs"] = _verdict_outputs(tests[grade_id])
         destination = self.course_dir / "autograded" / result.student / self.assignment
