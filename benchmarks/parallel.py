@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
+from benchmarks.parallel_report import plot, print_report, shape_of
 from former.attention import sdpa_attention
 from former.parallel import PoolAttention, SerialPool, available_cpus, make_pool, use_one_thread
-from former.parallel.attention import InPieces, head_slices, rows_per_piece
 from former.parallel.pool import default_start_method
+from former.parallel.pool_attention import InPieces, head_slices, rows_per_piece
 from former.parallel.speedups import interleaved_timings, random_inputs
 from former.parallel.worker import keep_freed_memory
 from former.threads import torch_threads
@@ -85,8 +86,7 @@ def no_traffic(q, k, v, heads: int, pool: Any) -> tuple[Method, Method]:
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
-    parts = tuple(int(x) for x in text.split(","))
-    if len(parts) != 4:
+    if len(parts := tuple(int(x) for x in text.split(","))) != 4:
         raise argparse.ArgumentTypeError(f"a shape is b,h,t,s (four integers), got {text!r}")
     return parts
 
@@ -129,9 +129,8 @@ def methods_for(q, k, v, heads: int, pools: dict[str, Any]) -> tuple[dict, dict]
 
 
 def call(method: Method) -> Any:
-    threads, fn = method
-    with torch_threads(threads):
-        return fn()
+    with torch_threads(method[0]):
+        return method[1]()
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -143,12 +142,9 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 def idle_machine_speedups(methods: dict, pools: dict[str, Any], calls: int) -> dict | None:
-    """Speed-up each pool would reach on an otherwise idle machine, from CPU time.
-
-    Wall-clock ratios on a shared machine depend on what other processes leave us, CPU time
-    much less: the serial loop's CPU time over the caller's plus the busiest worker's (the
-    larger of the two when the caller computes too), medians over ``calls`` turns.
-    """
+    """Speed-up each pool would reach on an otherwise idle machine, from CPU time (which other
+    processes' load changes much less than wall-clock time): the serial loop's CPU time over
+    the caller's plus the busiest worker's (the larger when the caller computes too)."""
     if process_cpu_seconds(os.getpid()) is None:
         return None
     samples: dict[str, list[float]] = {"serial": [], **{name: [] for name in pools}}
@@ -210,20 +206,6 @@ def measure_shape(shape: tuple[int, int, int, int], pools: dict[str, Any], repea
     }
 
 
-def shape_of(row: dict[str, Any]) -> tuple[int, int, int, int]:
-    return row["b"], row["h"], row["t"], row["s"]
-
-
-def format_table(rows: list[dict[str, Any]], key: str) -> str:
-    names = list(METHODS)[1:]
-    header = f"{'(b, h, t, s)':<18}{'serial ms':>11}" + "".join(f"{n:>11}" for n in names)
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        cells = "".join(f"{row[key][n]:>10.2f}x" for n in names)
-        lines.append(f"{shape_of(row)!s:<18}{row['seconds']['serial'] * 1e3:>11.1f}{cells}")
-    return "\n".join(lines)
-
-
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """head_pool's speed-up at each target shape, beside what the second core adds over the
     same pieces on one core (over_pieces) and the ceiling (no_traffic)."""
@@ -241,59 +223,6 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows
         if shape_of(row) in TARGETS
     ]
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    names = list(METHODS)[1:]
-    figure = Figure(figsize=(10, 6), layout="constrained")
-    axes = figure.subplots()
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
-        speedups = [row["speedup"][name] for row in rows]
-        bars = axes.bar(xs, speedups, width, label=f"{name}: {METHODS[name]}")
-        axes.bar_label(bars, fmt="%.2gx", fontsize=7)
-    axes.axhline(1.0, color="black", linewidth=0.8)
-    axes.axhline(PROCESSES, color="grey", linewidth=0.8, linestyle=":")
-    axes.set_xticks(range(len(rows)))
-    axes.set_xticklabels([f"b={r['b']} h={r['h']}\nt={r['t']} s={r['s']}" for r in rows])
-    axes.set_yscale("log", base=2)
-    axes.set_ylabel(f"speed-up over serial, 1 thread (log scale; dotted: {PROCESSES}x, ideal)")
-    axes.set_title(f"Multi-head attention on {available_cpus()} cores: who wins, and when")
-    figure.legend(fontsize=7, loc="outside lower center", ncols=2)
-    figure.savefig(path, dpi=120)
-
-
-def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-    print("\nspeed-up over serial (1 thread), medians; serial in milliseconds")
-    print(format_table(rows, "speedup"))
-    print("\nthe same from the fastest repeat of each method (less sensitive to other load)")
-    print(format_table(rows, "best_speedup"))
-    if all(row["idle_machine_estimate"] for row in rows):
-        print("\npool speed-ups estimated for an idle machine from CPU time")
-        for row in rows:
-            estimate = row["idle_machine_estimate"].items()
-            print(f"{shape_of(row)}: " + ", ".join(f"{n} {x:.2f}x" for n, x in estimate))
-    print("\nthe serial loop in a fresh process, default allocator (timed after the table):")
-    for row in rows:
-        plain, seconds = row["serial_plain_seconds"], row["seconds"]
-        print(
-            f"{shape_of(row)}: {plain * 1e3:.1f} ms, {plain / seconds['serial']:.2f}x the "
-            f"baseline's time; head_pool over it {plain / seconds['head_pool']:.2f}x"
-        )
-    print(
-        "(the baseline keeps freed memory, as the pool's workers do; without that every "
-        "score matrix costs page faults, and speed-ups would pass the core count)"
-    )
-    for target in targets:
-        print(
-            f"target head_pool >= {target['min_speedup']}x at {tuple(target['shape'])}: "
-            f"{target['measured']:.2f}x (median) {'met' if target['met'] else 'MISSED'}; "
-            f"best-of-repeats ratio {target['best']:.2f}x; over the same pieces on one core "
-            f"{target['over_pieces']:.2f}x; ceiling (no_traffic) {target['ceiling']:.2f}x"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,13 +259,13 @@ def main(argv: list[str] | None = None) -> int:
             row["serial_plain_seconds"] = timing.result()
     info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     targets = check_targets(rows)
-    print_report(rows, targets)
+    print_report(rows, targets, list(METHODS)[1:])
     print(f"load average after: {info['load_average_after']}")
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {"machine": info, "methods": METHODS, "shapes": rows, "targets": targets}
     (args.output_dir / "parallel.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(rows, args.output_dir / "parallel.png")
+    plot(rows, METHODS, PROCESSES, args.output_dir / "parallel.png")
     print(f"wrote {args.output_dir / 'parallel.json'} and {args.output_dir / 'parallel.png'}")
     return 0
 

@@ -1,19 +1,16 @@
 """Training benchmark: the classifier's default and headline configurations on real IMDB,
-side by side: wall-clock, training tokens/s and TEST accuracy (``final=True``).
+side by side: wall-clock (warm cache: data load, bigram choice, training, final evaluation),
+training tokens/s and TEST accuracy on all 24,960 test reviews.
 
     python -m benchmarks.train                      # (make bench-train) both configurations
     python -m benchmarks.train --only default -r 2  # one configuration, another seed
     python -m benchmarks.train --only default -M 256 --bigrams 0   # the default row, changed
 
-default: ``ClassifierConfig()``, what ``python -m former.classify`` trains (its flags change
-this row). headline: HEADLINE's settings, HEADLINE_SEEDS models (seeds -r, -r+1, ...) whose
-probabilities are averaged: the best accuracy found within 5 minutes on a 2-core CPU. Both
-train on the full training split of ``../shared/data/aclImdb-labelled.tar.gz`` and are tested
-on all 24,960 test reviews. Wall-clock counts from a warm per-user cache: data load, bigram
-choice, training, final evaluation. Also measured: padding's effect on the default model's
-predictions (a test review alone against the same review in a batch with the longest ones).
-Targets (2 cores): default 88% within 120 s, headline 90.5% within 300 s. Prints a table and
-writes ``bench-results/train.json``. Machines are shared: the load average is recorded.
+default: what ``python -m former.classify`` trains (its flags change this row). headline:
+HEADLINE's settings, HEADLINE_SEEDS models with their probabilities averaged. Also measured:
+padding's effect on the default model (a test review alone, and batched with the longest).
+Targets (2 cores): default 88% within 120 s, headline 90.5% within 300 s. Writes
+``bench-results/train.json``; the load average is recorded, as machines are shared.
 """
 
 from __future__ import annotations
@@ -31,16 +28,12 @@ from typing import Any
 
 import torch
 
-from former.classify import add_classifier_settings
+from former.classifier import ClassifierConfig, ensemble_accuracy, fit_seeds
+from former.classify import add_seeds_flag
 from former.data import ClassificationData, load_imdb
 from former.data.batching import make_batch
-from former.training import (
-    ClassifierConfig,
-    accuracy,
-    classifier_for,
-    ensemble_probabilities,
-    fit_classifier,
-)
+from former.loop import evaluating
+from former.settings import CLI, add_flags, read_flags
 from former.transformers import CTransformer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,23 +50,19 @@ def load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-def load_data(config: ClassifierConfig, cache: bool = True) -> ClassificationData:
-    return load_imdb(
-        IMDB_ARCHIVE, final=True, vocab_size=config.vocab_size, seed=config.seed, cache=cache
-    )
+def load_data(config: ClassifierConfig) -> ClassificationData:
+    return load_imdb(IMDB_ARCHIVE, final=True, vocab_size=config.vocab_size, seed=config.seed)
 
 
 def padding_effect(model: CTransformer, data: ClassificationData, max_length: int) -> dict:
-    """The largest change padding makes to a probability, and how many labels it flips: the
-    first PADDING_REVIEWS test reviews shorter than the three longest, alone and batched
-    with them."""
+    """The largest change padding makes to a probability, and how many labels it flips, over
+    the first PADDING_REVIEWS test reviews shorter than the three longest (batched with them)."""
     split = data.val
     lengths = split.lengths().clamp(max=max_length)
     longest = torch.argsort(lengths, descending=True)[:3]
     shorter = torch.nonzero(lengths < lengths[longest[-1]]).flatten()[:PADDING_REVIEWS]
     changes, flips = [], 0
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model) as model:
         for index in shorter.tolist():
             alone = make_batch(split, torch.tensor([index]), max_length)
             batched = make_batch(split, torch.cat([torch.tensor([index]), longest]), max_length)
@@ -91,20 +80,13 @@ def run_configuration(name: str, config: ClassifierConfig, seeds: int) -> dict[s
     load_before = load_average()
     started = time.perf_counter()
     data = load_data(config)
-    members = [dataclasses.replace(config, seed=config.seed + i) for i in range(seeds)]
-    models, runs = [], []
-    for member in members:
-        model = classifier_for(member, data)
-        metrics = fit_classifier(model, data, member, device=CPU, progress=False, log=print)
-        models.append(model)
-        runs.append({"seed": member.seed, "test_acc": metrics["val_acc"], **metrics})
-        print(f"{name}: seed {member.seed} test_acc={metrics['val_acc']:.4f}", flush=True)
-    if seeds > 1:
-        batch_size = max(config.batch_size, 256)
-        probabilities = ensemble_probabilities(models, data.val, batch_size, config.max_length, CPU)
-        test_acc = accuracy(probabilities, data.val)
-    else:
-        test_acc = runs[0]["test_acc"]
+    members, runs = [], []
+    for member in fit_seeds(config, data, seeds, device=CPU, progress=False, log=print):
+        members.append(member)
+        metrics, seed = member.metrics, member.config.seed
+        runs.append({"seed": seed, "test_acc": metrics["val_acc"], **metrics})
+        print(f"{name}: seed {seed} test_acc={metrics['val_acc']:.4f}", flush=True)
+    test_acc = ensemble_accuracy(members, data.val)
     wall = time.perf_counter() - started
     target_acc, target_s = TARGETS[name]
     return {
@@ -121,26 +103,13 @@ def run_configuration(name: str, config: ClassifierConfig, seeds: int) -> dict[s
         "target_met": test_acc >= target_acc and wall <= target_s,
         "load_before": load_before,
         "load_after": load_average(),
-        "padding": padding_effect(models[0], data, config.max_length),
+        "padding": padding_effect(members[0].model, data, config.max_length),
     }
 
 
 def print_table(results: list[dict]) -> None:
     header = ("configuration", "seeds", "wall s", "tokens/s", "test acc", "each seed", "target")
-    rows = [header]
-    for r in results:
-        target = f"{r['target']['test_acc']:.1%} in {r['target']['seconds']:.0f} s"
-        rows.append(
-            (
-                r["name"],
-                str(r["seeds"]) + (" (averaged)" if r["seeds"] > 1 else ""),
-                f"{r['wall_s']:.0f}",
-                f"{r['tokens_per_s']:,.0f}",
-                f"{r['test_acc']:.4f}",
-                " ".join(f"{run['test_acc']:.4f}" for run in r["runs"]),
-                f"{target}: {'met' if r['target_met'] else 'NOT met'}",
-            )
-        )
+    rows = [header, *map(table_row, results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print()
     for row in rows:
@@ -154,10 +123,23 @@ def print_table(results: list[dict]) -> None:
         )
 
 
+def table_row(r: dict) -> tuple[str, ...]:
+    target = f"{r['target']['test_acc']:.1%} in {r['target']['seconds']:.0f} s"
+    return (
+        r["name"],
+        str(r["seeds"]) + (" (averaged)" if r["seeds"] > 1 else ""),
+        f"{r['wall_s']:.0f}",
+        f"{r['tokens_per_s']:,.0f}",
+        f"{r['test_acc']:.4f}",
+        " ".join(f"{run['test_acc']:.4f}" for run in r["runs"]),
+        f"{target}: {'met' if r['target_met'] else 'NOT met'}",
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    add_classifier_settings(parser)
+    add_seeds_flag(add_flags(parser, ClassifierConfig, CLI)["training"])
     parser.add_argument("--only", choices=sorted(TARGETS), help="run one configuration")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default: {RESULTS}")
@@ -166,8 +148,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def configurations(args: argparse.Namespace) -> dict[str, tuple[ClassifierConfig, int]]:
     """name -> (settings, seeds): the default row from the flags, the headline from HEADLINE."""
-    flags = {k: v for k, v in vars(args).items() if k in ClassifierConfig.__dataclass_fields__}
-    default = ClassifierConfig(**{**flags, "final": True})
+    default = dataclasses.replace(read_flags(ClassifierConfig, args), final=True)
     headline = ClassifierConfig(**{**HEADLINE, "seed": args.seed, "final": True})
     every = {"default": (default, args.seeds), "headline": (headline, HEADLINE_SEEDS)}
     return {name: every[name] for name in every if args.only in (None, name)}

@@ -1,9 +1,6 @@
-"""The attention plug: a model takes ``attention=`` as a callable
-``f(queries, keys, values, heads, mask=False)`` (the learner contract), an import string
-``"module:function"`` (how ``model.py`` finds ``my_transformer_model``) or ``"sdpa"``, PyTorch's
-fused kernel. There is deliberately no default: :class:`AttentionNotImplementedError` points
-the learner at Task 1.
-"""
+"""The attention plug: ``attention=`` is a callable ``f(queries, keys, values, heads,
+mask=False)`` (the learner contract), an import string ``"module:function"`` or ``"sdpa"``.
+There is deliberately no default: :class:`AttentionNotImplementedError` points to Task 1."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ AttentionSpec = AttentionFn | str | None
 
 
 class AttentionNotImplementedError(NotImplementedError):
-    """Raised when a model is built without an attention function."""
+    """A model built without an attention function."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -49,15 +46,10 @@ def merge_heads(x: Tensor) -> Tensor:
 def sdpa_attention(
     queries: Tensor, keys: Tensor, values: Tensor, heads: int, mask: bool = False
 ) -> Tensor:
-    """Multi-head attention through PyTorch's fused kernel (the speed baseline), with the
-    learner contract: (b, t, heads * s) inputs, already projected -> (b, t, heads * s)."""
-    out = F.scaled_dot_product_attention(
-        split_heads(queries, heads),
-        split_heads(keys, heads),
-        split_heads(values, heads),
-        is_causal=mask,
-    )
-    return merge_heads(out)
+    """The learner contract through PyTorch's fused kernel (the speed baseline):
+    (b, t, heads * s) projected inputs -> (b, t, heads * s)."""
+    q, k, v = (split_heads(x, heads) for x in (queries, keys, values))
+    return merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=mask))
 
 
 BUILTIN_ATTENTION: dict[str, AttentionFn] = {"sdpa": sdpa_attention}
@@ -79,14 +71,13 @@ def import_attention(spec: str) -> AttentionFn:
             "Write it next to where you run (the notebook's %%writefile cell) or add its "
             "folder to PYTHONPATH."
         ) from error
-    try:
-        fn = getattr(module, attr)
-    except AttributeError:
+    if not hasattr(module, attr):
+        defined = ", ".join(n for n in dir(module) if not n.startswith("_")) or "nothing public"
         raise ImportError(
             f"Module {module_name!r} has no function {attr!r} (attention {spec!r}). "
-            f"Check the name; the module defines: "
-            f"{', '.join(n for n in dir(module) if not n.startswith('_')) or 'nothing public'}."
-        ) from None
+            f"Check the name; the module defines: {defined}."
+        )
+    fn = getattr(module, attr)
     if not callable(fn):
         raise TypeError(f"{spec!r} is a {type(fn).__name__}, not a function.")
     return fn

@@ -10,96 +10,33 @@ python -m former.classify predict --model runs/imdb "A moving, clever film." "Du
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from former.cli import (
-    Flags,
-    UsageError,
-    add_flags,
-    add_run_flags,
-    add_settings,
-    as_usage_error,
-    report_usage_errors,
-    start_run,
-)
-from former.loop import format_metrics
-from former.runs import RunMismatchError, holds_run
-from former.training import (
+from former.classifier import (
     ClassifierConfig,
-    accuracy,
-    classifier_for,
-    ensemble_probabilities,
-    fit_classifier,
+    Member,
+    ensemble_accuracy,
+    fit_seeds,
     load_model,
     predict,
     save_model,
 )
+from former.cli import UsageError, add_run_flags, as_usage_error, report_usage_errors, start_run
+from former.loop import Log, format_metrics
+from former.runs import RunMismatchError, holds_run
 
 if TYPE_CHECKING:
-    import torch
-
     from former.data import ClassificationData
-    from former.transformers import CTransformer
 
 PROG = "python -m former.classify"
-DEFAULTS = ClassifierConfig()
-MODEL_FLAGS: Flags = (
-    (("-M", "--max"), "reviews are cut to this many tokens", {"dest": "max_length", "type": int}),
-    (("-V", "--vocab-size"), "vocabulary size, <pad> and <unk> included", {"type": int}),
-    (
-        ("--bigrams",),
-        "embed the K most frequent word pairs of the training reviews, added to their second "
-        "word's embedding (0: none)",
-        {"type": int, "metavar": "K"},
-    ),
-)
-TRAINING_FLAGS: Flags = (
-    (("-e", "--num-epochs"), "epochs", {"dest": "epochs", "type": int}),
-    (("--evals-per-epoch",), "evaluations per epoch", {"type": int}),
-    (
-        ("--eval-subset",),
-        "validation examples per evaluation (0, and the last: all)",
-        {"type": int},
-    ),
-)
-ENSEMBLE_FLAGS: Flags = (
-    (
-        ("--seeds",),
-        "train this many models, seeds -r, -r+1, ..., and report the accuracy of their "
-        "averaged probabilities (ensemble_val_acc); --out saves each in seed-N/",
-        {"type": int, "default": 1, "metavar": "N"},
-    ),
-)
-PREDICT_FLAGS: Flags = (
-    (("texts",), "texts to classify ('-': lines of stdin)", {"nargs": "+", "metavar": "TEXT"}),
-    (
-        ("--model",),
-        "model.pt or the --out folder holding it; repeated (models of one vocabulary, "
-        "e.g. the seed-N/ folders of --seeds): their probabilities averaged",
-        {"required": True, "type": Path, "action": "append"},
-    ),
-    (("--attention",), "override the saved attention function (e.g. sdpa)", {}),
-)
 DATA_HELP = (
     "IMDB: aclImdb_v1.tar.gz, an aclImdb folder, a review,sentiment CSV, a folder holding "
     "one, or 'synthetic' (default: $FORMER_DATA_DIR, the per-user cache, then download)"
 )
-
-
-def add_classifier_settings(parser: argparse.ArgumentParser) -> None:
-    """A flag for every :class:`ClassifierConfig` setting, its default shown."""
-    groups = add_settings(parser, DEFAULTS, model=MODEL_FLAGS, training=TRAINING_FLAGS)
-    pooling = groups["model"].add_mutually_exclusive_group()
-    add_flags(
-        pooling, ((("--max-pool",), "max-pool positions", {"action": "store_true"}),), DEFAULTS
-    )
-    pooling.add_argument("--mean-pool", dest="max_pool", action="store_false", help="mean-pool")
-    add_flags(groups["training"], ENSEMBLE_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a transformer classifier on IMDB (or the built-in generated corpus). "
         f"To classify texts with a saved model: {PROG} predict --model FOLDER TEXT...",
     )
-    add_classifier_settings(parser)
-    add_run_flags(parser, DATA_HELP)
+    add_seeds_flag(add_run_flags(parser, ClassifierConfig, DATA_HELP)["training"])
     return parser
+
+
+def add_seeds_flag(group: Any) -> None:
+    """--seeds: an ensemble of runs, not a setting of any one of them."""
+    group.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train this many models, seeds -r, -r+1, ..., and report the accuracy of their "
+        "averaged probabilities (ensemble_val_acc); --out saves each in seed-N/",
+    )
 
 
 def run_training(args: argparse.Namespace) -> int:
@@ -118,10 +66,12 @@ def run_training(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds must be at least 1; got {args.seeds}.")
     if args.seeds > 1 and args.resume:
         raise UsageError("--resume continues one run; resume each seed-N/ folder on its own.")
-    out = args.out
-    if args.seeds > 1 and out is not None:
-        args.out = out / f"seed-{args.seed}"  # start_run checks the first member's folder
+    folders = member_folders(args.out, args.seed, args.seeds)
+    args.out = folders[0]  # start_run checks the first member's folder
     config, device, options = start_run(ClassifierConfig, args)
+    for folder in filter(None, folders[1:]):
+        if holds_run(folder):
+            raise UsageError(f"{folder} already holds a training run; choose another --out.")
 
     from former.data import ImdbFormatError, load_imdb
 
@@ -131,51 +81,41 @@ def run_training(args: argparse.Namespace) -> int:
         )
     log = options["log"]
     log(f"data: {data.source}")
-    members = [dataclasses.replace(config, seed=config.seed + i) for i in range(args.seeds)]
-    models = []
-    for member in members:
-        folder = out if args.seeds == 1 or out is None else out / f"seed-{member.seed}"
-        if folder is not None and args.seeds > 1:
-            options["checkpoint_dir"] = folder / "checkpoints"
-        models.append(train_one(member, data, device, options, folder, args.seeds > 1))
-    if args.seeds > 1:
-        probabilities = ensemble_probabilities(
-            models, data.val, max(config.batch_size, 256), config.max_length, device
+    del options["checkpoint_dir"]  # one per member
+    checkpoint_dirs = [None if folder is None else folder / "checkpoints" for folder in folders]
+    members = []
+    with as_usage_error(RunMismatchError):
+        trained = fit_seeds(
+            config, data, args.seeds, device=device, checkpoint_dirs=checkpoint_dirs, **options
         )
-        log(format_metrics(seeds=args.seeds, ensemble_val_acc=accuracy(probabilities, data.val)))
+        for folder, member in zip(folders, trained, strict=True):
+            keep_member(member, folder, data, log, alone=args.seeds == 1)
+            members.append(member)
+    if args.seeds > 1:
+        accuracy = ensemble_accuracy(members, data.val)
+        log(format_metrics(seeds=args.seeds, ensemble_val_acc=accuracy))
     return 0
 
 
-def train_one(
-    config: ClassifierConfig,
-    data: ClassificationData,
-    device: torch.device,
-    options: dict[str, Any],
-    out: Path | None,
-    member: bool,
-) -> CTransformer:
-    """Train (and with ``out`` save) one model of ``config`` on ``data``; logs its accuracy."""
-    log = options["log"]
-    model = classifier_for(config, data)
-    parameters = sum(p.numel() for p in model.parameters())
-    log(
-        f"model: {parameters:,} parameters, attention={config.attention}, "
-        f"bigrams={model.num_bigrams:,}, seed={config.seed}, device={device}"
-    )
-    if out is not None:
-        if member and holds_run(out):
-            raise UsageError(f"{out} already holds a training run; choose another --out.")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    with as_usage_error(RunMismatchError):
-        metrics = fit_classifier(model, data, config, device=device, **options)
-    if out is not None:
-        path = save_model(out, model, config, data.vocab, class_names=data.class_names)
+def member_folders(out: Path | None, seed: int, seeds: int) -> list[Path | None]:
+    """Where each model is saved: ``out`` for one, ``out/seed-N`` for several (None: nowhere)."""
+    if out is None or seeds == 1:
+        return [out] * seeds
+    return [out / f"seed-{seed + i}" for i in range(seeds)]
+
+
+def keep_member(
+    member: Member, folder: Path | None, data: ClassificationData, log: Log, alone: bool
+) -> None:
+    """Save a trained model (with its config.json) in ``folder``; log its accuracy."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(member.config.to_dict(), indent=2) + "\n")
+        path = save_model(folder, member.model, member.config, data.vocab, data.class_names)
         log(f"saved model to {path}")
-    elif not member:
+    elif alone:
         log("not saved (pass --out FOLDER to keep the model)")
-    log(format_metrics(final_val_acc=metrics.get("val_acc", float("nan"))))
-    return model
+    log(format_metrics(final_val_acc=member.metrics.get("val_acc", float("nan"))))
 
 
 def predict_texts(args: argparse.Namespace) -> int:
@@ -194,22 +134,36 @@ def predict_texts(args: argparse.Namespace) -> int:
             "the models were trained with different vocabularies; average only models of one "
             "run (--seeds N) or of runs with the same data and -V."
         )
-    names = model.class_names
-    for text, (label, probability) in zip(
-        texts, predict(models, vocab, texts, config.max_length), strict=True
-    ):
+    names, labelled = model.class_names, predict(models, vocab, texts, config.max_length)
+    for text, (label, probability) in zip(texts, labelled, strict=True):
         name = names[label] if label < len(names) else str(label)
         print(f"label={name} probability={probability:.3f} text={json.dumps(text[:80])}")
     return 0
 
 
+def predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} predict", description="Classify texts with a model saved with --out."
+    )
+    parser.add_argument(
+        "texts", nargs="+", metavar="TEXT", help="texts to classify ('-': lines of stdin)"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        action="append",
+        help="model.pt or the --out folder holding it; repeated (models of one vocabulary, "
+        "e.g. the seed-N/ folders of --seeds): their probabilities averaged",
+    )
+    parser.add_argument("--attention", help="override the saved attention function (e.g. sdpa)")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["predict"]:
-        parser = argparse.ArgumentParser(
-            prog=f"{PROG} predict", description="Classify texts with a model saved with --out."
-        )
-        add_flags(parser, PREDICT_FLAGS)
+        parser = predict_parser()
         return report_usage_errors(PROG, lambda: predict_texts(parser.parse_args(argv[1:])))
     return report_usage_errors(PROG, lambda: run_training(build_parser().parse_args(argv)))
 

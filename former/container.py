@@ -1,17 +1,15 @@
 """Train a CTransformer on IMDB inside a SageMaker training container (``model.py`` runs this).
 
 Hyperparameters come as ``--key value`` (unknown ones reported and ignored), data from the
-``training`` channel (nothing downloaded unless ``--download true``). The model goes to
-``SM_MODEL_DIR``, metrics to ``SM_OUTPUT_DATA_DIR``, checkpoints to ``/opt/ml/checkpoints`` (spot
-jobs resume), metric lines to stdout; a failure is one line in ``/opt/ml/output/failure`` and
-exit status 1. Under torchrun, rank 0 logs and saves. Outside a job, paths are under
+``training`` channel (nothing downloaded unless ``--download true``); checkpoints in
+``/opt/ml/checkpoints`` let spot jobs resume. A failure is one line in the failure file and exit
+status 1. Under torchrun, rank 0 logs and saves. Outside a job, paths are under
 ``./sagemaker-local/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -22,13 +20,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from former.loop import data_parallel, main_process_first, process_rank
+from former.classifier import ClassifierConfig, classifier_for, fit_classifier, save_model
+from former.devices import data_parallel, main_process_first, process_rank
 from former.runs import RunMismatchError
-from former.training import ClassifierConfig, classifier_for, fit_classifier, save_model
+from former.settings import JOB, RunOptions, add_flags, read_flags
 
 PROG = "model.py"
 DEFAULT_ATTENTION = "my_transformer_model:multihead_attention"
-BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+# Where a job keeps things unless told: (option, path under /opt/ml, variable that overrides it)
+JOB_PATHS = (
+    ("checkpoint_dir", "checkpoints", ""),
+    ("model_dir", "model", "SM_MODEL_DIR"),
+    ("output_data_dir", "output/data", "SM_OUTPUT_DATA_DIR"),
+    ("failure_file", "output/failure", "SM_OUTPUT_FAILURE"),
+)
 FAILURE_REASON_LIMIT = 1000  # SageMaker shows about the first 1 KiB of the failure file
 
 
@@ -41,64 +46,38 @@ def in_sagemaker_job() -> bool:
     return "SM_TRAINING_ENV" in os.environ or "SM_MODEL_DIR" in os.environ
 
 
-def str2bool(value: str) -> bool:
-    """``true``/``false`` in any case (also yes/no, 1/0), as SageMaker passes booleans."""
-    if str(value).strip().lower() not in BOOLEANS:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return BOOLEANS[str(value).strip().lower()]
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written; each option's default after its help."""
-
-
-class _HyperparameterParser(argparse.ArgumentParser):
+class HyperparameterParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise JobInputError(f"bad hyperparameter: {message}. See `python {PROG} --help`.")
 
 
 def default_path(relative: str, variable: str = "") -> str:
-    """``$variable``, else ``/opt/ml/<relative>`` inside a job, else ``sagemaker-local/<relative>``."""
+    """``$variable``, else ``<relative>`` under /opt/ml in a job, else under sagemaker-local/."""
     root = "/opt/ml" if in_sagemaker_job() else "sagemaker-local"
     return os.environ.get(variable) or f"{root}/{relative}"
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    """Known options, and the unknown ones (reported, then ignored: SageMaker may add its own).
-    A flag for every ClassifierConfig setting (unset: its default), then the job's own."""
-    parser = _HyperparameterParser(prog=PROG, description=__doc__, formatter_class=_Formatter)
-
-    def option(name: str, *aliases: str, group: Any = parser, **kwargs: Any) -> None:
-        # SageMaker passes hyperparameter keys verbatim: accept batch-size and batch_size.
-        underscored = [f"--{name.replace('-', '_')}"] if "-" in name else []
-        group.add_argument(f"--{name}", *underscored, *aliases, **kwargs)
-
-    # Model settings not given are absent from the namespace: ClassifierConfig has the defaults.
-    model = parser.add_argument_group("model and training", argument_default=argparse.SUPPRESS)
-    true_false = {"type": str2bool, "metavar": "true|false"}
-    defaults = ClassifierConfig()
-    for field in dataclasses.fields(ClassifierConfig):
-        default = getattr(defaults, field.name)
-        flags = ["embedding", "--emb"] if field.name == "emb" else [field.name.replace("_", "-")]
-        kind = true_false if isinstance(default, bool) else {"type": type(default)}
-        if field.name != "attention":  # below: a job's default is the learner's
-            option(*flags, group=model, dest=field.name, help=f"(default: {default})", **kind)
-    option("attention", default=DEFAULT_ATTENTION, help="'sdpa' or 'module:function'")
-    option("device", default="auto", help="auto, cuda, mps or cpu")
-    option("download", default=False, help="download IMDB when no data are given", **true_false)
-    option("checkpoint-dir", default=default_path("checkpoints"))
-    option("checkpoint-every", type=int, default=200, help="optimizer steps between checkpoints")
+    """The options (a flag for every ClassifierConfig setting and the job's
+    :class:`RunOptions`), and the unknown ones: SageMaker may add its own."""
+    parser = HyperparameterParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_flags(parser, ClassifierConfig, JOB, attention=DEFAULT_ATTENTION)
+    run = add_flags(parser, RunOptions, JOB)["data and run"]
     channel = os.environ.get("SM_CHANNEL_TRAINING")
-    option("data", default=channel, help="IMDB tarball, aclImdb folder or CSV, or 'synthetic'")
-    option("model-dir", default=default_path("model", "SM_MODEL_DIR"))
-    option("output-data-dir", default=default_path("output/data", "SM_OUTPUT_DATA_DIR"))
-    option("failure-file", default=default_path("output/failure", "SM_OUTPUT_FAILURE"))
-    return parser.parse_known_args(argv)
+    run.add_argument(
+        "--data", default=channel, help="IMDB tarball, aclImdb folder or CSV, or 'synthetic'"
+    )
+    args, unknown = parser.parse_known_args(argv)
+    for name, relative, variable in JOB_PATHS:
+        setattr(args, name, getattr(args, name) or default_path(relative, variable))
+    return args, unknown
 
 
 def check_attention(spec: str, heads: int, emb: int) -> None:
-    """Import the attention function and run it on a tiny input, so that a typo or an unfinished
-    Task 1 costs seconds, not a GPU job's start-up."""
+    """Import the attention function and run it on a tiny input: a typo or an unfinished Task 1
+    costs seconds, not a GPU job's start-up."""
     from former.attention import check_attention_output, resolve_attention
 
     # `python model.py` puts model.py's folder on sys.path (where the launcher ships the
@@ -149,9 +128,8 @@ def load_data(args: argparse.Namespace, config: ClassifierConfig):
 
 def run_job(args: argparse.Namespace, unknown: list[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Train as ``args`` say; every rank returns its trained model, rank 0 also the metrics."""
-    fields = [f.name for f in dataclasses.fields(ClassifierConfig) if hasattr(args, f.name)]
     try:
-        config = ClassifierConfig(**{name: getattr(args, name) for name in fields})
+        config = read_flags(ClassifierConfig, args)
     except ValueError as error:
         raise JobInputError(f"bad hyperparameters: {error}") from error
     with data_parallel(args.device) as device:
@@ -163,8 +141,7 @@ def run_job(args: argparse.Namespace, unknown: list[str]) -> tuple[nn.Module, di
         data = load_data(args, config)
         log(f"data: {data.source}")
         log(f"training on {world_size} process(es), device {device}, attention {config.attention}")
-        # build_classifier seeds torch from config.seed: identical initial weights on every rank.
-        model = classifier_for(config, data)
+        model = classifier_for(config, data)  # seeded by config.seed: the same on every rank
         checkpoints = {name: vars(args)[name] for name in ("checkpoint_dir", "checkpoint_every")}
         try:
             metrics = fit_classifier(model, data, config, device=device, log=log, **checkpoints)

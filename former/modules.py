@@ -49,31 +49,24 @@ class SelfAttention(nn.Module):
         self.toqueries = nn.Linear(emb, inner, bias=False)
         self.tovalues = nn.Linear(emb, inner, bias=False)
         self.unifyheads = nn.Linear(inner, emb)
-
         self.attention = resolve_attention(attention)
         self._shape_checked = False
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x: (b, t, emb); padding_mask: (b, t) bool, True at real tokens -> (b, t, emb).
         Padded keys get no attention, so padding never changes a real position's output."""
-        queries = self.toqueries(x)
-        keys = self.tokeys(x)
-        values = self.tovalues(x)
+        queries, keys, values = self.toqueries(x), self.tokeys(x), self.tovalues(x)
         padded = padding_mask is not None and not bool(padding_mask.all())
         if padded:
             queries, keys, values = mask_padded_keys(
                 queries, keys, values, self.heads, padding_mask
             )
-
         # The hole learners fill: (b, t, heads*s) x3 -> (b, t, heads*s).
         out = self.attention(queries, keys, values, self.heads, self.mask)
         if not self._shape_checked:
             check_attention_output(out, queries, self.heads, self.attention)
             self._shape_checked = True
-        if padded:
-            out = drop_score_feature(out, self.heads)
-
-        return self.unifyheads(out)
+        return self.unifyheads(drop_score_feature(out, self.heads) if padded else out)
 
 
 def mask_padded_keys(
@@ -98,7 +91,7 @@ def mask_padded_keys(
 
 
 def drop_score_feature(out: Tensor, heads: int) -> Tensor:
-    """Undo :func:`mask_padded_keys` on an attention output: (b, t, heads*(s+1)) -> (b, t, heads*s)."""
+    """Undo :func:`mask_padded_keys`: (b, t, heads*(s+1)) -> (b, t, heads*s)."""
     b, t, inner = out.shape
     return out.reshape(b, t, heads, inner // heads)[..., :-1].reshape(b, t, -1)
 
@@ -118,13 +111,9 @@ class TransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = SelfAttention(emb, heads=heads, mask=mask, wide=wide, attention=attention)
-        self.norm1 = nn.LayerNorm(emb)
-        self.norm2 = nn.LayerNorm(emb)
-        self.ff = nn.Sequential(
-            nn.Linear(emb, ff_hidden_mult * emb),
-            nn.GELU(),
-            nn.Linear(ff_hidden_mult * emb, emb),
-        )
+        self.norm1, self.norm2 = nn.LayerNorm(emb), nn.LayerNorm(emb)
+        hidden = ff_hidden_mult * emb
+        self.ff = nn.Sequential(nn.Linear(emb, hidden), nn.GELU(), nn.Linear(hidden, emb))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:

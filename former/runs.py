@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from former.modules import check_heads_divide
+from former.settings import RunSettings
 
-LR_DECAYS = ("cosine", "linear", "constant")
 MODEL_FILE = "model.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 KEEP_CHECKPOINTS = 3
@@ -24,63 +22,13 @@ class RunMismatchError(ValueError):
     """A checkpoint or saved model belongs to a run with a different configuration."""
 
 
-class RunSettings:
-    """Mixed into a settings dataclass: a dict round trip and the same-run check.
-    REPORTING_ONLY settings never change what a run learns: a run may resume with others."""
-
-    KIND: ClassVar[str] = "run"
-    REPORTING_ONLY: ClassVar[tuple[str, ...]] = ()
-
-    def __post_init__(self) -> None:
-        """The checks of the settings every run has (model shape, schedule, dropout)."""
-        check_positive(self, "emb", "heads", "depth", "batch_size")
-        check_heads_divide(self.emb, self.heads, self.wide)
-        if self.lr <= 0:
-            raise ValueError(f"the learning rate must be positive; got {self.lr}.")
-        if self.lr_decay not in LR_DECAYS:
-            raise ValueError(
-                f"unknown learning-rate decay {self.lr_decay!r}; use one of {sorted(LR_DECAYS)}."
-            )
-        if self.lr_warmup < 0:
-            raise ValueError(f"lr_warmup must be 0 or more; got {self.lr_warmup}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        """Rebuild settings saved with :meth:`to_dict`, refusing unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.KIND} settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
-
-    def check_same_run(self, saved: dict[str, Any], where: Path) -> None:
-        """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's;
-        settings missing from ``saved`` (added later) count as their defaults."""
-        current = self.to_dict()
-        saved = {f.name: f.default for f in fields(self)} | saved
-        names = sorted((set(saved) | set(current)) - set(self.REPORTING_ONLY))
-        differences = [
-            f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
-            for name in names
-            if saved.get(name) != current.get(name)
-        ]
-        if differences:
-            raise RunMismatchError(
-                f"{where} holds a run with different settings ({'; '.join(differences)}). "
-                "Use the same settings to resume it, or choose another output folder."
-            )
-
-
-def check_positive(settings: Any, *names: str) -> None:
-    """Raise unless each named setting is at least 1."""
-    for name in names:
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be at least 1; got {getattr(settings, name)}.")
+def check_same_run(settings: RunSettings, saved: dict[str, Any], where: Path) -> None:
+    """Raise :class:`RunMismatchError` unless ``saved`` (a settings dict) is this run's."""
+    if differences := settings.differences(saved):
+        raise RunMismatchError(
+            f"{where} holds a run with different settings ({'; '.join(differences)}). "
+            "Use the same settings to resume it, or choose another output folder."
+        )
 
 
 def write_atomically(payload: Any, path: Path) -> Path:
@@ -100,9 +48,7 @@ def write_atomically(payload: Any, path: Path) -> Path:
 
 def checkpoint_paths(directory: str | Path | None) -> list[Path]:
     """Checkpoints in ``directory``, oldest first."""
-    if directory is None or not Path(directory).is_dir():
-        return []
-    return sorted(Path(directory).glob(f"{CHECKPOINT_PREFIX}*.pt"))
+    return sorted(Path(directory).glob(f"{CHECKPOINT_PREFIX}*.pt")) if directory else []
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
@@ -140,16 +86,14 @@ def check_saved_model(path: Path, settings: RunSettings) -> None:
     """Raise :class:`RunMismatchError` if ``path`` holds a model saved with other settings."""
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        settings.check_same_run(saved.get("config", {}), path)
+        check_same_run(settings, saved.get("config", {}), path)
 
 
 def read_model_file(
     path: str | Path, file_format: str, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """What :func:`save_model_file` wrote in ``path`` (the file or its folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
+    path = Path(path) / MODEL_FILE if Path(path).is_dir() else Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved model at {path}; train one with --out FOLDER.")
     payload = torch.load(path, map_location=map_location, weights_only=True)

@@ -35,20 +35,12 @@ class _Backbone(nn.Module):
         self.token_embedding = nn.Embedding(num_tokens, emb)
         self.pos_embedding = nn.Embedding(seq_length, emb)
         self.dropout = nn.Dropout(dropout)
-        self.tblocks = nn.Sequential(
-            *(
-                TransformerBlock(
-                    emb, heads, mask=mask, dropout=dropout, wide=wide, attention=attention
-                )
-                for _ in range(depth)
-            )
-        )
+        block = dict(mask=mask, dropout=dropout, wide=wide, attention=attention)
+        self.tblocks = nn.Sequential(*(TransformerBlock(emb, heads, **block) for _ in range(depth)))
         self.norm = nn.LayerNorm(emb)
-        self.bigram_embedding = (
-            None
-            if bigram_keys is None
-            else BigramEmbedding(bigram_keys, num_tokens, emb, std=EMBEDDING_STD)
-        )
+        self.bigram_embedding = None
+        if bigram_keys is not None:
+            self.bigram_embedding = BigramEmbedding(bigram_keys, num_tokens, emb, EMBEDDING_STD)
         # From N(0, 1), PyTorch's default, AdamW's small steps barely move a rare word and random
         # positions drown the words; from N(0, 0.02^2) a word is shaped by its first occurrences.
         for embedding in (self.token_embedding, self.pos_embedding):
@@ -62,12 +54,10 @@ class _Backbone(nn.Module):
         t = x.size(1)
         if t > self.seq_length:
             raise ValueError(
-                f"sequence of length {t} is longer than the model's seq_length "
-                f"{self.seq_length}; truncate the input or build the model with a larger "
-                "seq_length."
+                f"sequence of length {t} is longer than the model's seq_length {self.seq_length}; "
+                "truncate the input or build the model with a larger seq_length."
             )
-        positions = self.pos_embedding(torch.arange(t, device=x.device))
-        h = self.token_embedding(x) + positions[None, :, :]
+        h = self.token_embedding(x) + self.pos_embedding(torch.arange(t, device=x.device))[None]
         if self.bigram_embedding is not None:
             h = h + self.bigram_embedding(x)
         h = self.dropout(h)
@@ -105,7 +95,6 @@ class CTransformer(nn.Module):
 
     @property
     def num_bigrams(self) -> int:
-        """How many word pairs have their own embedding (0: none)."""
         bigrams = self.backbone.bigram_embedding
         return 0 if bigrams is None else len(bigrams.keys)
 

@@ -2,13 +2,11 @@
 found, downloaded or generated as :mod:`former.data.locate` says."""
 
 from former.data.batching import Batch, batches, random_windows
-from former.data.bigrams import frequent_bigrams
 from former.data.imdb import ImdbFormatError, load_imdb
 from former.data.locate import ChecksumError, DownloadError
-from former.data.splits import ClassificationData, TextSplit
 from former.data.synthetic import load_synthetic
 from former.data.text import load_enwik8, load_shakespeare, load_text
-from former.data.vocabulary import Vocabulary, tokenize
+from former.data.tokens import ClassificationData, TextSplit, Vocabulary, frequent_bigrams, tokenize
 
 __all__ = [
     "Batch",

@@ -1,4 +1,4 @@
-"""Cutting data into batches: padded, length-bucketed text batches and random byte windows."""
+"""Batches: padded, length-bucketed text batches and random byte windows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from former.data.splits import TextSplit
+from former.data.tokens import TextSplit
 
 # Texts are sorted by length within chunks of this many batches: big enough that a batch
 # holds texts of similar length (little padding), small enough to stay random.
@@ -33,12 +33,10 @@ def batches(
     num_shards: int = 1,
     shard_index: int = 0,
 ) -> Iterator[Batch]:
-    """One epoch of batches over ``split``, texts cut to their first ``max_length`` tokens.
-
-    shuffle: texts of similar length batched together, batches in an order fixed by ``seed``;
-    else the split's order. Shard ``shard_index`` of ``num_shards`` (one per process) gets
-    every ``num_shards``-th batch; all get as many, wrapping around, so no process waits.
-    """
+    """One epoch of batches over ``split``, texts cut to their first ``max_length`` tokens;
+    shuffled: texts of similar length together, batches in an order fixed by ``seed``. Shard
+    ``shard_index`` of ``num_shards`` (one per process) gets every ``num_shards``-th batch, all
+    shards as many (wrapping around), so that no process waits."""
     if batch_size < 1 or max_length < 1:
         raise ValueError(
             f"batch_size and max_length must be at least 1; got {batch_size} and {max_length}."
@@ -73,7 +71,7 @@ def batch_plan(
 
 
 def make_batch(split: TextSplit, indices: torch.Tensor, max_length: int) -> Batch:
-    """Pad the texts at ``indices`` (cut to ``max_length``) into one :class:`Batch`."""
+    """The texts at ``indices``, cut to ``max_length``, padded into one :class:`Batch`."""
     rows = [split.sequences[i][:max_length] for i in indices.tolist()]
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
     tokens = torch.zeros(len(rows), max(1, int(lengths.max())), dtype=torch.long)
@@ -89,8 +87,8 @@ def random_windows(
     length: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of ``data`` (1-D integers, e.g. bytes) for next-token prediction:
-    inputs (b, t) and targets (b, t), long, t = ``length``, targets shifted one to the left."""
+    """Random windows of 1-D ``data`` for next-token prediction: inputs and targets, (b, t)
+    long, t = ``length``, targets shifted one to the left."""
     if data.dim() != 1:
         raise ValueError(f"data must be 1-D, got shape {tuple(data.shape)}.")
     if len(data) <= length:

@@ -1,9 +1,6 @@
-"""A tokenized corpus, and the classification data sets made from it.
-
-Tokenizing 50,000 reviews is the slow part of loading IMDB and depends on no setting, so the
-tokens are kept as ids into an alphabetical word list; the settings' split, vocabulary and
-ids are then a few array operations.
-"""
+"""A tokenized corpus, and the classification data sets made from it. Tokenizing 50,000
+reviews is the slow part of loading IMDB and depends on no setting, so the tokens are kept as
+ids into an alphabetical word list; the settings' split and vocabulary are array operations."""
 
 from __future__ import annotations
 
@@ -15,8 +12,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from former.data.splits import ClassificationData, TextSplit, validation_indices
-from former.data.vocabulary import PAD, UNK, Vocabulary, tokenize
+from former.data.tokens import (
+    PAD,
+    UNK,
+    ClassificationData,
+    TextSplit,
+    Vocabulary,
+    tokenize,
+    validation_indices,
+)
 
 ARRAYS = ("ids", "offsets", "labels", "is_test")
 

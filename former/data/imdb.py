@@ -1,7 +1,6 @@
-"""IMDB reviews (Maas et al., 2011) for sentiment classification, from the files people have:
-the official ``aclImdb_v1.tar.gz`` (read in place), an extracted ``aclImdb`` folder, the CSV
-``review,sentiment`` (its last 20% of rows the test split), or a folder holding one.
-"""
+"""IMDB reviews (Maas et al., 2011) from the files people have: the official
+``aclImdb_v1.tar.gz`` (read in place), an extracted ``aclImdb`` folder, the CSV
+``review,sentiment`` (its last 20% of rows the test split), or a folder holding one."""
 
 from __future__ import annotations
 
@@ -15,11 +14,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from former.data.cache import cached, file_identity
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
-from former.data.locate import cache_dir, download_file, find_or_download
-from former.data.splits import ClassificationData
+from former.data.locate import cache_dir, cached, download_file, file_identity, find_or_download
 from former.data.synthetic import load_synthetic
+from former.data.tokens import ClassificationData
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
@@ -29,6 +27,7 @@ CLASS_NAMES = ("negative", "positive")
 SPLITS, POLARITIES = ("train", "test"), ("neg", "pos")  # folder names, in label order
 CSV_HEADER = ["review", "sentiment"]
 LAYOUTS = "Pass the official aclImdb_v1.tar.gz, an extracted aclImdb folder, a review,sentiment CSV"
+FALLBACK = "the built-in generated corpus"
 _MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_\d+\.txt$")
 
 
@@ -45,13 +44,10 @@ def load_imdb(
     download: bool = True,
     cache: bool = True,
 ) -> ClassificationData:
-    """IMDB reviews, tokenized and encoded, ready for :func:`former.data.batches`.
-
-    path: any layout above, or ``"synthetic"`` for the built-in generated corpus; None: looked
-    up, else downloaded, else the generated corpus (:mod:`former.data.locate`). final:
-    validation is the test split, not 20% of the training reviews (by ``seed``). The
-    vocabulary counts the training split only. cache: through the per-user cache.
-    """
+    """IMDB reviews, tokenized and encoded, ready for :func:`former.data.batches`. path: any
+    layout above, or ``"synthetic"``; None: looked up, else downloaded, else the generated
+    corpus. final: validation is the test split, not 20% of the training reviews (by ``seed``).
+    The vocabulary counts the training split only. cache: through the per-user cache."""
     if isinstance(path, str) and path.strip().lower() == "synthetic":
         return load_synthetic(seed=seed, vocab_size=vocab_size)
     source = identify_source(Path(path)) if path is not None else locate_imdb(download)
@@ -82,22 +78,14 @@ def load_imdb(
 def locate_imdb(allow_download: bool = True) -> ImdbSource | None:
     """IMDB from ``$FORMER_DATA_DIR`` or the cache, else downloaded; offline None, with a notice."""
     return find_or_download(
-        "IMDB data",
-        find_source_in,
-        download_imdb,
-        allow_download,
-        IMDB_ARCHIVE,
-        "the built-in generated corpus",
+        "IMDB data", find_source_in, download_imdb, allow_download, IMDB_ARCHIVE, FALLBACK
     )
 
 
 def download_imdb() -> ImdbSource:
-    """Download the official archive (checksum-verified) into the per-user cache."""
+    """The official archive, downloaded (checksum-verified) into the per-user cache."""
     path = cache_dir() / IMDB_ARCHIVE
     return ImdbSource("tarball", download_file(IMDB_URL, path, sha256=IMDB_SHA256, size=IMDB_SIZE))
-
-
-# ---------------------------------------------------------------- finding the files
 
 
 @dataclass(frozen=True)
@@ -125,7 +113,7 @@ class ImdbSource:
 
 def identify_source(path: Path) -> ImdbSource:
     """The IMDB data set at ``path``: an archive, aclImdb folder or CSV, or a folder holding one."""
-    path = Path(path).expanduser()
+    path = path.expanduser()
     if not path.exists():
         raise FileNotFoundError(
             f"no IMDB data at {path}: the path does not exist. {LAYOUTS}, a folder holding "
@@ -142,7 +130,7 @@ def identify_source(path: Path) -> ImdbSource:
         return found
     if tarfile.is_tarfile(path):
         return ImdbSource("tarball", path)
-    if path.suffix.lower() == ".csv" or _csv_header(path) == CSV_HEADER:
+    if path.suffix.lower() == ".csv" or is_imdb_csv(path):
         check_csv_header(path)
         return ImdbSource("csv", path)
     raise ImdbFormatError(
@@ -160,7 +148,7 @@ def find_source_in(folder: Path) -> ImdbSource | None:
     candidates = [
         [ImdbSource("folder", e) for e in entries if e.is_dir() and is_aclimdb_folder(e)],
         [ImdbSource("tarball", e) for e in entries if _looks_like_imdb_tarball(e)],
-        [ImdbSource("csv", e) for e in entries if _looks_like_imdb_csv(e)],
+        [ImdbSource("csv", e) for e in entries if e.suffix.lower() == ".csv" and is_imdb_csv(e)],
     ]
     for of_one_kind in candidates:
         official = [source for source in of_one_kind if source.path.name == IMDB_ARCHIVE]
@@ -192,12 +180,12 @@ def _looks_like_imdb_tarball(path: Path) -> bool:
         return False
 
 
-def _looks_like_imdb_csv(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() == ".csv" and _csv_header(path) == CSV_HEADER
+def is_imdb_csv(path: Path) -> bool:
+    return _csv_header(path) == CSV_HEADER
 
 
 def _csv_header(path: Path) -> list[str] | None:
-    """The first CSV row, lower-cased and stripped, or None when the file is not text."""
+    """The first CSV row, lower-cased and stripped; None when the file is not text."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
             row = next(csv.reader([file.readline()]), [])
@@ -214,9 +202,6 @@ def check_csv_header(path: Path) -> None:
             f"{path}: the CSV header is {shown}, expected 'review,sentiment' (one review and "
             "its label, positive or negative, per row)."
         )
-
-
-# ---------------------------------------------------------------- reading the reviews
 
 
 def read_tarball(path: Path) -> Reviews:
@@ -237,7 +222,6 @@ def read_tarball(path: Path) -> Reviews:
 
 
 def read_folder(folder: Path) -> Reviews:
-    """Read the reviews of an extracted aclImdb folder."""
     folders = [folder / split / polarity for split in SPLITS for polarity in POLARITIES]
     files = (
         (f"{d.parent.name}/{d.name}/{f.name}", f.read_bytes) for d in folders for f in d.iterdir()
@@ -246,7 +230,7 @@ def read_folder(folder: Path) -> Reviews:
 
 
 def read_csv(path: Path) -> Reviews:
-    """Read a ``review,sentiment`` CSV; its last 20% of rows become the test split."""
+    """A ``review,sentiment`` CSV's reviews, its last 20% of rows the test split."""
     check_csv_header(path)
     texts, labels = [], []
     with open(path, newline="", encoding="utf-8-sig") as file:
@@ -275,8 +259,7 @@ def read_csv(path: Path) -> Reviews:
 
 
 def _reviews(files: Iterable[tuple[str, Callable[[], bytes]]], path: Path, example: str) -> Reviews:
-    """The reviews among (name, read) ``files``, in (split, label, id) order; both splits
-    must be there."""
+    """The reviews among (name, read) ``files``, in (split, label, id) order."""
     found = []
     for name, read in files:
         if match := _MEMBER.search(name):

@@ -1,10 +1,7 @@
-"""A built-in corpus of short generated reviews whose label depends on word order.
-
-A review is one clause (``the plot was not very good .``) or two that disagree, joined by
-``but`` and taking the sentiment of the second; every contrast review comes with its mirror
-image ("good but boring" negative, "boring but good" positive). So a bag of words cannot
-solve it and a small transformer can. Offline, instant, and fixed by the seed.
-"""
+"""A built-in corpus of short generated reviews whose label depends on word order: one clause
+(``the plot was not very good .``) or two that disagree, joined by ``but``, taking the second's
+sentiment, each with its mirror image ("good but boring", "boring but good"). A bag of words
+cannot solve it; a small transformer can. Offline, instant, fixed by the seed."""
 
 from __future__ import annotations
 
@@ -12,8 +9,7 @@ import random
 
 import torch
 
-from former.data.splits import ClassificationData, TextSplit
-from former.data.vocabulary import Vocabulary, tokenize
+from former.data.tokens import ClassificationData, TextSplit, Vocabulary, tokenize
 
 NOUNS = tuple("movie film plot acting story cast ending music script dialogue".split())
 VERBS = ("was", "is", "felt", "seemed")
@@ -21,6 +17,7 @@ INTENSIFIERS = ("", "", "very", "really", "quite", "truly")
 OPENERS = ("", "", "", "honestly ,", "overall", "i think")
 POSITIVE = ("good", "great", "brilliant", "fun", "moving", "charming", "clever", "beautiful")
 NEGATIVE = ("bad", "boring", "dull", "awful", "weak", "silly", "slow", "bland")
+CONTRAST_FRACTION = 0.7  # of reviews that are contrasts, in mirrored pairs
 
 
 def _clause(rng: random.Random, positive: bool) -> str:
@@ -31,14 +28,11 @@ def _clause(rng: random.Random, positive: bool) -> str:
     return " ".join(word for word in words if word)
 
 
-def generate_reviews(
-    n: int, seed: int = 0, contrast_fraction: float = 0.7
-) -> tuple[list[str], list[int]]:
-    """``n`` reviews and their labels (0 negative, 1 positive), fixed by ``seed``; about
-    ``contrast_fraction`` of them are contrasts, in mirrored pairs."""
+def generate_reviews(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` reviews and their labels (0 negative, 1 positive), fixed by ``seed``."""
     rng = random.Random(seed)
     # a pair adds two contrast reviews, a single clause one review
-    pair_probability = contrast_fraction / (2 - contrast_fraction)
+    pair_probability = CONTRAST_FRACTION / (2 - CONTRAST_FRACTION)
     reviews: list[tuple[str, int]] = []
     while len(reviews) < n:
         label = rng.randrange(2)
@@ -55,18 +49,13 @@ def generate_reviews(
 
 
 def load_synthetic(
-    n_train: int = 8000,
-    n_val: int = 2000,
-    seed: int = 0,
-    *,
-    contrast_fraction: float = 0.7,
-    vocab_size: int = 50_000,
+    n_train: int = 8000, n_val: int = 2000, seed: int = 0, *, vocab_size: int = 50_000
 ) -> ClassificationData:
     """The generated corpus as :class:`ClassificationData`: reviews of 5 to 16 tokens over
     about 50 words, train and val drawn together by ``seed``."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f"n_train and n_val must be positive; got {n_train} and {n_val}.")
-    texts, labels = generate_reviews(n_train + n_val, seed, contrast_fraction)
+    texts, labels = generate_reviews(n_train + n_val, seed)
     tokens = [tokenize(text) for text in texts]
     vocab = Vocabulary.build(tokens[:n_train], vocab_size)
 

@@ -1,8 +1,6 @@
 """Bytes for generation: enwik8 (raw, ``.gz`` or the official ``.zip``), tiny Shakespeare
-(plain ASCII: bits per byte are bits per character) or any text file.
-
-Every byte is a token. Data are split 90/5/5 into train, validation and test, as the original
-``former`` split enwik8's 100M bytes.
+(plain ASCII: bits per byte are bits per character) or any text file. Every byte is a token;
+data are split 90/5/5 into train, validation and test, as the original ``former`` split enwik8.
 """
 
 from __future__ import annotations
@@ -36,14 +34,12 @@ ByteSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
-    """enwik8 as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: enwik8 raw, gzipped,
-    the official ``enwik8.zip``, or a folder holding one; None: looked up, downloaded, else
-    generated text."""
+    """enwik8 as (train, val, test) 1-D uint8 tensors. path: enwik8 raw, gzipped, the official
+    ``enwik8.zip``, or a folder holding one; None: looked up, downloaded, else generated text."""
     if path is None:
-        found = find_or_download(
-            "enwik8", find_enwik8_in, download_enwik8, download, ENWIK8_ARCHIVE, "generated text"
+        return load_found(
+            find_or_download("enwik8", find_enwik8_in, download_enwik8, download, ENWIK8_ARCHIVE)
         )
-        return generated_splits() if found is None else load_text(found)
     path = Path(path).expanduser()
     found = find_enwik8_in(path) if path.is_dir() else path
     if found is None:
@@ -53,14 +49,32 @@ def load_enwik8(path: str | Path | None = None, *, download: bool = True) -> Byt
     return load_text(found)
 
 
-def generated_splits() -> ByteSplits:
-    """About a megabyte of generated text, split like a file: the offline stand-in."""
-    return split_bytes(torch.frombuffer(bytearray(generated_text()), dtype=torch.uint8))
+def load_shakespeare(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
+    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors. path: the text file or a folder
+    holding it; None: looked up, downloaded, else generated text."""
+    if path is not None:
+        path = Path(path).expanduser()
+        return load_text(path / SHAKESPEARE_FILE if path.is_dir() else path)
+
+    def find_in(folder: Path) -> Path | None:
+        return folder / SHAKESPEARE_FILE if (folder / SHAKESPEARE_FILE).is_file() else None
+
+    what = "tiny Shakespeare"
+    return load_found(
+        find_or_download(what, find_in, download_shakespeare, download, SHAKESPEARE_FILE)
+    )
+
+
+def load_found(found: Path | None) -> ByteSplits:
+    """The file :func:`find_or_download` found, else about a megabyte of generated text."""
+    if found is None:
+        return split_bytes(torch.frombuffer(bytearray(generated_text()), dtype=torch.uint8))
+    return load_text(found)
 
 
 def load_text(path: str | Path) -> ByteSplits:
-    """Any file as (train, val, test) 1-D uint8 tensors of its bytes, split 90/5/5; gzip and
-    zip (its ``enwik8`` member, or its only one) are unpacked, recognised by content."""
+    """Any file as (train, val, test) 1-D uint8 tensors of its bytes; gzip and zip (its
+    ``enwik8`` member, or its only one) are unpacked, recognised by content."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}; pass the path of an existing file.")
@@ -86,8 +100,20 @@ def read_bytes(path: Path) -> bytearray:
     return bytearray(path.read_bytes())
 
 
+def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
+    names = [name for name in archive.namelist() if not name.endswith("/")]
+    if ENWIK8_MEMBER in names:
+        return ENWIK8_MEMBER
+    if len(names) == 1:
+        return names[0]
+    raise ValueError(
+        f"{path} holds {len(names)} files and none is named 'enwik8'; unpack the one you "
+        "want and pass it."
+    )
+
+
 def split_bytes(data: torch.Tensor) -> ByteSplits:
-    """Split 1-D ``data`` into 90/5/5 (train, val, test) views."""
+    """1-D ``data`` as 90/5/5 (train, val, test) views."""
     n = len(data)
     if n < MINIMUM_BYTES:
         raise ValueError(f"{n} bytes are too few to split 90/5/5; use a larger text file.")
@@ -97,7 +123,7 @@ def split_bytes(data: torch.Tensor) -> ByteSplits:
 
 
 def find_enwik8_in(folder: Path) -> Path | None:
-    """The enwik8 file in ``folder``: ``enwik8``, ``enwik8.zip``, then any ``enwik8*.gz``."""
+    """``enwik8``, ``enwik8.zip``, then any ``enwik8*.gz`` in ``folder``."""
     for name in (ENWIK8_MEMBER, ENWIK8_ARCHIVE, "enwik8.gz"):
         if (folder / name).is_file():
             return folder / name
@@ -105,10 +131,10 @@ def find_enwik8_in(folder: Path) -> Path | None:
     return gzipped[0] if gzipped else None
 
 
-def download_enwik8(destination: Path | None = None) -> Path:
-    """Download the official ``enwik8.zip`` into the per-user cache, verifying its content."""
-    destination = destination or cache_dir() / ENWIK8_ARCHIVE
-    return download_file(ENWIK8_URL, destination, size=ENWIK8_SIZE, verify=check_enwik8_zip)
+def download_enwik8() -> Path:
+    """The official ``enwik8.zip``, downloaded into the per-user cache and verified."""
+    path = cache_dir() / ENWIK8_ARCHIVE
+    return download_file(ENWIK8_URL, path, size=ENWIK8_SIZE, verify=check_enwik8_zip)
 
 
 def check_enwik8_zip(path: Path) -> None:
@@ -125,38 +151,7 @@ def check_enwik8_zip(path: Path) -> None:
         )
 
 
-def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
-    names = [name for name in archive.namelist() if not name.endswith("/")]
-    if ENWIK8_MEMBER in names:
-        return ENWIK8_MEMBER
-    if len(names) == 1:
-        return names[0]
-    raise ValueError(
-        f"{path} holds {len(names)} files and none is named 'enwik8'; unpack the one you "
-        "want and pass it."
-    )
-
-
-def load_shakespeare(path: str | Path | None = None, *, download: bool = True) -> ByteSplits:
-    """Tiny Shakespeare as (train, val, test) 1-D uint8 tensors, split 90/5/5. path: the text
-    file or a folder holding it; None: looked up, downloaded, else generated text."""
-    if path is not None:
-        path = Path(path).expanduser()
-        return load_text(path / SHAKESPEARE_FILE if path.is_dir() else path)
-    found = find_or_download(
-        "tiny Shakespeare",
-        lambda folder: folder / SHAKESPEARE_FILE if (folder / SHAKESPEARE_FILE).is_file() else None,
-        download_shakespeare,
-        download,
-        SHAKESPEARE_FILE,
-        "generated text",
-    )
-    return generated_splits() if found is None else load_text(found)
-
-
-def download_shakespeare(destination: Path | None = None) -> Path:
-    """Download tiny Shakespeare (checksum-verified) into the per-user cache."""
-    destination = destination or cache_dir() / SHAKESPEARE_FILE
-    return download_file(
-        SHAKESPEARE_URL, destination, sha256=SHAKESPEARE_SHA256, size=SHAKESPEARE_SIZE
-    )
+def download_shakespeare() -> Path:
+    """Tiny Shakespeare, downloaded (checksum-verified) into the per-user cache."""
+    path = cache_dir() / SHAKESPEARE_FILE
+    return download_file(SHAKESPEARE_URL, path, sha256=SHAKESPEARE_SHA256, size=SHAKESPEARE_SIZE)

@@ -2,7 +2,6 @@
 process pool), :class:`PoolAttention` (a model's heads on a pool, inference and training), and
 :func:`measure_speedups` / :func:`plot_speedups` (when do processes pay off)."""
 
-from former.parallel.attention import PoolAttention, SerialPool
 from former.parallel.errors import (
     PoolError,
     PoolTimeoutError,
@@ -13,6 +12,7 @@ from former.parallel.errors import (
     WorkerError,
 )
 from former.parallel.pool import HeadPool, available_cpus, default_start_method, make_pool
+from former.parallel.pool_attention import PoolAttention, SerialPool
 from former.parallel.speedups import measure_speedups, plot_speedups
 from former.parallel.worker import use_one_thread
 

@@ -1,11 +1,8 @@
-"""Shared-memory arenas: how tensors cross process boundaries without being pickled.
-
-Each worker owns an arena, mapped by the parent and the worker, grown when a call needs more.
-A tensor is copied in (one memcpy) and only its offset, dtype and shape are pickled: its bytes
-through a pipe would cost more than the attention. The memory is a ``memfd`` on Linux (not
-limited by Docker's small ``/dev/shm``, freed with its last user even after a crash), an
-unlinked POSIX shared-memory object elsewhere, a named block on Windows.
-"""
+"""Shared-memory arenas: each worker's, mapped by it and the parent, grown when a call needs
+more. A tensor is copied in (one memcpy) and only its offset, dtype and shape are pickled: its
+bytes through a pipe would cost more than the attention. The memory is a ``memfd`` on Linux
+(not limited by Docker's small ``/dev/shm``, freed with its last user even after a crash), an
+unlinked POSIX shared-memory object elsewhere, a named block on Windows."""
 
 from __future__ import annotations
 
@@ -30,7 +27,6 @@ GROWTH_GRANULE = 1 << 20  # arenas grow in whole MiB
 
 
 def align(offset: int) -> int:
-    """Round ``offset`` up to the next multiple of :data:`ALIGNMENT`."""
     return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
@@ -53,8 +49,8 @@ def anonymous_shared_memory(nbytes: int) -> int:
 
 
 class Arena:
-    """Shared memory seen as a flat ``uint8`` tensor: the parent makes one with :meth:`create`
-    and hands it over with :meth:`send`, the worker opens it with :meth:`receive`."""
+    """Shared memory as a flat ``uint8`` tensor: made by the parent (:meth:`create`), handed
+    over (:meth:`send`), opened by the worker (:meth:`receive`)."""
 
     def __init__(self, nbytes: int, buffer: Any, fd: int | None, name: str | None) -> None:
         self.nbytes, self.name, self._buffer, self._fd = nbytes, name, buffer, fd
@@ -65,7 +61,7 @@ class Arena:
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """The contiguous tensor of ``dtype`` and ``shape`` at byte ``offset``: one ``as_strided``
-        of a typed view of the arena, the cheapest way to rebuild a call's tensors."""
+        of a typed view, the cheapest way to rebuild a call's tensors."""
         typed = self._typed.get(dtype)
         if typed is None:
             typed = self._typed[dtype] = self.tensor.view(dtype)
@@ -74,7 +70,6 @@ class Arena:
 
     @classmethod
     def create(cls, nbytes: int) -> Arena:
-        """A new arena of at least ``nbytes`` bytes (whole MiB)."""
         nbytes = max(GROWTH_GRANULE, -(-nbytes // GROWTH_GRANULE) * GROWTH_GRANULE)
         if sys.platform == "win32":
             shm = SharedMemory(create=True, size=nbytes)
@@ -89,7 +84,6 @@ class Arena:
 
     @classmethod
     def receive(cls, conn: Connection, nbytes: int, name: str | None) -> Arena:
-        """Open an arena announced by the parent (worker side)."""
         if name is not None:
             return cls(nbytes, SharedMemory(name=name), None, name)
         fd = reduction.recv_handle(conn)
@@ -99,7 +93,6 @@ class Arena:
             os.close(fd)
 
     def close(self) -> None:
-        """Release this process's hold on the arena."""
         self.tensor = None
         self._typed.clear()
         try:
@@ -113,7 +106,7 @@ class Arena:
 
 @dataclass
 class Placement:
-    """Where :func:`pack` put the tensors it met, to be copied by :func:`copy_in`."""
+    """Where :func:`pack` put the tensors it met, for :func:`copy_in`."""
 
     end: int  # the byte after the last tensor
     tensors: list[tuple[int, torch.Tensor]] = field(default_factory=list)
@@ -121,11 +114,9 @@ class Placement:
 
 
 def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Placement]:
-    """Pickle ``obj``, its CPU tensors replaced by places in an arena from byte ``start``.
-
-    A tensor that would end beyond ``limit`` is pickled inline (``spilled_bytes``): an arena
-    too small costs speed, never correctness. Nothing is copied: see :func:`copy_in`.
-    """
+    """Pickle ``obj``, its CPU tensors replaced by places in an arena from byte ``start``; a
+    tensor that would end beyond ``limit`` is pickled inline: an arena too small costs speed,
+    never correctness. Nothing is copied yet (:func:`copy_in`)."""
     placement, seen = Placement(end=start), {}
 
     def persistent_id(obj: object) -> tuple | None:
@@ -154,7 +145,6 @@ def pack(obj: object, start: int, limit: int | None = None) -> tuple[bytes, Plac
 
 
 def copy_in(arena: Arena, placement: Placement) -> None:
-    """Copy the tensors of ``placement`` into ``arena`` at their offsets."""
     for offset, tensor in placement.tensors:
         if tensor.is_contiguous() and not tensor.is_conj() and not tensor.is_neg():
             # A plain memcpy on this thread: torch's copy_ would wake the intra-op

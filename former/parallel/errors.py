@@ -1,5 +1,5 @@
-"""What can go wrong when work is mapped over a pool, each as its own exception whose message
-says what happened and what to do (its reader is usually in a notebook)."""
+"""What can go wrong in a pool's ``map``, each its own exception whose message says what
+happened and what to do (to a reader who is usually in a notebook)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ class RemoteTraceback(Exception):
 
 
 def function_name(fn: object) -> str:
-    """``module.qualname`` of a function, or its repr for other callables."""
     qualname, module = getattr(fn, "__qualname__", None), getattr(fn, "__module__", None)
     if qualname is None:
         return repr(fn)
@@ -47,7 +46,6 @@ def function_name(fn: object) -> str:
 
 
 def add_note(error: BaseException, note: str) -> None:
-    """``error.add_note(note)`` where Python has it (3.11+)."""
     if hasattr(error, "add_note"):
         error.add_note(note)
 
@@ -98,7 +96,6 @@ SIGNAL_HINTS = {
 
 
 def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
-    """Plain words for how a process ended."""
     if exitcode is None:
         return "it stopped responding"
     if exitcode >= 0:
@@ -114,8 +111,8 @@ def describe_exit(exitcode: int | None, during_call: bool = True) -> str:
 def error_from_worker(
     kind: str, details: object, fn: object, worker: int, first_item: int, start_method: str
 ) -> BaseException:
-    """The exception to raise for a worker's ``("error", kind, details)`` reply; ``first_item``
-    is the index, in the whole ``map``, of the worker's first item."""
+    """The exception for a worker's ``("error", kind, details)`` reply; ``first_item``: the
+    index, in the whole ``map``, of the worker's first item."""
     if kind == "function":
         return function_error(fn, details, start_method)
     if kind == "items":

@@ -1,10 +1,6 @@
-"""``make_pool``: a process pool for attention heads that is safe, fast and never hangs.
-
-Used as ``multiprocessing.Pool``: ``pool.map(attention_function, items)``. Unlike it, the start
-method is a safe one, each worker runs one torch thread, persists between calls and receives
-tensors through shared memory, one contiguous batch of items per worker and call; the caller
-may compute a share itself (``include_caller=True``); every failure raises.
-"""
+"""``make_pool``: a process pool for attention heads, used as ``multiprocessing.Pool``
+(``pool.map(attention_function, items)``) but with a safe start method, one torch thread per
+persistent worker, tensors through shared memory, and every failure raised, never a hang."""
 
 from __future__ import annotations
 
@@ -30,7 +26,7 @@ from former.parallel.errors import (
     function_error,
     function_name,
 )
-from former.parallel.worker import STOP_TIMEOUT, Traffic, Worker, next_messages, stop_all
+from former.parallel.worker import STOP_TIMEOUT, Worker, next_messages, stop_all
 from former.threads import torch_threads
 
 STARTUP_TIMEOUT = 120.0  # seconds; spawn imports torch in every worker, slow on a busy laptop
@@ -44,18 +40,18 @@ def available_cpus() -> int:
 
 
 def default_start_method() -> str:
-    """``spawn`` on macOS and Windows, else ``forkserver`` where it exists: workers forked
-    from a small single-threaded server, not copies of a parent's threads and locks."""
+    """``spawn`` on macOS and Windows, else ``forkserver`` where it exists: workers forked from
+    a small single-threaded server, not copies of a parent's threads and locks."""
     if sys.platform in {"darwin", "win32"}:
         return "spawn"
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def check_start_method(start_method: str | None) -> str:
-    """Validate a requested start method; ``None`` means :func:`default_start_method`."""
-    available = multiprocessing.get_all_start_methods()
+    """A requested start method, checked; ``None`` means :func:`default_start_method`."""
     if start_method is None:
         return default_start_method()
+    available = multiprocessing.get_all_start_methods()
     if start_method == "fork" and sys.platform == "darwin":
         raise ValueError(
             "start_method='fork' is not safe on macOS: system libraries used by torch crash "
@@ -70,17 +66,26 @@ def check_start_method(start_method: str | None) -> str:
     return start_method
 
 
+def pickled_function(fn: Callable[[Any], Any]) -> bytes:
+    """``fn`` as the workers receive it, or an error that says how to make it picklable."""
+    if not callable(fn):
+        raise TypeError(f"map needs a function, got {type(fn).__name__}.")
+    try:
+        return pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise function_error(fn, str(error), start_method=None) from error
+
+
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous ``(start, stop)`` ranges covering ``range(n)``, sizes within one,
-    the last never larger than the others."""
+    the last never the largest."""
     parts = min(parts, n)
     return list(pairwise([-(-n * part // parts) for part in range(parts + 1)]))
 
 
 class HeadPool:
-    """Persistent worker processes with a ``multiprocessing.Pool``-like ``map``; made by
-    :func:`make_pool`. Close it, or use it as a context manager (garbage collection also
-    stops its workers)."""
+    """Persistent workers with a ``multiprocessing.Pool``-like ``map``, made by :func:`make_pool`;
+    close it or use it as a context manager (garbage collection also stops its workers)."""
 
     def __init__(
         self, processes: int | None, start_method: str | None, include_caller: bool
@@ -91,7 +96,6 @@ class HeadPool:
         self.processes, self.include_caller = processes, include_caller
         self.worker_count = processes - 1 if include_caller else processes
         self.start_method = check_start_method(start_method)
-        self.traffic = Traffic()
         self._context = multiprocessing.get_context(self.start_method)
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
@@ -110,7 +114,7 @@ class HeadPool:
             f"{self.start_method!r}); the machine may be overloaded: try fewer processes."
         )
         try:
-            self._workers.extend(Worker.start(self._context, i) for i in range(self.worker_count))
+            self._workers.extend(Worker(self._context, i) for i in range(self.worker_count))
             deadline = time.monotonic() + STARTUP_TIMEOUT
             for worker, message in next_messages(self._workers, deadline, late):
                 if message is None:
@@ -152,7 +156,6 @@ class HeadPool:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the current workers."""
         return [worker.process.pid for worker in self._workers]
 
     def map(
@@ -162,21 +165,15 @@ class HeadPool:
         chunksize: int | None = None,
         timeout: float | None = None,
     ) -> list[Any]:
-        """``[fn(item) for item in iterable]``, in order: one contiguous batch of items per
-        worker, the last one computed here with ``include_caller`` (``chunksize`` is ignored).
-        Past ``timeout`` seconds, :class:`PoolTimeoutError`; timed-out or dead workers are
-        replaced."""
+        """``[fn(item) for item in iterable]``: one contiguous batch per worker, the last one
+        computed here with ``include_caller`` (``chunksize`` is ignored). Past ``timeout``
+        seconds, :class:`PoolTimeoutError`; timed-out or dead workers are replaced."""
         items = list(iterable)
         if self._closed:
             raise ValueError("Pool not running: it was closed.")
         if not items:
             return []
-        if not callable(fn):
-            raise TypeError(f"map needs a function, got {type(fn).__name__}.")
-        try:
-            function_bytes = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as error:
-            raise function_error(fn, str(error), start_method=None) from error
+        function_bytes = pickled_function(fn)
         module = getattr(fn, "__module__", None)
         with self._lock:
             if len(self._workers) < self.worker_count:
@@ -195,7 +192,7 @@ class HeadPool:
             try:
                 for worker, batch in zip(busy, batches, strict=True):
                     try:
-                        worker.send_task(module, function_bytes, batch, self.traffic)
+                        worker.send_task(module, function_bytes, batch)
                     except OSError:  # the worker died between calls
                         raise self._death(worker, ranges[worker.index], fn) from None
                 own_results, own_error = self._run_here(fn, items, *own_range)
@@ -203,26 +200,25 @@ class HeadPool:
                     if data is None:
                         raise self._death(worker, ranges[worker.index], fn)
                     # Results are copied out now, while the other workers still compute.
-                    replies[worker.index] = worker.read_reply(data, self.traffic)
+                    replies[worker.index] = worker.read_reply(data)
             except BaseException:
                 stop_all(self._workers)  # a worker may still compute or be gone: start afresh
                 raise
-            self.traffic.calls += 1
             results = []
             for worker, (start, _) in zip(busy, ranges, strict=True):  # in item order
                 reply = replies[worker.index]
                 if reply[0] != "done":
                     raise error_from_worker(*reply[1:], fn, worker.index, start, self.start_method)
                 results.extend(reply[1])
-            if own_error is not None:
-                raise own_error
-            return results + own_results
+        if own_error is not None:
+            raise own_error
+        return results + own_results
 
     def _run_here(
         self, fn: Callable[[Any], Any], items: list[Any], start: int, stop: int
     ) -> tuple[list[Any], Exception | None]:
         """The caller's share: its results, or the exception that stopped it, returned so that
-        the workers' replies are still read and the workers stay in step."""
+        the workers' replies are still read."""
         results: list[Any] = []
         if start == stop:
             return results, None
@@ -267,13 +263,9 @@ class HeadPool:
 def make_pool(
     processes: int | None = None, start_method: str | None = None, *, include_caller: bool = False
 ) -> HeadPool:
-    """A ready-to-use :class:`HeadPool` (its workers have started when this returns).
-
-    processes: processes that compute; None: one per available core. include_caller: this
-    process computes one share of every ``map`` (one torch thread) and ``processes - 1``
-    workers the rest, so only their share is copied and one wake-up fewer is paid, but a
-    crash in that share is a crash of your process and ``timeout`` cannot interrupt it.
-    start_method: "fork", "forkserver", "spawn", or None for :func:`default_start_method`;
-    under spawn and forkserver a mapped function must live in a module.
-    """
+    """A :class:`HeadPool` whose workers have started. processes: processes that compute;
+    None: one per core. include_caller: this process computes one share of every ``map`` and
+    ``processes - 1`` workers the rest (one copy and one wake-up fewer, but a crash there is a
+    crash of your process, and ``timeout`` cannot interrupt it). start_method: "fork",
+    "forkserver", "spawn", or None (:func:`default_start_method`)."""
     return HeadPool(processes, start_method, include_caller)

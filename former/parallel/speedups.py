@@ -1,6 +1,5 @@
-"""When do processes pay off? Multi-head attention timed serially, on threads and on pools:
-``plot_speedups(measure_speedups(parallel_multihead_attention))`` in the notebook. Every
-speed-up is over the same heads computed one after the other in this process, one thread."""
+"""When do processes pay off? ``plot_speedups(measure_speedups(parallel_multihead_attention))``:
+multi-head attention on threads and pools, against the heads one after the other, one thread."""
 
 from __future__ import annotations
 
@@ -10,13 +9,14 @@ import statistics
 import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from former.parallel.attention import PoolAttention, SerialPool
 from former.parallel.pool import make_pool
+from former.parallel.pool_attention import PoolAttention, SerialPool
 from former.threads import torch_threads
 
 ParallelAttention = Callable[..., Tensor]  # (queries, keys, values, heads, mask, pool)
@@ -25,9 +25,8 @@ ParallelAttention = Callable[..., Tensor]  # (queries, keys, values, heads, mask
 def interleaved_timings(
     methods: dict[Hashable, tuple[int, Callable[[], Any]]], repeats: int = 5, warmup: int = 1
 ) -> dict[Hashable, list[float]]:
-    """Seconds per call of each method (name -> (torch threads, zero-argument call)),
-    ``repeats`` samples each, in a new random order each repeat so that a burst of load on a
-    shared machine (or a pool still tidying up after its call) does not always hit one method."""
+    """``repeats`` seconds per call of each method (name -> (torch threads, call)), in a new
+    random order each repeat, so that a burst of load does not always hit one method."""
     for threads, fn in methods.values():
         with torch_threads(threads):
             for _ in range(warmup):
@@ -45,13 +44,12 @@ def interleaved_timings(
 
 
 def random_inputs(batch: int, heads: int, t: int, head_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries, keys and values of shape (batch, t, heads * head_size), always the same."""
+    """Queries, keys and values, (batch, t, heads * head_size), always the same."""
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.randn(batch, t, heads * head_size, generator=generator) for _ in range(3))
 
 
 def label(method: str, workers: int) -> str:
-    """How :func:`plot_speedups` names a method: "serial, 1 thread", "torch, 2 threads"..."""
     if method == "serial":
         return "serial, 1 thread"
     if method == "threads":
@@ -71,32 +69,23 @@ def measure_speedups(
     threads: Sequence[int] = (2,),
     repeats: int = 5,
 ) -> list[dict[str, Any]]:
-    """Speed-up of pools and of torch threads over one thread, for each sequence length.
-
-    parallel_attention: ``(queries, keys, values, heads, mask, pool) -> output``, such as
-    your ``parallel_multihead_attention`` (its head function in a module); by default
-    :class:`PoolAttention`. It is timed on a :class:`SerialPool` with one thread (the
-    baseline) and with each count of ``threads``, and on a pool per count of ``processes``.
-    Inputs are (batch, t, heads * head_size); timings are medians. Returns one row per
-    (length, method), ``{"method": "serial" | "threads" | "processes", "workers", "label",
-    "t", "batch", "heads", "head_size", "mask", "seconds", "speedup"}``.
-    """
+    """Median speed-ups over one thread for each sequence length: ``parallel_attention``
+    (``(queries, keys, values, heads, mask, pool) -> output``, by default :class:`PoolAttention`)
+    on a :class:`SerialPool` with each count of ``threads``, and on a pool per count of
+    ``processes``. One row per (length, method): ``{"method", "workers", "label", "t", "batch",
+    "heads", "head_size", "mask", "seconds", "speedup"}``."""
     attend = parallel_attention or (lambda q, k, v, h, m, pool: PoolAttention(pool)(q, k, v, h, m))
     shape = {"batch": batch, "heads": heads, "head_size": head_size, "mask": mask}
     rows = []
     with ExitStack() as stack:
         pools = {count: stack.enter_context(make_pool(count)) for count in processes}
         for t in lengths:
-            q, k, v = random_inputs(batch, heads, t, head_size)
-
-            def run(pool: Any, q: Tensor = q, k: Tensor = k, v: Tensor = v) -> Callable[[], Any]:
-                return lambda: attend(q, k, v, heads, mask, pool)
-
+            run = partial(attend, *random_inputs(batch, heads, t, head_size), heads, mask)
             # A pool's caller only hands out work and gathers it: one thread for it leaves
             # the cores to the workers.
-            methods = {("serial", 1): (1, run(SerialPool()))}
-            methods.update({("threads", n): (n, run(SerialPool())) for n in threads})
-            methods.update({("processes", n): (1, run(pool)) for n, pool in pools.items()})
+            methods = {("serial", 1): (1, partial(run, SerialPool()))}
+            methods.update({("threads", n): (n, partial(run, SerialPool())) for n in threads})
+            methods.update({("processes", n): (1, partial(run, pool)) for n, pool in pools.items()})
             samples = interleaved_timings(methods, repeats)
             baseline = statistics.median(samples["serial", 1])
             for (method, workers), times in samples.items():
@@ -109,8 +98,8 @@ def measure_speedups(
 
 
 def plot_speedups(results: Sequence[dict[str, Any]]):
-    """Speed-up against sequence length, one line per method, from :func:`measure_speedups`'
-    rows; a matplotlib Figure, shown as an image when a notebook cell ends with it."""
+    """Speed-up against sequence length, one line per method: a matplotlib Figure, shown as an
+    image when a notebook cell ends with it."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")

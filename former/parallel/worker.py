@@ -1,10 +1,9 @@
 """A worker process, both ends: the loop it runs, and the parent's handle on it.
 
-Messages are pickled tuples over the worker's socket. To the worker: ``("arena", nbytes,
-name)`` then the arena's descriptor, or ``("task", module, function_bytes, items_bytes,
-out_start)``. Back: ``b"ready"`` once, then per task ``("done", results_bytes, out_needed)``
-or ``("error", kind, details)``, kind being "function", "items", "raised" or "result".
-Tensors travel in the worker's arena, not in these bytes.
+Messages are pickled tuples. To the worker: ``("arena", nbytes, name)`` then the arena's
+descriptor, or ``("task", module, function_bytes, items_bytes, out_start)``. Back: ``b"ready"``
+once, then per task ``("done", results_bytes, out_needed)`` or ``("error", kind, details)``,
+kind "function", "items", "raised" or "result". Tensors travel in the arena.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -41,8 +39,7 @@ def error_text(error: BaseException) -> str:
 
 def use_one_thread() -> None:
     """One intra-op thread for the rest of this process, in torch and any BLAS loaded later:
-    workers already run side by side, and a forked child with several threads deadlocks in
-    its first OpenMP region."""
+    workers run side by side, and a forked child with several threads deadlocks in OpenMP."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
     torch.set_num_threads(1)
@@ -53,8 +50,8 @@ def use_one_thread() -> None:
 
 
 def keep_freed_memory() -> None:
-    """Keep freed memory for this process's next use (glibc only): glibc returns freed blocks
-    of several MiB (a head's scores) at once, and every call would page-fault them back."""
+    """Keep freed memory for this process's next use (glibc): freed blocks of several MiB (a
+    head's scores) go back to the system at once, and every call would page-fault them in."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -79,21 +76,19 @@ def file_version(module_name: str | None) -> tuple[int, int] | None:
 
 
 def load_function(module_name: str | None, function_bytes: bytes, versions: dict) -> Callable:
-    """Unpickle the mapped function, reloading its module first if its file changed since
-    (``versions``: module -> file version), so a ``%%writefile`` fix reaches the workers."""
+    """Unpickle the mapped function, its module reloaded first if its file changed since
+    (``versions``: module -> file version): a ``%%writefile`` fix reaches the workers."""
     if module_name in versions:
         version = file_version(module_name)
         if version is not None and version != versions[module_name]:
             importlib.reload(sys.modules[module_name])
-            versions[module_name] = version
     fn = pickle.loads(function_bytes)
-    if module_name not in versions:
-        versions[module_name] = file_version(module_name)
+    versions[module_name] = file_version(module_name)
     return fn
 
 
 def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
-    """Apply the function of a ``task`` message to its items; the reply message."""
+    """The reply to a ``task`` message: its function applied to its items."""
     _, module_name, function_bytes, items_bytes, out_start = message
     step = "function"
     try:
@@ -123,7 +118,6 @@ def run_task(message: tuple, arena: Arena, versions: dict) -> bytes:
 
 
 def serve(conn: Connection) -> None:
-    """Entry point of a worker process."""
     # Ctrl-C (a notebook's interrupt button) reaches the whole process group; the parent
     # handles it and replaces its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -146,40 +140,22 @@ def serve(conn: Connection) -> None:
             conn.send_bytes(run_task(message, arena, versions))
 
 
-# -- the parent's side --------------------------------------------------------------------
-
-
-@dataclass
-class Traffic:
-    """Calls made, and bytes moved both ways: pickled through pipes, or in shared memory."""
-
-    calls: int = 0
-    pipe_bytes: int = 0
-    shared_bytes: int = 0
-
-
-@dataclass
 class Worker:
     """The parent's handle on one worker process: its socket and its arena."""
 
-    index: int
-    process: Any  # multiprocessing.Process of the pool's context
-    conn: Connection
-    arena: Arena | None = None
-    out_hint: int | None = None  # bytes of results seen last time
-
-    @classmethod
-    def start(cls, context: Any, index: int) -> Worker:
+    def __init__(self, context: Any, index: int) -> None:
         parent_end, child_end = multiprocessing.Pipe(duplex=True)
-        process = context.Process(
+        self.process = context.Process(
             target=serve, args=(child_end,), name=f"former-head-worker-{index}", daemon=True
         )
-        process.start()
+        self.process.start()
         child_end.close()
-        return cls(index, process, parent_end)
+        self.index, self.conn = index, parent_end
+        self.arena: Arena | None = None
+        self.out_hint: int | None = None  # bytes of results seen last time
 
     def send_task(
-        self, module: str | None, fn_bytes: bytes, batch: tuple[bytes, Placement], traffic: Traffic
+        self, module: str | None, fn_bytes: bytes, batch: tuple[bytes, Placement]
     ) -> None:
         """Copy a packed batch into the arena (grown first if need be) and send the task."""
         items_bytes, placement = batch
@@ -193,19 +169,14 @@ class Worker:
             self.conn.send_bytes(dumps(("arena", self.arena.nbytes, self.arena.name)))
             self.arena.send(self.conn, self.process.pid)
         copy_in(self.arena, placement)
-        message = dumps(("task", module, fn_bytes, items_bytes, out_start))
-        self.conn.send_bytes(message)
-        traffic.pipe_bytes += len(message)
-        traffic.shared_bytes += placement.end
+        self.conn.send_bytes(dumps(("task", module, fn_bytes, items_bytes, out_start)))
 
-    def read_reply(self, data: bytes, traffic: Traffic) -> tuple:
+    def read_reply(self, data: bytes) -> tuple:
         """A reply message, its results copied out of the arena: ``("done", results)``."""
-        traffic.pipe_bytes += len(data)
         reply = pickle.loads(data)
         if reply[0] != "done":
             return reply
         _, results_bytes, self.out_hint = reply
-        traffic.shared_bytes += self.out_hint
         try:
             return "done", unpack(results_bytes, self.arena, copy=True)
         except Exception as error:

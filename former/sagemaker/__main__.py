@@ -1,33 +1,18 @@
 """``python -m former.sagemaker launch | status | logs | fetch | stop``: the round trip.
-
-Options ``launch`` does not know itself (``--epochs 3``, ``--batch-size 32``) become
-hyperparameters of ``model.py``. Errors are one line and exit status 1.
-"""
+Options ``launch`` does not know (``--epochs 3``) become hyperparameters of ``model.py``."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 
 from former.sagemaker import fetch, job, launch, progress
 from former.sagemaker.errors import SageMakerError
+from former.settings import CLI, add_flags, read_flags
 
 EXAMPLE_REVIEW = "A wonderful film: the acting is superb and the story moving."
-# Help for the launch options (JobSettings' fields) whose default alone says too little.
-LAUNCH_HELP = {
-    "data": "IMDB tarball or CSV (uploaded once), or an s3:// URI (default: former's own)",
-    "role": "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)",
-    "region": "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's",
-    "gpus_per_instance": "for instance types not in the table",
-    "max_wait_seconds": "spot only (default: 2 x max run)",
-    "framework_version": "PyTorch image, e.g. 2.10 (default: the newest AWS still patches, "
-    "not newer than the local torch)",
-    "image_uri": "training image; overrides --framework-version",
-    "learner_module": "default: ./my_transformer_model.py",
-}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,18 +22,8 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True)
-    # launch passes on only the options given: JobSettings has the defaults.
-    start = commands.add_parser(
-        "launch", help=run_launch.__doc__, argument_default=argparse.SUPPRESS
-    )
-    for setting in dataclasses.fields(job.JobSettings):
-        flag = "--" + setting.name.replace("_", "-")
-        default = "the SDK's" if setting.default is None else setting.default
-        text = LAUNCH_HELP.get(setting.name, f"default: {default}")
-        if setting.type == "bool":
-            start.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
-        elif setting.name != "hyperparameters":
-            start.add_argument(flag, type=int if "int" in setting.type else str, help=text)
+    start = commands.add_parser("launch", help=run_launch.__doc__)
+    add_flags(start, job.JobSettings, CLI)
     start.add_argument("--dry-run", action="store_true", default=False, help="send nothing")
     start.set_defaults(run=run_launch)
     sub = {}
@@ -57,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         sub[name] = commands.add_parser(name, help=run.__doc__)
         sub[name].set_defaults(run=run)
         sub[name].add_argument("job", nargs="?" if name == "status" else None)
-        sub[name].add_argument("--region", help=LAUNCH_HELP["region"])
+        sub[name].add_argument("--region", help=job.REGION_HELP)
     for command in (start, sub["logs"]):
         command.add_argument("--follow", action="store_true", default=False, help="to its end")
     sub["fetch"].add_argument("--out", default="sagemaker-models", help="default: %(default)s")
@@ -74,9 +49,8 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
     while items:
         item = items.pop(0)
         if not item.startswith("--") or item == "--":
-            raise SageMakerError(
-                f"Unexpected argument {item!r}: hyperparameters for model.py go as --key value."
-            )
+            why = "hyperparameters for model.py go as --key value"
+            raise SageMakerError(f"Unexpected argument {item!r}: {why}.")
         key, equals, value = item[2:].partition("=")
         if not equals:
             if not items or items[0].startswith("--"):
@@ -88,9 +62,8 @@ def parse_hyperparameter_args(extra: Sequence[str]) -> dict[str, str]:
 
 def run_launch(args: argparse.Namespace) -> None:
     """Submit model.py as a training job."""
-    skip = ("command", "run", "follow", "dry_run")
-    options = {name: value for name, value in vars(args).items() if name not in skip}
-    result = launch.launch_training_job(dry_run=args.dry_run or None, **options)
+    settings = vars(read_flags(job.JobSettings, args))
+    result = launch.launch_training_job(dry_run=args.dry_run or None, **settings)
     name, region, processes = result.job_name, result.region, result.processes_per_instance
     if not result.submitted:
         print(json.dumps(result.request, indent=2, sort_keys=True, default=str))
@@ -132,7 +105,7 @@ def run_logs(args: argparse.Namespace) -> None:
 
 def run_fetch(args: argparse.Namespace) -> None:
     """Download the model, test it here, classify a text."""
-    from former.training import predict
+    from former.classifier import predict
 
     path = fetch.fetch_model(args.job, args.out, region=args.region)
     model, config, vocab = fetch.load_fetched_model(path)

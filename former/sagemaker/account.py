@@ -1,4 +1,4 @@
-"""Which AWS region, session, execution role and S3 data a job uses: one answer for every command."""
+"""Which AWS region, session, execution role and S3 data a job uses, for every command."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def resolve_region(region: str | None = None, boto_session: Any = None) -> str:
 
 
 def aws_session(region: str | None, boto_session: Any = None) -> Any:
-    """A boto3 session for ``region`` (resolved): the caller's, which must be for it, or a new one."""
+    """A boto3 session for ``region``: the caller's, which must be for it, or a new one."""
     import boto3
 
     region = resolve_region(region, boto_session)

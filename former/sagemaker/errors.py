@@ -36,7 +36,7 @@ class SageMakerError(RuntimeError):
 
 
 class JobFailedError(SageMakerError):
-    """The training job ended as Failed: its FailureReason and the last lines it logged."""
+    """The training job ended as Failed: its reason and the last lines it logged."""
 
     def __init__(self, job_name: str, reason: str, last_lines: Sequence[str]) -> None:
         self.job_name, self.reason, self.last_lines = job_name, reason, list(last_lines)
@@ -48,7 +48,7 @@ class JobFailedError(SageMakerError):
 
 
 def sdk_missing() -> str:
-    """The line that says how to add the SDK (a ``make lab`` environment has none)."""
+    """How to add the SDK (a ``make lab`` environment has none)."""
     return (
         f"The SageMaker SDK is not installed: run `pip install '{SDK_REQUIREMENT}'` "
         "(in the notebook `%pip install ...`, or `make install`), then run this again."
@@ -57,7 +57,7 @@ def sdk_missing() -> str:
 
 @contextmanager
 def aws_errors(region: str | None = None) -> Iterator[None]:
-    """Turn the AWS SDKs' exceptions raised inside the block into SageMakerError."""
+    """AWS SDK exceptions raised in the block, as :class:`SageMakerError`."""
     try:
         yield
     except SageMakerError:
@@ -77,8 +77,8 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
     """One actionable line for an AWS error (or one it wraps); None when it is not AWS's."""
     try:
         from botocore import exceptions as aws
-    except ModuleNotFoundError:
-        return None  # no boto, so no AWS error either
+    except ModuleNotFoundError:  # no boto, so no AWS error either
+        return None
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, (aws.ClientError, aws.BotoCoreError)):
         cause = cause.__cause__ or cause.__context__
@@ -100,7 +100,7 @@ def explain(error: BaseException, region: str | None = None) -> str | None:
 
 
 def sdk_refusal(error: BaseException) -> str | None:
-    """The line for a request the SageMaker SDK refused before sending it; None for other errors."""
+    """The line for a request the SageMaker SDK refused before sending it, else None."""
     if type(error).__name__ == "RoleValidationError":
         return role_refused(str(error))
     if not (type(error).__module__.startswith(("sagemaker.", "pydantic")) or raised_in_sdk(error)):
@@ -118,7 +118,7 @@ def sdk_refusal(error: BaseException) -> str | None:
 
 
 def raised_in_sdk(error: BaseException) -> bool:
-    """Whether the SageMaker SDK's own code raised ``error`` (a ValueError on a setting, say)."""
+    """Whether the SageMaker SDK's own code raised ``error`` (a ValueError, say)."""
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next

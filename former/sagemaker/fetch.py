@@ -9,11 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from former.runs import MODEL_FILE
 from former.sagemaker.account import aws_client, local_imdb, split_s3_uri
 from former.sagemaker.errors import SageMakerError, aws_errors
 from former.sagemaker.progress import job_status
-
-MODEL_FILE = "model.pt"
 
 
 def fetch_model(
@@ -65,9 +64,9 @@ def no_model(job_name: str, job: dict[str, Any]) -> str:
 
 
 def load_fetched_model(path: Path) -> tuple[nn.Module, Any, Any]:
-    """:func:`former.training.load_model`, with ``sdpa`` (what a correct ``multihead_attention``
+    """:func:`former.classifier.load_model`, with ``sdpa`` (what a correct ``multihead_attention``
     computes) where the learner's module cannot be imported."""
-    from former.training import load_model
+    from former.classifier import load_model
 
     try:
         return load_model(path)
@@ -85,8 +84,8 @@ def accuracy_on_test_reviews(
 ) -> tuple[float, int]:
     """(accuracy, number of reviews) on the local IMDB test split, or on ``limit`` reviews spread
     evenly over it (it is ordered by label)."""
+    from former.classifier import evaluate, pick_device
     from former.data import TextSplit
-    from former.training import evaluate, pick_device
 
     reviews = local_imdb(data, "test the model on").read()
     rows = [i for i, is_test in enumerate(reviews.is_test) if is_test]

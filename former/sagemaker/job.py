@@ -1,9 +1,5 @@
-"""What a training job is: its image, instances, processes, code, hyperparameters, ModelTrainer.
-
-Every job with more than one process in all (one per GPU, one per CPU instance) runs under
-torchrun, so several instances always train one model together. It ships only ``model.py``,
-the installed ``former`` package and the learner's ``my_transformer_model.py``.
-"""
+"""What a training job is: image, instances, processes, code, hyperparameters, ModelTrainer.
+A job of more than one process (one per GPU, one per CPU instance) runs under torchrun."""
 
 from __future__ import annotations
 
@@ -14,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from former.sagemaker.errors import SDK_REQUIREMENT as SDK_PACKAGE
 from former.sagemaker.errors import SageMakerError
 from former.sagemaker.progress import METRIC_DEFINITIONS
+from former.settings import setting
 
 ENTRY_SCRIPT = "model.py"
 ENTRY_SCRIPT_SOURCE = """\
@@ -32,6 +29,7 @@ if __name__ == "__main__":
     sys.exit(main())
 """
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
+REGION_HELP = "default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's"
 # End of patch of the AWS PyTorch training images (AWS Deep Learning Containers framework support
 # policy); versions older than these are past theirs, newer ones not yet listed are supported.
 END_OF_PATCH: dict[tuple[int, int], date] = {
@@ -58,38 +56,43 @@ RUNTIME_REQUIREMENTS = "tqdm>=4.60\n"
 
 @dataclass
 class JobSettings:
-    """One training job. ``data``: a local IMDB tarball or CSV (uploaded once), an ``s3://``
-    URI in the job's region, or None for the IMDB archive ``former`` finds itself."""
+    """One training job, and the flags of ``python -m former.sagemaker launch``."""
 
-    data: str | Path | None = None
-    role: str | None = None
-    region: str | None = None
-    instance_type: str = DEFAULT_INSTANCE_TYPE
-    instance_count: int = 1
-    gpus_per_instance: int | None = None
-    spot: bool = True
-    max_run_seconds: int = 3 * 3600
-    max_wait_seconds: int | None = None
-    checkpoint_s3_uri: str | None = None
-    output_s3_uri: str | None = None
-    bucket: str | None = None
-    framework_version: str | None = None
-    image_uri: str | None = None
-    learner_module: str | Path | None = None
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    base_job_name: str = "former-classify"
-    volume_size_gb: int = 30
+    GROUP: ClassVar[str] = "job"
+
+    data: str | Path | None = setting(
+        None, "IMDB tarball or CSV (uploaded once), or an s3:// URI (default: former's own)"
+    )
+    role: str | None = setting(None, "execution role ARN (default: $SAGEMAKER_ROLE, SageMaker's)")
+    region: str | None = setting(None, REGION_HELP)
+    instance_type: str = setting(DEFAULT_INSTANCE_TYPE, "")
+    instance_count: int = setting(1, "")
+    gpus_per_instance: int | None = setting(None, "for instance types not in the table", type=int)
+    spot: bool = setting(True, "managed spot training", flag="--spot")
+    max_run_seconds: int = setting(3 * 3600, "")
+    max_wait_seconds: int | None = setting(None, "spot only (default: 2 x max run)", type=int)
+    checkpoint_s3_uri: str | None = setting(None, "default: the SDK's")
+    output_s3_uri: str | None = setting(None, "default: the SDK's")
+    bucket: str | None = setting(None, "default: the SDK's")
+    framework_version: str | None = setting(
+        None,
+        "PyTorch image, e.g. 2.10 (default: the newest AWS still patches, not newer than the "
+        "local torch)",
+    )
+    image_uri: str | None = setting(None, "training image; overrides --framework-version")
+    learner_module: str | Path | None = setting(None, "default: ./my_transformer_model.py")
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # model.py's flags
+    base_job_name: str = setting("former-classify", "")
+    volume_size_gb: int = setting(30, "")
 
     @property
     def processes_per_instance(self) -> int:
-        """One process per GPU, or one per CPU instance."""
         gpus = self.gpus_per_instance
         return max(gpus if gpus is not None else gpus_per_instance(self.instance_type), 1)
 
 
 def is_cpu_instance(instance_type: str) -> bool:
-    """``ml.m5.xlarge``, ``ml.c7i.large``, ``ml.t3.medium``: a CPU family letter and a digit
-    (``ml.trn1``, ``ml.p4d`` are accelerators)."""
+    """``ml.m5.xlarge``, ``ml.c7i.large``: a CPU family letter, then a digit."""
     family = instance_type.removeprefix("ml.").partition(".")[0]
     return len(family) > 1 and f"ml.{family[0]}" in CPU_INSTANCE_FAMILIES and family[1].isdigit()
 
@@ -112,35 +115,29 @@ def gpus_per_instance(instance_type: str) -> int:
 
 
 def minor_version(version: str) -> tuple[int, int]:
-    """``"2.10.0"`` or ``"2.10"`` -> ``(2, 10)``."""
     major, minor = version.split("+")[0].split(".")[:2]
     return int(major), int(minor)
 
 
 def is_supported(version: str, today: date) -> bool:
-    """Whether AWS still patches the PyTorch training image of ``version`` on ``today``."""
+    """Whether AWS still patches the PyTorch training image of ``version`` on ``today`` (one
+    newer than the table: yes)."""
     end = END_OF_PATCH.get(minor_version(version))
-    if end is not None:
-        return today <= end
-    return minor_version(version) > max(END_OF_PATCH)  # newer than the table: not ended yet
+    return today <= end if end else minor_version(version) > max(END_OF_PATCH)
 
 
 def pytorch_training_images(region: str) -> dict[str, list[str]]:
     """The SDK's PyTorch training images published in ``region``: version -> Python versions."""
     from sagemaker.core import image_uris
 
-    versions = image_uris.config_for_framework("pytorch")["training"]["versions"]
-    return {
-        version: spec["py_versions"]
-        for version, spec in versions.items()
-        if region in spec.get("registries", {})
-    }
+    versions = image_uris.config_for_framework("pytorch")["training"]["versions"].items()
+    return {v: spec["py_versions"] for v, spec in versions if region in spec.get("registries", {})}
 
 
 def choose_framework_version(local_torch: str, today: date, images: dict[str, list[str]]) -> str:
-    """The newest image version AWS still supports on ``today`` and not newer than the local
-    torch (which loads the model ``fetch`` brings back), else the oldest supported one; with
-    none supported (an old SDK), the newest available, which :func:`training_image` flags."""
+    """The newest image version AWS still supports on ``today``, not newer than the local torch
+    (which loads the model ``fetch`` brings back), else the oldest supported one; with none
+    supported (an old SDK), the newest available."""
     supported = sorted((v for v in images if is_supported(v, today)), key=minor_version)
     candidates = supported or sorted(images, key=minor_version)
     older = [v for v in candidates if minor_version(v) <= minor_version(local_torch)]
@@ -150,14 +147,12 @@ def choose_framework_version(local_torch: str, today: date, images: dict[str, li
 
 
 def today() -> date:
-    """The date support is judged on."""
     return date.today()
 
 
 def training_image(region: str, framework_version: str | None, instance_type: str) -> str:
-    """ECR URI of the AWS PyTorch training image for ``region``: ``framework_version``, or the one
-    :func:`choose_framework_version` picks; its Python version from the SDK's image config.
-    Prints what was chosen."""
+    """ECR URI of the AWS PyTorch training image for ``region`` and ``framework_version`` (None:
+    :func:`choose_framework_version`'s), its newest Python; prints what was chosen."""
     import torch
     from sagemaker.core import image_uris
 
@@ -202,28 +197,6 @@ def normalise_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, s
         for key, value in hyperparameters.items()
         if value is not None
     }
-
-
-def learner_module_path(learner_module: str | Path | None, attention: str) -> Path | None:
-    """The learner's attention module to ship, checked against the attention string."""
-    module = attention.partition(":")[0] if ":" in attention else ""
-    if not module or module.split(".")[0] in ("former", "torch"):
-        path = Path.cwd() / (learner_module or "my_transformer_model.py")
-        return path if path.is_file() else None  # shipped all the same, for the learner's use
-    expected = Path(module.replace(".", "/") + ".py")
-    path = Path.cwd() / (learner_module or expected)
-    if not path.is_file():
-        raise SageMakerError(
-            f"attention {attention!r} needs {expected}, but {str(path)!r} does not exist: run "
-            "the notebook cell that writes it (%%writefile my_transformer_model.py), pass "
-            "--learner-module PATH, or train with --attention sdpa."
-        )
-    if path.name != expected.name:
-        raise SageMakerError(
-            f"attention {attention!r} imports module {module!r}, but the learner module "
-            f"is {path.name!r}: name the file {expected.name} or change --attention."
-        )
-    return path
 
 
 def stage_source(destination: Path, learner_module: Path | None) -> Path:

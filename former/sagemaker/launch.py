@@ -1,12 +1,12 @@
-"""Submit a training job: stage the data and code, build the request with the SDK, send it once.
-
-The SDK hands the request over instead of sending it; it is sent here, once, so what is
-reported is what AWS accepted. A dry run answers every AWS call locally.
-"""
+"""Submit a training job: stage the data and code, have the SDK build the request, and send
+it here, once, so what is reported is what AWS accepted. A dry run answers AWS calls locally."""
 
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -48,16 +48,11 @@ class LaunchResult:
 
 def sdk_installed() -> bool:
     """Whether the SageMaker SDK (the ``[sagemaker]`` extra) can be imported."""
-    import importlib.util
-
     return all(importlib.util.find_spec(name) for name in ("sagemaker", "sagemaker.train"))
 
 
 def install_sdk() -> str:
     """pip-install the SDK into this interpreter's environment (a notebook's kernel)."""
-    import importlib
-    import subprocess
-
     command = [sys.executable, "-m", "pip", "install", SDK_REQUIREMENT]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -135,26 +130,14 @@ def launch_training_job(
     boto_session: Any = None,
     **options: Any,
 ) -> LaunchResult:
-    """Build a SageMaker training job that runs ``model.py`` and, unless a dry run, submit it once.
-
-    ``hyperparameters`` are ``model.py``'s flags (``attention`` defaults to the learner's); other
-    keyword arguments are :class:`JobSettings` fields. ``dry_run`` None: submit when AWS
-    credentials are configured.
-    """
+    """Build a SageMaker training job that runs ``model.py`` and, unless a dry run, submit it.
+    ``hyperparameters``: ``model.py``'s flags; other keyword arguments: :class:`JobSettings`
+    fields. ``dry_run`` None: submit when AWS credentials are configured."""
     hyperparameters = {"attention": DEFAULT_ATTENTION, **(hyperparameters or {})}
     settings = job.JobSettings(data, hyperparameters=hyperparameters, **options)
     region, role = settings.region, settings.role
     with aws_errors(region):
-        if not dry_run and not account.credentials_configured(boto_session):
-            if dry_run is not None:
-                raise SageMakerError(f"No AWS credentials found: {errors.CREDENTIALS_HELP}.")
-            print(
-                "No AWS credentials found, so this is a dry run: nothing was sent. To submit, "
-                f"{errors.CREDENTIALS_HELP}.",
-                file=sys.stderr,
-            )
-            dry_run = True
-        dry_run = bool(dry_run)
+        dry_run = decide_dry_run(dry_run, boto_session)
         region = _or_example(
             dry_run, "us-east-1", "AWS region", account.resolve_region, region, boto_session
         )
@@ -163,7 +146,7 @@ def launch_training_job(
         example = dry_run and not role
         role = _or_example(example, EXAMPLE_ROLE, "role", account.resolve_role, role, session)
         attention = str(settings.hyperparameters["attention"])
-        learner = job.learner_module_path(settings.learner_module, attention)
+        learner = learner_module_path(settings.learner_module, attention)
         if not sdk_installed():
             raise SageMakerError(errors.sdk_missing())
         from sagemaker.core.helper.session_helper import Session
@@ -177,17 +160,60 @@ def launch_training_job(
         data_uri = training_data_uri(settings, sdk, s3, region)
         for uri in filter(None, (settings.output_s3_uri, settings.checkpoint_s3_uri) if s3 else ()):
             account.check_same_region(s3, uri, region, "The output location")
-        with tempfile.TemporaryDirectory(prefix="former-sagemaker-") as tmp:
-            source_dir = job.stage_source(Path(tmp) / "source", learner)
-            files = filter(Path.is_file, source_dir.rglob("*"))
-            shipped = sorted(path.relative_to(source_dir).as_posix() for path in files)
-            trainer, inputs = job.build_model_trainer(settings, data_uri, source_dir, sdk, role)
-            try:
-                trainer.train(input_data_config=inputs or None, wait=False, logs=False)
-                raise SageMakerError("The SageMaker SDK built no CreateTrainingJob request.")
-            except _RequestCaptured as captured:
-                request = captured.args[0]
+        request, shipped = build_request(settings, learner, data_uri, sdk, role)
         if not dry_run:
             session.client("sagemaker").create_training_job(**request)
     name, processes = request["TrainingJobName"], settings.processes_per_instance
     return LaunchResult(request, name, region, not dry_run, processes, shipped)
+
+
+def decide_dry_run(dry_run: bool | None, boto_session: Any) -> bool:
+    """``dry_run`` None: a dry run, with a notice, when no AWS credentials are configured."""
+    if not dry_run and not account.credentials_configured(boto_session):
+        if dry_run is not None:
+            raise SageMakerError(f"No AWS credentials found: {errors.CREDENTIALS_HELP}.")
+        print(
+            "No AWS credentials found, so this is a dry run: nothing was sent. To submit, "
+            f"{errors.CREDENTIALS_HELP}.",
+            file=sys.stderr,
+        )
+        return True
+    return bool(dry_run)
+
+
+def build_request(
+    settings: job.JobSettings, learner: Path | None, data_uri: str | None, sdk: Any, role: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The CreateTrainingJob request the SDK builds (sending nothing), and the files shipped."""
+    with tempfile.TemporaryDirectory(prefix="former-sagemaker-") as tmp:
+        source_dir = job.stage_source(Path(tmp) / "source", learner)
+        files = filter(Path.is_file, source_dir.rglob("*"))
+        shipped = sorted(path.relative_to(source_dir).as_posix() for path in files)
+        trainer, inputs = job.build_model_trainer(settings, data_uri, source_dir, sdk, role)
+        try:
+            trainer.train(input_data_config=inputs or None, wait=False, logs=False)
+        except _RequestCaptured as captured:
+            return captured.args[0], shipped
+    raise SageMakerError("The SageMaker SDK built no CreateTrainingJob request.")
+
+
+def learner_module_path(learner_module: str | Path | None, attention: str) -> Path | None:
+    """The learner's attention module to ship, checked against the attention string."""
+    module = attention.partition(":")[0] if ":" in attention else ""
+    if not module or module.split(".")[0] in ("former", "torch"):
+        path = Path.cwd() / (learner_module or "my_transformer_model.py")
+        return path if path.is_file() else None  # shipped all the same, for the learner's use
+    expected = Path(module.replace(".", "/") + ".py")
+    path = Path.cwd() / (learner_module or expected)
+    if not path.is_file():
+        raise SageMakerError(
+            f"attention {attention!r} needs {expected}, but {str(path)!r} does not exist: run "
+            "the notebook cell that writes it (%%writefile my_transformer_model.py), pass "
+            "--learner-module PATH, or train with --attention sdpa."
+        )
+    if path.name != expected.name:
+        raise SageMakerError(
+            f"attention {attention!r} imports module {module!r}, but the learner module "
+            f"is {path.name!r}: name the file {expected.name} or change --attention."
+        )
+    return path

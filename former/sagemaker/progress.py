@@ -1,7 +1,5 @@
-"""Follow a training job from its name alone (a restarted notebook reattaches); stop it.
-
-Metric lines are read from the job's CloudWatch logs with the job's own metric regexes.
-"""
+"""Follow a training job from its name alone (a restarted notebook reattaches); stop it. Metric
+lines are read from the job's CloudWatch logs with the job's own metric regexes."""
 
 from __future__ import annotations
 
@@ -90,8 +88,8 @@ def follow(
         session = aws_session(region, boto_session)
         sagemaker, logs = session.client("sagemaker"), session.client("logs")
         recent: deque[str] = deque(maxlen=10)
-        tokens: dict[str, str] = {}
-        shown = 0
+        tokens: dict[str, str] = {}  # where each log stream was left
+        shown = 0  # status transitions printed
         try:
             while True:
                 job = sagemaker.describe_training_job(TrainingJobName=job_name)
@@ -101,8 +99,7 @@ def follow(
                     shown += 1
                 for line in new_log_lines(logs, job_name, tokens):
                     recent.append(line)
-                    metrics = parse_metrics(line)
-                    if metrics:
+                    if metrics := parse_metrics(line):
                         print(f"{stamp}   {line.strip()}")
                         if on_metrics:
                             on_metrics(metrics)

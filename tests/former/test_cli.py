@@ -14,7 +14,8 @@ import torch
 from conftest import REPO_ROOT, shared_file
 
 from former import classify, generate
-from former.generate import load_generator
+from former.generator import GENERATOR_FORMAT, GeneratorConfig, build_generator
+from former.runs import read_model_file
 
 METRIC_LINE = re.compile(r"^epoch=[0-9.]+ step=\d+ train_loss=[0-9.e-]+ val_acc=[0-9.]+ ", re.M)
 TINY_CLASSIFIER = ["-E", "16", "-H", "2", "-d", "1", "-M", "64", "--threads", "1"]
@@ -108,8 +109,12 @@ def test_generate_without_the_mask_trains_a_model_that_sees_the_future(tmp_path,
     data = ["--data", str(shared_file("tinyshakespeare.txt")), "--out", str(out)]
     assert generate.main([*data, *arguments, "--no-mask"]) == 0
     assert "sample: [" in capsys.readouterr().out
-    model, config = load_generator(out)
+    saved = read_model_file(out, GENERATOR_FORMAT)
+    config = GeneratorConfig.from_dict(saved["config"])
     assert config.mask is False
+    model = build_generator(config)
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
     inputs = torch.arange(16)[None]
     changed_last = inputs.clone()
     changed_last[0, -1] = 100

@@ -11,9 +11,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from former.classifier import (
+    ClassifierConfig,
+    RunMismatchError,
+    build_classifier,
+    class_probabilities,
+    classifier_for,
+    ensemble_accuracy,
+    evaluate,
+    fit_classifier,
+    fit_seeds,
+    load_model,
+    pick_device,
+    predict,
+    save_model,
+    shard_batches,
+)
 from former.data import ClassificationData, TextSplit, Vocabulary, load_synthetic
 from former.data.synthetic import generated_text
-from former.generate import (
+from former.generator import (
     GeneratorConfig,
     bits_per_byte,
     build_generator,
@@ -23,21 +39,6 @@ from former.generate import (
 from former.loop import format_metrics, lr_factor
 from former.runs import checkpoint_paths
 from former.threads import torch_threads
-from former.training import (
-    ClassifierConfig,
-    RunMismatchError,
-    build_classifier,
-    class_probabilities,
-    classifier_for,
-    ensemble_probabilities,
-    evaluate,
-    fit_classifier,
-    load_model,
-    pick_device,
-    predict,
-    save_model,
-    shard_batches,
-)
 
 CPU = torch.device("cpu")
 
@@ -251,20 +252,31 @@ def test_models_saved_before_bigrams_still_load(small_data, tmp_path):
 
 
 def test_an_ensemble_averages_its_members_probabilities(small_data):
-    configs = [tiny_config(epochs=1, seed=seed) for seed in (1, 2)]
-    models = [classifier_for(config, small_data) for config in configs]
-    for model, config in zip(models, configs, strict=True):
-        fit_classifier(model, small_data, config, device=CPU, log=quiet)
+    """fit_seeds keeps each member's probabilities from its last evaluation (no second pass)
+    and draws the bigram keys once; the ensemble accuracy is that of their average."""
+    config = tiny_config(epochs=1, bigrams=20)
+    members = list(fit_seeds(config, small_data, 2, device=CPU, log=quiet))
+    assert [member.config.seed for member in members] == [1, 2]
+    models = [member.model for member in members]
+    keys = [model.backbone.bigram_embedding.keys for model in models]
+    assert torch.equal(keys[0], keys[1])
     split = small_data.val
     each = [class_probabilities(model, split, 16, 32, CPU) for model in models]
-    averaged = ensemble_probabilities(models, split, 16, 32, CPU)
-    torch.testing.assert_close(averaged, (each[0] + each[1]) / 2)
+    for member, probabilities in zip(members, each, strict=True):
+        torch.testing.assert_close(member.probabilities, probabilities)
+        assert member.metrics["val_acc"] == pytest.approx(accuracy_of(probabilities, split))
+    averaged = (each[0] + each[1]) / 2
+    assert ensemble_accuracy(members, split) == pytest.approx(accuracy_of(averaged, split))
     assert not torch.allclose(each[0], each[1])
     texts = ["the movie was not good .", "the cast was great .", "zzz"]
     alone = [predict(model, small_data.vocab, texts, 32) for model in models]
     for i, (label, probability) in enumerate(predict(models, small_data.vocab, texts, 32)):
         of_label = [p if lab == label else 1 - p for lab, p in (each[i] for each in alone)]
         assert probability == pytest.approx(sum(of_label) / 2, abs=1e-6)
+
+
+def accuracy_of(probabilities: torch.Tensor, split: TextSplit) -> float:
+    return float((probabilities.argmax(dim=-1) == split.labels).float().mean())
 
 
 def test_save_model_never_overwrites_another_run(small_data, tmp_path):

@@ -90,7 +90,7 @@ def run_notebook_sagemaker_cell(namespace: dict, job_name: str = "") -> None:
     ``job_name``: written into the cell's ``JOB_NAME = ""`` line, as a learner reattaching does."""
     import json
 
-    from grader.course.nbgrader import master_path
+    from grader.course.course_dir import master_path
 
     cells = json.loads(master_path().read_text())["cells"]
     source = "".join(next(c for c in cells if c.get("id") == "sagemaker-code")["source"])

@@ -136,7 +136,7 @@ def metric_lines(stdout: str) -> list[dict[str, str]]:
 def test_trains_writes_the_model_and_resumes_after_an_interruption(
     tmp_path: Path, imdb_sample: Path
 ) -> None:
-    from former.training import load_model
+    from former.classifier import load_model
 
     job = OptMl(tmp_path, imdb_sample)
     args = [*SMALL_MODEL, "--epochs", "2", "--attention", "sdpa", "--checkpoint-every", "5"]

@@ -102,7 +102,7 @@ def test_the_command_line_reattaches_by_name_fetches_and_classifies(
     aws, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """After a restart only the job's name is left: status, logs, fetch all work from it."""
-    from former.training import ClassifierConfig, build_classifier, save_model
+    from former.classifier import ClassifierConfig, build_classifier, save_model
 
     imdb = shared_file("imdb_sample.csv")
     launched = sagemaker.launch_training_job(

@@ -72,7 +72,7 @@ def csv_rows(n: int = 20) -> list[tuple[str, str]]:
 
 def texts_of(data: ClassificationData, split: str = "val") -> list[str]:
     part = getattr(data, split)
-    return [" ".join(data.vocab.decode(s.tolist())) for s in part.sequences]
+    return [" ".join(data.vocab.itos[i] for i in s.tolist()) for s in part.sequences]
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +117,7 @@ def test_archive_is_read_in_place_and_matches_the_extracted_folder(aclimdb, tarb
 def test_reviews_come_in_split_label_id_order_with_correct_labels(aclimdb):
     data = load_imdb(aclimdb, final=True)
     expected = [
-        " ".join(t for t in data.vocab.decode(data.vocab.encode_text(review_text("test", p, i))))
+        " ".join(data.vocab.itos[i] for i in data.vocab.encode_text(review_text("test", p, i)))
         for p in ("neg", "pos")
         for i in range(10)
     ]

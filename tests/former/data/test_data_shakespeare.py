@@ -54,8 +54,10 @@ def test_download_is_checked_and_lands_in_the_cache(tmp_path, monkeypatch):
     altered.write_bytes(real.read_bytes().replace(b"ROMEO", b"ROMEA"))
     monkeypatch.setattr(shakespeare, "SHAKESPEARE_URL", altered.as_uri())
     with pytest.raises(ChecksumError, match="sha256"):
-        shakespeare.download_shakespeare(tmp_path / "elsewhere" / "tinyshakespeare.txt")
-    assert not (tmp_path / "elsewhere" / "tinyshakespeare.txt").exists()
+        shakespeare.download_shakespeare()
+    cached = tmp_path / "cache" / "former"
+    assert [path.name for path in cached.iterdir()] == ["tinyshakespeare.txt"]  # nothing kept
+    assert (cached / "tinyshakespeare.txt").read_bytes() == real.read_bytes()
 
 
 @pytest.mark.parametrize("offline", [False, True])

@@ -9,7 +9,7 @@ import torch
 
 from former.data import Vocabulary, tokenize
 from former.data.corpus import Reviews, TokenizedCorpus, classification_data_from_payload
-from former.data.splits import validation_indices
+from former.data.tokens import validation_indices
 
 
 def test_tokenize_lowercases_drops_line_breaks_and_splits_punctuation():

@@ -15,7 +15,7 @@ import nbformat
 from conftest import shared_file
 from nbclient import NotebookClient
 
-from grader.course.nbgrader import master_path
+from grader.course.course_dir import master_path
 
 SCALE = "/ math.sqrt(s)"
 

@@ -8,6 +8,7 @@ started with forkserver import it by name, as they would a learner's
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from former.parallel import (
     UnpicklableItemError,
     WorkerDiedError,
     make_pool,
+    worker,
 )
 from former.parallel.pool import check_start_method, default_start_method, split_evenly
 from solutions.attention import multihead_attention, parallel_multihead_attention
@@ -153,13 +155,30 @@ def test_results_larger_than_inputs_still_arrive(pool):
         assert all(torch.all(r == 1) for r in results)
 
 
-def test_tensors_travel_through_shared_memory(pool):
+def test_tensors_travel_through_shared_memory(pool, monkeypatch):
     heads = [torch.randn(256, 1024) for _ in range(8)]  # 1 MiB each
     pool.map(identity, heads)  # warm: arenas allocated
-    before = (pool.traffic.pipe_bytes, pool.traffic.shared_bytes)
+    moved = {"pipe": 0, "shared": 0}
+
+    def counted(method, key, size):
+        def wrapper(*args, **kwargs):
+            result = method(*args, **kwargs)
+            moved[key] += size(args, result)
+            return result
+
+        return wrapper
+
+    connection = multiprocessing.connection.Connection
+    pipe_in = counted(connection.send_bytes, "pipe", lambda args, _: len(args[1]))
+    pipe_out = counted(connection.recv_bytes, "pipe", lambda _, data: len(data))
+    shared_in = counted(worker.copy_in, "shared", lambda args, _: args[1].end)
+    shared_out = counted(worker.unpack, "shared", lambda _, out: sum(t.nbytes for t in out))
+    monkeypatch.setattr(connection, "send_bytes", pipe_in)
+    monkeypatch.setattr(connection, "recv_bytes", pipe_out)
+    monkeypatch.setattr(worker, "copy_in", shared_in)
+    monkeypatch.setattr(worker, "unpack", shared_out)
     results = pool.map(identity, heads)
-    pipe = pool.traffic.pipe_bytes - before[0]
-    shared = pool.traffic.shared_bytes - before[1]
+    pipe, shared = moved["pipe"], moved["shared"]
     assert all(torch.equal(a, b) for a, b in zip(results, heads, strict=True))
     assert shared >= 2 * 8 * 2**20  # there and back
     assert pipe < 20_000, f"{pipe} bytes went through pipes"

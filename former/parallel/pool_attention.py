@@ -21,8 +21,8 @@ PIECE_SCORE_BYTES = 1 << 20
 
 
 class SerialPool:
-    """A pool that maps in this process, one item after the other: the baseline for
-    speed-ups, and a way to debug a function before parallelising it."""
+    """A pool that maps in this process: the baseline for speed-ups, and a way to debug a
+    function before parallelising it."""
 
     def map(self, fn: Callable[[Any], Any], iterable: Any, chunksize: int | None = None) -> list:
         return [fn(item) for item in iterable]
@@ -35,7 +35,7 @@ def attention_head(args: tuple[Tensor, Tensor, Tensor, bool]) -> Tensor:
 
 
 def head_gradients(args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tensor]) -> tuple:
-    """(grad_q, grad_k, grad_v) of one head, recomputing its forward pass.
+    """(grad_q, grad_k, grad_v) of one head, its forward pass recomputed;
     args = (head_function, q, k, v, mask, grad_output), tensors (b, t, s)."""
     head_function, q, k, v, mask, grad_output = args
     with torch.enable_grad():
@@ -47,9 +47,9 @@ def head_gradients(args: tuple[HeadFunction, Tensor, Tensor, Tensor, bool, Tenso
 
 
 class InPieces:
-    """A head function applied to ``rows`` batch entries at a time, so that each piece's
-    scores stay in cache; same output. Pieces are cut inside the worker (still one pool item
-    per head); it keeps the wrapped function's name and module, for errors and reloading."""
+    """A head function applied to ``rows`` batch entries at a time (inside the worker, one pool
+    item per head), so that each piece's scores stay in cache; it keeps the function's name
+    and module, for errors and reloading."""
 
     def __init__(self, head_function: HeadFunction, rows: int) -> None:
         functools.update_wrapper(self, head_function)
@@ -71,17 +71,15 @@ def rows_per_piece(t: int) -> int:
 
 
 def head_slices(x: Tensor, heads: int, pool: MapPool) -> list[Tensor]:
-    """(b, t, heads * s) -> heads tensors (b, t, s), head i = features [i*s:(i+1)*s]: views
-    for a :class:`HeadPool`, which copies them itself, compact copies for other pools
-    (which would pickle a view's whole storage)."""
+    """(b, t, heads * s) -> heads tensors (b, t, s): views for a :class:`HeadPool`, which
+    copies them itself, compact copies for other pools (which pickle a view's whole storage)."""
     s = x.size(-1) // heads
     views = [x[:, :, i * s : (i + 1) * s] for i in range(heads)]
     return views if isinstance(pool, HeadPool) else [view.contiguous() for view in views]
 
 
 def map_heads(queries: Tensor, keys: Tensor, values: Tensor, plan: tuple) -> Tensor:
-    """Multi-head attention, one pool item per head, (b, t, heads * s) in and out;
-    plan = (pool, head_function, heads, mask)."""
+    """Multi-head attention, one pool item per head, (b, t, heads * s) in and out."""
     pool, head_function, heads, mask = plan
     slices = (head_slices(x, heads, pool) for x in (queries, keys, values))
     items = [(q, k, v, mask) for q, k, v in zip(*slices, strict=True)]
@@ -109,15 +107,10 @@ class PooledHeads(torch.autograd.Function):
 
 
 class PoolAttention:
-    """Multi-head attention whose heads run on ``pool``, usable as ``attention=`` in models:
-    the learner contract, ``(queries, keys, values, heads, mask=False)`` on (b, t, heads * s)
-    tensors, trainable when they require grad.
-
-    pool: a :class:`HeadPool` (:func:`make_pool`), a ``multiprocessing.Pool`` or a
-    :class:`SerialPool`. head_function: ``(q, k, v, mask) -> out`` on (b, t, s), in a module,
-    such as Task 2's ``attention_function``; by default former's. split_batch: each head a few
-    batch entries at a time (:class:`InPieces`); False computes whole heads.
-    """
+    """Multi-head attention whose heads run on ``pool`` (a :class:`HeadPool`, a
+    ``multiprocessing.Pool`` or a :class:`SerialPool`), usable as ``attention=`` in models.
+    head_function: ``(q, k, v, mask) -> out`` on (b, t, s), in a module (Task 2's
+    ``attention_function``); by default former's. split_batch: :class:`InPieces`."""
 
     def __init__(
         self, pool: MapPool, head_function: HeadFunction | None = None, split_batch: bool = True

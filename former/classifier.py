@@ -1,11 +1,12 @@
-"""Training former's classifier, and using it: config, fit, evaluate, save, load, predict;
-for ``python -m former.classify``, ``model.py`` and the notebook."""
+"""former's classifier: config, build, fit (one model or several seeds), evaluate, save, load,
+predict."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,10 +18,11 @@ from torch import nn
 
 from former.attention import AttentionSpec
 from former.data import Batch, ClassificationData, TextSplit, Vocabulary, batches, frequent_bigrams
+from former.devices import pick_device as pick_device  # part of this module's API
 from former.loop import evaluating, evenly_spaced, train, unwrap
-from former.loop import pick_device as pick_device  # part of this module's API
 from former.runs import RunMismatchError as RunMismatchError  # part of this module's API
-from former.runs import RunSettings, check_positive, read_model_file, save_model_file
+from former.runs import read_model_file, save_model_file
+from former.settings import RunSettings, check_positive, setting
 from former.transformers import CTransformer
 
 MODEL_FORMAT = "former-classifier/1"
@@ -28,34 +30,28 @@ MODEL_FORMAT = "former-classifier/1"
 
 @dataclass
 class ClassifierConfig(RunSettings):
-    """Everything that defines a classifier training run. The defaults aim at a good IMDB
-    accuracy in one short epoch on a laptop CPU (``benchmarks/train.py`` measures it).
-    lr_warmup counts training examples, not steps; eval_subset: validation examples per
-    evaluation during training (0: all), the last evaluation always uses the whole split.
-    bigrams: the K most frequent word pairs of the training split get embeddings of their own,
-    added to their second word's (0: none)."""
+    """A classifier training run. The defaults aim at a good IMDB accuracy in one short epoch on
+    a laptop CPU (``benchmarks/train.py`` measures it)."""
 
-    emb: int = 64
-    heads: int = 4
-    depth: int = 1
-    max_length: int = 256
-    vocab_size: int = 20_000
-    bigrams: int = 100_000
-    batch_size: int = 64
-    lr: float = 3e-3
-    lr_warmup: int = 2_500
-    lr_decay: str = "cosine"
-    weight_decay: float = 0.01
-    epochs: int = 1
-    gradient_clipping: float = 1.0
-    max_pool: bool = False
-    dropout: float = 0.1
-    wide: bool = False
-    attention: str = "sdpa"
-    seed: int = 1
-    final: bool = False
-    evals_per_epoch: int = 4
-    eval_subset: int = 2_000
+    max_length: int = setting(
+        512, "reviews are cut to this many tokens", flag="--max", short="-M", group="model"
+    )
+    vocab_size: int = setting(
+        20_000, "vocabulary size, <pad> and <unk> included", short="-V", group="model"
+    )
+    bigrams: int = setting(
+        100_000,
+        "embed the K most frequent word pairs of the training reviews, added to their second "
+        "word's embedding (0: none)",
+        metavar="K",
+        group="model",
+    )
+    max_pool: bool = setting(
+        False, "max-pool positions", off="--mean-pool", off_help="mean-pool", group="model"
+    )
+    epochs: int = setting(1, "epochs", flag="--num-epochs", short="-e")
+    evals_per_epoch: int = setting(4, "evaluations per epoch")
+    eval_subset: int = setting(2_000, "validation examples per evaluation (0, and the last: all)")
 
     KIND = "classifier"
     REPORTING_ONLY = ("evals_per_epoch", "eval_subset")
@@ -79,41 +75,41 @@ def build_classifier(
     bigram_keys: torch.Tensor | None = None,
 ) -> CTransformer:
     """A :class:`CTransformer` shaped by ``config``, its weights drawn from ``config.seed``;
-    ``attention`` overrides ``config.attention``. ``bigram_keys``: the word pairs that get
-    embeddings, which :func:`classifier_for` picks from the data (``config.bigrams`` of them);
-    without them the model has no bigram embedding."""
+    ``attention`` overrides ``config.attention``. ``bigram_keys``: (k,) the word pairs that get
+    embeddings (None: no bigram embedding)."""
     torch.manual_seed(config.seed)
     return CTransformer(
-        emb=config.emb,
-        heads=config.heads,
-        depth=config.depth,
         seq_length=config.max_length,
         num_tokens=num_tokens,
         num_classes=num_classes,
         max_pool=config.max_pool,
-        dropout=config.dropout,
-        wide=config.wide,
         attention=config.attention if attention is None else attention,
         bigram_keys=bigram_keys,
+        **config.model_shape(),
     )
 
 
 def classifier_for(
     config: ClassifierConfig, data: ClassificationData, attention: AttentionSpec = None
 ) -> CTransformer:
-    """:func:`build_classifier` for ``data``: its vocabulary, classes and, with
-    ``config.bigrams``, its training split's most frequent bigrams."""
-    keys = frequent_bigrams(data.train, len(data.vocab), config.bigrams) if config.bigrams else None
+    """:func:`build_classifier` for ``data``: its vocabulary, classes and bigram keys."""
+    keys = bigram_keys(config, data)
     return build_classifier(config, len(data.vocab), data.num_classes, attention, keys)
+
+
+def bigram_keys(config: ClassifierConfig, data: ClassificationData) -> torch.Tensor | None:
+    """The ``config.bigrams`` most frequent word pairs of ``data.train`` (None when 0)."""
+    return frequent_bigrams(data.train, len(data.vocab), config.bigrams) if config.bigrams else None
 
 
 @dataclass
 class ClassificationTask:
-    """Classification for :func:`former.loop.train`: NLL loss, accuracy on ``data.val``."""
+    """Classification for :func:`former.loop.train`; keeps the last evaluation's probabilities."""
 
     data: ClassificationData
     config: ClassifierConfig
     device: torch.device
+    probabilities: torch.Tensor | None = None
     counts_epochs: ClassVar[bool] = True
 
     @property
@@ -145,10 +141,12 @@ class ClassificationTask:
         return val.select(chosen[:n].sort().values)
 
     def evaluate(self, model: nn.Module, last: bool) -> dict[str, Any]:
-        split = self.data.val if last else self.quick_val
-        batch_size = max(self.config.batch_size, 256)
-        accuracy = evaluate(model, split, batch_size, self.config.max_length, self.device)
-        return {"val_acc": accuracy, "val_examples": len(split)}
+        split, config = self.data.val if last else self.quick_val, self.config
+        size = max(config.batch_size, 256)
+        probabilities = class_probabilities(model, split, size, config.max_length, self.device)
+        if last:
+            self.probabilities = probabilities
+        return {"val_acc": accuracy(probabilities, split), "val_examples": len(split)}
 
     def report(self, model: nn.Module, step: int) -> list[str]:
         return []
@@ -170,9 +168,49 @@ def fit_classifier(
     device: torch.device,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``data.train``, evaluating on ``data.val`` ``evals_per_epoch`` times
-    per epoch; returns the last metrics. options (``on_eval``, ...): as :func:`train`."""
+    """Train ``model`` on ``data``; the last metrics. options (``on_eval``...): as :func:`train`."""
     return train(model, ClassificationTask(data, config, device), **options)
+
+
+@dataclass
+class Member:
+    """A model :func:`fit_seeds` trained; (n, classes) probabilities on the evaluation split."""
+
+    config: ClassifierConfig
+    model: CTransformer
+    metrics: dict[str, Any]
+    probabilities: torch.Tensor
+
+
+def fit_seeds(
+    config: ClassifierConfig,
+    data: ClassificationData,
+    seeds: int,
+    *,
+    device: torch.device,
+    checkpoint_dirs: Sequence[Path | None] | None = None,
+    **options: Any,
+) -> Iterator[Member]:
+    """Train ``seeds`` classifiers (seeds ``config.seed``, +1, ...) with the same bigram keys,
+    chosen once; yield each when trained. ``checkpoint_dirs``: one per seed."""
+    keys, log = bigram_keys(config, data), options.get("log", print)
+    dirs = checkpoint_dirs or [None] * seeds
+    for i, checkpoint_dir in zip(range(seeds), dirs, strict=True):
+        member = dataclasses.replace(config, seed=config.seed + i)
+        model = build_classifier(member, len(data.vocab), data.num_classes, bigram_keys=keys)
+        log(
+            f"model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"attention={member.attention}, bigrams={model.num_bigrams:,}, seed={member.seed}, "
+            f"device={device}"
+        )
+        task = ClassificationTask(data, member, device)
+        metrics = train(model, task, checkpoint_dir=checkpoint_dir, **options)
+        yield Member(member, model, metrics, task.probabilities)
+
+
+def ensemble_accuracy(members: Sequence[Member], split: TextSplit) -> float:
+    """The accuracy on ``split`` (the evaluation split) of the members' mean probabilities."""
+    return accuracy(sum(m.probabilities for m in members) / len(members), split)
 
 
 def evaluate(
@@ -183,16 +221,14 @@ def evaluate(
 
 
 def accuracy(probabilities: torch.Tensor, split: TextSplit) -> float:
-    """The share of ``split`` whose most probable class, in (n, classes) ``probabilities``, is
-    its label."""
+    """The share of ``split`` whose likeliest class in (n, classes) ``probabilities`` is right."""
     return float((probabilities.argmax(dim=-1) == split.labels).float().mean())
 
 
 def class_probabilities(
     model: nn.Module, split: TextSplit, batch_size: int, max_length: int, device: torch.device
 ) -> torch.Tensor:
-    """(n, classes) float32 probabilities of ``model`` for each text of ``split``, in its
-    order (texts truncated to ``max_length``)."""
+    """(n, classes) float32 probabilities of ``model`` for the texts of ``split``, in order."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split.")
     # Shortest first: batches carry little padding, so less work.
@@ -205,20 +241,6 @@ def class_probabilities(
     probabilities = torch.empty(len(split), parts[0].size(1))
     probabilities[order] = torch.cat(parts)
     return probabilities
-
-
-def ensemble_probabilities(
-    models: list[nn.Module],
-    split: TextSplit,
-    batch_size: int,
-    max_length: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """(n, classes): the average of the ``models``' probabilities for each text of ``split``."""
-    if not models:
-        raise ValueError("an ensemble needs at least one model.")
-    total = sum(class_probabilities(m, split, batch_size, max_length, device) for m in models)
-    return total / len(models)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -237,11 +259,10 @@ def predict(
     sequences = [torch.tensor(row, dtype=torch.long) for row in ids]
     split = TextSplit(sequences, torch.zeros(len(ids), dtype=torch.long))
     device = next(models[0].parameters()).device
-    probabilities = ensemble_probabilities(models, split, 64, max_length, device)
+    total = sum(class_probabilities(m, split, 64, max_length, device) for m in models)
+    probabilities = total / len(models)
     labels = probabilities.argmax(dim=-1)
-    return [
-        (int(label), float(row[label])) for label, row in zip(labels, probabilities, strict=True)
-    ]
+    return [(int(i), float(row[i])) for i, row in zip(labels, probabilities, strict=True)]
 
 
 def save_model(
@@ -254,17 +275,10 @@ def save_model(
     """Save weights, config and vocabulary as ``directory/model.pt`` (never over another
     run's: :class:`RunMismatchError`)."""
     model = unwrap(model)
-    return save_model_file(
-        directory,
-        model,
-        config,
-        MODEL_FORMAT,
-        vocab=vocab.to_dict(),
-        num_tokens=model.num_tokens,
-        num_classes=model.toprobs.out_features,
-        num_bigrams=model.num_bigrams,
-        class_names=list(class_names) if class_names else None,
-    )
+    names = list(class_names) if class_names else None
+    extra = {"vocab": vocab.to_dict(), "class_names": names, "num_tokens": model.num_tokens}
+    extra |= {"num_classes": model.toprobs.out_features, "num_bigrams": model.num_bigrams}
+    return save_model_file(directory, model, config, MODEL_FORMAT, **extra)
 
 
 def load_model(
@@ -273,10 +287,9 @@ def load_model(
     map_location: str | torch.device = "cpu",
 ) -> tuple[CTransformer, ClassifierConfig, Vocabulary]:
     """Load what :func:`save_model` wrote (the file or its folder); ``attention`` overrides
-    the saved one (for a function that cannot be imported here)."""
+    the saved one."""
     payload = read_model_file(path, MODEL_FORMAT, map_location)
-    # Models saved before bigrams existed have none.
-    config = ClassifierConfig.from_dict({"bigrams": 0, **payload["config"]})
+    config = ClassifierConfig.from_dict({"bigrams": 0, **payload["config"]})  # older: none
     # The keys are a buffer of the state dict: placeholders of the right size until loaded.
     num_bigrams = payload.get("num_bigrams", 0)
     keys = torch.zeros(num_bigrams, dtype=torch.long) if num_bigrams else None
