@@ -1,7 +1,6 @@
-"""Reference implementations of the three graded functions.
-
-The master notebook's solution cells hold exactly this code (a test keeps
-them identical), and the grader's judge compares learner outputs with it.
+"""Reference implementations of the three graded functions, which the judge compares learner
+outputs with. Written by `python -m grader release` from the master notebook's solution
+cells: edit those, not this file.
 """
 
 import math

@@ -1,12 +1,9 @@
 """The judge's end of the line to the sandboxed server (``grader.sandbox.server``).
 
-It starts a sandbox, sends the notebook's cells and the hidden cases' inputs as plain data,
-and reads the server's report as the kernel runs: each cell's start and end, each pool call
-with the results it returned. It watches the sandbox's memory and silence from outside. When a
-cell or a test ends the kernel (os._exit, a crash, a hang past its time, memory), that cell is
-recorded and the notebook runs again from the top without it, in a fresh sandbox if the old
-one died too, so one broken cell costs only what depends on it. Outputs are read back bounded
-(bytes, unpacked sizes, shapes, record counts), trusting nothing but their form.
+It sends the cells and the cases' inputs, and reads the server's report as the kernel runs
+(each cell's start and end, each pool call with its results), watching memory and silence from
+outside. A cell that ends the kernel is recorded and the notebook runs again from the top
+without it, so it costs only what depends on it. Outcomes are read back bounded.
 """
 
 from __future__ import annotations
@@ -17,13 +14,14 @@ import secrets
 import selectors
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from grader.judge.cases import Plan
 from grader.judge.program import Cell, Program
+from grader.learner.probe_io import Outcome
 from grader.sandbox import launch as sandbox
 from grader.sandbox.archive import ArchiveError, read_arrays
 from grader.sandbox.launch import Limits
@@ -45,7 +43,7 @@ class TestRun:
     ran: bool = False
     status: str = "ok"  # or how its kernel ended: "timeout", "crashed", "memory"
     visible_error: str | None = None
-    outputs: dict[int, dict] = field(default_factory=dict)  # case index -> outputs
+    outputs: dict[int, Outcome] = field(default_factory=dict)  # case index -> outcome
     records: dict[int, dict] = field(default_factory=dict)  # case index -> forbidden, tampered
     pool: dict[int, list[dict]] = field(default_factory=dict)  # case index -> the server's calls
 
@@ -117,7 +115,7 @@ class Sandbox:
 
 
 def run_notebook(
-    program: Program, plan: Any, limits: Limits, work_dir: Path, slot: int
+    program: Program, plan: Plan, limits: Limits, work_dir: Path, slot: int
 ) -> NotebookRun:
     """Run the program's cells with the plan's hidden cases at their test cells."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -186,35 +184,26 @@ def _run_once(
     box: Sandbox,
     cells: list[Cell],
     pending: set[str],
-    plan: Any,
+    plan: Plan,
     run: NotebookRun,
     deadline: float,
 ) -> tuple[dict | None, bool]:
     """One run of the cells; (how the kernel died or None, whether the sandbox died too)."""
-    probes, scales = {}, {}
+    request = {"cells": [asdict(cell) for cell in cells], "probes": {}, "scales": {}}
     for grade_id in pending:
         group = plan.groups[grade_id]
         name = f"in-{grade_id}-{secrets.token_hex(4)}.npz"
         inputs = [plan.inputs[case.name] for case in group.cases]
-        # The pool's scale stays with the judge and the server: the kernel never sees it.
         arrays = {
-            f"{index}/{key}": np.asarray(value)
+            f"{index}/{key}": value
             for index, case_inputs in enumerate(inputs)
-            for key, value in case_inputs.items()
-            if key != "pool_scale"
+            for key, value in case_inputs.to_arrays().items()
         }
         np.savez(box.scratch / name, **arrays)
         os.chmod(box.scratch / name, 0o644)
-        probes[grade_id] = {"function": group.function, "inputs": name}
-        scales[grade_id] = [float(i.get("pool_scale", 1.0)) for i in inputs]
-    request = {
-        "cells": [
-            {"number": c.number, "source": c.source, "test": c.test, "answer": c.answer}
-            for c in cells
-        ],
-        "probes": probes,
-        "scales": scales,
-    }
+        request["probes"][grade_id] = {"function": group.function, "inputs": name}
+        # The pool's scale stays with the judge and the server: the kernel never sees it.
+        request["scales"][grade_id] = [case_inputs.pool_scale for case_inputs in inputs]
     if not box.send(request):
         return {"why": "crashed"}, True
     limits = box.limits
@@ -270,7 +259,7 @@ def _evidence_array(value: object) -> np.ndarray | None:
     return array if array.size <= _CASE_ELEMENTS else None
 
 
-def _collect(scratch: Path, plan: Any, pending: set[str], run: NotebookRun) -> None:
+def _collect(scratch: Path, plan: Plan, pending: set[str], run: NotebookRun) -> None:
     """Read back what the kernel wrote for pending tests, as plain data, bounded."""
     path = scratch / "out.jsonl"
     try:
@@ -301,14 +290,11 @@ def _collect(scratch: Path, plan: Any, pending: set[str], run: NotebookRun) -> N
         }
 
 
-def _read_outputs(path: Path) -> dict | None:
+def _read_outputs(path: Path) -> Outcome | None:
     try:
         arrays = read_arrays(path, _CASE_BYTES)
     except ArchiveError:
         return None
-    outputs = {}
-    for key, value in arrays.items():
-        if value.size > _CASE_ELEMENTS or value.dtype.kind not in "fiubU":
-            continue
-        outputs[key] = str(value) if value.dtype.kind == "U" else value
-    return outputs
+    # Bounded numbers and texts only: nothing else an archive may hold is looked at.
+    kept = {k: v for k, v in arrays.items() if v.size <= _CASE_ELEMENTS and v.dtype.kind in "fiubU"}
+    return Outcome.from_arrays(kept)

@@ -41,10 +41,6 @@ class Program:
     skipped: dict[int, list[str]] = field(default_factory=dict)
     missing_tests: list[str] = field(default_factory=list)
 
-    def skipped_binding(self, name: str) -> int | None:
-        """The number of a skipped cell that binds ``name``, if one does."""
-        return next((number for number, names in self.skipped.items() if name in names), None)
-
 
 def grading_metadata(cell: Mapping) -> dict:
     """A notebook cell's ``nbgrader`` metadata; {} when it has none or it is malformed."""

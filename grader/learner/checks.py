@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from former.threads import torch_threads
-from grader.learner.diagnose import Diagnosis, diagnose_attention, diagnose_pool_usage
-from grader.learner.pool import InstrumentedPool, function_origin
-from grader.learner.properties import (
+from grader.learner.counting_pool import InstrumentedPool, function_origin
+from grader.learner.diagnose import Diagnosis, diagnose_attention
+from grader.learner.examples import (
     EXAMPLE,
     Run,
     agrees,
@@ -26,7 +26,10 @@ from grader.learner.properties import (
     probe_property,
     visible_inputs,
 )
+from grader.learner.mistakes import MISTAKES_BY_KEY
+from grader.learner.pool_mistakes import diagnose_pool_usage
 from grader.learner.report import CheckReport, LearnerError, NotImplementedYet, call_learner
+from grader.learner.weights_picture import picture_of_mistake
 
 
 def _serial(fn: Callable) -> Run:
@@ -64,6 +67,15 @@ def _small_example(report: CheckReport, run: Run, heads: int) -> Diagnosis | Che
     return first
 
 
+def _picture(report: CheckReport, run: Run, heads: int) -> CheckReport:
+    """Under the report, the learner's weights next to the expected ones when the first
+    mistake named is one a picture explains (a mask or the softmax's axis)."""
+    if report.mistakes and report.mistakes[0] in MISTAKES_BY_KEY:
+        mistake = MISTAKES_BY_KEY[report.mistakes[0]]
+        report.figure = picture_of_mistake(run, heads, mistake.key, mistake.title)
+    return report
+
+
 def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
     needed = names_only_skipped_cells_bind(fn)
     if needed is not None:
@@ -73,16 +85,43 @@ def _record_names(report: CheckReport, fn: Callable, name: str) -> None:
 # -- Task 1 ------------------------------------------------------------------------------------
 
 
-def _prober(report: CheckReport, fn: Callable, function: str) -> Callable[..., Any]:
-    """``probe(name, kind, b, t, heads, s, **example)``: record the verdict the grader's rules
+def _prober(report: CheckReport, fn: Callable, function: str, **pool: Any) -> Callable[..., bool]:
+    """``probe(name, kind, (b, t, heads, s), **example)``: record the verdict the grader's rules
     give for one property of ``fn`` on a small example (``visible_inputs``'s options)."""
 
-    def probe(name: str, kind: str, b: int, t: int, heads: int, s: int, **example: Any) -> bool:
+    def probe(name: str, kind: str, sizes: tuple[int, ...], **example: Any) -> bool:
         example.setdefault("mask", False)
-        inputs = visible_inputs(function, kind, b, t, heads, s, **example)
-        return report.check(name, probe_property, report, fn, inputs)
+        inputs = visible_inputs(function, kind, *sizes, **example)
+        return report.check(name, probe_property, report, fn, inputs, **pool)
 
     return probe
+
+
+# What each check shows for Task 1: one line per test's property, as in the hidden tests.
+_MASK_LINE = (
+    "causal mask (mask=True): later positions change nothing, each position sees itself and "
+    "earlier ones, position i gets what your function without the mask gives on positions 0..i"
+)
+_TASK1 = (
+    ("float64 inputs", "forward", (2, 4, 2, 3), {"dtype": "float64"}),
+    (
+        "inputs as a model passes them (slices of one tensor, requiring grad)",
+        "forward", (2, 6, 3, 4), {"layout": "sliced", "requires_grad": True},
+    ),
+    (_MASK_LINE, "causal", EXAMPLE, {"mask": True}),
+    ("causal mask on long sequences (t = 512, the training length)", "causal", (1, 512, 2, 4),
+     {"mask": True}),
+    ("causal mask given as mask=1", "causal", (2, 6, 2, 4), {"mask": True, "mask_as": "int"}),
+    ("stable on large scores (around ±1000): finite, within the range of the values", "bounded",
+     (2, 6, 2, 4), {"mask": True, "large": True}),
+    ("one position: the output is its value", "forward", (3, 1, 2, 4), {}),
+    ("leaves its inputs unmodified", "unmodified", (2, 4, 2, 3), {"mask": True}),
+    (
+        "gradients reach queries, keys and values and agree with finite differences of your "
+        "function (with mask)",
+        "gradient", (2, 5, 2, 3), {"mask": True, "dtype": "float64"},
+    ),
+)  # fmt: skip
 
 
 @torch_threads(1)
@@ -92,9 +131,7 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
     The lines follow the four tests: values (Test 1), the causal mask as a property of your
     own function (Test 2), robustness (Test 3), gradients (Test 4)."""
     report = CheckReport("multihead_attention", source=fn)
-    run = _serial(fn)
-    b, t, heads, s = EXAMPLE
-    first = _small_example(report, run, heads)
+    first = _small_example(report, _serial(fn), EXAMPLE[2])
     if isinstance(first, CheckReport):
         return first
     scale_mistake = first.mistake is not None and "scale" in first.mistake
@@ -103,65 +140,33 @@ def check_multihead_attention(fn: Callable) -> CheckReport:
             "scales the scores by 1/sqrt(s)", not scale_mistake, first.message, first.mistake
         )
     probe = _prober(report, fn, "multihead_attention")
-    probe("float64 inputs", "forward", 2, 4, 2, 3, dtype="float64")
-    probe(
-        "inputs as a model passes them (slices of one tensor, requiring grad)",
-        "forward",
-        2,
-        6,
-        3,
-        4,
-        layout="sliced",
-        requires_grad=True,
-    )
-    probe(
-        "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
-        "position i gets what your function without the mask gives on positions 0..i",
-        "causal",
-        b,
-        t,
-        heads,
-        s,
-        mask=True,
-    )
-    probe(
-        "causal mask on long sequences (t = 256, the training length)",
-        "causal",
-        1,
-        256,
-        2,
-        4,
-        mask=True,
-    )
-    probe("causal mask given as mask=1", "causal", 2, 6, 2, 4, mask=True, mask_as="int")
-    probe(
-        "stable on large scores (around ±1000): finite, within the range of the values",
-        "bounded",
-        2,
-        6,
-        2,
-        4,
-        mask=True,
-        large=True,
-    )
-    probe("one position: the output is its value", "forward", 3, 1, 2, 4)
-    probe("leaves its inputs unmodified", "unmodified", 2, 4, 2, 3, mask=True)
-    probe(
-        "gradients reach queries, keys and values and agree with finite differences of your "
-        "function (with mask)",
-        "gradient",
-        2,
-        5,
-        2,
-        3,
-        mask=True,
-        dtype="float64",
-    )
+    for name, kind, sizes, example in _TASK1:
+        probe(name, kind, sizes, **example)
     _record_names(report, fn, "multihead_attention")
-    return report.finish()
+    return _picture(report.finish(), _serial(fn), EXAMPLE[2])
 
 
 # -- Task 2 ------------------------------------------------------------------------------------
+
+_TASK2_HEAD = (
+    ("causal mask (mask=True)", "forward", (2, 5, 1, 4), {}),
+    ("stable on large scores (around ±1000)", "forward", (2, 6, 1, 4), {"large": True}),
+    ("works with one position", "forward", (3, 1, 1, 4), {}),
+    ("float64 inputs (with mask)", "forward", (2, 4, 1, 3), {"dtype": "float64"}),
+    ("long sequences (t = 512, the training length, with mask)", "forward", (1, 512, 1, 4), {}),
+    ("a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
+     "forward", (2, 6, 1, 4), {"layout": "sliced", "mask_as": "int"}),
+    ("leaves its inputs unmodified", "unmodified", (2, 4, 1, 3), {}),
+)  # fmt: skip
+_TASK2_PARALLEL = (
+    ("the output is built from the results pool.map returns", "pool", EXAMPLE, {"mask": False}),
+    ("equals your attention_function applied head by head (mask=True)", "heads", EXAMPLE,
+     {"mask": True}),
+    ("works with one head and one position", "heads", (2, 1, 1, 6), {"mask": True}),
+    ("long sequences (t = 512, with mask)", "heads", (1, 512, 2, 4), {"mask": True}),
+    ("inputs sliced from one wider tensor, mask=1", "heads", (2, 6, 3, 4),
+     {"mask": True, "layout": "sliced", "mask_as": "int"}),
+)  # fmt: skip
 
 
 @torch_threads(1)
@@ -175,39 +180,14 @@ def check_attention_function(fn: Callable) -> CheckReport:
     first = _small_example(report, run, 1)
     if isinstance(first, CheckReport):
         return first
-    b, t, _, s = EXAMPLE
     probe = _prober(report, fn, "attention_function")
-    masked = {"mask": True}
-    probe("causal mask (mask=True)", "forward", b, t, 1, s, **masked)
-    probe("stable on large scores (around ±1000)", "forward", 2, 6, 1, 4, large=True, **masked)
-    probe("works with one position", "forward", 3, 1, 1, 4, **masked)
-    probe("float64 inputs (with mask)", "forward", 2, 4, 1, 3, dtype="float64", **masked)
-    probe(
-        "long sequences (t = 256, the training length, with mask)",
-        "forward",
-        1,
-        256,
-        1,
-        4,
-        **masked,
-    )
-    probe(
-        "a head sliced out of a wider tensor, mask=1 (as parallel_multihead_attention passes it)",
-        "forward",
-        2,
-        6,
-        1,
-        4,
-        layout="sliced",
-        mask_as="int",
-        **masked,
-    )
-    probe("leaves its inputs unmodified", "unmodified", 2, 4, 1, 3, **masked)
+    for name, kind, sizes, example in _TASK2_HEAD:
+        probe(name, kind, sizes, mask=True, **example)
     report.check(
         "importable by worker processes (defined in a module such as my_transformer_model)",
         lambda: importable(*function_origin(fn)[2:]),
     )
-    return report.finish()
+    return _picture(report.finish(), run, 1)
 
 
 @torch_threads(1)
@@ -241,51 +221,15 @@ def check_parallel_multihead_attention(
             importable(calls[0].importable, calls[0].why_not_importable),
         )
 
-    def probe(name: str, kind: str, b: int, t: int, heads: int, s: int, **example: Any) -> bool:
-        inputs = visible_inputs("parallel_multihead_attention", kind, b, t, heads, s, **example)
+    for name, kind, sizes, example in _TASK2_PARALLEL:
         # A factor no one guesses: only an output built from the pool's results carries it.
         scale = 2.5 if kind == "pool" else 1.0
 
-        def make_pool(mode: str) -> InstrumentedPool:
+        def make_pool(mode: str, scale: float = scale) -> InstrumentedPool:
             return InstrumentedPool(pool=pool, result_scale=scale)
 
-        return report.check(name, probe_property, report, fn, inputs, make_pool=make_pool)
-
-    inline = {"pool": "inline"}
-    probe(
-        "the output is built from the results pool.map returns",
-        "pool",
-        b,
-        t,
-        heads,
-        s,
-        mask=False,
-        **inline,
-    )
-    probe(
-        "equals your attention_function applied head by head (mask=True)",
-        "heads",
-        b,
-        t,
-        heads,
-        s,
-        mask=True,
-        **inline,
-    )
-    probe("works with one head and one position", "heads", 2, 1, 1, 6, mask=True, **inline)
-    probe("long sequences (t = 256, with mask)", "heads", 1, 256, 2, 4, mask=True, **inline)
-    probe(
-        "inputs sliced from one wider tensor, mask=1",
-        "heads",
-        2,
-        6,
-        3,
-        4,
-        mask=True,
-        layout="sliced",
-        mask_as="int",
-        **inline,
-    )
+        probe = _prober(report, fn, "parallel_multihead_attention", make_pool=make_pool)
+        probe(name, kind, sizes, pool="inline", **example)
     _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
         report.check("agrees with your multihead_attention", agrees, run, _serial(reference))

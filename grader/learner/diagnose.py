@@ -2,15 +2,14 @@
 
 :func:`diagnose_attention` compares a learner's output with a float64 reference
 (``former.attention.sdpa_attention``), then with every catalogued mistake recomputed on the
-same inputs, else locates the largest error; :func:`diagnose_pool_usage` reads a pool log.
-Neither needs the instructor's solutions, so the visible checks and the judge share them.
+same inputs, else locates the largest error (``pool_mistakes`` reads a pool log). It needs
+no instructor's solutions, so the visible checks and the judge share it.
 Comparisons use only numpy operators (``allclose`` could be replaced by code in the kernel).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,7 @@ import torch
 
 from former.attention import sdpa_attention, split_heads
 from former.threads import torch_threads
-from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES_BY_KEY
-from grader.learner.pool import PoolCall
+from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY
 
 # Scaled scores beyond this overflow exp() in float32 (e^88 is float32's limit).
 LARGE_SCORE = 80.0
@@ -221,71 +219,9 @@ def diagnose_attention(
     )
 
 
-def _is_per_head_item(item: dict[str, Any], head_shape: Sequence[int] | None) -> bool:
-    parts = item.get("parts") or []
-    if item.get("type") not in {"tuple", "list"} or len(parts) != 4:
-        return False
-    *tensors, flag = parts
-    return (
-        all(p.get("type") == "Tensor" for p in tensors)
-        and flag.get("type") in {"bool", "int"}
-        and (head_shape is None or all(list(p["shape"]) == list(head_shape) for p in tensors))
-    )
-
-
 def named_mistake(mistake: Any, detail: str = "") -> Diagnosis:
     """'It looks like <title> (<detail>). Hint: <hint>' for a catalogued (pool) mistake."""
     detail = f" ({detail})" if detail else ""
     return Diagnosis(
         False, mistake.key, f"It looks like {mistake.title}{detail}. Hint: {mistake.hint}"
     )
-
-
-def _pool_diagnosis(key: str, detail: str = "") -> Diagnosis:
-    return named_mistake(POOL_MISTAKES_BY_KEY[key], detail)
-
-
-def diagnose_pool_usage(
-    calls: Sequence[PoolCall | dict[str, Any]],
-    heads: int,
-    *,
-    head_shape: Sequence[int] | None = None,
-    require_importable: bool = True,
-) -> Diagnosis:
-    """Diagnose how ``parallel_multihead_attention`` used its pool, from
-    ``InstrumentedPool.calls`` or ``log()``; head_shape: each item's (b, t, s), if checked;
-    require_importable: the mapped function must be importable by spawned workers."""
-    records = [c if isinstance(c, PoolCall) else PoolCall.from_dict(c) for c in calls]
-    if not records:
-        return _pool_diagnosis("pool_not_used", "pool.map was never called")
-    if len(records) > 1:
-        sizes = ", ".join(str(r.n_items) for r in records)
-        return _pool_diagnosis("several_map_calls", f"{len(records)} calls with {sizes} items")
-    call = records[0]
-    if require_importable and not call.importable:
-        return _pool_diagnosis("worker_not_importable", call.why_not_importable)
-    if call.n_items == 1 and heads > 1:
-        return _pool_diagnosis("one_item_for_all_heads", f"1 item for {heads} heads")
-    if call.n_items != heads:
-        return _pool_diagnosis("wrong_number_of_items", f"{call.n_items} items for {heads} heads")
-    bad = [i for i, item in enumerate(call.items) if not _is_per_head_item(item, head_shape)]
-    if bad:
-        detail = f"item {bad[0]} is {_describe(call.items[bad[0]])}"
-        if head_shape:
-            detail += f"; expected (q, k, v, mask) with q, k, v of shape {tuple(head_shape)}"
-        return _pool_diagnosis("items_not_per_head", detail)
-    note = "" if call.importable else f" (note: {call.why_not_importable})"
-    return Diagnosis(
-        True, None, f"One pool.{call.method} call with one item per head ({heads}).{note}"
-    )
-
-
-def _describe(item: dict[str, Any]) -> str:
-    kind = item.get("type", "?")
-    if kind == "Tensor":
-        return f"Tensor{tuple(item.get('shape', ()))}"
-    if "parts" in item:
-        return f"{kind}({', '.join(_describe(p) for p in item['parts'])})"
-    if "value" in item:
-        return repr(item["value"])
-    return kind

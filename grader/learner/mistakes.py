@@ -39,15 +39,6 @@ class Mistake:
     needs_large_scores: bool = False
 
 
-@dataclass(frozen=True)
-class PoolMistake:
-    """A known wrong use of the pool in ``parallel_multihead_attention``, read from a pool log."""
-
-    key: str
-    title: str
-    hint: str
-
-
 # Diagnoses try the mistakes in this order (the order they are defined in below).
 MISTAKES: list[Mistake] = []
 
@@ -268,55 +259,6 @@ def unstable_softmax(q: Tensor, k: Tensor, v: Tensor, mask: bool) -> Tensor:
 
 
 MISTAKES_BY_KEY: dict[str, Mistake] = {m.key: m for m in MISTAKES}
-
-POOL_MISTAKES: list[PoolMistake] = [
-    PoolMistake(
-        "pool_not_used",
-        "the pool is not used: the heads run one after another in this process",
-        "Build data_to_map (one (q, k, v, mask) tuple per head) and call "
-        "pool.map(attention_function, data_to_map) on the pool you were given.",
-    ),
-    PoolMistake(
-        "one_item_for_all_heads",
-        "pool.map gets a single item holding all heads, so only one worker does anything",
-        "Make one item per head: slice features [i*s:(i+1)*s] of queries, keys and values "
-        "for head i, so data_to_map has `heads` items.",
-    ),
-    PoolMistake(
-        "several_map_calls",
-        "pool.map is called several times (e.g. once per head), so the heads run one by one",
-        "Call pool.map once, with a list holding every head's item; each call waits for its "
-        "results before the next one starts.",
-    ),
-    PoolMistake(
-        "wrong_number_of_items",
-        "pool.map gets a number of items different from the number of heads",
-        "data_to_map should have exactly one (q, k, v, mask) item per head.",
-    ),
-    PoolMistake(
-        "items_not_per_head",
-        "the pool items are not (q, k, v, mask) tuples of one head's slices",
-        "Each item is a tuple (q, k, v, mask) with q, k, v of shape (b, t, s): head i's "
-        "features [i*s:(i+1)*s].",
-    ),
-    PoolMistake(
-        "pool_results_unused",
-        "the output is not built from what pool.map returns (the heads are computed some "
-        "other way, or something else is mapped over the pool)",
-        "The list pool.map(attention_function, data_to_map) returns holds each head's "
-        "output, in order: put those results side by side along the features to get the "
-        "answer, rather than computing the heads again.",
-    ),
-    PoolMistake(
-        "worker_not_importable",
-        "the worker function cannot be imported by the pool's processes",
-        "Under spawn and forkserver, workers import the function by name: define "
-        "attention_function in a module (the %%writefile my_transformer_model.py cell), "
-        "import it from there, and do not use lambdas or functions defined inside others.",
-    ),
-]
-
-POOL_MISTAKES_BY_KEY: dict[str, PoolMistake] = {m.key: m for m in POOL_MISTAKES}
 
 # Where in a learner's function each mistake usually sits: regular expressions tried in turn,
 # the first line matching one is the line the first ✗ points at (the last matching line for

@@ -1,129 +1,53 @@
-"""The examples the visible checks run and the properties they compute from them.
+"""The properties a case checks, judged on the probe's outcome by the grader's own rules.
 
-A property takes ``run(q, k, v, heads, mask)``, the learner's function called through the
-contract of its task, and returns a :class:`~grader.learner.diagnose.Diagnosis` (or ``(passed,
-detail)``) judged by the grader's own rules: the one tolerance, the mistake catalogue, the pool
-log, the names the grader can recreate.
+The visible checks and the judge share them: the one tolerance, the mistake catalogue, the
+pool log. Each takes the case's :class:`~grader.learner.probe_io.CaseInputs` and the
+:class:`~grader.learner.probe_io.Outcome` and returns a
+:class:`~grader.learner.diagnose.Diagnosis`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
-import torch
 
 from grader.learner.diagnose import (
     Diagnosis,
     compare,
     diagnose_attention,
-    diagnose_pool_usage,
     has_large_scores,
     locate,
     named_mistake,
     tolerance,
 )
-from grader.learner.mistakes import MISTAKES_BY_KEY, POOL_MISTAKES_BY_KEY
-from grader.learner.probe import probe_case, property_inputs
-from grader.learner.report import LearnerError, NotImplementedYet
-from grader.learner.skipped import skipped_names_used
-
-# The small visible example: (b, t, heads, s).
-EXAMPLE = (2, 5, 3, 4)
-LARGE = math.sqrt(1000.0)  # q and k scaled so that scores are around ±1000
-Run = Callable[..., Any]
-
-
-def example_inputs(
-    b: int, t: int, heads: int, s: int, *, dtype: torch.dtype = torch.float32, scale: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1000 * b + 100 * t + 10 * heads + s)
-    q, k, v = (
-        torch.randn(b, t, heads * s, generator=generator, dtype=torch.float64) for _ in range(3)
-    )
-    return (q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype)
-
-
-def importable(ok: bool, why: str) -> Diagnosis:
-    """The verdict on whether worker processes can import the mapped function."""
-    mistake = POOL_MISTAKES_BY_KEY["worker_not_importable"]
-    return Diagnosis(ok, None if ok else mistake.key, "" if ok else f"{why}. Hint: {mistake.hint}")
-
-
-def names_only_skipped_cells_bind(fn: Callable) -> Diagnosis | None:
-    """A failure naming the globals ``fn`` reads that, in the lab, only cells the grader does
-    not run bind (``grader.learner.skipped``); None when there are none."""
-    names = skipped_names_used(fn)
-    if not names:
-        return None
-    one = len(names) == 1
-    return Diagnosis(
-        False,
-        "skipped_names",
-        f"{', '.join(f'`{n}`' for n in names)} {'is' if one else 'are'} bound in the lab only "
-        "by cells that are not run while grading (training, plots, SageMaker, the optional "
-        f"task), so your function would fail there: bind {'it' if one else 'them'} in a cell "
-        "of your own above the function, or inside it (if you already do, ignore this)",
-    )
-
-
-def agrees(run: Run, reference: Run) -> tuple[bool, str]:
-    q, k, v = example_inputs(2, 7, 4, 3)
-    parallel = run(q.clone(), k.clone(), v.clone(), 4, True)
-    serial = reference(q.clone(), k.clone(), v.clone(), 4, True)
-    if not isinstance(serial, torch.Tensor) or not isinstance(parallel, torch.Tensor):
-        return False, "both functions must return tensors"
-    result = compare(
-        parallel.detach().double().numpy(), serial.detach().double().numpy(), tolerance()
-    )
-    if result.ok:
-        return True, ""
-    return (
-        False,
-        f"they differ by up to {result.max_error:.3g}; check each against the reference above",
-    )
-
-
-# -- verdicts on a probe's outputs: the rules the visible checks and the judge share -----------
+from grader.learner.mistakes import MISTAKES_BY_KEY
+from grader.learner.pool_mistakes import POOL_MISTAKES_BY_KEY, diagnose_pool_usage
+from grader.learner.probe_io import CaseInputs, Outcome
 
 
 def _array(value: object) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def text_value(value: object) -> str:
-    """A text output, whether a str or (after an .npz round trip) a 0-d numpy string array."""
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else ""
-    return "" if value is None else str(value)
-
-
-def case_tolerance(inputs: dict[str, Any]) -> float:
+def case_tolerance(inputs: CaseInputs) -> float:
     """The tolerance for a case's inputs (``diagnose.tolerance``, wider for large scores)."""
-    heads = 1 if inputs["function"] == "attention_function" else int(inputs["heads"])
-    return tolerance(has_large_scores(inputs["queries"], inputs["keys"], heads))
+    return tolerance(has_large_scores(inputs.queries, inputs.keys, inputs.head_count))
 
 
-def _where(index: tuple[int, ...], inputs: dict[str, Any]) -> str:
-    heads = 1 if inputs["function"] == "attention_function" else int(inputs["heads"])
-    return locate(index, heads, np.shape(inputs["queries"])[-1])
+def _where(index: tuple[int, ...], inputs: CaseInputs) -> str:
+    return locate(index, inputs.head_count, inputs.queries.shape[-1])
 
 
-def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+def causal_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """Causality as a property of the learner's own function (probe kind "causal"): later
     keys and values change no earlier output, each position sees itself and the first
     position, and the masked output at position i is the unmasked function's on the first
     i + 1 positions."""
     tol = case_tolerance(inputs)
-    out, cut = _array(outputs["out"]), int(inputs["cut"])
+    out, cut = _array(outcome.out), int(inputs.cut)
     # Parts of the output are compared at the whole output's scale, as values are.
     with np.errstate(invalid="ignore"):
         scale = float(np.abs(np.where((out - out) == 0, out, 0.0)).max(initial=0.0))
-    future = compare(
-        _array(outputs["out_future"])[:, : cut + 1], out[:, : cut + 1], tol, scale=scale
-    )
+    future = compare(_array(outcome.out_future)[:, : cut + 1], out[:, : cut + 1], tol, scale=scale)
     if not future.ok:
         return Diagnosis(
             False,
@@ -132,37 +56,26 @@ def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis
             f"{_where(future.index, inputs)}: with mask=True, position i may only look at "
             "positions j <= i. Set the scores of later keys to -inf BEFORE the softmax.",
         )
-    p, heads = int(inputs["self_position"]), max(int(inputs["heads"]), 1)
-    b, _, width = out.shape
-    moved = np.abs(_array(outputs["out_self"])[:, p] - out[:, p]).reshape(b, heads, -1)
-    # Seen, the moved key gets a clear weight and the output moves by about self_shift;
-    # hidden, the output does not move at all (NaN never counts as moving).
-    sees = moved.max(-1, initial=0.0) >= 1e-4 * float(inputs["self_shift"])
-    if not sees.all():
-        batch, head = (int(i) for i in np.argwhere(~sees)[0])
+    p, r = int(inputs.self_position), int(inputs.past_position or 0)
+    unseen = _unmoved(outcome.out_self, out, p, inputs)
+    if unseen:
         return Diagnosis(
             False,
             "mask_hides_self",
             f"Changing the key and value at position {p} did not change your masked output "
-            f"there ({_where((batch, p, head * (width // heads)), inputs)}): each position "
-            "must still see itself (j <= i includes j = i).",
+            f"there ({unseen}): each position must still see itself (j <= i includes j = i).",
         )
-    r = int(inputs.get("past_position", 0))
-    if r > 0:
-        moved = np.abs(_array(outputs["out_past"])[:, r] - out[:, r]).reshape(b, heads, -1)
-        sees = moved.max(-1, initial=0.0) >= 1e-4 * float(inputs["self_shift"])
-        if not sees.all():
-            batch, head = (int(i) for i in np.argwhere(~sees)[0])
-            return Diagnosis(
-                False,
-                "mask_hides_past",
-                f"Changing the key and value at position 0 did not change your masked output "
-                f"at position {r} ({_where((batch, r, head * (width // heads)), inputs)}): "
-                "with mask=True each position still sees every earlier one.",
-            )
-    for row, length in zip(
-        _array(outputs["prefix_rows"]), np.asarray(inputs["prefixes"]).tolist(), strict=True
-    ):
+    unseen = _unmoved(outcome.out_past, out, r, inputs) if r > 0 else ""
+    if unseen:
+        return Diagnosis(
+            False,
+            "mask_hides_past",
+            f"Changing the key and value at position 0 did not change your masked output "
+            f"at position {r} ({unseen}): with mask=True each position still sees every "
+            "earlier one.",
+        )
+    lengths = np.asarray(inputs.prefixes).tolist()
+    for row, length in zip(_array(outcome.prefix_rows), lengths, strict=True):
         prefix = compare(row, out[:, length - 1], tol, scale=scale)
         if not prefix.ok:
             return Diagnosis(
@@ -176,14 +89,24 @@ def causal_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis
     return Diagnosis(True, None, "")
 
 
-def bounded_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+def _unmoved(moved_out: object, out: np.ndarray, position: int, inputs: CaseInputs) -> str:
+    """Where a head's output at ``position`` did not move when a key and value it should see
+    moved ("" when every one moved). Seen, the moved key gets a clear weight and the output
+    moves by about self_shift; hidden, it does not move at all (NaN never counts as moving)."""
+    b, _, width = out.shape
+    heads = max(int(inputs.heads), 1)
+    moved = np.abs(_array(moved_out)[:, position] - out[:, position]).reshape(b, heads, -1)
+    sees = moved.max(-1, initial=0.0) >= 1e-4 * float(inputs.self_shift)
+    if sees.all():
+        return ""
+    batch, head = (int(i) for i in np.argwhere(~sees)[0])
+    return _where((batch, position, head * (width // heads)), inputs)
+
+
+def bounded_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """Huge scores give finite output wherever moderate ones do, within the range of the
     values: attention output is a weighted average of value rows (probe kind "bounded")."""
-    out, calm, values = (
-        _array(outputs["out"]),
-        _array(outputs["out_calm"]),
-        _array(inputs["values"]),
-    )
+    out, calm, values = _array(outcome.out), _array(outcome.out_calm), _array(inputs.values)
     with np.errstate(invalid="ignore"):
         rows = ((calm - calm) == 0).all(-1)  # positions moderate scores keep finite
         broken = rows & ~((out - out) == 0).all(-1)
@@ -212,24 +135,24 @@ def bounded_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosi
     return Diagnosis(True, None, "")
 
 
-def gradient_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+def gradient_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """The learner's backward agrees with central differences of its own forward, in float64,
     along one random direction per input, and reaches queries, keys and values."""
-    if outputs.get("grad_error") is not None:
-        return Diagnosis(False, "no_gradient", f"{str(outputs['grad_error']).capitalize()}.")
-    out = _array(outputs["out"])
+    if outcome.grad_error:
+        return Diagnosis(False, "no_gradient", f"{str(outcome.grad_error).capitalize()}.")
+    out = _array(outcome.out)
     with np.errstate(invalid="ignore"):
         if not ((out - out) == 0).all():
             return Diagnosis(
                 False, "nonfinite", "The output has inf/NaN entries, so its gradients do too."
             )
-    upstream, step = _array(inputs["upstream"]), float(inputs["fd_step"])
-    moved = _array(outputs["fd_outputs"])
+    upstream, step = _array(inputs.upstream), float(inputs.fd_step)
+    moved = _array(outcome.fd_outputs)
     for i, name in enumerate(("queries", "keys", "values")):
-        grad = outputs.get(f"grad_{name}")
+        grad = getattr(outcome, f"grad_{name}")
         if grad is None:
             return Diagnosis(False, "no_gradient", f"No gradient came back for {name}.")
-        direction = _array(inputs[f"direction_{name}"])
+        direction = _array(getattr(inputs, f"direction_{name}"))
         predicted = float((_array(grad) * direction).sum())
         measured = float(((moved[i, 1] - moved[i, 0]) * upstream).sum()) / (2 * step)
         floor = 1e-4 * float(np.sqrt((upstream**2).sum() * (direction**2).sum()))
@@ -246,23 +169,23 @@ def gradient_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnos
     return Diagnosis(True, None, "")
 
 
-def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+def head_by_head_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """The parallel output equals the learner's own attention_function applied head by head
     (probe kind "heads"), right or wrong as that function may be; without one, the values
     are compared with the reference. Raising what attention_function raises on the heads
     holds too: that is attention_function's failure."""
-    raised = text_value(outputs.get("raised_like_own"))
+    raised = outcome.raised_like_own
     if raised:
         return Diagnosis(
             True, None, f"your attention_function raises {raised} on these heads (Test 5)"
         )
-    if outputs.get("own_out") is None:
-        q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-        heads = int(inputs["heads"])
-        diagnosis = diagnose_attention(outputs["out"], q, k, v, heads, bool(inputs["mask"]))
+    if outcome.own_out is None:
+        q, k, v = inputs.queries, inputs.keys, inputs.values
+        heads = int(inputs.heads)
+        diagnosis = diagnose_attention(outcome.out, q, k, v, heads, bool(inputs.mask))
         if diagnosis.correct:
             return diagnosis
-        why = text_value(outputs.get("own_error"))
+        why = outcome.own_error
         return Diagnosis(
             False,
             diagnosis.mistake,
@@ -271,8 +194,8 @@ def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Dia
             else diagnosis.message,
         )
     # Heads computed through a pool that scales its results carry its scale (none by default).
-    own = _array(outputs["own_out"]) * float(inputs.get("pool_scale", 1.0))
-    result = compare(_array(outputs["out"]), own, case_tolerance(inputs))
+    own = _array(outcome.own_out) * float(inputs.pool_scale)
+    result = compare(_array(outcome.out), own, case_tolerance(inputs))
     if result.ok:
         return Diagnosis(True, None, "")
     return Diagnosis(
@@ -285,24 +208,23 @@ def head_by_head_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Dia
     )
 
 
-def assembled_verdict(
-    inputs: dict[str, Any], outputs: dict[str, Any], pool_log: list | None
-) -> Diagnosis:
+def assembled_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """One map call with one (q, k, v, mask) item of shape (b, t, s) per head (importable for
     a worker pool), and an output put together from what the pool returned: each head's
     features equal one returned result (the pool scales results by a factor no one guesses)."""
-    b, t, width = np.shape(inputs["queries"])
-    heads = int(inputs["heads"])
+    b, t, width = np.shape(inputs.queries)
+    heads = int(inputs.heads)
     s = width // heads
-    workers = inputs.get("pool") == "workers"
+    workers = inputs.pool == "workers"
     usage = diagnose_pool_usage(
-        pool_log or [], heads, head_shape=(b, t, s), require_importable=workers
+        outcome.pool_log or [], heads, head_shape=(b, t, s), require_importable=workers
     )
     if not usage.correct:
         return usage
-    call = pool_log[0] if isinstance(pool_log[0], dict) else vars(pool_log[0])
+    first = outcome.pool_log[0]
+    call = first if isinstance(first, dict) else vars(first)
     results = [None if r is None else _array(r) for r in call.get("results") or []]
-    out = _array(outputs["out"])
+    out = _array(outcome.out)
     tol = case_tolerance(inputs)
     unused = list(range(len(results)))
     for head in range(heads):
@@ -326,10 +248,10 @@ def assembled_verdict(
     return Diagnosis(True, None, "")
 
 
-def unmodified_verdict(inputs: dict[str, Any], outputs: dict[str, Any]) -> Diagnosis:
+def unmodified_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
     """queries, keys and values are bit for bit what they were after the call (NaN = NaN)."""
     for name in ("queries", "keys", "values"):
-        after, before = outputs.get(f"{name}_after"), np.asarray(inputs[name])
+        after, before = outcome.after(name), np.asarray(getattr(inputs, name))
         same = after is not None and np.shape(after) == before.shape
         if same:
             after = np.asarray(after)
@@ -353,88 +275,24 @@ VERDICTS = {
 }
 
 
-# -- the visible checks' probes: the judge's calls and verdicts on small examples -------------
+def property_verdict(inputs: CaseInputs, outcome: Outcome) -> Diagnosis:
+    """The verdict on the property a case of any kind but "forward" checks, on an output of
+    the right shape; a failure that reproduces a catalogued mistake names it."""
+    if inputs.kind in ("pool", "worker_pool"):
+        return assembled_verdict(inputs, outcome)
+    verdict = VERDICTS[inputs.kind](inputs, outcome)
+    return verdict if verdict.correct else named_if_catalogued(verdict, inputs, outcome.out)
 
 
-def visible_inputs(
-    function: str,
-    kind: str,
-    b: int,
-    t: int,
-    heads: int,
-    s: int,
-    *,
-    mask: bool,
-    dtype: str = "float32",
-    large: bool = False,
-    mask_as: str = "bool",
-    layout: str = "contiguous",
-    requires_grad: bool = False,
-    pool: str = "",
-) -> dict[str, Any]:
-    """A small example in the probe's input format, drawn from a seed made of its sizes."""
-    rng = np.random.default_rng([b, t, heads, s, int(mask), int(large)])
-    q, k, v = (rng.standard_normal((b, t, heads * s)) for _ in range(3))
-    inputs: dict[str, Any] = {"heads": heads, "mask": mask}
-    if large:
-        inputs.update(calm_queries=q.astype(dtype), calm_keys=k.astype(dtype))
-        q, k = q * LARGE, k * LARGE
-    inputs.update(
-        function=function,
-        kind=kind,
-        mask_as=mask_as,
-        layout=layout,
-        requires_grad=requires_grad,
-        pool=pool,
-        queries=q.astype(dtype),
-        keys=k.astype(dtype),
-        values=v.astype(dtype),
-    )
-    inputs.update(property_inputs(kind, inputs, rng))
-    return inputs
-
-
-def probe_property(
-    report: Any,
-    fn: Callable,
-    inputs: dict[str, Any],
-    *,
-    make_pool: Callable[[str], Any] | None = None,
-) -> Diagnosis:
-    """Run the probe on ``inputs`` and judge it as the grader does ("forward": against the
-    reference, with the mistake catalogue); forbidden operators go to ``report``."""
-    result = probe_case(inputs, fn, make_pool=make_pool)
-    if result.forbidden:
-        report.note_forbidden(result.forbidden)
-    outputs = result.outputs
-    error = outputs.get("error")
-    if error:
-        if str(error).startswith("NotImplementedError"):
-            raise NotImplementedYet()
-        details = "; ".join(x for x in (outputs.get("error_where"), outputs.get("error_call")) if x)
-        raise LearnerError(f"raised {error}" + (f" ({details})" if details else ""))
-    if inputs["kind"] == "heads" and outputs.get("raised_like_own") is not None:
-        return head_by_head_verdict(inputs, outputs)
-    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    heads = int(inputs["heads"])
-    out = outputs["out"]
-    if tuple(np.shape(out)) != tuple(np.shape(q)) or inputs["kind"] == "forward":
-        return diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
-    if inputs["kind"] in ("pool", "worker_pool"):
-        return assembled_verdict(inputs, outputs, result.pool_log)
-    verdict = VERDICTS[inputs["kind"]](inputs, outputs)
-    return verdict if verdict.correct else named_if_catalogued(verdict, inputs, out)
-
-
-def named_if_catalogued(verdict: Diagnosis, inputs: dict[str, Any], out: object) -> Diagnosis:
+def named_if_catalogued(verdict: Diagnosis, inputs: CaseInputs, out: object) -> Diagnosis:
     """A property failure, naming the catalogued mistake that ``out`` reproduces, if any: the
     feedback then names it, and a visible check shows a failure it causes as following from
     the first."""
     if verdict.mistake in MISTAKES_BY_KEY:
         return verdict
-    q, k, v = inputs["queries"], inputs["keys"], inputs["values"]
-    heads = 1 if inputs["function"] == "attention_function" else int(inputs["heads"])
-    named = diagnose_attention(out, q, k, v, heads, bool(inputs["mask"]))
+    q, k, v = inputs.queries, inputs.keys, inputs.values
+    heads = 1 if inputs.function == "attention_function" else int(inputs.heads)
+    named = diagnose_attention(out, q, k, v, heads, bool(inputs.mask))
     if named.mistake not in MISTAKES_BY_KEY:
         return verdict
     return Diagnosis(False, named.mistake, f"{verdict.message} {named.message}")

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from grader.learner.calls import describe_exception, tripwires, where_in_learner_code
 from grader.learner.diagnose import Diagnosis
 from grader.learner.forbidden import explain as explain_forbidden
 from grader.learner.mistakes import LOOK_AT_LAST, LOOK_FOR
-from grader.learner.probe import describe_exception, tripwires, where_in_learner_code
 
 PASS, FAIL, FOLLOWS = "✓", "✗", "·"
 NOT_IMPLEMENTED = "not implemented yet — fill in the cell above"
@@ -46,6 +46,7 @@ class CheckReport:
     not_implemented: bool = False
     forbidden: list[str] = field(default_factory=list)
     source: Callable | None = None  # the learner's function, to point at a line of it
+    figure: Any = None  # the learner's attention weights next to the expected, where they help
 
     def __post_init__(self) -> None:
         tripwires().take()  # what an earlier, interrupted check left behind

@@ -39,6 +39,7 @@ SKIPPED_NAMES: frozenset[str] = frozenset(
         "causal_plot",
         "causal_value",
         "chars",
+        "classifier_for",
         "config",
         "data",
         "dataclasses",

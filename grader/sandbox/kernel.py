@@ -15,14 +15,17 @@ import json
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from grader.learner.pool import describe_item, function_origin
-from grader.learner.probe import describe_exception, probe_case, tripwires
+from grader.learner.calls import describe_exception, tripwires
+from grader.learner.counting_pool import PoolMethods, describe_call
+from grader.learner.probe import probe_case
+from grader.learner.probe_io import CaseInputs, Outcome
 
 # Result tensors larger than this are not sent through the server's pool (elements).
 POOL_RESULT_LIMIT = 2**20
@@ -114,9 +117,10 @@ def run_kernel(request: dict, lines: Lines, home: str, snapshot: dict) -> None:
                 fn = shell.user_ns.get(function)
                 pool = ServerPoolFactory(lines, test, index)
                 before = len(_SOLUTION_IMPORTS)
-                outputs, forbidden = _probe(inputs, fn, function, pool)
+                outcome = _probe(inputs, fn, function, pool)
                 lines.quit_if_a_copy()
-                np.savez(os.path.join(home, f"out-{test}-{index}.npz"), **_storable(outputs))
+                np.savez(os.path.join(home, f"out-{test}-{index}.npz"), **outcome.to_arrays())
+                forbidden = outcome.forbidden
                 changed = tampered(snapshot, (tripwires(),))
                 tried = attempts.get(function, []) + attempts.get("*", [])
                 forbidden += list(dict.fromkeys(tried + _SOLUTION_IMPORTS[before:]))
@@ -133,32 +137,20 @@ def _run_cell(shell, source: str) -> str | None:
     return describe_exception(error) if error is not None else None
 
 
-def _probe(inputs: dict, fn: Any, name: str, make_pool: Callable) -> tuple[dict, list[str]]:
+def _probe(inputs: CaseInputs, fn: Any, name: str, make_pool: Callable) -> Outcome:
     if not callable(fn):
-        return {"error": f"NameError: {name} is not defined (or not a function)"}, []
-    result = probe_case(inputs, fn, make_pool=make_pool)
-    return result.outputs, result.forbidden
+        return Outcome(error=f"NameError: {name} is not defined (or not a function)")
+    return probe_case(inputs, fn, make_pool=make_pool)
 
 
-def _case_inputs(home: str, probe: dict) -> list[dict]:
-    """Each case's inputs from the judge's .npz ("i/<name>"; scalars as 0-d arrays)."""
+def _case_inputs(home: str, probe: dict) -> list[CaseInputs]:
+    """Each case's inputs from the judge's .npz ("i/<name>")."""
     cases: dict[int, dict] = {}
     with np.load(os.path.join(home, probe["inputs"]), allow_pickle=False) as stored:
         for key in stored.files:
             index, _, name = key.partition("/")
-            value = stored[key]
-            cases.setdefault(int(index), {})[name] = value.item() if value.ndim == 0 else value
-    return [cases[index] for index in sorted(cases)]
-
-
-def _storable(outputs: dict) -> dict:
-    """Arrays as they are, strings as numpy strings: an .npz that loads without pickle."""
-    stored = {}
-    for key, value in outputs.items():
-        array = np.array(value[:2000]) if isinstance(value, str) else np.asarray(value)
-        if array.dtype != object:
-            stored[key] = array
-    return stored
+            cases.setdefault(int(index), {})[name] = stored[key]
+    return [CaseInputs.from_arrays(cases[index]) for index in sorted(cases)]
 
 
 # -- the pool of pool cases ----------------------------------------------------------------
@@ -174,7 +166,7 @@ class ServerPoolFactory:
         return ServerPool(self, mode)
 
 
-class ServerPool:
+class ServerPool(PoolMethods):
     """Pool-like ``map`` whose results come back through the server, which records the call,
     applies the judge's scale and, in "workers" mode, computes the items in clean processes
     of its own that find the function by its module's name (as spawned workers would)."""
@@ -187,12 +179,12 @@ class ServerPool:
         return []  # the judge reads the server's record, never this process's
 
     def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
-        module, qualname, importable, why = function_origin(func)
+        call = describe_call(method, func, items)
         self.calls += 1
         stem = f"pool-{self.factory.test}-{self.factory.index}-{self.calls}"
         folder = os.path.dirname(os.getcwd())
         if self.mode == "workers":
-            if importable:  # an unimportable function is refused by the server, as Pool would
+            if call.importable:  # an unimportable function is refused by the server, as Pool would
                 _save_items(os.path.join(folder, f"{stem}-items.npz"), items)
             raw = None
         else:
@@ -206,15 +198,7 @@ class ServerPool:
                 "stem": stem,
                 "mode": self.mode,
                 "star": star,
-                "call": {
-                    "method": method,
-                    "function": qualname,
-                    "module": module,
-                    "importable": importable,
-                    "why_not_importable": why,
-                    "n_items": len(items),
-                    "items": [describe_item(item) for item in items[:64]],
-                },
+                "call": asdict(call),
             }
         )
         if reply.get("refused"):
@@ -226,56 +210,6 @@ class ServerPool:
             pairs = zip(returned, raw, strict=True)
             returned = [r if isinstance(x, torch.Tensor) else x for r, x in pairs]
         return returned
-
-    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        return self._run("map", func, list(iterable))
-
-    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None, **_):
-        results = self._run("map_async", func, list(iterable))
-        return _Done(results)
-
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
-        return iter(self._run("imap", func, list(iterable)))
-
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterable:
-        return iter(self._run("imap_unordered", func, list(iterable)))
-
-    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
-
-    def close(self) -> None:
-        return None
-
-    def join(self) -> None:
-        return None
-
-    def terminate(self) -> None:
-        return None
-
-    def __enter__(self) -> ServerPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _Done:
-    """What ``map_async`` returns: the results, already computed."""
-
-    def __init__(self, results: list) -> None:
-        self.results = results
-
-    def get(self, timeout: float | None = None) -> list:
-        return self.results
-
-    def wait(self, timeout: float | None = None) -> None:
-        return None
-
-    def ready(self) -> bool:
-        return True
-
-    def successful(self) -> bool:
-        return True
 
 
 def _save_items(path: str, items: list) -> None:

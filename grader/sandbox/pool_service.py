@@ -160,7 +160,7 @@ def _worker(
 
     import torch
 
-    from grader.learner.probe import describe_exception, quiet, tripwires
+    from grader.learner.calls import describe_exception, quiet, tripwires
 
     out = os.fdopen(write_fd, "w", buffering=1)
     set_limit(resource.RLIMIT_AS, limits.memory_mb * 2**20)

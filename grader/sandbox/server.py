@@ -64,14 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     import numpy  # noqa: F401
     import torch
 
+    import grader.learner.calls as calls
+    import grader.learner.counting_pool as pool
     import grader.learner.forbidden as forbidden
-    import grader.learner.pool as pool
     import grader.learner.probe as probe
+    import grader.learner.probe_io as probe_io
     import grader.sandbox.kernel as kernel
 
     # No operator profiling here: a child forked after a profiler ran in its parent hangs.
     torch.set_num_threads(1)
-    snapshot = forbidden.integrity_snapshot([forbidden, probe, pool, kernel])
+    snapshot = forbidden.integrity_snapshot([forbidden, calls, probe, probe_io, pool, kernel])
     channel.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
@@ -220,14 +222,8 @@ class Run:
             if (self.current or {}).get("test"):
                 self._stop_processes_of_the_test()
             error = message.get("error")
-            self._tell(
-                {
-                    "event": "end",
-                    **(self.current or {}),
-                    "error": str(error)[:600] if error else None,
-                    "interrupted": self.interrupted,
-                }
-            )
+            ended = {**(self.current or {}), "error": str(error)[:600] if error else None}
+            self._tell({"event": "end", **ended, "interrupted": self.interrupted})
             self.current, self.interrupted = None, False
             return time.monotonic() + self.limits.cell_seconds
         if event == "pool":
@@ -270,11 +266,8 @@ class Run:
         number = os.WTERMSIG(status) if signaled else None
         timed_out = self.timed_out or self.interrupted or number == _SIGXCPU
         why = "timeout" if timed_out else "crashed"
-        return {
-            "why": why,
-            "exitcode": None if signaled else os.WEXITSTATUS(status),
-            "signal": None if self.timed_out else number,
-        }
+        exitcode = None if signaled else os.WEXITSTATUS(status)
+        return {"why": why, "exitcode": exitcode, "signal": None if self.timed_out else number}
 
     def _tell(self, message: dict) -> None:
         self.channel.write(json.dumps(message) + "\n")

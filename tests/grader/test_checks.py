@@ -6,16 +6,16 @@ import pytest
 import torch
 from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style, fixed_table_style
 
+from grader.judge.hidden_cells import HiddenTestFailure, run_group
 from grader.learner.checks import (
     check_attention_function,
     check_multihead_attention,
     check_parallel_multihead_attention,
 )
+from grader.learner.counting_pool import InstrumentedPool
 from grader.learner.mistakes import MISTAKES_BY_KEY
-from grader.learner.pool import InstrumentedPool
 from grader.learner.report import MORE_WHEN_GRADED
 from solutions import attention as solution
-from solutions.hidden_tests import HiddenTestFailure, run_group
 
 CAUSAL_LINE = (
     "causal mask (mask=True): later positions change nothing, each position sees itself and earlier ones, "
@@ -89,7 +89,7 @@ def test_an_inverted_mask_is_one_failure_and_lines_that_follow_from_it(capsys):
     printed = capsys.readouterr().out
     assert printed.count("✗") == 1 and "✗ causal mask (mask=True)" in printed
     assert MISTAKES_BY_KEY["mask_inverted"].title in printed
-    assert "· causal mask on long sequences (t = 256, the training length): follows" in printed
+    assert "· causal mask on long sequences (t = 512, the training length): follows" in printed
     assert "✓ gradients reach queries, keys and values" in printed
     assert report.mistakes == ["mask_inverted"]
 
@@ -102,7 +102,7 @@ def test_a_mask_mistake_fails_only_the_mask_lines(capsys):
     assert report.mistakes[0] == "mask_after_softmax"
     assert [r.name for r in report.results if not r.passed] == [
         CAUSAL_LINE,
-        "causal mask on long sequences (t = 256, the training length)",
+        "causal mask on long sequences (t = 512, the training length)",
         "causal mask given as mask=1",
     ]
 
@@ -230,7 +230,7 @@ def test_checks_and_hidden_cases_draw_the_line_at_the_same_error(error, passes, 
 def test_a_fixed_size_causal_table_fails_the_long_sequence_line(capsys):
     report = check_multihead_attention(fixed_table_style(64))
     assert [r.name for r in report.results if not r.passed] == [
-        "causal mask on long sequences (t = 256, the training length)"
+        "causal mask on long sequences (t = 512, the training length)"
     ]
 
 

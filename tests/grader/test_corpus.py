@@ -22,12 +22,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nbformat
 import pytest
+import trial_course
 
-from grader.course import nbgrader
-from grader.course.autograde import autograde
-from grader.course.records import load_results, recorded_seed
-from grader.course.report import main as report_main
+from grader.course import course_dir as course_folder
+from grader.course.autograde import autograde, grade_one, in_slots
+from grader.course.records import Records
+from grader.course.roster import main as report_main
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
 from solutions.hidden_cases import NOTEBOOK_SEED
@@ -283,8 +285,8 @@ def test_feedback_says_what_failed_without_hidden_tests_or_seed(graded_class) ->
 
 def test_every_result_records_its_seed(graded_class) -> None:
     course, results, _, _ = graded_class
-    assert recorded_seed(course, corpus.ASSIGNMENT) == NOTEBOOK_SEED
-    assert {result.seed for result in load_results(course, corpus.ASSIGNMENT).values()} == {
+    assert Records(course, corpus.ASSIGNMENT).seed() == NOTEBOOK_SEED
+    assert {result.seed for result in Records(course, corpus.ASSIGNMENT).results().values()} == {
         NOTEBOOK_SEED
     }
 
@@ -345,14 +347,14 @@ def test_nbgrader_tools_read_the_grades(graded_class) -> None:
     course, _, _, _ = graded_class
     root = f"--CourseDirectory.root={course}"
     repo = {"PYTHONPATH": str(corpus.REPO)}  # hidden cells import solutions/
-    exported = nbgrader.run_nbgrader(
+    exported = course_folder.run_nbgrader(
         ["export", root, "--to", str(course / "grades.csv")], course, **repo
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     rows = list(csv.DictReader((course / "grades.csv").open()))
     scores = {row["student_id"]: float(row["score"]) for row in rows}
     assert scores["correct_bmm"] == 100 and scores["attack_allclose"] == 40
-    feedback = nbgrader.run_nbgrader(
+    feedback = course_folder.run_nbgrader(
         ["generate_feedback", "lab", "--student", "mistake_mask_missing", "--force", root],
         course,
         **repo,
@@ -370,7 +372,7 @@ def _plain_nbgrader(course: Path, students: list[str]) -> dict[str, dict[str, fl
     for student in students:
         corpus.submit(course, student, corpus.read_cells(student))
     env = {"PYTHONPATH": str(corpus.REPO), "OMP_NUM_THREADS": "1"}
-    return nbgrader.plain_autograde(course, corpus.ASSIGNMENT, **env)
+    return trial_course.plain_autograde(course, corpus.ASSIGNMENT, **env)
 
 
 @pytest.fixture(scope="module")
@@ -404,43 +406,64 @@ def test_plain_nbgrader_and_the_sandbox_agree_on_every_submission_but_attacks(
 def test_a_class_of_200_is_recorded_with_one_gradebook_writer(template_course, tmp_path) -> None:
     """Parallel jobs, one writer: every one of 200 submissions ends up in the gradebook.
 
-    The sandboxed probe is replaced by a stand-in here (each real submission costs a
-    sandbox start, measured in ``make bench-grade``); what is under test is the class-wide
-    machinery: job slots, the single gradebook writer, feedback and verdict files.
+    Every tenth submission is graded for real (each costs a sandbox start, measured in ``make
+    bench-grade``); the others hand in no notebook or one that is not a notebook, which the
+    grader records without a sandbox. What is under test is the class-wide machinery: job
+    slots, the single gradebook writer, feedback and verdict files.
     """
     from nbgrader.api import Gradebook
-
-    from grader.judge.grade import all_failed
-    from grader.judge.verdicts import SubmissionResult
 
     course = tmp_path / "course"
     shutil.copytree(template_course, course)
     students = [f"student{i:03d}" for i in range(200)]
-    for student in students:
-        corpus.submit(course, student, corpus.read_cells("correct_bmm"))
-    slots_seen = set()
-
-    def stand_in(notebook, student, assignment, plan, *, limits, work_dir, slot):
-        slots_seen.add(slot)
-        if student.endswith("7"):
-            raise RuntimeError("a grader bug on this one")
-        result = SubmissionResult(student, assignment, notebook.stem, "ok")
-        result.tests = all_failed(plan, "ok", "stand-in")
-        for test in result.tests:
-            test.points = test.max_points if int(student[-3:]) % 2 == 0 else 0
-        return result
-
-    results = autograde(
-        course, corpus.ASSIGNMENT, jobs=4, grade_one=stand_in, progress=False, cases_per_test=1
-    )
+    for index, student in enumerate(students):
+        folder = corpus.submit(course, student, corpus.read_cells("correct_bmm"))
+        if index % 2:
+            (folder / "lab.ipynb").unlink()
+        elif index % 10:
+            (folder / "lab.ipynb").write_text("not a notebook")
+    results = autograde(course, corpus.ASSIGNMENT, jobs=4, limits=LIMITS, progress=False)
     assert [r.student for r in results] == students
-    assert slots_seen == {0, 1, 2, 3}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         scores = {s.student.id: s.score for s in gradebook.find_assignment("lab").submissions}
     assert len(scores) == 200
-    for result in results:
-        expected = 0 if result.student.endswith("7") or int(result.student[-3:]) % 2 else 100
-        assert scores[result.student] == expected
-        assert result.status == ("error" if result.student.endswith("7") else "ok")
+    for index, result in enumerate(results):
+        assert scores[result.student] == (0 if index % 10 else 100)
+        assert result.status == ("missing" if index % 2 else "invalid" if index % 10 else "ok")
     assert len(list((course / "feedback").glob("*/lab/lab.html"))) == 200
-    assert len(load_results(course, corpus.ASSIGNMENT)) == 200
+    assert len(Records(course, corpus.ASSIGNMENT).results()) == 200
+
+
+def test_jobs_hold_their_own_slots_and_a_grader_failure_costs_one_submission(tmp_path) -> None:
+    """Each job holds one of ``--jobs`` slots (a sandbox's user id comes from it) that no other
+    job holds meanwhile; a grader failing on one submission gives it an "error" result with
+    every test failed, and grading goes on."""
+    import threading
+    import time
+
+    from grader.judge.grade import make_plan
+
+    held, seen, lock = set(), set(), threading.Lock()
+
+    def job(item: int, slot: int) -> int:
+        with lock:
+            assert slot not in held
+            held.add(slot)
+            seen.add(slot)
+        time.sleep(0.005)
+        with lock:
+            held.discard(slot)
+        return item
+
+    assert sorted(in_slots(job, list(range(200)), 4)) == list(range(200))
+    assert seen == {0, 1, 2, 3}
+
+    notebook = tmp_path / "lab.ipynb"
+    nbformat.write(corpus.notebook(corpus.read_cells("correct_bmm")), notebook)
+    unusable = tmp_path / "scratch"
+    unusable.write_text("a file where the grader's scratch folder should be")
+    plan = make_plan(NOTEBOOK_SEED)
+    result = grade_one(notebook, "ada", corpus.ASSIGNMENT, plan, LIMITS, str(unusable), 0)
+    assert result.status == "error" and result.score() == 0
+    assert len(result.tests) == len(plan.groups)
+    assert result.messages[0].startswith("grader error:")

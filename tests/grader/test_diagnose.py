@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from learner_code import HAND_WRITTEN_MISTAKES, written_out
 
 from former.attention import sdpa_attention
-from grader.learner.diagnose import compare, diagnose_attention, diagnose_pool_usage
-from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY, POOL_MISTAKES
-from grader.learner.pool import InstrumentedPool, function_origin
+from grader.learner.counting_pool import InstrumentedPool, function_origin
+from grader.learner.diagnose import compare, diagnose_attention
+from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY
+from grader.learner.pool_mistakes import POOL_MISTAKES, diagnose_pool_usage
 from solutions import attention as solution
 
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.learner.calls import tripwires
 from grader.learner.forbidden import TAMPERING, Tripwires
-from grader.learner.probe import probe_case, tripwires
+from grader.learner.probe import probe_case
+from grader.learner.probe_io import CaseInputs
 
 Q = torch.randn(1, 2, 3, 4)
 
@@ -104,14 +106,8 @@ def _inputs(**extra):
     arrays = {
         n: rng.standard_normal((2, 5, 8)).astype(np.float32) for n in ("queries", "keys", "values")
     }
-    return {
-        "function": "multihead_attention",
-        "kind": "forward",
-        "heads": 2,
-        "mask": True,
-        **arrays,
-        **extra,
-    }
+    given = {"function": "multihead_attention", "kind": "forward", "heads": 2, "mask": True}
+    return CaseInputs(**{**given, **arrays, **extra})
 
 
 def test_a_mention_of_a_forbidden_name_costs_nothing():

@@ -4,6 +4,7 @@ should, and nothing a learner does in the kernel (monkeypatching, warnings) chan
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -25,19 +26,14 @@ from learner_code import (
     parallel_with,
 )
 
+from grader.judge.cases import case_inputs, expected_outputs
+from grader.judge.hidden_cells import HiddenTestFailure, run_group
+from grader.judge.rules import judge_case
 from grader.learner.mistakes import MISTAKES, MISTAKES_BY_KEY
 from grader.learner.probe import probe_case
+from grader.learner.probe_io import Outcome
 from solutions import attention as solution
-from solutions.hidden_cases import (
-    CASES,
-    GENERATION_CONTEXT,
-    GROUPS,
-    KINDS,
-    TRAINING_LENGTH,
-    case_inputs,
-    expected_outputs,
-)
-from solutions.hidden_tests import HiddenTestFailure, judge_case, run_group
+from solutions.hidden_cases import CASES, GENERATION_CONTEXT, GROUPS, KINDS, TRAINING_LENGTH
 
 TASK1 = [g for g in GROUPS if g.startswith("test_task1")]
 
@@ -88,8 +84,8 @@ def test_cases_cover_what_the_design_promises():
     "function", ["multihead_attention", "attention_function", "parallel_multihead_attention"]
 )
 def test_cases_cover_what_the_lab_runs(function):
-    from former.generate import GeneratorConfig
-    from former.training import ClassifierConfig
+    from former.classifier import ClassifierConfig
+    from former.generator import GeneratorConfig
 
     assert TRAINING_LENGTH >= ClassifierConfig().max_length
     assert GENERATION_CONTEXT >= GeneratorConfig().context
@@ -115,18 +111,18 @@ def test_long_cases_stay_cheap():
 def test_case_inputs_are_plain_data_reproducible_from_the_seed():
     case = CASES["random_float32"]
     first, again, other = case_inputs(case, 1), case_inputs(case, 1), case_inputs(case, 2)
-    for value in first.values():
-        assert isinstance(value, (np.ndarray, int, float, bool, str))
-    assert all(np.array_equal(first[n], again[n]) for n in ("queries", "keys", "values"))
-    assert not np.array_equal(first["queries"], other["queries"])
-    assert first["queries"].dtype == np.float32
-    assert case_inputs(CASES["random_float64"], 1)["queries"].dtype == np.float64
+    arrays = first.to_arrays()
+    assert all(isinstance(value, np.ndarray) and value.dtype != object for value in arrays.values())
+    assert all(np.array_equal(a, b) for a, b in zip(first.tensors(), again.tensors(), strict=True))
+    assert not np.array_equal(first.queries, other.queries)
+    assert first.queries.dtype == np.float32
+    assert case_inputs(CASES["random_float64"], 1).queries.dtype == np.float64
 
 
 def test_large_score_cases_overflow_a_softmax_without_the_max():
     inputs = case_inputs(CASES["large_scores_float32"], 3)
-    q, k, v = (torch.from_numpy(inputs[n]) for n in ("queries", "keys", "values"))
-    heads = inputs["heads"]
+    q, k, v = (torch.from_numpy(x) for x in inputs.tensors())
+    heads = inputs.heads
     s = q.size(-1) // heads
     scores = q.view(*q.shape[:2], heads, s).transpose(1, 2) @ k.view(
         *k.shape[:2], heads, s
@@ -158,7 +154,7 @@ def test_correct_styles_pass_every_case_through_the_judge(style):
         }[case.function]
         inputs = case_inputs(case, seed)
         probe = probe_case(inputs, function)
-        verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+        verdict = judge_case(case, inputs, probe)
         assert verdict.passed, verdict.message
 
 
@@ -469,7 +465,7 @@ def test_pool_mistakes_lose_the_pool_usage_points_only(function, mistake):
             continue  # real workers are slow to start; the notebook worker is refused before
         inputs = case_inputs(case, seed)
         probe = probe_case(inputs, function)
-        verdicts.append(judge_case(case, inputs, probe.outputs, probe.pool_log))
+        verdicts.append(judge_case(case, inputs, probe))
     assert not all(v.passed for v in verdicts)
     assert {v.diagnosis for v in verdicts if not v.passed} == {mistake}
 
@@ -477,23 +473,24 @@ def test_pool_mistakes_lose_the_pool_usage_points_only(function, mistake):
 def test_judge_reads_errors_that_came_back_as_numpy_strings():
     case = CASES["small_float32"]
     inputs = case_inputs(case, 5)
-    outputs = {"error": np.array("NotImplementedError"), "error_where": np.array("")}
-    verdict = judge_case(case, inputs, outputs, None)
+    arrays = {"error": np.array("NotImplementedError"), "error_where": np.array("")}
+    verdict = judge_case(case, inputs, Outcome.from_arrays(arrays))
     assert not verdict.passed and verdict.diagnosis == "not_implemented"
-    good = {"out": expected_outputs(case, inputs)["out"].astype(np.float32)}
-    assert judge_case(case, inputs, good, None).passed
+    good = Outcome.from_arrays({"out": expected_outputs(case, inputs)["out"].astype(np.float32)})
+    assert judge_case(case, inputs, good).passed
 
 
 LEARNER = Path(__file__).resolve().parents[2] / "grader" / "learner"
 
 
 def test_the_package_shipped_to_learners_holds_no_hidden_test_text_or_solution_code():
-    from grader.course import bundle, nbgrader
+    from grader.course import bundle
+    from grader.course import course_dir as course_folder
 
     bodies = bundle.reference_bodies()
     for path in LEARNER.glob("*.py"):
         text = path.read_text()
-        assert nbgrader.hidden_test_leaks(text) == [], path.name
+        assert course_folder.hidden_test_leaks(text) == [], path.name
         assert bundle.solution_code_leaks(text, bodies) == [], path.name
 
 
@@ -506,6 +503,39 @@ def test_the_package_shipped_to_learners_never_imports_solutions_or_the_instruct
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(LEARNER.parent.parent))
+
+
+def test_the_solutions_are_data_that_import_nothing_from_the_grader():
+    code = (
+        "import sys, solutions.attention, solutions.hidden_cases\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'grader'], sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(LEARNER.parent.parent))
+
+
+def test_hidden_cells_find_the_solutions_without_the_repository_on_the_path(tmp_path):
+    cell = (  # a hidden cell as plain nbgrader runs it: from the course folder, no PYTHONPATH
+        "import sys\n"
+        "from grader.judge.instructor import REPOSITORY, load_solutions\n"
+        "assert str(REPOSITORY) not in sys.path\n"
+        "from grader.judge.hidden_cells import run_group\n"
+        "ns = {'multihead_attention': load_solutions().attention.multihead_attention}\n"
+        "run_group('test_task1_values', ns)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", cell], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "test_task1_values: 9/9 cases passed" in done.stdout
+
+
+def test_the_judge_says_where_to_grade_from_when_there_are_no_solutions(monkeypatch, tmp_path):
+    from grader.judge import instructor
+
+    monkeypatch.setattr(instructor, "REPOSITORY", tmp_path)
+    with pytest.raises(RuntimeError, match="grade from the instructor's copy of the repository"):
+        instructor.load_solutions()
 
 
 # -- Task 2: each test its own property --------------------------------------------------------
@@ -554,7 +584,7 @@ def task2_failures(namespace: dict) -> dict[str, str]:
             continue  # functions from exec cannot be imported by workers
         inputs = case_inputs(case, 3)
         probe = probe_case(inputs, namespace["parallel_multihead_attention"])
-        verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+        verdict = judge_case(case, inputs, probe)
         if not verdict.passed:
             failures["test_task2_pool_usage"] = verdict.message
     return failures
@@ -580,23 +610,23 @@ def test_the_pool_log_carries_what_the_pool_returned_after_its_scale():
     inputs = case_inputs(case, 4)
     probe = probe_case(inputs, solution.parallel_multihead_attention)
     (call,) = probe.pool_log
-    assert len(call["results"]) == inputs["heads"] == call["n_items"]
-    s = inputs["queries"].shape[-1] // inputs["heads"]
+    assert len(call["results"]) == inputs.heads == call["n_items"]
+    s = inputs.queries.shape[-1] // inputs.heads
     for i, result in enumerate(call["results"]):
         assert result.dtype == np.float64
-        np.testing.assert_allclose(result, probe.outputs["out"][..., i * s : (i + 1) * s])
+        np.testing.assert_allclose(result, probe.out[..., i * s : (i + 1) * s])
     unscaled = expected_outputs(case, inputs)["out"][..., :s]
-    np.testing.assert_allclose(call["results"][0], unscaled * inputs["pool_scale"], rtol=1e-4)
+    np.testing.assert_allclose(call["results"][0], unscaled * inputs.pool_scale, rtol=1e-4)
 
 
 def test_pool_usage_is_judged_from_the_pools_results_not_the_reference():
     case = CASES["one_item_per_head"]
     inputs = case_inputs(case, 4)
     probe = probe_case(inputs, notebook(scale="")["parallel_multihead_attention"])
-    assert judge_case(case, inputs, probe.outputs, probe.pool_log).passed  # wrong values
+    assert judge_case(case, inputs, probe).passed  # wrong values
     (call,) = probe.pool_log
     call["results"] = [r * 1.01 for r in call["results"]]  # the output is not these
-    verdict = judge_case(case, inputs, probe.outputs, probe.pool_log)
+    verdict = judge_case(case, inputs, probe)
     assert not verdict.passed and verdict.diagnosis == "pool_results_unused"
 
 
@@ -604,7 +634,7 @@ def test_a_probe_uses_the_pool_it_is_given():
     made = []
 
     def make_pool(mode):
-        from grader.learner.pool import InstrumentedPool
+        from grader.learner.counting_pool import InstrumentedPool
 
         made.append(mode)
         return InstrumentedPool(result_scale=3.0)
@@ -614,13 +644,13 @@ def test_a_probe_uses_the_pool_it_is_given():
     probe = probe_case(inputs, solution.parallel_multihead_attention, make_pool=make_pool)
     assert made == ["inline"]
     np.testing.assert_allclose(
-        probe.outputs["out"], 3.0 * expected_outputs(case, inputs)["out"], rtol=1e-4
+        probe.out, 3.0 * expected_outputs(case, inputs)["out"], rtol=1e-4
     )
 
 
 def test_an_attention_function_that_raises_costs_test_5_and_not_the_parallel_values():
     namespace = notebook()
-    exec(  # a causal table cut for 200 positions: the training length, 256, raises
+    exec(  # a causal table cut for 200 positions: the training length, 512, raises
         "TABLE = torch.ones(200, 200, dtype=torch.bool).triu(1)\n"
         "def attention_function(args):\n"
         "    q, k, v, mask = args\n"

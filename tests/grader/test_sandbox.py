@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,9 @@ def test_without_bwrap_it_warns_loudly_and_still_grades(tmp_path, monkeypatch, c
 
     from grader.judge.grade import grade_submission, make_plan
 
+    plan = make_plan()
+    plan.groups = {g: replace(group, cases=group.cases[:1]) for g, group in plan.groups.items()}
+
     monkeypatch.setattr(sandbox, "bwrap_executable", lambda: None)
     monkeypatch.setattr(sandbox, "_warned", False)
     notebook = tmp_path / "lab.ipynb"
@@ -220,7 +224,7 @@ def test_without_bwrap_it_warns_loudly_and_still_grades(tmp_path, monkeypatch, c
             notebook,
             "ada",
             "lab",
-            make_plan(cases_per_group=1),
+            plan,
             limits=sandbox.Limits(wall_seconds=30),
             work_dir=tmp_path / "w",
         )

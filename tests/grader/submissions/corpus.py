@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import trial_course
 
-from grader.course import nbgrader
 from solutions.hidden_cases import GROUPS
 
 HERE = Path(__file__).resolve().parent
@@ -88,14 +88,14 @@ def _key(metadata: dict, path: Path) -> str | Place | None:
 def _test_cell(grade_id: str, hidden: bool) -> nbformat.NotebookNode:
     body = (
         "### BEGIN HIDDEN TESTS\n"
-        "from solutions.hidden_tests import run_group\n"
+        "from grader.judge.hidden_cells import run_group\n"
         f"run_group({grade_id!r}, globals())\n"
         "### END HIDDEN TESTS"
         if hidden
         else f"# hidden tests for {grade_id} run when your notebook is graded"
     )
     cell = nbformat.v4.new_code_cell(body)
-    cell.metadata["nbgrader"] = nbgrader.nbgrader_metadata(grade_id, points=TESTS[grade_id])
+    cell.metadata["nbgrader"] = trial_course.nbgrader_metadata(grade_id, points=TESTS[grade_id])
     return cell
 
 
@@ -115,7 +115,7 @@ def notebook(cells: list[Cell], *, master: bool = False) -> nbformat.NotebookNod
     out += [nbformat.v4.new_code_cell(source) for source in ungraded]
     for grade_id in GRADED:
         cell = nbformat.v4.new_code_cell(graded[grade_id])
-        cell.metadata["nbgrader"] = nbgrader.nbgrader_metadata(grade_id, solution=True)
+        cell.metadata["nbgrader"] = trial_course.nbgrader_metadata(grade_id, solution=True)
         out.append(cell)
         out += _placed(placed, grade_id, after_tests=False)
         tests = (
@@ -151,7 +151,7 @@ def master_notebook() -> nbformat.NotebookNode:
 
 def make_course(root: Path) -> Path:
     """A trial course with the corpus's master as the lab assignment (gradebook included)."""
-    return nbgrader.make_trial_course(root, master_notebook(), ASSIGNMENT)
+    return trial_course.make_trial_course(root, master_notebook(), ASSIGNMENT)
 
 
 def is_attack(name: str) -> bool:
@@ -160,4 +160,4 @@ def is_attack(name: str) -> bool:
 
 
 def submit(course: Path, student: str, cells: list[Cell]) -> Path:
-    return nbgrader.submit(course, ASSIGNMENT, student, notebook(cells))
+    return trial_course.submit(course, ASSIGNMENT, student, notebook(cells))

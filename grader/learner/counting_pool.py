@@ -107,6 +107,13 @@ def describe_item(item: object) -> dict[str, Any]:
     return {"type": type(item).__name__}
 
 
+def describe_call(method: str, func: Callable, items: list) -> PoolCall:
+    """The record of one mapping call: the function's origin, the items' descriptions."""
+    module, qualname, importable, why = function_origin(func)
+    described = [describe_item(item) for item in items[:MAX_LOGGED_ITEMS]]
+    return PoolCall(method, qualname, module, importable, why, len(items), described)
+
+
 def _fresh_worker() -> None:
     """One torch thread, and a ``__main__`` that defines nothing: a worker forked from a
     notebook finds functions by module name only, as a spawned one would."""
@@ -114,44 +121,12 @@ def _fresh_worker() -> None:
     sys.modules["__main__"] = types.ModuleType("__main__")
 
 
-class InstrumentedPool:
-    """Pool-like ``map`` that records each call; see the module docstring for the modes."""
-
-    def __init__(self, processes: int = 0, *, pool: Any = None, result_scale: float = 1.0) -> None:
-        if pool is not None and processes:
-            raise ValueError("Give either processes or an existing pool, not both.")
-        self.processes = processes
-        self.result_scale = result_scale
-        self.calls: list[PoolCall] = []
-        self._wrapped = pool
-        self._owned: Any = None
-
-    def log(self) -> list[dict[str, Any]]:
-        """The calls as plain data (JSON-able), for a judge in another process."""
-        return [asdict(call) for call in self.calls]
+class PoolMethods:
+    """``multiprocessing.Pool``'s mapping methods, each recorded as one call of ``_run``
+    (computed at once: ``map_async`` returns results already there)."""
 
     def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
-        module, qualname, importable, why = function_origin(func)
-        described = [describe_item(item) for item in items[:MAX_LOGGED_ITEMS]]
-        call = PoolCall(method, qualname, module, importable, why, len(items), described)
-        self.calls.append(call)
-        if self.processes:
-            if not importable:
-                # Sending it anyway would fail inside the worker, which can hang the pool.
-                raise pickle.PicklingError(
-                    f"Worker processes cannot import the mapped function: {why}. Define it in "
-                    "a module (e.g. with %%writefile my_transformer_model.py) and import it."
-                )
-            results = self._in_workers(func, items, star)
-        elif self._wrapped is not None:
-            results = list((self._wrapped.starmap if star else self._wrapped.map)(func, items))
-        else:
-            results = [func(*item) if star else func(item) for item in items]
-        results = list(results)
-        if self.result_scale != 1.0:
-            results = [r * self.result_scale if isinstance(r, torch.Tensor) else r for r in results]
-        call.results = [result_array(r) for r in results[:MAX_LOGGED_ITEMS]]
-        return results
+        raise NotImplementedError
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("map", func, list(iterable))
@@ -164,14 +139,11 @@ class InstrumentedPool:
         callback: Callable | None = None,
         error_callback: Callable | None = None,
     ):
-        """Like ``map`` (recorded as one call), but returns an object with ``.get()``; takes
-        what ``multiprocessing.Pool.map_async`` takes."""
         try:
-            results = self._run("map_async", func, list(iterable))  # already computed
+            results = self._run("map_async", func, list(iterable))
         except Exception as error:
-            if error_callback is None:
-                raise
-            error_callback(error)
+            if error_callback is not None:
+                error_callback(error)
             raise
         if callback is not None:
             callback(results)
@@ -190,6 +162,60 @@ class InstrumentedPool:
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self._run("starmap", func, [tuple(item) for item in iterable], star=True)
+
+    def close(self) -> None:
+        return None
+
+    def join(self) -> None:
+        return None
+
+    def terminate(self) -> None:
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+class InstrumentedPool(PoolMethods):
+    """Pool-like ``map`` that records each call; see the module docstring for the modes."""
+
+    def __init__(self, processes: int = 0, *, pool: Any = None, result_scale: float = 1.0) -> None:
+        if pool is not None and processes:
+            raise ValueError("Give either processes or an existing pool, not both.")
+        self.processes = processes
+        self.result_scale = result_scale
+        self.calls: list[PoolCall] = []
+        self._wrapped = pool
+        self._owned: Any = None
+
+    def log(self) -> list[dict[str, Any]]:
+        """The calls as plain data (JSON-able), for a judge in another process."""
+        return [asdict(call) for call in self.calls]
+
+    def _run(self, method: str, func: Callable, items: list, star: bool = False) -> list:
+        call = describe_call(method, func, items)
+        self.calls.append(call)
+        if self.processes:
+            if not call.importable:
+                # Sending it anyway would fail inside the worker, which can hang the pool.
+                raise pickle.PicklingError(
+                    f"Worker processes cannot import the mapped function: "
+                    f"{call.why_not_importable}. Define it in "
+                    "a module (e.g. with %%writefile my_transformer_model.py) and import it."
+                )
+            results = self._in_workers(func, items, star)
+        elif self._wrapped is not None:
+            results = list((self._wrapped.starmap if star else self._wrapped.map)(func, items))
+        else:
+            results = [func(*item) if star else func(item) for item in items]
+        results = list(results)
+        if self.result_scale != 1.0:
+            results = [r * self.result_scale if isinstance(r, torch.Tensor) else r for r in results]
+        call.results = [result_array(r) for r in results[:MAX_LOGGED_ITEMS]]
+        return results
 
     def _in_workers(self, func: Callable, items: list, star: bool) -> list:
         if self._owned is None:  # started on first use: a refused function costs no workers
@@ -219,9 +245,3 @@ class InstrumentedPool:
             self._owned.terminate()
             self._owned.join()
             self._owned = None
-
-    def __enter__(self) -> InstrumentedPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
