@@ -56,9 +56,9 @@ lint: $(STAMP)
 lab: $(LAB_STAMP)
 	cd $(dir $(RELEASE_NB)) && $(COURSE_CONFIG) $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(RELEASE_NB))
 
-# The instructor's master, with the repository on the kernel's path for its hidden test cells.
+# The instructor's master (its hidden test cells load solutions/ through the installed grader).
 master: $(STAMP)
-	cd $(dir $(MASTER_NB)) && $(COURSE_CONFIG) PYTHONPATH=$(CURDIR) $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(MASTER_NB))
+	cd $(dir $(MASTER_NB)) && $(COURSE_CONFIG) $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(notdir $(MASTER_NB))
 
 # A JupyterHub for one class on this machine (trial accounts; see README, "For instructors").
 hub: $(STAMP) $(PROXY)

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import nbformat
 
-from grader.course.nbgrader import (
+from grader.course.course_dir import (
     ASSIGNMENT,
+    COURSE_DIR,
+    NOTEBOOK,
     graded_cells,
-    make_trial_course,
     master_path,
     nbgrader_env,
-    release_path,
+    open_gradebook,
     remove_solution_markers,
-    submit,
-    with_answers,
 )
+from grader.course.release import generate_release
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench-results" / "grade.json"
@@ -51,7 +51,7 @@ def _timed(args: list[str], cwd: Path) -> float:
     """Seconds ``python -m ARGS`` takes in ``cwd``, its start-up included."""
     # The notebook's data cell: the real IMDB sample when it is here, else the generated corpus.
     imdb = str(SAMPLE_DATA) if SAMPLE_DATA.exists() else "synthetic"
-    env = nbgrader_env(PYTHONPATH=str(REPO), LAB_IMDB=imdb)
+    env = nbgrader_env(LAB_IMDB=imdb)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
@@ -64,36 +64,36 @@ def _timed(args: list[str], cwd: Path) -> float:
 
 
 def make_course(root: Path, students: int) -> tuple[Path, dict[str, str]]:
-    """A course with the assignment generated and ``students`` submissions; student -> variant."""
-    master = nbformat.read(master_path(), as_version=4)
-    course = make_trial_course(root / "course", master, ASSIGNMENT)
-    release = nbformat.read(release_path(course), as_version=4)
+    """The lab's course set up as an instructor does (config and master copied, the student
+    notebook generated) and ``students`` submissions where ``nbgrader collect`` puts them;
+    student -> variant."""
+    course = root / "course"
+    shutil.copytree(COURSE_DIR / "source", course / "source")
+    shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
+    release = generate_release(course)
     answers = {
         grade_id: remove_solution_markers(cell.source)
-        for grade_id, cell in graded_cells(master).items()
+        for grade_id, cell in graded_cells(nbformat.read(master_path(course), 4)).items()
         if cell.metadata.nbgrader.get("solution")
     }
     variants = {}
     for index in range(students):
         student = f"student{index:03d}"
-        variant = list(_MISTAKES)[index % len(_MISTAKES)] if index % 2 else "correct"
-        task1 = _MISTAKES[variant](answers["multihead_attention"])
-        submit(
-            course,
-            ASSIGNMENT,
-            student,
-            with_answers(release, {**answers, "multihead_attention": task1}),
-        )
-        variants[student] = variant
+        variants[student] = list(_MISTAKES)[index % len(_MISTAKES)] if index % 2 else "correct"
+        task1 = _MISTAKES[variants[student]](answers["multihead_attention"])
+        notebook = nbformat.read(release, as_version=4)
+        for grade_id, cell in graded_cells(notebook).items():
+            cell.source = {**answers, "multihead_attention": task1}.get(grade_id, cell.source)
+        folder = course / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(notebook, folder / NOTEBOOK)
     return course, variants
 
 
 def _totals(course: Path) -> dict[str, dict]:
     """student -> {"total": score, "failed": [test cells below full marks]}."""
-    from nbgrader.api import Gradebook
-
     totals = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         for submission in gradebook.find_assignment(ASSIGNMENT).submissions:
             grades = [grade for notebook in submission.notebooks for grade in notebook.grades]
             failed = sorted(grade.name for grade in grades if (grade.score or 0) < grade.max_score)
@@ -101,23 +101,27 @@ def _totals(course: Path) -> dict[str, dict]:
     return totals
 
 
+def time_both(course: Path, jobs: int) -> tuple[float, float, dict[str, dict]]:
+    """Seconds plain nbgrader and the sandboxed grader take, each on its own copy of ``course``,
+    and both tools' totals per student."""
+    plain, sandboxed = course.parent / "nbgrader", course.parent / "grader"
+    shutil.copytree(course, plain)
+    shutil.copytree(course, sandboxed)
+    root = f"--CourseDirectory.root={plain}"
+    plain_seconds = _timed(["nbgrader", "autograde", ASSIGNMENT, "--force", root], plain)
+    grader = ["grader", "autograde", "--course-dir", str(sandboxed), "--assignment", ASSIGNMENT]
+    grader_seconds = _timed(grader + ["--jobs", str(jobs), "--quiet"], REPO)
+    return plain_seconds, grader_seconds, {"nbgrader": _totals(plain), "grader": _totals(sandboxed)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grade")
     parser.add_argument("--students", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
-        template, variants = make_course(Path(tmp) / "template", args.students)
-        plain, sandboxed = Path(tmp) / "nbgrader", Path(tmp) / "grader"
-        shutil.copytree(template, plain)
-        shutil.copytree(template, sandboxed)
-        root = f"--CourseDirectory.root={plain}"
-        plain_seconds = _timed(["nbgrader", "autograde", ASSIGNMENT, "--force", root], plain)
-        grader = ["grader", "autograde", "--course-dir", str(sandboxed), "--assignment", ASSIGNMENT]
-        grader_seconds = _timed(grader + ["--jobs", str(args.jobs), "--quiet"], REPO)
-        scores = {"nbgrader": _totals(plain), "grader": _totals(sandboxed)}
-
+        course, variants = make_course(Path(tmp) / "template", args.students)
+        plain_seconds, grader_seconds, scores = time_both(course, args.jobs)
     rows = [
         {"tool": "nbgrader autograde (no sandbox)", "seconds": round(plain_seconds, 1)},
         {

@@ -15,9 +15,9 @@ sys.modules.setdefault("rfc3987_syntax", None)
 # command -> module whose ``main(argv)`` runs it (argv[0] is the command)
 COMMANDS = {
     "autograde": "grader.course.autograde",
-    "report": "grader.course.report",
+    "report": "grader.course.roster",
     "release": "grader.course.release",
-    "release-solutions": "grader.course.release",
+    "release-solutions": "grader.course.release_solutions",
     "student-bundle": "grader.course.bundle",
     "hub": "grader.course.hub",
 }
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    from grader.course.nbgrader import nbgrader_env
+    from grader.course.course_dir import nbgrader_env
 
     os.environ.update(nbgrader_env())  # nbgrader runs alembic and jupyter by name
     try:

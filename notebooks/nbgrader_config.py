@@ -5,11 +5,8 @@ from the repository root. The folder is self-contained: copied anywhere (a hub's
 home, a grading machine), it grades wherever the project is installed.
 """
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
-from unittest import mock
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
@@ -26,19 +23,6 @@ from nbgrader.preprocessors import (
 from nbgrader.utils import is_grade
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
-
-
-def instructor_repository():
-    """The repository the installed ``grader`` package comes from, when it holds
-    solutions/hidden_tests.py (the rule the sandboxed grader follows too); else None."""
-    spec = importlib.util.find_spec("grader")
-    if spec is None or not spec.origin:
-        return None
-    repo = Path(spec.origin).resolve().parents[1]
-    return repo if (repo / "solutions" / "hidden_tests.py").is_file() else None
-
-
-REPO_ROOT = instructor_repository()
 
 # nbgrader runs ``alembic`` and ``jupyter`` by name: the environment's scripts first on PATH, so
 # `.venv/bin/nbgrader ...` works without activating the environment.
@@ -69,16 +53,6 @@ c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
 
 
-class ExecuteWithHiddenTests(Execute):
-    """Execute with the repository on the kernel's PYTHONPATH while grading: the hidden test
-    cells import ``solutions.hidden_tests``, which is never installed; learners never see it."""
-
-    def preprocess(self, nb, resources=None, km=None):
-        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        with mock.patch.dict(os.environ, {"PYTHONPATH": path} if REPO_ROOT else {}):
-            return super().preprocess(nb, resources, km=km)
-
-
 class StderrIsNotFailure(NbGraderPreprocessor):
     """Relabel graded cells' stderr as stdout, after execution: nbgrader scores a test cell 0
     once it printed on stderr, so a harmless PyTorch warning would cost points."""
@@ -104,7 +78,7 @@ class ErrorsWithoutTracebacks(NbGraderPreprocessor):
 
 
 c.Autograde.autograde_preprocessors = [
-    ExecuteWithHiddenTests,
+    Execute,
     StderrIsNotFailure,
     IgnorePattern,
     ClearMetadataPreprocessor,

@@ -1,10 +1,10 @@
 """``python -m grader autograde``: grade a whole class in sandboxes, in parallel.
 
 Each submission in nbgrader's ``submitted/<student>/<assignment>/`` is probed in its own
-sandbox and judged here; this process alone records the verdicts (gradebook, autograded
-notebook, feedback, full verdict) as each finishes, a crash or hang included. The hidden inputs
-come from one seed per assignment (``--seed``, else the recorded one, else a new one, recorded),
-so any regrade gives the same verdicts.
+sandbox and judged here; this process alone records the verdicts as each finishes, a crash or
+hang included: the gradebook row, the autograded notebook and feedback, the full verdict. The
+hidden inputs come from one seed per assignment (``--seed``, else the recorded one, else a new
+one, recorded), so any regrade gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -16,21 +16,26 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
+from grader.course.course_dir import CourseError
 from grader.course.feedback import write_feedback
-from grader.course.gradebook import GradebookWriter, copy_exchange_files
-from grader.course.nbgrader import CourseError
-from grader.course.records import record_seed, recorded_seed, save_result
-from grader.judge.grade import all_failed, grade_submission, instructor_module, make_plan
+from grader.course.gradebook import GradebookWriter
+from grader.course.records import Records
+from grader.judge.cases import Plan
+from grader.judge.grade import grade_submission, make_plan
+from grader.judge.instructor import load_solutions
+from grader.judge.scoring import all_failed
 from grader.judge.verdicts import SubmissionResult
 from grader.sandbox import launch as sandbox
 from grader.sandbox.launch import Limits
 
+Item, Result = TypeVar("Item"), TypeVar("Result")
 # Sandbox limits on the command line: option -> (Limits field, help).
 LIMIT_OPTIONS = {
     "--timeout": ("wall_seconds", "wall-clock seconds per test cell"),
@@ -53,10 +58,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--student", action="append", default=[], help="grade only these")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (2)")
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the hidden inputs (default: the one recorded by the last run, else new)",
+        "--seed", type=int, help="seed of the hidden inputs (default: the last run's)"
     )
     for option, (field, text) in LIMIT_OPTIONS.items():
         default = getattr(Limits(), field)
@@ -94,80 +96,95 @@ def autograde(
     students: list[str] | None = None,
     jobs: int = 2,
     limits: Limits | None = None,
-    cases_per_test: int | None = None,
     progress: bool = True,
-    grade_one: Callable[..., SubmissionResult] = grade_submission,
     seed: int | None = None,
 ) -> list[SubmissionResult]:
     """Grade ``students`` (default: every submission) and record everything; see module doc."""
     course_dir = Path(course_dir).resolve()
-    limits = limits or Limits()
     students = students or find_students(course_dir, assignment)
     if sandbox.bwrap_executable() is None:
         sandbox.warn_unsandboxed()
     import torch
 
     torch.set_num_threads(1)  # the judge shares the machine with the sandboxes
-    groups = instructor_module("hidden_cases").GROUPS
-    results: list[SubmissionResult] = []
-    with GradebookWriter(course_dir, assignment) as writer:
-        notebook = writer.graded_notebook(set(groups))
-        previous = recorded_seed(course_dir, assignment)
-        plan = make_plan(seed if seed is not None else previous, cases_per_test)
-        plan.test_sources = writer.visible_tests(notebook)
-        if previous is not None and plan.seed != previous and progress:
-            print(
-                f"note: grading with seed {plan.seed}; results graded before used "
-                f"{previous} (each result records its own)",
-                file=sys.stderr,
-            )
-        record_seed(course_dir, assignment, plan.seed)
-        slots: queue.Queue[int] = queue.Queue()
-        for slot in range(jobs):
-            slots.put(slot)
+    results = []
+    with GradebookWriter(course_dir, assignment) as gradebook:
+        notebook = gradebook.graded_notebook(set(load_solutions().hidden_cases.GROUPS))
+        records = Records(course_dir, assignment)
+        plan = seeded_plan(records, seed, progress)
+        plan.test_sources = gradebook.visible_tests(notebook)
+        bar = tqdm(total=len(students), desc="grading", unit="sub", disable=not progress)
         with tempfile.TemporaryDirectory(prefix="grader-") as work:
             os.chmod(work, 0o700)
 
-            def grade(student: str) -> SubmissionResult:
-                slot, started = slots.get(), time.monotonic()
+            def grade(student: str, slot: int) -> SubmissionResult:
                 path = course_dir / "submitted" / student / assignment / f"{notebook}.ipynb"
-                try:
-                    return grade_one(
-                        path,
-                        student,
-                        assignment,
-                        plan,
-                        limits=limits,
-                        work_dir=Path(work) / student,
-                        slot=slot,
-                    )
-                except Exception as error:  # noqa: BLE001 - one submission must never stop the class
-                    result = SubmissionResult(
-                        student, assignment, notebook, "error", seed=plan.seed
-                    )
-                    result.tests = all_failed(plan, "error", "the grader failed on this submission")
-                    result.messages.append(f"grader error: {type(error).__name__}: {error}")
-                    result.seconds = round(time.monotonic() - started, 2)
-                    return result
-                finally:
-                    slots.put(slot)
+                return grade_one(path, student, assignment, plan, limits or Limits(), work, slot)
 
-            bar = tqdm(total=len(students), desc="grading", unit="sub", disable=not progress)
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(grade, student) for student in students]
-                for future in as_completed(futures):
-                    result = future.result()
-                    submitted = course_dir / "submitted" / result.student / assignment
-                    penalty = writer.record(result, submitted)
-                    writer.write_autograded(result, submitted)
-                    feedback = write_feedback(course_dir, result, penalty)
-                    copy_exchange_files(submitted, feedback.parent)
-                    save_result(course_dir, result)
-                    results.append(result)
-                    bar.set_postfix_str(f"{result.student}: {result.status}", refresh=False)
-                    bar.update()
-            bar.close()
+            for result in in_slots(grade, students, jobs):
+                submitted = course_dir / "submitted" / result.student / assignment
+                penalty = gradebook.record(result, submitted)
+                write_feedback(course_dir, result, submitted, plan.test_sources, penalty)
+                records.save(result)
+                results.append(result)
+                bar.set_postfix_str(f"{result.student}: {result.status}", refresh=False)
+                bar.update()
+        bar.close()
     return sorted(results, key=lambda result: result.student)
+
+
+def seeded_plan(records: Records, seed: int | None, progress: bool) -> Plan:
+    """The hidden cases drawn from ``seed``, else the recorded seed, else a new one; the seed
+    used is recorded for the next run."""
+    previous = records.seed()
+    plan = make_plan(previous if seed is None else seed)
+    if progress and previous is not None and plan.seed != previous:
+        print(
+            f"note: grading with seed {plan.seed}; results graded before used "
+            f"{previous} (each result records its own)",
+            file=sys.stderr,
+        )
+    records.record_seed(plan.seed)
+    return plan
+
+
+def in_slots(work: Callable[[Item, int], Result], items: list[Item], jobs: int) -> Iterator[Result]:
+    """``work(item, slot)`` for every item, ``jobs`` at once, each call holding a slot of
+    ``range(jobs)`` no other call holds meanwhile (a sandbox's user id comes from it); the
+    results as they finish."""
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+
+    def run(item: Item) -> Result:
+        slot = slots.get()
+        try:
+            return work(item, slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed([pool.submit(run, item) for item in items]):
+            yield future.result()
+
+
+def grade_one(
+    notebook: Path, student: str, assignment: str, plan: Plan, limits: Limits, work: str, slot: int
+) -> SubmissionResult:
+    """The verdict on one submission; when the grader itself fails on it, an "error" result
+    with every test failed (one submission must never stop the class)."""
+    started = time.monotonic()
+    try:
+        work_dir = Path(work) / student
+        return grade_submission(
+            notebook, student, assignment, plan, limits=limits, work_dir=work_dir, slot=slot
+        )
+    except Exception as error:  # noqa: BLE001 - reported in the result, to the instructor
+        result = SubmissionResult(student, assignment, notebook.stem, "error", seed=plan.seed)
+        result.tests = all_failed(plan, "error", "the grader failed on this submission")
+        result.messages.append(f"grader error: {type(error).__name__}: {error}")
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
 
 
 def summarise(results: list[SubmissionResult]) -> str:

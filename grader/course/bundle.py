@@ -2,27 +2,33 @@
 
 ``student-bundle/transformers_from_scratch/`` and a zip of it: the student notebook,
 ``former``, the ``grader.learner`` package (which never imports ``solutions``), ``model.py``
-and a set-up README. It refuses to ship hidden test text or code from ``solutions/``.
+and a set-up README. It refuses to ship hidden test text or solution code.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import io
 import shutil
 import zipfile
 from pathlib import Path
 
-from grader.course.nbgrader import (
+import nbformat
+
+from grader.course.course_dir import (
     ASSIGNMENT,
+    BEGIN_SOLUTION,
     COURSE_DIR,
+    END_SOLUTION,
     NOTEBOOK,
     REPO_ROOT,
     CourseError,
+    graded_cells,
     hidden_test_leaks,
+    master_path,
     release_path,
 )
+from grader.judge.program import GRADED_FUNCTIONS
 
 BUNDLE_NAME = ASSIGNMENT
 BUNDLE_README = """\
@@ -68,20 +74,14 @@ def _code_lines(source: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def reference_bodies(repo_root: Path = REPO_ROOT) -> dict[str, list[str]]:
-    """function name -> code lines of its body (docstring left out) in solutions/attention.py."""
-    source = (repo_root / "solutions" / "attention.py").read_text()
-    lines = source.splitlines()
-    bodies = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.FunctionDef):
-            body = node.body
-            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                body = body[1:]
-            if body:
-                segment = "\n".join(lines[body[0].lineno - 1 : node.end_lineno])
-                bodies[node.name] = _code_lines(segment)
-    return bodies
+def reference_bodies() -> dict[str, list[str]]:
+    """Graded function -> code lines of its answer: the master's solution region, which
+    ``solutions/attention.py`` holds too."""
+    cells = graded_cells(nbformat.read(master_path(), as_version=4))
+    return {
+        name: _code_lines(cells[name].source.split(BEGIN_SOLUTION)[1].split(END_SOLUTION)[0])
+        for name in GRADED_FUNCTIONS
+    }
 
 
 def solution_code_leaks(text: str, bodies: dict[str, list[str]], window: int = 3) -> list[str]:
@@ -106,7 +106,7 @@ def _files_under(directory: Path) -> dict[str, bytes]:
     }
 
 
-def bundle_files(repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR) -> dict[str, bytes]:
+def bundle_files(course_dir: Path = COURSE_DIR) -> dict[str, bytes]:
     """Relative path in the bundle -> content."""
     notebook = release_path(course_dir)
     if not notebook.exists():
@@ -117,17 +117,17 @@ def bundle_files(repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR) -> 
     for package in ("former", "grader/learner"):
         files |= {
             f"{package}/{name}": content
-            for name, content in _files_under(repo_root / package).items()
+            for name, content in _files_under(REPO_ROOT / package).items()
         }
     for name in ("grader/__init__.py", "model.py", "pyproject.toml"):
-        if (repo_root / name).is_file():
-            files[name] = (repo_root / name).read_bytes()
+        if (REPO_ROOT / name).is_file():
+            files[name] = (REPO_ROOT / name).read_bytes()
     return files
 
 
-def check_bundle(files: dict[str, bytes], repo_root: Path = REPO_ROOT) -> None:
+def check_bundle(files: dict[str, bytes]) -> None:
     """Raise unless no file holds hidden test text or code from solutions/."""
-    bodies = reference_bodies(repo_root)
+    bodies = reference_bodies()
     problems = []
     for name, content in files.items():
         text = content.decode("utf-8", errors="replace")
@@ -154,11 +154,11 @@ def zip_bytes(files: dict[str, bytes], root: str) -> bytes:
 
 
 def build_student_bundle(
-    out: Path, force: bool = False, repo_root: Path = REPO_ROOT, course_dir: Path = COURSE_DIR
+    out: Path, force: bool = False, course_dir: Path = COURSE_DIR
 ) -> tuple[Path, Path]:
     """Write ``out/<bundle>/`` and ``out/<bundle>.zip``; return both paths."""
-    files = bundle_files(repo_root, course_dir)
-    check_bundle(files, repo_root)
+    files = bundle_files(course_dir)
+    check_bundle(files)
     folder, archive = out / BUNDLE_NAME, out / f"{BUNDLE_NAME}.zip"
     zipped = zip_bytes(files, BUNDLE_NAME)
     if folder.exists():

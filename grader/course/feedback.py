@@ -1,14 +1,19 @@
-"""Per-learner feedback: which tests passed and, for each failure, what is wrong.
+"""What a learner gets back: which tests passed and, for each failure, what is wrong.
 
-It shows test names, points, case names with their sizes and the diagnosis, never the hidden
-test code or the hidden inputs' values.
+Two files, where nbgrader keeps them: the autograded notebook (the submission with the master's
+visible test cells put back and the verdict as each test cell's output, which ``nbgrader
+generate_feedback`` renders as it is) and the feedback page. Both show test names, points,
+case names with their sizes and the diagnosis, never the hidden test code or inputs' values.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import shutil
 from pathlib import Path
 
+from grader.judge.program import grading_metadata
 from grader.judge.verdicts import SubmissionResult, TestResult
 
 STATUS_WORDS = {
@@ -89,12 +94,71 @@ def render(result: SubmissionResult, late_penalty: float | None = None) -> str:
 
 
 def write_feedback(
-    course_dir: Path, result: SubmissionResult, late_penalty: float | None = None
+    course_dir: Path,
+    result: SubmissionResult,
+    submitted: Path,
+    visible_tests: dict[str, str],
+    late_penalty: float | None = None,
 ) -> Path:
-    """``feedback/<student>/<assignment>/<notebook>.html``, where nbgrader keeps feedback
-    (``nbgrader release_feedback`` also wants the submission's exchange files beside it)."""
-    path = Path(course_dir) / "feedback" / result.student / result.assignment
-    path = path / f"{result.notebook}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the autograded notebook (when the submission is a readable notebook) and the
+    feedback page, each with the submission's exchange files beside it; return the page."""
+    autograded = _write_autograded(course_dir, result, submitted, visible_tests)
+    feedback = Path(course_dir) / "feedback" / result.student / result.assignment
+    for folder in filter(None, (autograded, feedback)):
+        _copy_exchange_files(submitted, folder)
+    path = feedback / f"{result.notebook}.html"
     path.write_text(render(result, late_penalty), encoding="utf-8")
     return path
+
+
+def _copy_exchange_files(submitted: Path, destination: Path) -> None:
+    """What ``nbgrader submit`` put beside the notebook (when it was handed in, the secret only
+    the submitter's fetch_feedback knows): ``generate_feedback`` and ``release_feedback`` want
+    them beside the autograded notebook and the feedback."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("timestamp.txt", "submission_secret.txt"):
+        if (submitted / name).is_file():
+            shutil.copyfile(submitted / name, destination / name)
+
+
+def _write_autograded(
+    course_dir: Path, result: SubmissionResult, submitted: Path, visible_tests: dict[str, str]
+) -> Path | None:
+    """The submission with the master's visible test cells back, verdicts as their outputs."""
+    try:
+        notebook = json.loads((submitted / f"{result.notebook}.ipynb").read_text("utf-8"))
+        cells = notebook["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    tests = {test.grade_id: test for test in result.tests}
+    for cell in cells:
+        meta = grading_metadata(cell)
+        grade_id = meta.get("grade_id")
+        if not grade_id or meta.get("solution") or not meta.get("grade"):
+            continue
+        if grade_id in visible_tests:
+            cell["source"] = visible_tests[grade_id]
+        if cell.get("cell_type") == "code" and grade_id in tests:
+            cell["outputs"] = _verdict_outputs(tests[grade_id])
+    folder = Path(course_dir) / "autograded" / result.student / result.assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{result.notebook}.ipynb").write_text(json.dumps(notebook, indent=1), "utf-8")
+    return folder
+
+
+def _verdict_outputs(test: TestResult) -> list[dict]:
+    """A test cell's outputs: a summary, and an error when it failed (nbgrader scores 0)."""
+    passed = sum(case["passed"] for case in test.cases)
+    summary = f"{test.grade_id}: {passed}/{len(test.cases)} cases passed\n"
+    outputs = [{"output_type": "stream", "name": "stdout", "text": summary}]
+    if not test.passed:
+        failures = "\n".join(f"- {line}" for line in failure_lines(test))
+        outputs.append(
+            {
+                "output_type": "error",
+                "ename": "HiddenTestFailure",
+                "evalue": failures,
+                "traceback": [f"HiddenTestFailure: {failures}"],
+            }
+        )
+    return outputs

@@ -19,10 +19,13 @@ import stat
 import sys
 from pathlib import Path
 
-import nbformat
-
-from grader.course.nbgrader import ASSIGNMENT, COURSE_DIR, CourseError, run_nbgrader
-from grader.course.release import MINUTES_BEFORE_SOLUTIONS
+from grader.course.course_dir import (
+    COURSE_DIR,
+    CourseError,
+    nbgrader_env,
+    run_nbgrader,
+)
+from grader.course.release_solutions import MINUTES_BEFORE_SOLUTIONS
 
 HUB_CONFIG_DIR = COURSE_DIR / "hub"
 # where `make hub` installs configurable-http-proxy (npm), inside the environment
@@ -67,23 +70,18 @@ def prepare(
     instructor: str,
     learners: list[str],
     *,
-    master: Path | None = None,
-    assignment: str = ASSIGNMENT,
+    source: Path = COURSE_DIR / "source",
     due_in_minutes: float = MINUTES_BEFORE_SOLUTIONS,
 ) -> Path:
-    """The instructor's course in ``hub_dir``, with ``assignment`` (the lab, or ``master``)
-    released into the shared exchange; returns the course folder."""
+    """The instructor's course in ``hub_dir``: the course config, the assignments of
+    ``source`` (nbgrader's ``source/<assignment>/`` folders) due in ``due_in_minutes`` and
+    released into the shared exchange, the learners on the roster; returns the course folder."""
     course = hub_dir / "home" / instructor / "course"
     if course.exists():
         raise CourseError(f"{course} exists: use a new --dir, or delete {hub_dir} first")
     course.mkdir(parents=True)
     shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
-    source = course / "source" / assignment
-    if master is None:
-        shutil.copytree(COURSE_DIR / "source" / ASSIGNMENT, source)
-    else:
-        source.mkdir(parents=True)
-        nbformat.write(nbformat.read(master, as_version=4), source / f"{assignment}.ipynb")
+    shutil.copytree(source, course / "source")
     exchange = hub_dir / "exchange"
     exchange.mkdir(parents=True, exist_ok=True)
     # world-writable with the sticky bit, as nbgrader's exchange wants it
@@ -92,22 +90,18 @@ def prepare(
     roster.write_text("id\n" + "".join(f"{name}\n" for name in learners))
     due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=due_in_minutes)
     nbgrader = lambda *args: instructor_nbgrader(hub_dir, instructor, *args)  # noqa: E731
-    nbgrader("generate_assignment", assignment)
-    nbgrader("db", "assignment", "add", assignment, f"--duedate={due:%Y-%m-%d %H:%M:%S} UTC")
     nbgrader("db", "student", "import", str(roster))
-    nbgrader("release_assignment", assignment)
+    for assignment in sorted(path.name for path in source.iterdir() if path.is_dir()):
+        nbgrader("generate_assignment", assignment)
+        nbgrader("db", "assignment", "add", assignment, f"--duedate={due:%Y-%m-%d %H:%M:%S} UTC")
+        nbgrader("release_assignment", assignment)
     return course
 
 
 def hub_env(hub_dir: Path, port: int, instructor: str, learners: list[str], password: str):
     """The environment of the JupyterHub process (notebooks/hub/jupyterhub_config.py reads it)."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key != "PYTHONPATH"  # nothing of the repository beyond the installed packages
-    }
-    scripts = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    env = nbgrader_env()
+    env.pop("PYTHONPATH", None)  # nothing of the repository beyond the installed packages
     return {
         **env,
         **course_env(hub_dir, instructor),
@@ -129,21 +123,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--learners", default="ada,ben,cy", help="comma-separated hub names")
     parser.add_argument("--password", default="trial", help="everyone's password (trial only)")
     parser.add_argument("--due-in-minutes", type=float, default=MINUTES_BEFORE_SOLUTIONS)
-    parser.add_argument("--master", type=Path, help="another master notebook (tests)")
-    parser.add_argument("--assignment", default=ASSIGNMENT)
     args = parser.parse_args(argv[1:])
     hub_dir = args.dir.resolve()
     learners = [name for name in args.learners.split(",") if name]
     env = hub_env(hub_dir, args.port, args.instructor, learners, args.password)
     if not (hub_dir / "home" / args.instructor / "course").exists():
-        prepare(
-            hub_dir,
-            args.instructor,
-            learners,
-            master=args.master,
-            assignment=args.assignment,
-            due_in_minutes=args.due_in_minutes,
-        )
+        prepare(hub_dir, args.instructor, learners, due_in_minutes=args.due_in_minutes)
     config = HUB_CONFIG_DIR / "jupyterhub_config.py"
     print(
         f"JupyterHub at http://127.0.0.1:{args.port} ({args.instructor}, {args.learners}; "

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.course import nbgrader
+from grader.course import course_dir as course_folder
 
-NOTEBOOK = nbgrader.NOTEBOOK
+NOTEBOOK = course_folder.NOTEBOOK
 MASTER_COPY = f"master/{NOTEBOOK}"  # where the server finds the master, beside the student copy
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -66,9 +66,9 @@ def jupyter_lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 (random port, token) serving copies of the student notebook and
     (in ``master/``) the master."""
     tmp_path = tmp_path_factory.mktemp("lab")
-    shutil.copy(nbgrader.release_path(), tmp_path / NOTEBOOK)
+    shutil.copy(course_folder.release_path(), tmp_path / NOTEBOOK)
     (tmp_path / "master").mkdir()
-    shutil.copy(nbgrader.master_path(), tmp_path / MASTER_COPY)
+    shutil.copy(course_folder.master_path(), tmp_path / MASTER_COPY)
     port, token = free_port(), "lab-test-token"
     bin_dir = Path(sys.executable).parent
     env = dict(

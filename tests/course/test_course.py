@@ -16,11 +16,13 @@ import nbformat
 import pytest
 from conftest import REPO_ROOT
 
-from grader.course import bundle, nbgrader, release
+from grader.course import bundle, release, release_solutions
+from grader.course import course_dir as course_folder
+from grader.judge.program import GRADED_FUNCTIONS
 
 COURSE = REPO_ROOT / "notebooks"
-RELEASE = nbgrader.release_path(COURSE)
-MASTER = nbgrader.master_path(COURSE)
+RELEASE = course_folder.release_path(COURSE)
+MASTER = course_folder.master_path(COURSE)
 
 
 def copy_course(destination: Path) -> Path:
@@ -61,11 +63,11 @@ def test_committed_release_is_up_to_date(regenerated):
 
 def test_release_has_stubs_and_no_hidden_tests(regenerated):
     text = RELEASE.read_text()
-    assert nbgrader.hidden_test_leaks(text) == []
+    assert course_folder.hidden_test_leaks(text) == []
     assert bundle.solution_code_leaks(text, bundle.reference_bodies()) == []
     nb = nbformat.read(RELEASE, as_version=4)
     stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
-    assert [c.metadata.nbgrader.grade_id for c in stubs] == list(nbgrader.GRADED_FUNCTIONS)
+    assert [c.metadata.nbgrader.grade_id for c in stubs] == list(GRADED_FUNCTIONS)
     assert all("raise NotImplementedError()" in c.source for c in stubs)
     points = {
         c.metadata.nbgrader.grade_id: c.metadata.nbgrader.points
@@ -77,18 +79,18 @@ def test_release_has_stubs_and_no_hidden_tests(regenerated):
 
 
 def test_release_files_are_only_the_notebook(regenerated):
-    assert sorted(p.name for p in regenerated.parent.iterdir()) == [nbgrader.NOTEBOOK]
+    assert sorted(p.name for p in regenerated.parent.iterdir()) == [course_folder.NOTEBOOK]
 
 
 # --------------------------------------------------------------------------- solution release
 
 
 def test_released_solutions_have_the_answers_and_no_hidden_tests(tmp_path):
-    written = release.write_solutions(tmp_path, MASTER)
+    written = release_solutions.write_solutions(tmp_path, MASTER)
     names = sorted(p.name for p in written)
     assert names == ["lab_solutions.py", "transformers_from_scratch_solutions.ipynb"]
     for path in written:
-        assert nbgrader.hidden_test_leaks(path.read_text()) == [], path
+        assert course_folder.hidden_test_leaks(path.read_text()) == [], path
     nb = nbformat.read(tmp_path / "transformers_from_scratch_solutions.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "BEGIN SOLUTION" not in code
@@ -115,22 +117,22 @@ def test_released_solutions_have_the_answers_and_no_hidden_tests(tmp_path):
 
 def test_release_solutions_refuses_to_replace_a_different_release(tmp_path):
     (tmp_path / "lab_solutions.py").write_text("# someone's notes\n")
-    with pytest.raises(nbgrader.CourseError, match="--force"):
-        release.write_solutions(tmp_path, MASTER)
+    with pytest.raises(course_folder.CourseError, match="--force"):
+        release_solutions.write_solutions(tmp_path, MASTER)
     assert (tmp_path / "lab_solutions.py").read_text() == "# someone's notes\n"
-    release.write_solutions(tmp_path, MASTER, force=True)
+    release_solutions.write_solutions(tmp_path, MASTER, force=True)
     assert "def multihead_attention" in (tmp_path / "lab_solutions.py").read_text()
 
 
 def test_release_time_at_and_after_minutes():
     now = dt.datetime(2026, 1, 1, 13, 0, 30)
-    assert release.release_time(None, None, now) == now
-    assert release.release_time(None, 70, now) == now + dt.timedelta(minutes=70)
-    assert release.release_time("14:10", None, now) == dt.datetime(2026, 1, 1, 14, 10)
-    with pytest.raises(nbgrader.CourseError, match="already passed"):
-        release.release_time("12:00", None, now)
-    with pytest.raises(nbgrader.CourseError, match="14:10"):
-        release.release_time("2pm", None, now)
+    assert release_solutions.release_time(None, None, now) == now
+    assert release_solutions.release_time(None, 70, now) == now + dt.timedelta(minutes=70)
+    assert release_solutions.release_time("14:10", None, now) == dt.datetime(2026, 1, 1, 14, 10)
+    with pytest.raises(course_folder.CourseError, match="already passed"):
+        release_solutions.release_time("12:00", None, now)
+    with pytest.raises(course_folder.CourseError, match="14:10"):
+        release_solutions.release_time("2pm", None, now)
 
 
 def course_due(tmp_path: Path, due: dt.datetime | None) -> Path:
@@ -140,12 +142,12 @@ def course_due(tmp_path: Path, due: dt.datetime | None) -> Path:
     with (course / "nbgrader_config.py").open("a") as config:
         config.write(f"\nc.Exchange.root = {str(tmp_path / 'exchange')!r}\n")
     utc = due.astimezone(dt.timezone.utc).replace(tzinfo=None) if due else None
-    with nbgrader.open_gradebook(course) as gradebook:
-        gradebook.update_or_create_assignment(nbgrader.ASSIGNMENT, duedate=utc)
+    with course_folder.open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(course_folder.ASSIGNMENT, duedate=utc)
     return course
 
 
-def release_solutions(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_release_solutions(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "grader", "release-solutions", *args],
         cwd=REPO_ROOT,
@@ -159,7 +161,7 @@ def test_release_solutions_command_waits_then_writes(tmp_path):
     course = course_due(tmp_path, dt.datetime.now() - dt.timedelta(hours=1))
     out = tmp_path / "outbound"
     args = ["--course-dir", str(course), "--after-minutes", "0.1", "--out", str(out)]
-    result = release_solutions(*args)
+    result = run_release_solutions(*args)
     assert result.returncode == 0, result.stderr
     assert "releasing the solutions at" in result.stdout
     assert "| at " in result.stdout  # the line that frees the terminal next time
@@ -168,7 +170,7 @@ def test_release_solutions_command_waits_then_writes(tmp_path):
 
 def test_release_solutions_defaults_to_the_exchange_outbound(tmp_path):
     course = course_due(tmp_path, dt.datetime.now() - dt.timedelta(minutes=1))
-    result = release_solutions("--course-dir", str(course))
+    result = run_release_solutions("--course-dir", str(course))
     assert result.returncode == 0, result.stderr
     outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
     assert (outbound / "transformers_from_scratch_solutions" / "lab_solutions.py").is_file()
@@ -178,21 +180,21 @@ def test_release_solutions_refuses_before_the_due_date_unless_forced(tmp_path):
     course = course_due(tmp_path, dt.datetime.now() + dt.timedelta(hours=2))
     outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
     for minutes in ("0", "60"):
-        refused = release_solutions("--course-dir", str(course), "--after-minutes", minutes)
+        refused = run_release_solutions("--course-dir", str(course), "--after-minutes", minutes)
         assert refused.returncode == 1, refused.stdout
         assert "is due" in refused.stderr and "--before-due" in refused.stderr
     assert not outbound.exists()
-    forced = release_solutions("--course-dir", str(course), "--before-due")
+    forced = run_release_solutions("--course-dir", str(course), "--before-due")
     assert forced.returncode == 0, forced.stderr
     assert (outbound / "transformers_from_scratch_solutions" / "lab_solutions.py").is_file()
 
 
 def test_release_solutions_without_a_due_date_says_how_to_set_one(tmp_path):
     course = course_due(tmp_path, None)
-    refused = release_solutions("--course-dir", str(course))
+    refused = run_release_solutions("--course-dir", str(course))
     assert refused.returncode == 1
     assert "nbgrader db assignment add transformers_from_scratch --duedate" in refused.stderr
-    assert f"{release.MINUTES_BEFORE_SOLUTIONS} min" in refused.stderr
+    assert f"{release_solutions.MINUTES_BEFORE_SOLUTIONS} min" in refused.stderr
 
 
 def test_release_solutions_detached_gives_the_terminal_back_and_releases_at_the_due_date(
@@ -201,7 +203,7 @@ def test_release_solutions_detached_gives_the_terminal_back_and_releases_at_the_
     due = dt.datetime.now() + dt.timedelta(seconds=15)
     course = course_due(tmp_path, due)
     started = dt.datetime.now()
-    result = release_solutions("--course-dir", str(course), "--detach", timeout=60)
+    result = run_release_solutions("--course-dir", str(course), "--detach", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "in the background" in result.stdout
     outbound = tmp_path / "exchange" / "transformers-from-scratch" / "outbound"
@@ -241,7 +243,7 @@ def test_student_bundle_holds_what_learners_need_and_nothing_hidden(tmp_path):
     bodies = bundle.reference_bodies()
     for name in files:
         text = (folder / name).read_text(errors="replace")
-        assert nbgrader.hidden_test_leaks(text) == [], name
+        assert course_folder.hidden_test_leaks(text) == [], name
         assert bundle.solution_code_leaks(text, bodies) == [], name
     with zipfile.ZipFile(archive) as zipped:
         assert {n.removeprefix("transformers_from_scratch/") for n in zipped.namelist()} == files
@@ -262,7 +264,7 @@ def test_student_bundle_refuses_to_overwrite_a_different_bundle(tmp_path):
     folder, _ = bundle.build_student_bundle(tmp_path)
     bundle.build_student_bundle(tmp_path)  # the same bundle again: fine
     (folder / "transformers_from_scratch.ipynb").write_text("{}")  # a learner's work
-    with pytest.raises(nbgrader.CourseError, match="--force"):
+    with pytest.raises(course_folder.CourseError, match="--force"):
         bundle.build_student_bundle(tmp_path)
     assert (folder / "transformers_from_scratch.ipynb").read_text() == "{}"
     bundle.build_student_bundle(tmp_path, force=True)
@@ -272,10 +274,10 @@ def test_student_bundle_refuses_to_overwrite_a_different_bundle(tmp_path):
 def test_leak_checks_catch_hidden_tests_and_solution_code():
     bodies = bundle.reference_bodies()
     hidden = 'from solutions.hidden_tests import run_group; run_group("x", globals())'
-    assert nbgrader.hidden_test_leaks(hidden)
+    assert course_folder.hidden_test_leaks(hidden)
     solution_text = (REPO_ROOT / "solutions" / "attention.py").read_text()
-    assert set(bundle.solution_code_leaks(solution_text, bodies)) == set(nbgrader.GRADED_FUNCTIONS)
-    with pytest.raises(nbgrader.CourseError, match="leak"):
+    assert set(bundle.solution_code_leaks(solution_text, bodies)) == set(GRADED_FUNCTIONS)
+    with pytest.raises(course_folder.CourseError, match="leak"):
         bundle.check_bundle({"notes.py": solution_text.encode()})
 
 
@@ -287,7 +289,7 @@ def test_release_refuses_to_replace_a_worked_in_student_notebook(regenerated):
             cell.source = cell.source.replace("raise NotImplementedError()", "return queries")
     nbformat.write(nb, regenerated)
     course_dir = regenerated.parents[2]
-    with pytest.raises(nbgrader.CourseError, match="worked in .*multihead_attention"):
+    with pytest.raises(course_folder.CourseError, match="worked in .*multihead_attention"):
         release.generate_release(course_dir)
     assert "return queries" in regenerated.read_text()
 
@@ -295,7 +297,7 @@ def test_release_refuses_to_replace_a_worked_in_student_notebook(regenerated):
 def test_solution_function_says_which_function_a_cell_lacks():
     source = "import torch\n\n\ndef helper(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"
     assert release.solution_function(source, "helper") == "def helper(x):\n    return x"
-    with pytest.raises(nbgrader.CourseError, match="defines no function multihead_attention"):
+    with pytest.raises(course_folder.CourseError, match="defines no function multihead_attention"):
         release.solution_function(source, "multihead_attention")
 
 
@@ -319,7 +321,7 @@ def test_learners_submit_before_task_3_and_its_budgets_give_the_suggested_due_da
             budgets[cells[0]] = int(cells[2].removesuffix(" min"))
     assert list(budgets) == ["0", "1", "2", "optional", "3"], budgets
     before_task_3 = sum(minutes for task, minutes in budgets.items() if task != "3")
-    assert before_task_3 == release.MINUTES_BEFORE_SOLUTIONS
+    assert before_task_3 == release_solutions.MINUTES_BEFORE_SOLUTIONS
     assert f"{before_task_3}\nminutes" in intro or f"{before_task_3} minutes" in intro
     assert "*before* Task 3" in intro
     task3 = next(cell.source for cell in nb.cells if cell.get("id") == "task3")

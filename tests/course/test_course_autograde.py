@@ -8,18 +8,18 @@ Each submission is one notebook run in quick mode.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import pytest
+import trial_course
 from conftest import REPO_ROOT, shared_file
 
-from grader.course import nbgrader
+from grader.course import course_dir as course_folder
 
-ASSIGNMENT = nbgrader.ASSIGNMENT
+ASSIGNMENT = course_folder.ASSIGNMENT
 COURSE = REPO_ROOT / "notebooks"
 TASK1 = ("test_task1_values", "test_task1_mask", "test_task1_robust", "test_task1_gradients")
 TASK2 = ("test_task2_attention_function", "test_task2_parallel_values", "test_task2_pool_usage")
@@ -29,9 +29,9 @@ POINTS = dict(
 
 
 def master_solutions() -> dict[str, str]:
-    nb = nbformat.read(nbgrader.master_path(COURSE), as_version=4)
+    nb = nbformat.read(course_folder.master_path(COURSE), as_version=4)
     return {
-        cell.metadata.nbgrader.grade_id: nbgrader.remove_solution_markers(cell.source)
+        cell.metadata.nbgrader.grade_id: course_folder.remove_solution_markers(cell.source)
         for cell in nb.cells
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
     }
@@ -67,16 +67,16 @@ def graded(tmp_path_factory) -> dict:
     """Autograde every submission with plain nbgrader, two course copies side by side (one
     per core): scores per student and cell, and the course each student was graded in."""
     tmp = tmp_path_factory.mktemp("autograde")
-    master = nbformat.read(nbgrader.master_path(COURSE), as_version=4)
-    template = nbgrader.make_trial_course(tmp / "template", master, ASSIGNMENT)
-    student_notebook = nbformat.read(nbgrader.release_path(template), as_version=4)
+    master = nbformat.read(course_folder.master_path(COURSE), as_version=4)
+    template = trial_course.make_trial_course(tmp / "template", master, ASSIGNMENT)
+    student_notebook = nbformat.read(course_folder.release_path(template), as_version=4)
     students = list(submissions())
     halves = {tmp / f"course{index}": students[index::2] for index in range(2)}
     for course_dir, half in halves.items():
         shutil.copytree(template, course_dir)
         for student in half:
-            answers = nbgrader.with_answers(student_notebook, submissions()[student])
-            nbgrader.submit(course_dir, ASSIGNMENT, student, answers)
+            answers = trial_course.with_answers(student_notebook, submissions()[student])
+            trial_course.submit(course_dir, ASSIGNMENT, student, answers)
 
     env = {
         "LAB_QUICK": "1",
@@ -85,11 +85,11 @@ def graded(tmp_path_factory) -> dict:
         "FORMER_OFFLINE": "1",
         "AWS_EC2_METADATA_DISABLED": "true",
         "OMP_NUM_THREADS": "1",
-        # a copy of the course outside the repository: say where solutions/ lives
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     with ThreadPoolExecutor(len(halves)) as pool:
-        graded = list(pool.map(lambda c: nbgrader.plain_autograde(c, ASSIGNMENT, **env), halves))
+        graded = list(
+            pool.map(lambda c: trial_course.plain_autograde(c, ASSIGNMENT, **env), halves)
+        )
     scores = {
         student: {name: points for name, points in cells.items() if name in POINTS}
         for found in graded
@@ -102,7 +102,9 @@ def graded(tmp_path_factory) -> dict:
 
 def failures(graded, student: str) -> dict[str, str]:
     """grade_id (or first line) -> the error a cell of the autograded notebook ended with."""
-    path = graded["course_of"][student] / "autograded" / student / ASSIGNMENT / nbgrader.NOTEBOOK
+    path = (
+        graded["course_of"][student] / "autograded" / student / ASSIGNMENT / course_folder.NOTEBOOK
+    )
     found = {}
     for cell in nbformat.read(path, as_version=4).cells:
         for output in cell.get("outputs", []):
@@ -155,7 +157,7 @@ def test_serial_loop_loses_the_pool_test(graded):
 
 def test_nbgrader_feedback_hides_the_hidden_tests(graded):
     course_dir = graded["course_of"]["no_scale"]
-    result = nbgrader.run_nbgrader(
+    result = course_folder.run_nbgrader(
         ["generate_feedback", ASSIGNMENT, "--student", "no_scale", "--force"], course_dir
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -163,5 +165,5 @@ def test_nbgrader_feedback_hides_the_hidden_tests(graded):
     assert pages, "nbgrader wrote no feedback page"
     page = pages[0].read_text()
     assert "not scaled" in page  # the learner still reads the diagnosis
-    for secret in nbgrader.HIDDEN_TEST_TEXT:
+    for secret in course_folder.HIDDEN_TEST_TEXT:
         assert secret not in page

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import trial_course
 from conftest import REPO_ROOT
 
-from grader.course import nbgrader
+from grader.course import course_dir as course_folder
 from grader.sandbox import launch as sandbox
 from solutions.hidden_cases import NOTEBOOK_SEED
 
@@ -68,7 +69,7 @@ def test_a_copied_course_grades_with_both_graders(tmp_path):
     corpus.submit(course, "ada", corpus.read_cells("correct_bmm"))
     corpus.submit(course, "ben", corpus.read_cells("mistake_missing_scale"))
 
-    plain = nbgrader.plain_autograde(course, corpus.ASSIGNMENT, **BARE)
+    plain = trial_course.plain_autograde(course, corpus.ASSIGNMENT, **BARE)
     assert sum(plain["ada"].values()) == 100, plain["ada"]  # the hidden cells found solutions/
 
     graded = subprocess.run(
@@ -117,4 +118,6 @@ def test_validate_in_make_lab_uses_the_course_cell_timeout(monkeypatch):
     monkeypatch.setenv("JUPYTER_CONFIG_PATH", config_path)
     config = ValidateAssignmentHandler.load_config(None)
     assert config.Execute.timeout == 600
-    assert config.Execute.timeout == nbgrader.course_config(COURSE_CONFIG.parent).Execute.timeout
+    assert (
+        config.Execute.timeout == course_folder.course_config(COURSE_CONFIG.parent).Execute.timeout
+    )

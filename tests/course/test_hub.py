@@ -78,12 +78,14 @@ def free_ports(count: int = 3) -> int:
 def class_hub(tmp_path_factory):
     """A running hub: (base url, hub folder)."""
     tmp = tmp_path_factory.mktemp("hub")
-    master = tmp / "lab-master.ipynb"
-    nbformat.write(corpus.master_notebook(), master)
+    source = tmp / "source" / ASSIGNMENT
+    source.mkdir(parents=True)
+    nbformat.write(corpus.master_notebook(), source / f"{corpus.NOTEBOOK}.ipynb")
     port, hub_dir, log = free_ports(), tmp / "hub", tmp / "hub.log"
+    # the instructor's course with the corpus's small lab; the hub command finds it prepared
+    hub.prepare(hub_dir, INSTRUCTOR, [LEARNER], source=source.parent, due_in_minutes=60)
     command = [sys.executable, "-m", "grader", "hub", "--dir", str(hub_dir), "--port", str(port)]
     command += ["--instructor", INSTRUCTOR, "--learners", LEARNER, "--password", PASSWORD]
-    command += ["--master", str(master), "--assignment", ASSIGNMENT, "--due-in-minutes", "60"]
     with log.open("w") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

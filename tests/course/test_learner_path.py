@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from grader.course.nbgrader import master_path
+from grader.course.course_dir import master_path
 
 CELLS = json.loads(master_path().read_text())["cells"]
 IDS = [cell.get("id") for cell in CELLS]

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import pytest
+import trial_course
 from conftest import REPO_ROOT
 
-from grader.course import nbgrader
-from grader.course.report import rows as report_rows
+from grader.course import course_dir as course_folder
+from grader.course.roster import rows as report_rows
 from grader.sandbox import launch as sandbox
 from solutions.hidden_cases import NOTEBOOK_SEED
 
@@ -39,7 +40,6 @@ ASSIGNMENT = corpus.ASSIGNMENT
 ROSTER = ("ada", "ben", "cy", "dee")
 # Long enough for the on-time submissions (a few nbgrader commands) on a busy machine.
 DUE_IN_SECONDS = 60
-HIDDEN_REPO = {"PYTHONPATH": str(REPO_ROOT)}  # plain nbgrader's hidden cells import solutions/
 
 
 class Course:
@@ -73,7 +73,7 @@ class Course:
             (home / ".jupyter").mkdir(parents=True)
             (home / ".jupyter" / "nbgrader_config.py").write_text(
                 "c = get_config()\n"
-                f"c.CourseDirectory.course_id = {nbgrader.TRIAL_COURSE_ID!r}\n"
+                f"c.CourseDirectory.course_id = {trial_course.TRIAL_COURSE_ID!r}\n"
                 f"c.Exchange.root = {str(self.exchange)!r}\n"
                 f"c.CourseDirectory.student_id = {learner!r}\n"
             )
@@ -91,7 +91,7 @@ class Course:
             cwd=cwd,
             capture_output=True,
             text=True,
-            env=nbgrader.nbgrader_env(**env),
+            env=course_folder.nbgrader_env(**env),
         )
         said = (done.stdout + done.stderr).strip()
         lines = [line for line in said.splitlines() if "[" in line or not line.startswith(" ")]
@@ -147,7 +147,7 @@ def course(tmp_path_factory) -> Course:
         *("--course-dir", str(course.dir), "--assignment", ASSIGNMENT),
         *("--seed", str(NOTEBOOK_SEED), "--quiet"),
     )
-    course.instructor("generate_feedback", ASSIGNMENT, **HIDDEN_REPO)
+    course.instructor("generate_feedback", ASSIGNMENT)
     course.instructor("release_feedback", ASSIGNMENT)
     for learner in ROSTER:
         course.home(learner)
@@ -158,7 +158,7 @@ def course(tmp_path_factory) -> Course:
         *("--course-dir", str(course.dir), "--assignment", ASSIGNMENT),
         *("--csv", str(course.root / "report.csv")),
     )
-    course.plain_scores = nbgrader.plain_autograde(plain, ASSIGNMENT, **HIDDEN_REPO)
+    course.plain_scores = trial_course.plain_autograde(plain, ASSIGNMENT)
     course.plain_dir = plain
     print("\n\n".join(course.transcript))
     print((course.root / "report.csv").read_text())
@@ -186,7 +186,7 @@ def test_each_learner_fetches_only_their_own_feedback(course):
     assert "missing_scale" in text["cy"]
     assert "missing_scale" not in text["ada"] and "missing_scale" not in text["ben"]
     for page in text.values():
-        assert nbgrader.hidden_test_leaks(page) == []
+        assert course_folder.hidden_test_leaks(page) == []
 
 
 def test_feedback_shows_each_diagnosis_once_per_test(course):

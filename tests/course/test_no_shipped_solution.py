@@ -42,10 +42,10 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("former/transformers.py", "GTransformer.forward", "log_softmax"): (
         "the generator's log-probabilities over the vocabulary, after attention"
     ),
-    ("former/generate.py", "sample", "softmax"): (
+    ("former/generator.py", "sample", "softmax"): (
         "sampling the next character from the model's logits over the vocabulary"
     ),
-    ("former/training.py", "class_probabilities", "exp"): (
+    ("former/classifier.py", "class_probabilities", "exp"): (
         "class probabilities from the classifier's log-probabilities"
     ),
 }

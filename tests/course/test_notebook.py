@@ -19,13 +19,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import trial_course
 from conftest import REPO_ROOT, shared_file
 from nbclient import NotebookClient
 
-from grader.course import nbgrader, release
+from grader.course import course_dir as course_folder
+from grader.course import release
+from grader.judge.program import GRADED_FUNCTIONS
 
-MASTER = nbgrader.master_path()
-RELEASE = nbgrader.release_path()
+MASTER = course_folder.master_path()
+RELEASE = course_folder.release_path()
 VISIBLE_CHECKS = ("check_multihead_attention", "check_attention_function", "check_parallel")
 # The optional generation task's causal model, after the quick budget (150 steps of a one-block
 # model, seconds), scored 3.7 bits per character on tiny Shakespeare's validation text, against
@@ -99,26 +102,29 @@ def generation_figures(nb) -> dict[str, tuple[float, float]]:
 def test_master_solution_cells_hold_exactly_the_reference_solutions():
     from solutions import attention
 
-    cells = nbgrader.graded_cells(nbformat.read(MASTER, as_version=4))
-    for name in nbgrader.GRADED_FUNCTIONS:
-        cell = cells[name]
-        assert cell.metadata.nbgrader == nbgrader.nbgrader_metadata(name, solution=True)
-        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
-        reference = inspect.getsource(getattr(attention, name)).rstrip("\n")
-        in_cell = release.solution_function(cell.source, name)
-        assert in_cell == reference, (
-            f"The master's solution cell {name!r} differs from solutions/attention.py. Copy the "
-            "function into the cell, its body (after the docstring) between ### BEGIN SOLUTION "
-            "and ### END SOLUTION, then `make release`:\n"
-            + "\n".join(
-                difflib.unified_diff(
-                    reference.split("\n"), in_cell.split("\n"), "solutions", "master", lineterm=""
-                )
+    written = release.solution_module(MASTER, release.REFERENCE_DOC)
+    committed = release.REFERENCE.read_text()
+    assert committed == written, (
+        "solutions/attention.py is not what the release writes from the master's solution "
+        "cells: run `make release` and commit the result:\n"
+        + "\n".join(
+            difflib.unified_diff(
+                committed.split("\n"), written.split("\n"), "committed", "release", lineterm=""
             )
         )
+    )
+    cells = course_folder.graded_cells(nbformat.read(MASTER, as_version=4))
+    for name in GRADED_FUNCTIONS:
+        cell = cells[name]
+        assert cell.metadata.nbgrader == trial_course.nbgrader_metadata(name, solution=True)
+        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+        reference = inspect.getsource(getattr(attention, name)).rstrip("\n")
+        assert release.solution_function(cell.source, name) == reference
         # and nothing else defines behaviour in the cell: only imports besides the function
         code = "\n".join(
-            ln for ln in nbgrader.remove_solution_markers(cell.source).split("\n") if ln[:1] != "%"
+            line
+            for line in course_folder.remove_solution_markers(cell.source).split("\n")
+            if line[:1] != "%"
         )
         others = [
             node
@@ -130,8 +136,10 @@ def test_master_solution_cells_hold_exactly_the_reference_solutions():
 
 def hidden_region(source: str) -> str:
     """The code between a test cell's hidden-test markers (which must appear once each)."""
-    assert source.count(nbgrader.BEGIN_HIDDEN) == source.count(nbgrader.END_HIDDEN) == 1, source
-    return source.split(nbgrader.BEGIN_HIDDEN)[1].split(nbgrader.END_HIDDEN)[0]
+    assert (
+        source.count(course_folder.BEGIN_HIDDEN) == source.count(course_folder.END_HIDDEN) == 1
+    ), source
+    return source.split(course_folder.BEGIN_HIDDEN)[1].split(course_folder.END_HIDDEN)[0]
 
 
 def test_master_test_cells_run_their_own_hidden_group():
@@ -140,13 +148,13 @@ def test_master_test_cells_run_their_own_hidden_group():
     nb = nbformat.read(MASTER, as_version=4)
     tests = {
         grade_id: cell
-        for grade_id, cell in nbgrader.graded_cells(nb).items()
+        for grade_id, cell in course_folder.graded_cells(nb).items()
         if cell.metadata.nbgrader.get("grade")
     }
     assert list(tests) == list(GROUPS), "one test cell per hidden group, in the groups' order"
     for grade_id, cell in tests.items():
         points = GROUPS[grade_id].points
-        assert cell.metadata.nbgrader == nbgrader.nbgrader_metadata(grade_id, points=points)
+        assert cell.metadata.nbgrader == trial_course.nbgrader_metadata(grade_id, points=points)
         assert f"({points} points)" in cell.source.split("\n")[0], cell.source
         hidden = ast.parse(hidden_region(cell.source))
         imports = [
@@ -155,7 +163,7 @@ def test_master_test_cells_run_their_own_hidden_group():
             if isinstance(node, ast.ImportFrom)
         ]
         calls = [ast.unparse(node.value) for node in hidden.body if isinstance(node, ast.Expr)]
-        assert imports == [("solutions.hidden_tests", ["run_group"])], cell.source
+        assert imports == [("grader.judge.hidden_cells", ["run_group"])], cell.source
         assert calls == [f"run_group({grade_id!r}, globals())"], cell.source
 
 
@@ -211,11 +219,8 @@ def released_solutions(tmp_path_factory) -> Path:
 
 @pytest.mark.timeout(900)
 def test_master_runs_top_to_bottom_on_real_data(tmp_path, released_solutions):
-    env = lab_env(
-        tmp_path,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        LAB_SOLUTIONS=str(released_solutions),
-    )
+    # As `make master` runs it: the hidden cells find solutions/ through the installed grader.
+    env = lab_env(tmp_path, LAB_SOLUTIONS=str(released_solutions))
     nb, seconds = execute(MASTER, tmp_path / "master", env, allow_errors=True)
     print(f"master notebook executed in {seconds:.0f} s")
     failed = [(i, text_of(c)[-800:]) for i, c in enumerate(nb.cells) if errors_of(c)]

@@ -15,33 +15,23 @@ import argparse
 import csv
 from pathlib import Path
 
-from grader.course.nbgrader import open_gradebook
-from grader.course.records import load_results
+from grader.course.course_dir import open_gradebook
+from grader.course.records import Records
 
-COLUMNS = [
-    "student_id",
-    "task1_score",
-    "task1_max",
-    "task2_score",
-    "task2_max",
-    "total",
-    "max_total",
-    "status",
-    "diagnoses",
-    "submitted_at",
-    "seconds_late",
-    "late_penalty",
-]
+COLUMNS = (
+    "student_id task1_score task1_max task2_score task2_max total max_total status diagnoses "
+    "submitted_at seconds_late late_penalty"
+).split()
 
 
 def rows(course_dir: Path, assignment: str) -> list[dict]:
     """The report's rows, one per roster learner or submitter, sorted by student id."""
     from nbgrader.api import MissingEntry
 
-    from grader.judge.grade import instructor_module
+    from grader.judge.instructor import load_solutions
 
-    task_of = {grade_id: g.task for grade_id, g in instructor_module("hidden_cases").GROUPS.items()}
-    verdicts = load_results(course_dir, assignment)
+    task_of = {grade_id: g.task for grade_id, g in load_solutions().hidden_cases.GROUPS.items()}
+    verdicts = Records(course_dir, assignment).results()
     table = []
     with open_gradebook(course_dir) as gradebook:
         try:
