@@ -232,5 +232,6 @@ def check_parallel_multihead_attention(
         probe(name, kind, sizes, pool="inline", **example)
     _record_names(report, fn, "parallel_multihead_attention")
     if reference is not None:
-        report.check("agrees with your multihead_attention", agrees, run, _serial(reference))
+        named = report.mistakes[0] if report.mistakes else None
+        report.check("agrees with your multihead_attention", agrees, run, _serial(reference), named)
     return report.finish()

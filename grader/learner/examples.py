@@ -61,20 +61,25 @@ def names_only_skipped_cells_bind(fn: Callable) -> Diagnosis | None:
     )
 
 
-def agrees(run: Run, reference: Run) -> tuple[bool, str]:
+def agrees(
+    run: Run, reference: Run, mistake_above: str | None = None
+) -> tuple[bool, str, str | None]:
+    """Whether ``run`` and ``reference`` agree on a masked example; a difference is put down to
+    ``mistake_above``, the mistake an earlier line named, when there is one."""
     q, k, v = example_inputs(2, 7, 4, 3)
     parallel = run(q.clone(), k.clone(), v.clone(), 4, True)
     serial = reference(q.clone(), k.clone(), v.clone(), 4, True)
     if not isinstance(serial, torch.Tensor) or not isinstance(parallel, torch.Tensor):
-        return False, "both functions must return tensors"
+        return False, "both functions must return tensors", None
     result = compare(
         parallel.detach().double().numpy(), serial.detach().double().numpy(), tolerance()
     )
     if result.ok:
-        return True, ""
+        return True, "", None
     return (
         False,
         f"they differ by up to {result.max_error:.3g}; check each against the reference above",
+        mistake_above,
     )
 
 

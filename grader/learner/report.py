@@ -93,7 +93,7 @@ class CheckReport:
         return self.record(name, diagnosis.correct, diagnosis.message, diagnosis.mistake)
 
     def check(
-        self, name: str, produce: Callable[..., Diagnosis | tuple[bool, str]], *args: Any, **kw: Any
+        self, name: str, produce: Callable[..., Diagnosis | tuple], *args: Any, **kw: Any
     ) -> bool:
         """Record ``produce(*args, **kw)``; a learner error in it becomes a ✗ line with the error."""
         try:

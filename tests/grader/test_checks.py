@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from learner_code import HAND_WRITTEN_MISTAKES, STYLES, bmm_style, fixed_table_style
+from learner_code import (
+    HAND_WRITTEN_MISTAKES,
+    STYLES,
+    bmm_style,
+    fixed_table_style,
+    parallel_with,
+)
 
 from grader.judge.hidden_cells import HiddenTestFailure, run_group
 from grader.learner.checks import (
@@ -67,6 +73,24 @@ def test_the_solutions_pass_every_check(capsys):
     printed = capsys.readouterr().out
     assert "✗" not in printed
     assert "✓ causal mask" in printed and "✓ one pool.map call with one" in printed
+
+
+def unscaled_head(args):
+    """One head without the 1/sqrt(s) scale, importable by worker processes."""
+    q, k, v, mask = args
+    return HAND_WRITTEN_MISTAKES["missing_scale"](q, k, v, 1, mask)
+
+
+def test_a_parallel_version_that_disagrees_by_its_named_mistake_shows_one_cross(capsys):
+    """A right serial function beside a parallel one built on an unscaled head: the
+    disagreement follows from the mistake named above, not a second ✗."""
+    check_parallel_multihead_attention(
+        parallel_with(unscaled_head), reference=solution.multihead_attention
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("✗") == 1, printed
+    assert "✗ matches the reference on a small example (no mask)" in printed
+    assert "· agrees with your multihead_attention: follows from the failure above" in printed
 
 
 def test_a_wrong_answer_names_the_mistake_and_its_hint(capsys):
