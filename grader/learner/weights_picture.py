@@ -88,14 +88,9 @@ def picture_of_mistake(run: Callable[..., Any], heads: int, mistake: str | None,
 
 
 def _show(figure) -> None:
-    """Display under the running cell (a plain script draws nothing), then free the figure."""
+    """Display under the running cell, as LivePlot does, then free the figure."""
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
-        display(figure)
+    display(figure)
     plt.close(figure)

@@ -93,3 +93,16 @@ def test_the_restore_cell_is_the_second_code_cell_as_the_readme_says() -> None:
     code_cells = [cell.get("id") for cell in CELLS if cell["cell_type"] == "code"]
     assert code_cells[:2] == ["setup", "restore"]  # its behaviour: test_parallel_notebook_pool
     assert "run its second code cell alone" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_own_attention_run_trains_with_word_pairs_on_10000_reviews() -> None:
+    """As the README says: outside quick mode, 10,000 reviews, and a model built for them with
+    the most frequent word pairs (classifier_for picks them from the training reviews)."""
+    cell = source("train-mha")
+    statement = cell[cell.index("config = ClassifierConfig(") :]
+    statement = statement[: statement.index("\n)\n") + 3]
+    namespace = {"QUICK": False, "data": type("Data", (), {"vocab": range(50_000)})()}
+    exec("from former.classifier import ClassifierConfig\n" + statement, namespace)
+    assert namespace["config"].bigrams > 0
+    assert "smaller(data, 256 if QUICK else 10_000," in cell
+    assert "model = classifier_for(config, train_data, attention=multihead_attention)" in cell
